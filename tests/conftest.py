@@ -1,0 +1,43 @@
+"""Test environment: offline, single-threaded, with every cache in a temporary directory.
+
+The variables are set at import time, before any test imports torch or transformers, and are inherited by
+the ``adamergex`` subprocesses that the end-to-end tests start.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="adamergex-tests-"))
+os.environ.update(
+    HF_HUB_OFFLINE="1",
+    HF_DATASETS_OFFLINE="1",
+    TRANSFORMERS_OFFLINE="1",
+    HF_HOME=str(_SESSION_TMP / "hf_home"),
+    ADAMERGEX_CACHE=str(_SESSION_TMP / "adamergex_cache"),
+    OMP_NUM_THREADS="1",
+    MKL_NUM_THREADS="1",
+    TOKENIZERS_PARALLELISM="false",
+    TRANSFORMERS_VERBOSITY="error",
+    HF_HUB_DISABLE_PROGRESS_BARS="1",
+    HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+    PYTHONWARNINGS="ignore::DeprecationWarning",
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+SHARED = REPO_ROOT.parent / "shared"
+ADAMERGEX_BIN = Path(sys.executable).with_name("adamergex")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_path() -> str:
+    """Directory of ``builtin:tiny-llama`` (built once per test session)."""
+    from adamergex_pl.builtin_models import resolve_base_model
+
+    return resolve_base_model("builtin:tiny-llama")
