@@ -1,0 +1,270 @@
+"""LightningModule that fine-tunes a LoRA or (IA)³ adapter on a frozen, optionally quantized, causal LM."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from typing_extensions import override
+
+from adamergex_pl.adapter_spec import AdapterSpec
+from adamergex_pl.base_model import QuantizationSpec, load_base_model
+from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.evaluation import IGNORE_INDEX, Evaluator, LanguageModelingEvaluator, causal_lm_nll
+from adamergex_pl.generation import greedy_completions
+from adamergex_pl.optim import OptimizerSpec
+from adamergex_pl.snapshots import resolve_adapter_dir
+
+
+class AdapterModule(LightningModule):
+    """Fine-tunes a LoRA or (IA)³ adapter (through PEFT) on a frozen causal LM, 4-bit quantized if asked.
+
+    The base model is loaded in :meth:`configure_model`, so every DDP rank loads its own (quantized) copy onto
+    its own device. Only the adapter is trainable, and checkpoints hold only the adapter weights plus the
+    optimizer, scheduler and loop state: they load back into a quantized model and resume exactly.
+
+    Logged: ``train/loss``, ``train/perplexity``, ``train/lr``, ``train/tokens_per_sec``; per validation
+    language ``val/<lang>/loss`` and ``val/<lang>/perplexity`` (plus whatever the DataModule's evaluator adds),
+    and ``val/loss`` over all languages.
+
+    Args:
+        base_model: hub name, local directory, or ``builtin:tiny-llama`` / ``builtin:<demo model>``.
+        adapter_type: ``lora`` or ``ia3``.
+        quantization: storage of the frozen base weights: ``nf4`` | ``fp4`` | ``int8`` | ``none``.
+        double_quant: 4-bit only: quantize the quantization constants too (QLoRA).
+        compute_dtype: 4-bit only: dtype of the matmuls (``auto``: bfloat16 on CUDA, float32 on CPU).
+        quant_storage: 4-bit only: storage dtype of packed weights (set to the model dtype for FSDP).
+        dtype: dtype of the unquantized base weights (``auto``: bfloat16 on CUDA, float32 on CPU).
+        attn_implementation: transformers attention backend (``sdpa``, ``eager``, ``flash_attention_2``).
+        gradient_checkpointing: recompute activations in backward (non-reentrant). Default: on when quantized.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scaling numerator (scale ``alpha / r``, or ``alpha / sqrt(r)`` with ``use_rslora``).
+        lora_dropout: dropout on the LoRA input.
+        use_rslora: rank-stabilised LoRA scaling.
+        target_modules: modules to adapt (name suffixes) or ``all-linear`` (LoRA). Default: all linear layers
+            for LoRA, the (IA)³ paper's modules for the architecture for ``ia3``.
+        feedforward_modules: (IA)³: target modules whose input is scaled (default: the architecture's MLP
+            output projection).
+        modules_to_save: modules trained in full beside the adapter (e.g. ``[embed_tokens, lm_head]``).
+        adapter_dir: start from this PEFT adapter (or ``AdapterSnapshot`` root, whose ``last`` is used) instead
+            of a fresh one, e.g. to validate a snapshot or continue training it.
+        loss_on_prompt: take the loss on the whole sequence, prompt included (the AdaMergeX paper's recipe),
+            instead of on the completion tokens only.
+        optimizer: ``auto`` (paged 32-bit AdamW on CUDA, AdamW elsewhere), ``adamw``, ``paged_adamw_32bit``,
+            ``paged_adamw_8bit``.
+        learning_rate: peak learning rate.
+        weight_decay: decoupled weight decay (not applied to (IA)³ vectors).
+        warmup_ratio: linear warm-up as a fraction of all optimizer steps, then cosine decay.
+        warmup_steps: linear warm-up in optimizer steps (instead of ``warmup_ratio``).
+        min_lr_ratio: the cosine schedule's floor, as a fraction of ``learning_rate``.
+        max_new_tokens: greedy decoding length for ``predict``.
+        task: what the adapter learns, recorded in snapshots (e.g. ``xnli`` or ``wiki_lm``).
+        language: the training language, recorded in snapshots and used as the validation language when the
+            DataModule names none.
+
+    Raises:
+        ValueError: an unknown adapter type, quantization or optimizer, or conflicting options.
+
+    Example:
+        ``adamergex fit --config configs/tiny/task_lora.yaml``, or in Python::
+
+            module = AdapterModule("builtin:tiny-llama", adapter_type="lora", quantization="nf4")
+            Trainer(max_epochs=1).fit(module, datamodule=InstructionDataModule(...))
+    """
+
+    def __init__(
+        self,
+        base_model: str,
+        adapter_type: Literal["lora", "ia3"] = "lora",
+        quantization: Literal["nf4", "fp4", "int8", "none"] = "none",
+        double_quant: bool = True,
+        compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+        quant_storage: Literal["float32", "bfloat16", "float16"] | None = None,
+        dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+        attn_implementation: str | None = "sdpa",
+        gradient_checkpointing: bool | None = None,
+        lora_r: int = 8,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.05,
+        use_rslora: bool = False,
+        target_modules: list[str] | str | None = None,
+        feedforward_modules: list[str] | None = None,
+        modules_to_save: list[str] | None = None,
+        adapter_dir: str | None = None,
+        loss_on_prompt: bool = False,
+        optimizer: Literal["auto", "adamw", "paged_adamw_32bit", "paged_adamw_8bit"] = "auto",
+        learning_rate: float = 2e-4,
+        weight_decay: float = 0.0,
+        warmup_ratio: float = 0.0,
+        warmup_steps: int | None = None,
+        min_lr_ratio: float = 0.0,
+        max_new_tokens: int = 64,
+        task: str = "task",
+        language: str = "en",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.quantization = QuantizationSpec(quantization, double_quant, compute_dtype, quant_storage)
+        self.adapter_spec = AdapterSpec(
+            adapter_type=adapter_type,
+            lora_r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            use_rslora=use_rslora,
+            target_modules=target_modules
+            if isinstance(target_modules, str) or target_modules is None
+            else tuple(target_modules),
+            feedforward_modules=tuple(feedforward_modules) if feedforward_modules is not None else None,
+            modules_to_save=tuple(modules_to_save) if modules_to_save else None,
+        )
+        self.optimizer_spec = OptimizerSpec(
+            optimizer,
+            learning_rate,
+            weight_decay,
+            warmup_ratio=warmup_ratio,
+            warmup_steps=warmup_steps,
+            min_lr_ratio=min_lr_ratio,
+        )
+        if max_new_tokens < 1:
+            raise InvalidValueError(f"max_new_tokens={max_new_tokens} must be a positive integer, e.g. 64")
+        self.adapter_dir = str(resolve_adapter_dir(adapter_dir)) if adapter_dir else None
+        self.model: torch.nn.Module | None = None
+        self.evaluator: Evaluator | None = None
+        self.strict_loading = False  # checkpoints hold only the adapter (see on_save_checkpoint)
+        self._tokens_in_batch = 0
+        self._last_batch_end: float | None = None
+
+    # ------------------------------------------------------------------ model
+    @override
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        from adamergex_pl.peft_model import attach_adapter
+
+        device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
+        hp = self.hparams
+        base = load_base_model(hp.base_model, self.quantization, device, hp.dtype, hp.attn_implementation)
+        checkpointing = (
+            self.quantization.quantized if hp.gradient_checkpointing is None else hp.gradient_checkpointing
+        )
+        self.model = attach_adapter(
+            base, self.adapter_spec, self.quantization.quantized, checkpointing, adapter_dir=self.adapter_dir
+        )
+        self.model.train()  # from_pretrained returns eval mode, which would switch LoRA dropout off
+
+    @override
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        languages = list(getattr(datamodule, "val_languages", None) or [self.hparams.language])
+        if hasattr(datamodule, "build_evaluator"):
+            self.evaluator = datamodule.build_evaluator()
+        else:
+            self.evaluator = LanguageModelingEvaluator(languages)
+        self._eval_languages = languages
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits of the adapted model."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def _labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.hparams.loss_on_prompt or "labels" not in batch:
+            return batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
+        return batch["labels"]
+
+    # ------------------------------------------------------------------ training
+    @override
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        nll, count = causal_lm_nll(self(batch["input_ids"], batch["attention_mask"]), self._labels(batch))
+        loss = nll / count.clamp_min(1)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/perplexity", torch.exp(loss.detach()))
+        self.log("train/lr", self.lr_schedulers().get_last_lr()[0])  # the rate this step is taken with
+        self._tokens_in_batch = int(batch["attention_mask"].sum())
+        return loss
+
+    @override
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last_batch_end is not None:
+            rate = self._tokens_in_batch / max(now - self._last_batch_end, 1e-9)
+            self.log("train/tokens_per_sec", rate, reduce_fx="sum", sync_dist=self.trainer.world_size > 1)
+        self._last_batch_end = now
+
+    @override
+    def on_train_epoch_start(self) -> None:
+        self._last_batch_end = None  # the first batch of an epoch includes dataloader start-up
+
+    @override
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_spec.build(self.model, self.trainer.strategy.root_device)
+        total_steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total_steps):
+            raise InvalidValueError(
+                "the learning-rate schedule needs a finite number of steps; set trainer.max_epochs or "
+                "trainer.max_steps"
+            )
+        scheduler = self.optimizer_spec.schedule(optimizer, int(total_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ evaluation
+    def _eval_step(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
+        if "labels" in batch:
+            batch = {**batch, "labels": self._labels(batch)}
+        self.evaluator.update(self.model, batch, self._eval_languages[dataloader_idx])
+
+    def _log_evaluation(self, prefix: str) -> None:
+        results = self.evaluator.compute()
+        self.evaluator.reset()
+        for key, value in results.items():
+            self.log(
+                f"{prefix}/{key}", value, add_dataloader_idx=False, sync_dist=False, rank_zero_only=False
+            )
+
+    @override
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val")
+
+    @override
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test")
+
+    @override
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
+        tokenizer = self.trainer.datamodule.tokenizer
+        completions = greedy_completions(self.model, tokenizer, batch, self.hparams.max_new_tokens)
+        return [{"index": int(i), "completion": c} for i, c in zip(batch["index"], completions, strict=True)]
+
+    # ------------------------------------------------------------------ checkpoints
+    def adapter_state_keys(self) -> set[str]:
+        """State-dict keys of the trainable parameters: all that a checkpoint stores."""
+        return {name for name, param in self.named_parameters() if param.requires_grad}
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = self.adapter_state_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["adamergex"] = {"format": "adapter-only", "adapter_type": self.hparams.adapter_type}
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        expected, found = self.adapter_state_keys(), set(checkpoint.get("state_dict", {}))
+        if found != expected:
+            missing, unexpected = sorted(expected - found), sorted(found - expected)
+            raise InvalidValueError(
+                f"the checkpoint's adapter does not match this model's: {len(missing)} adapter tensors missing "
+                f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}); resume with the "
+                "same adapter_type, target_modules and rank that wrote the checkpoint"
+            )

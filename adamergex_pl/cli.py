@@ -1,0 +1,134 @@
+"""The ``adamergex`` command: LightningCLI for ``fit``/``validate``/``test``/``predict``, plus extra commands.
+
+    adamergex fit --config configs/tiny/task_lora.yaml
+    adamergex validate --config configs/tiny/task_lora.yaml --model.init_args.adapter_dir runs/tiny/snapshots
+    adamergex merge --task-src A --ref-src B --ref-tgt C --out D
+
+``model`` and ``data`` take any LightningModule / LightningDataModule by ``class_path`` (``AdapterModule``,
+``MergeModule``, the DataModules in ``data_modules``). The DataModule's tokenizer follows the model's
+``base_model``. Bad input ends with one ``adamergex: error: ...`` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import traceback
+import warnings
+
+from adamergex_pl.errors import UserInputError
+
+# Extra commands: name -> "module:function" taking argv (without the command name) and returning an exit code.
+EXTRA_COMMANDS: dict[str, str] = {}
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _lightning_cli():
+    """Build the LightningCLI subclass lazily: importing Lightning takes seconds."""
+    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+    class AdaMergeXCLI(LightningCLI):
+        """LightningCLI with the tokenizer linked to the base model and the run config given to snapshots."""
+
+        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            parser.link_arguments("model.init_args.base_model", "data.init_args.tokenizer", apply_on="parse")
+
+        def after_instantiate_classes(self) -> None:
+            from callbacks import AdapterSnapshot
+
+            self._dump_config()
+            for callback in self.trainer.callbacks:
+                if isinstance(callback, AdapterSnapshot):
+                    callback.run_config = self.config_dump
+
+    def run(args: list[str] | None) -> None:
+        AdaMergeXCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},  # a requeued job rewrites its own config
+            auto_configure_optimizers=False,
+            # parse errors raise, so that main() prints them as one line instead of the full usage
+            parser_kwargs={
+                "exit_on_error": False,
+                **{c: {"exit_on_error": False} for c in LIGHTNING_COMMANDS},
+            },
+            args=args,
+        )
+
+    return run
+
+
+def _usage() -> str:
+    extra = "".join(f"\n  adamergex {name} ..." for name in EXTRA_COMMANDS)
+    return (
+        "usage: adamergex {fit,validate,test,predict} --config CONFIG.yaml [--key value ...]"
+        f"{extra}\n\nRun 'adamergex <command> --help' for the options of a command."
+    )
+
+
+def _quiet_lightning() -> None:
+    """Drop two start-up messages that do not apply to adamergex runs.
+
+    * the ``srun`` hint: on a machine with SLURM installed, Lightning warns in every process that is not a
+      SLURM step, including the tests and ``--dry-run``; jobs from ``adamergex submit`` do use ``srun``;
+    * the LitLogger advertisement printed by every Trainer.
+    """
+    warnings.filterwarnings("ignore", message="The `srun` command is available on your system")
+
+    class _DropTip(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "litlogger" not in record.getMessage()
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch"):
+        logging.getLogger(name).addFilter(_DropTip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``adamergex`` console script."""
+    from_sys_argv = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in EXTRA_COMMANDS:
+            module_name, function_name = EXTRA_COMMANDS[argv[0]].split(":")
+            command = getattr(importlib.import_module(module_name), function_name)
+            return int(command(argv[1:]) or 0)
+        if not argv or (argv[0] in ("-h", "--help") and len(argv) == 1):
+            print(_usage())
+            return 0 if argv else 2
+        _quiet_lightning()
+        # LightningCLI reads sys.argv itself when given None, and warns when given both
+        _lightning_cli()(None if from_sys_argv else argv)
+        return 0
+    except argparse.ArgumentError as err:
+        command = argv[0] if argv and argv[0] in LIGHTNING_COMMANDS else "<command>"
+        print(f"adamergex: error: {err}\n(run 'adamergex {command} --help' for the options)", file=sys.stderr)
+        return 2
+    except Exception as err:
+        user_error = _user_input_error(err)
+        if user_error is None:
+            raise
+        if os.environ.get("ADAMERGEX_DEBUG"):
+            traceback.print_exc()
+        print(f"adamergex: error: {user_error}", file=sys.stderr)
+        return 2
+
+
+def _user_input_error(err: BaseException) -> UserInputError | None:
+    """The ``UserInputError`` behind ``err``: jsonargparse wraps errors raised while instantiating classes."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserInputError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Evaluation inside the validation loop: the protocol, and causal-LM loss and perplexity per language.
+
+A DataModule hands the LightningModule an :class:`Evaluator` (``build_evaluator()``) and the language of each
+validation dataloader (``val_languages``). The module calls ``update(model, batch, language)`` for every
+batch and logs ``compute()`` under ``val/`` at the end of the epoch. Evaluators keep their state in
+torchmetrics metrics, so ``compute()`` is synchronised across DDP ranks and every rank logs the same numbers.
+
+Causal-LM loss over the labelled tokens of a batch (labels ``-100`` are ignored, e.g. prompt tokens):
+
+    loss = − Σ_t log p(y_t | y_<t) / #labelled tokens,        perplexity = exp(loss)
+
+summed over all batches of a language before dividing, so the result does not depend on the batch size.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import Metric, SumMetric
+
+IGNORE_INDEX = -100
+
+
+def causal_lm_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Summed next-token negative log-likelihood and the number of labelled tokens.
+
+    Args:
+        logits: ``[batch, seq, vocab]`` scores for the token after each position.
+        labels: ``[batch, seq]`` token ids, ``-100`` where no loss is taken.
+
+    Returns:
+        ``(nll_sum, n_tokens)``, both 0-d tensors; the loss is ``nll_sum / n_tokens``.
+    """
+    shifted_labels = labels[:, 1:]
+    shifted_logits = logits[:, :-1]
+    nll = F.cross_entropy(
+        shifted_logits.reshape(-1, shifted_logits.size(-1)).float(),
+        shifted_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return nll, (shifted_labels != IGNORE_INDEX).sum()
+
+
+def forward_logits(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    """Logits of a causal LM for a padded batch (only the keys a causal LM takes are passed)."""
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+class Evaluator(nn.Module):
+    """Base class: metric states for a fixed list of languages.
+
+    Subclasses implement :meth:`update` and :meth:`compute`; ``compute`` returns ``<lang>/<metric>`` keys, and
+    may add cross-language keys. Register metrics as child modules so that they move with the model.
+
+    Args:
+        languages: the validation languages, in dataloader order.
+
+    Raises:
+        ValueError: no languages, or the same language twice.
+    """
+
+    def __init__(self, languages: list[str]) -> None:
+        super().__init__()
+        if not languages:
+            raise ValueError("an evaluator needs at least one validation language")
+        if len(set(languages)) != len(languages):
+            raise ValueError(f"validation languages must be distinct, got {languages}")
+        self.languages = list(languages)
+
+    def update(self, model: nn.Module, batch: dict[str, Tensor], language: str) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        for module in self.modules():
+            if isinstance(module, Metric):
+                module.reset()
+
+
+class LanguageModelingEvaluator(Evaluator):
+    """Token-weighted causal-LM loss and perplexity per language, plus the overall ``loss``.
+
+    Example:
+        >>> evaluator = LanguageModelingEvaluator(["en", "es"])
+        >>> # in validation_step: evaluator.update(model, batch, "es")
+        >>> # at epoch end: evaluator.compute() -> {"en/loss": ..., "en/perplexity": ..., "loss": ...}
+    """
+
+    def __init__(self, languages: list[str]) -> None:
+        super().__init__(languages)
+        self.nll = nn.ModuleDict({lang: SumMetric() for lang in self.languages})
+        self.tokens = nn.ModuleDict({lang: SumMetric() for lang in self.languages})
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, batch: dict[str, Tensor], language: str) -> None:
+        nll, count = causal_lm_nll(forward_logits(model, batch), batch["labels"])
+        self.nll[language].update(nll)
+        self.tokens[language].update(count.float())
+
+    def compute(self) -> dict[str, Tensor]:
+        results: dict[str, Tensor] = {}
+        total_nll, total_tokens = 0.0, 0.0
+        for lang in self.languages:
+            # every rank computes every language (compute() is a collective under DDP), then drops empty ones
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*was called before the ``update``.*")
+                nll, tokens = self.nll[lang].compute(), self.tokens[lang].compute()
+            if tokens == 0:
+                continue
+            loss = nll / tokens.clamp_min(1)
+            results[f"{lang}/loss"] = loss
+            results[f"{lang}/perplexity"] = torch.exp(loss)
+            total_nll, total_tokens = total_nll + nll, total_tokens + tokens
+        if results:
+            results["loss"] = total_nll / max(total_tokens, 1)
+        return results

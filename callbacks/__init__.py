@@ -1,0 +1,5 @@
+"""Lightning callbacks of adamergex-pl, one per file."""
+
+from callbacks.adapter_snapshot import AdapterSnapshot
+
+__all__ = ["AdapterSnapshot"]

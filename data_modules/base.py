@@ -1,0 +1,178 @@
+"""The shared machinery of the text DataModules: tokenizer, dataloaders, per-language validation, resumption.
+
+A subclass turns its sources into tokenized examples (``{"input_ids": [...], "labels": [...]}``) in
+:meth:`TokenizedDataModule.build_examples`; this base class does the rest:
+
+* one training dataloader whose order depends only on ``(seed, epoch)``, and that skips the batches a
+  mid-epoch checkpoint already trained on when a run resumes (``state_dict`` / ``load_state_dict``);
+* one validation (and test) dataloader per language, in ``val_languages`` order, sharded across DDP ranks
+  without padding so that no example is counted twice;
+* ``build_evaluator()``: causal-LM loss and perplexity per language (task DataModules override it).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+from typing_extensions import override
+
+from adamergex_pl.base_model import load_tokenizer
+from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.evaluation import Evaluator, LanguageModelingEvaluator
+from data_modules.collate import PadCollator
+from data_modules.sampling import EvalShardSampler, ResumableShuffleSampler
+
+Examples = list[dict[str, Any]]
+
+
+class TokenizedDataModule(LightningDataModule):
+    """Base class: subclasses implement :meth:`build_examples`.
+
+    Args:
+        tokenizer: the tokenizer's hub name, local path or ``builtin:`` name; the CLI links it to the model's
+            ``base_model``.
+        batch_size: training batch size per device.
+        eval_batch_size: validation/test batch size per device (default: ``batch_size``).
+        max_length: longest tokenized example, in tokens.
+        num_workers: dataloader worker processes.
+        seed: seed for sub-sampling, validation carving and shuffling.
+        pad_to_multiple_of: round padded lengths up to a multiple of this.
+
+    Raises:
+        ValueError: non-positive sizes.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str | None = None,
+        batch_size: int = 4,
+        eval_batch_size: int | None = None,
+        max_length: int = 512,
+        num_workers: int = 0,
+        seed: int = 42,
+        pad_to_multiple_of: int | None = None,
+    ) -> None:
+        super().__init__()
+        for option, value in (("batch_size", batch_size), ("max_length", max_length)):
+            if value < 1:
+                raise InvalidValueError(f"{option}={value} must be a positive integer")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise InvalidValueError(f"eval_batch_size={eval_batch_size} must be a positive integer or null")
+        self.tokenizer_name = tokenizer
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.max_length = max_length
+        self.num_workers = num_workers
+        self.seed = seed
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.tokenizer = None
+        self.train_examples: Examples = []
+        self.val_examples: dict[str, Examples] = {}
+        self.test_examples: dict[str, Examples] = {}
+        self._built = False
+        self._resume: tuple[int, int] | None = None
+
+    # ------------------------------------------------------------------ subclass interface
+    def build_examples(self) -> tuple[Examples, dict[str, Examples], dict[str, Examples]]:
+        """Return ``(train, {lang: val}, {lang: test})`` tokenized examples (``self.tokenizer`` is loaded)."""
+        raise NotImplementedError
+
+    def build_evaluator(self) -> Evaluator:
+        """The evaluator for this data (default: causal-LM loss and perplexity per validation language)."""
+        return LanguageModelingEvaluator(self.val_languages or self.test_languages)
+
+    # ------------------------------------------------------------------ lifecycle
+    @override
+    def setup(self, stage: str) -> None:
+        if self._built:
+            return
+        if self.tokenizer_name is None:
+            raise InvalidValueError(
+                f"{type(self).__name__} needs a tokenizer; set data.init_args.tokenizer (the CLI sets it from "
+                "model.init_args.base_model)"
+            )
+        self.tokenizer = load_tokenizer(self.tokenizer_name)
+        self.train_examples, self.val_examples, self.test_examples = self.build_examples()
+        self._built = True
+
+    @property
+    def val_languages(self) -> list[str]:
+        """Languages of the validation dataloaders, in order."""
+        return list(self.val_examples)
+
+    @property
+    def test_languages(self) -> list[str]:
+        return list(self.test_examples)
+
+    def collator(self, padding_side: str = "right") -> PadCollator:
+        return PadCollator(self.tokenizer.pad_token_id, padding_side, self.pad_to_multiple_of)
+
+    def _world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    # ------------------------------------------------------------------ dataloaders
+    @override
+    def train_dataloader(self) -> DataLoader:
+        if not self.train_examples:
+            raise InvalidValueError(f"{type(self).__name__} has no training data; set its train source")
+        world_size, rank = self._world()
+        sampler = ResumableShuffleSampler(self.train_examples, world_size, rank, seed=self.seed)
+        if self._resume is not None:
+            epoch, batches_done = self._resume
+            if batches_done >= -(-len(sampler) // self.batch_size):  # saved at the end of an epoch
+                epoch, batches_done = epoch + 1, 0
+            sampler.set_epoch(epoch)  # before the iterator exists: workers prefetch indices at creation
+            sampler.skip_in_epoch(epoch, batches_done * self.batch_size)
+            self._resume = None
+            # Lightning warns about mid-epoch resumption unless the dataloader is stateful; this one resumes.
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+        return DataLoader(
+            self.train_examples,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            collate_fn=self.collator(),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _eval_dataloaders(self, sets: dict[str, Examples]) -> list[DataLoader]:
+        world_size, rank = self._world()
+        return [
+            DataLoader(
+                examples,
+                batch_size=self.eval_batch_size,
+                sampler=EvalShardSampler(examples, world_size, rank),
+                collate_fn=self.collator(),
+                num_workers=self.num_workers,
+            )
+            for examples in sets.values()
+        ]
+
+    @override
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_dataloaders(self.val_examples)
+
+    @override
+    def test_dataloader(self) -> list[DataLoader]:
+        if not self.test_examples:
+            raise InvalidValueError(f"{type(self).__name__} has no test data; set its test sources")
+        return self._eval_dataloaders(self.test_examples)
+
+    # ------------------------------------------------------------------ resumption
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands in the current epoch, so that a resumed run skips what was trained."""
+        if self.trainer is None:
+            return {}
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": self.trainer.current_epoch, "batches_done": progress.processed, "seed": self.seed}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "epoch" in state_dict:
+            self._resume = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
