@@ -77,9 +77,17 @@ def _quiet_lightning() -> None:
 
     * the ``srun`` hint: on a machine with SLURM installed, Lightning warns in every process that is not a
       SLURM step, including the tests and ``--dry-run``; jobs from ``adamergex submit`` do use ``srun``;
-    * the LitLogger advertisement printed by every Trainer.
+    * the LitLogger advertisement printed by every Trainer, and the note that the default logger is a
+      CSVLogger when tensorboard is not installed;
+    * LightningCLI's warning when ``main(argv)`` is called in process while ``sys.argv`` holds something else.
     """
     warnings.filterwarnings("ignore", message="The `srun` command is available on your system")
+    # without tensorboard installed, Lightning's default logger is the CSVLogger; that is what adamergex wants
+    warnings.filterwarnings("ignore", message="Starting from v1.9.0, `tensorboardX` has been removed")
+    # main(argv) is called in process by the pipeline and the tests, whose own sys.argv means nothing here
+    warnings.filterwarnings(
+        "ignore", message="LightningCLI's args parameter is intended to run from within Python"
+    )
 
     class _DropTip(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:

@@ -41,3 +41,34 @@ def tiny_llama_path() -> str:
     from adamergex_pl.builtin_models import resolve_base_model
 
     return resolve_base_model("builtin:tiny-llama")
+
+
+def run_adamergex(*args: str, cwd: Path, timeout: float = 300, check: bool = True):
+    """Run the real ``adamergex`` console script in a subprocess (inherits the offline test environment)."""
+    import subprocess
+
+    result = subprocess.run(
+        [str(ADAMERGEX_BIN), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"adamergex {' '.join(args)} exited with {result.returncode}\n--- stdout\n{result.stdout[-4000:]}"
+            f"\n--- stderr\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def read_metrics_csv(root: Path) -> list[dict[str, str]]:
+    """Rows of the newest CSVLogger ``metrics.csv`` under ``root``."""
+    import csv
+
+    files = sorted(root.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise AssertionError(f"no metrics.csv under {root}")
+    with files[-1].open() as handle:
+        return list(csv.DictReader(handle))
