@@ -1,0 +1,284 @@
+"""Final-number extraction and numeric comparison for MGSM-style answers.
+
+Contract: :func:`extract_final_number` reads GENERATED text only. The caller passes the tokens the model
+generated, never the prompt: the AdaMergeX release parsed text that still held the question, so its MGSM
+scorer picked numbers from the question. The answer is the LAST number in the generation.
+
+Digits: every Unicode decimal digit (category ``Nd``: ASCII, Arabic-Indic ٠-٩, Persian ۰-۹, Devanagari ०-९,
+Bengali ০-৯, Thai ๐-๙, full-width ０-９, ...) is read through ``unicodedata.decimal``. ``unicodedata.digit``
+is deliberately not used: it also gives values to superscripts and circled digits, so "5 m²" would read
+as 52. Minus signs: ``-``, ``−`` (U+2212), ``－`` (U+FF0D), directly before the digits and not after a
+digit or a letter of a space-delimited script ("3-5" is a range and "COVID-19" gives 19, but "答案是-5"
+gives -5).
+
+Separators, the principled rule. A number is a run of digit groups joined by single separators among
+``.``, ``,``, ``'``, ``’``, a space, a no-break or thin space, ``٫`` (Arabic decimal separator, read as
+``.``) and ``٬`` (Arabic thousands separator, read as ``,``). A run is read as follows:
+
+1. A decimal separator is ``.`` or ``,`` and occurs at most once, as the last separator. Spaces and
+   apostrophes only ever group thousands.
+2. Grouping means a first group of 1-3 digits not starting with 0 (so ``0,500`` is 0.5), then groups of
+   exactly 3 digits, all with one and the same separator (which differs from the decimal separator).
+3. Two kinds of separators (``1,234.5``, ``1.234,5``, ``1 234,5``): the last is the decimal separator,
+   the others group thousands. A separator repeated (``1,234,567``, ``1.234.567``) groups thousands.
+4. A lone ``.`` or ``,`` followed by exactly three digits after a valid first group (``1,234``, ``1.234``)
+   is ambiguous: it groups thousands if it is the language's grouping separator, else it is the decimal
+   separator. The default (no language, or a decimal-point language such as en, zh, ja, th, sw, hi) reads
+   ``1,234`` as 1234 and ``1.234`` as 1.234; a decimal-comma language (de, es, fr, ru, vi, id, ..., see
+   :data:`DECIMAL_COMMA_LANGUAGES`) reads ``1.234`` as 1234 and ``1,234`` as 1.234. With any other number
+   of digits after it (``3.5``, ``3,5``, ``12,50``) a lone ``.`` or ``,`` is always the decimal separator.
+5. A run that fits none of these (a list ``1,2,3``, a date ``12.05.2023``, ``3.5 100``) is split at its
+   weakest separator (spaces, then apostrophes, then commas, then points) and the last piece is read
+   again, so the result is still the last number written: 3, 2023 and 100.
+
+Chinese/Japanese numerals (scope): integers written with 〇零一二两三四五六七八九十百千万亿 (and the
+traditional 兩萬億), e.g. 十二 = 12, 三百五十 = 350, 两千零五 = 2005, 一万二千 = 12000, 二〇二三 = 2023. They
+are read only when the generation contains no digit at all, because those characters also occur in ordinary
+words (一些 "some", 一起 "together", 十分 "very"). Not handled: fractions (``3/4`` gives 4), scientific
+notation, numbers spelled in words ("twelve"), a leading-point decimal ``.5`` (gives 5), colloquial
+abbreviations (三百五 is read as 305).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from decimal import Decimal, InvalidOperation
+
+from adamergex_pl.metrics.languages import normalize_language
+from adamergex_pl.metrics.text_segmentation import is_unsegmented_char
+
+__all__ = ["DECIMAL_COMMA_LANGUAGES", "extract_final_number", "numbers_equal", "parse_number"]
+
+# Languages whose conventional decimal separator is a comma (ISO 639-1); all others use a point.
+# fmt: off
+DECIMAL_COMMA_LANGUAGES: frozenset[str] = frozenset({
+    "az", "bg", "de", "el", "es", "et", "fr", "id", "it", "ky",
+    "nl", "pl", "pt", "ru", "sr", "tr", "uk", "uz", "vi",
+})
+# fmt: on
+
+_SEPARATOR_MAP = {
+    "\u00a0": " ",  # no-break space
+    "\u2007": " ",  # figure space
+    "\u2009": " ",  # thin space
+    "\u202f": " ",  # narrow no-break space (French grouping)
+    "\u2019": "'",  # right single quotation mark (Swiss grouping)
+    "\u066b": ".",  # Arabic decimal separator
+    "\u066c": ",",  # Arabic thousands separator
+    "\uff0e": ".",  # full-width full stop
+    "\u2212": "-",  # minus sign
+    "\uff0d": "-",  # full-width hyphen-minus
+}
+_RUN = re.compile(r"[0-9]+(?:[.,' ][0-9]+)*")
+_SPLIT_ORDER = (" ", "'", ",", ".")  # weakest separator first
+
+_CJK_DIGITS = {"〇": 0, "零": 0, "一": 1, "二": 2, "两": 2, "兩": 2, "三": 3, "四": 4}
+_CJK_DIGITS.update({"五": 5, "六": 6, "七": 7, "八": 8, "九": 9})
+_CJK_SMALL_UNITS = {"十": 10, "百": 100, "千": 1000}
+_CJK_LARGE_UNITS = {"万": 10**4, "萬": 10**4, "亿": 10**8, "億": 10**8}
+_CJK_RUN = re.compile("[" + "".join([*_CJK_DIGITS, *_CJK_SMALL_UNITS, *_CJK_LARGE_UNITS]) + "]+")
+
+
+def _normalize_digits(text: str) -> str:
+    """Map decimal digits to ASCII and separator/sign variants to ASCII, one character for one."""
+    chars = []
+    for char in text:
+        value = unicodedata.decimal(char, None)
+        chars.append(str(value) if value is not None else _SEPARATOR_MAP.get(char, char))
+    return "".join(chars)
+
+
+def _grouped(groups: list[str]) -> bool:
+    first, rest = groups[0], groups[1:]
+    return 1 <= len(first) <= 3 and first[0] != "0" and all(len(group) == 3 for group in rest)
+
+
+def _read_run(run: str, decimal_comma: bool) -> Decimal | None:
+    """The value of a whole run by rules 1-4 of the module docstring, or None if it is not one number."""
+    parts = re.split(r"([.,' ])", run)
+    groups, seps = parts[0::2], parts[1::2]
+    if not seps:
+        return Decimal(run)
+    kinds = set(seps)
+    if len(kinds) == 1 and len(seps) > 1:  # one separator repeated: thousands only
+        return Decimal("".join(groups)) if _grouped(groups) else None
+    if len(kinds) == 1:  # a lone separator
+        sep = seps[0]
+        if sep in " '":
+            return Decimal("".join(groups)) if _grouped(groups) else None
+        grouping_sep = "." if decimal_comma else ","
+        if sep == grouping_sep and _grouped(groups):
+            return Decimal("".join(groups))
+        return Decimal(f"{groups[0]}.{groups[1]}")
+    *group_seps, decimal_sep = seps
+    if decimal_sep not in ".," or len(set(group_seps)) != 1 or group_seps[0] == decimal_sep:
+        return None
+    if not _grouped(groups[:-1]):
+        return None
+    return Decimal("".join(groups[:-1]) + "." + groups[-1])
+
+
+def _read_last_number(run: str, decimal_comma: bool) -> tuple[Decimal, int]:
+    """The last number in a run (rule 5) and its offset in the run."""
+    value = _read_run(run, decimal_comma)
+    if value is not None:
+        return value, 0
+    for sep in _SPLIT_ORDER:
+        if sep in run:
+            offset = run.rindex(sep) + 1
+            value, inner = _read_last_number(run[offset:], decimal_comma)
+            return value, offset + inner
+    raise AssertionError(f"unreachable: a run without separators is always a number: {run!r}")
+
+
+def _read_cjk(run: str) -> int:
+    if not any(char in _CJK_SMALL_UNITS or char in _CJK_LARGE_UNITS for char in run):
+        return int("".join(str(_CJK_DIGITS[char]) for char in run))  # digit by digit: 二〇二三
+    total = myriads = section = digit = 0  # completed 亿 blocks, completed 万 blocks, current < 10^4
+    for char in run:
+        if char in _CJK_DIGITS:
+            digit = _CJK_DIGITS[char]
+        elif char in _CJK_SMALL_UNITS:
+            section += (digit or 1) * _CJK_SMALL_UNITS[char]  # 十二: an omitted leading 一
+            digit = 0
+        elif _CJK_LARGE_UNITS[char] == 10**4:
+            myriads += ((section + digit) or 1) * 10**4
+            section = digit = 0
+        else:
+            total = (total + myriads + section + digit or 1) * 10**8
+            myriads = section = digit = 0
+    return total + myriads + section + digit
+
+
+def _joins(char: str) -> bool:
+    """Whether a ``-`` after ``char`` is a hyphen: after a digit or a letter of a space-delimited script."""
+    return char.isalnum() and not is_unsegmented_char(char)
+
+
+def _decimal_comma(language: str | None) -> bool:
+    return language is not None and normalize_language(language) in DECIMAL_COMMA_LANGUAGES
+
+
+def extract_final_number(text: str, language: str | None = None) -> Decimal | None:
+    """The last number in generated text, or None if it holds none.
+
+    Args:
+        text: The model's generated text only (never the prompt; see the module docstring).
+        language: Language of the text, used only to read a lone ``1.234`` / ``1,234`` (rule 4); None reads
+            them with a decimal point.
+
+    Returns:
+        The number as a :class:`~decimal.Decimal` (exact: ``3.5`` is ``Decimal("3.5")``), or None.
+
+    Raises:
+        TypeError: If ``text`` is not a string.
+        ValueError: If ``language`` is unknown.
+
+    Example:
+        >>> extract_final_number("3 boxes of 12 eggs: 3 × 12 = 36. The answer is 36.")
+        Decimal('36')
+        >>> extract_final_number("Die Antwort ist 1.234,5 €", language="de"), extract_final_number("٤٢")
+        (Decimal('1234.5'), Decimal('42'))
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be the generated string, got {type(text).__name__} {text!r}")
+    decimal_comma = _decimal_comma(language)
+    normalized = _normalize_digits(text)
+    runs = list(_RUN.finditer(normalized))
+    if not runs:
+        cjk_runs = _CJK_RUN.findall(text)
+        return Decimal(_read_cjk(cjk_runs[-1])) if cjk_runs else None
+    last = runs[-1]
+    value, offset = _read_last_number(last.group(), decimal_comma)
+    start = last.start() + offset
+    signed = start > 0 and normalized[start - 1] == "-" and (start == 1 or not _joins(normalized[start - 2]))
+    return -value if signed else value
+
+
+def parse_number(text: str, language: str | None = None) -> Decimal:
+    """Read a string that is exactly one number (a gold answer, or an extracted answer kept as text).
+
+    Args:
+        text: One number in any notation :func:`extract_final_number` reads (``"1,234"``, ``"18.0"``,
+            ``"-7"``, ``"١٨"``, ``"十二"``), optionally with surrounding whitespace.
+        language: As in :func:`extract_final_number`.
+
+    Returns:
+        The number.
+
+    Raises:
+        TypeError: If ``text`` is not a string.
+        ValueError: If ``text`` is not exactly one number.
+
+    Example:
+        >>> parse_number(" 1,234 "), parse_number("18.0")
+        (Decimal('1234'), Decimal('18.0'))
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"expected a string holding one number, got {type(text).__name__} {text!r}")
+    stripped = text.strip()
+    normalized = _normalize_digits(stripped)
+    body = normalized[1:] if normalized.startswith("-") else normalized
+    whole_run = _RUN.fullmatch(body) is not None and _read_run(body, _decimal_comma(language)) is not None
+    whole_cjk = _CJK_RUN.fullmatch(stripped) is not None
+    if not (whole_run or whole_cjk):
+        raise ValueError(
+            f"{text!r} is not a single number; expected digits with optional sign, thousands separators and "
+            "decimal part, such as '1,234.5' or '-7' (use extract_final_number for free text)"
+        )
+    value = extract_final_number(stripped, language)
+    if value is None:  # pragma: no cover - excluded by the checks above
+        raise AssertionError(f"unreachable: {text!r} matched a number pattern but gave no number")
+    return value
+
+
+def _as_decimal(value: object, role: str, language: str | None) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+        raise TypeError(
+            f"{role}={value!r} must be a number (int, float, Decimal) or a string holding one number, "
+            f"not {type(value).__name__}"
+        )
+    if isinstance(value, str):
+        return parse_number(value, language)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{role}={value!r} is not a finite number")
+    try:
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation as error:  # pragma: no cover - every int/Decimal/finite float converts
+        raise ValueError(f"{role}={value!r} is not a number") from error
+    if not number.is_finite():
+        raise ValueError(f"{role}={value!r} is not a finite number")
+    return number
+
+
+def numbers_equal(
+    pred: str | int | float | Decimal | None, gold: str | int | float | Decimal, language: str | None = None
+) -> bool:
+    """Whether a predicted number equals the gold number, compared as exact decimals.
+
+    ``"18"``, ``18``, ``18.0`` and ``Decimal("18.00")`` are all equal; floats are read through their
+    shortest repr, so ``0.1`` equals ``"0.1"``. There is no tolerance: MGSM answers are integers.
+
+    Args:
+        pred: The extracted number (e.g. from :func:`extract_final_number`), or None when the generation held
+            no number (then the answer is wrong). A string must be exactly one number (:func:`parse_number`).
+        gold: The gold number, or a string holding exactly one number.
+        language: As in :func:`extract_final_number`, for strings.
+
+    Returns:
+        True if both are the same number.
+
+    Raises:
+        TypeError: If an argument has another type (bools are refused).
+        ValueError: If a string is not exactly one number, or a value is NaN or infinite.
+
+    Example:
+        >>> numbers_equal("18", 18.0), numbers_equal(None, 18), numbers_equal(Decimal("1234"), "1,234")
+        (True, False, True)
+    """
+    gold_number = _as_decimal(gold, "gold", language)
+    if pred is None:
+        return False
+    return _as_decimal(pred, "pred", language) == gold_number

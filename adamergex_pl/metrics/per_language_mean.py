@@ -1,0 +1,127 @@
+"""Base class of the text metrics: means of per-example scores, kept per language, synced under DDP.
+
+For languages ``L`` and per-example scores ``s_{l,i}`` (one vector of named scores per example), the metric
+reports ``mean_i s_{l,i}`` as ``<l>/<name>`` for every language and the macro average over the languages
+that saw at least one example as ``<name>``. A language without examples reports NaN (the key is always
+present, so checkpoint monitors and loggers see a fixed set of keys).
+
+State design. The states are sums, reduced with ``dist_reduce_fx="sum"``, so a DDP sync adds every rank's
+partial sums and nothing else: ``score_sums`` ``[|L|, K]`` and ``counts`` ``[|L|]``. Both are int64: scores
+are accumulated in fixed point (``round(s · 2^40)``, an error below 5e-13 per example, room for 8 million
+examples per language). Integer states make the result exactly independent of how examples are sharded
+across ranks, and they survive ``module.to(torch.bfloat16)``: Lightning's ``"bf16-true"``/``"16-true"``
+precision converts a module's floating-point tensors, metric states included, and a bf16 sum stops growing
+at 256.
+
+Limitation: sums cannot recognise a repeated example. ``DistributedSampler`` pads the last ranks with
+repeats of the first examples when the dataset size is not a multiple of the world size, and those repeats
+are counted (at most ``world_size - 1`` extra examples per dataloader). For exact numbers, validate on one
+device or with a sampler that does not pad; :class:`~adamergex_pl.metrics.CrossLingualConsistency`, which
+keys records by item, counts repeats once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from adamergex_pl.metrics.languages import normalize_language
+
+__all__ = ["PerLanguageMeanMetric"]
+
+_SCALE = 2**40
+
+
+class PerLanguageMeanMetric(Metric):
+    """Per-language means of named per-example scores; subclasses score a batch in ``update``.
+
+    Subclasses set :attr:`score_names` and call :meth:`_accumulate` from ``update``.
+
+    Args:
+        languages: The languages this metric will see, as labels used in the output keys (``"de"``,
+            ``"zh"``; each must be a language :func:`~adamergex_pl.metrics.languages.normalize_language`
+            knows, and no two may name the same language).
+        **kwargs: Passed to :class:`torchmetrics.Metric` (``sync_on_compute``, ``process_group``, ...).
+
+    Raises:
+        TypeError: If ``languages`` is not a list of strings.
+        ValueError: If it is empty, holds an unknown language, or names a language twice.
+
+    Example:
+        >>> from adamergex_pl.metrics import SquadMetric
+        >>> metric = SquadMetric(languages=["en", "zh"])
+        >>> metric.update(["Paris"], ["Paris"], language="en")
+        >>> float(metric.compute()["en/exact_match"])
+        1.0
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    score_names: ClassVar[tuple[str, ...]] = ()
+
+    score_sums: Tensor
+    counts: Tensor
+
+    def __init__(self, languages: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(languages, str) or not isinstance(languages, Sequence):
+            raise TypeError(f"languages={languages!r} must be a list of language codes, e.g. ['en', 'de']")
+        if not languages:
+            raise ValueError("languages is empty; list the languages this metric will see, e.g. ['en', 'de']")
+        codes = [normalize_language(language) for language in languages]
+        for position, code in enumerate(codes):
+            if code in codes[:position]:
+                first = codes.index(code)
+                raise ValueError(
+                    f"languages lists {languages[first]!r} and {languages[position]!r}, which are the same "
+                    f"language ({code!r}); list each language once"
+                )
+        self.languages: list[str] = list(languages)
+        self.language_codes: list[str] = codes
+        self._positions = {label: position for position, label in enumerate(self.languages)}
+        num_scores = len(self.score_names)
+        self.add_state(
+            "score_sums", torch.zeros(len(codes), num_scores, dtype=torch.long), dist_reduce_fx="sum"
+        )
+        self.add_state("counts", torch.zeros(len(codes), dtype=torch.long), dist_reduce_fx="sum")
+
+    def _language_position(self, language: str) -> int:
+        """Index of ``language`` among :attr:`languages` (the label exactly as given to ``__init__``)."""
+        position = self._positions.get(language)
+        if position is None:
+            raise ValueError(
+                f"language={language!r} is not one of this metric's languages {self.languages}; pass one of "
+                "them, or add it to `languages` when creating the metric"
+            )
+        return position
+
+    def _accumulate(self, position: int, scores: Sequence[Sequence[float]]) -> None:
+        """Add a batch of per-example score vectors (ordered as :attr:`score_names`) to one language."""
+        if not scores:
+            return
+        totals = [sum(round(row[j] * _SCALE) for row in scores) for j in range(len(self.score_names))]
+        self.score_sums[position] += torch.tensor(totals, dtype=torch.long, device=self.score_sums.device)
+        self.counts[position] += len(scores)
+
+    def compute(self) -> dict[str, Tensor]:
+        """Per-language means as ``<language>/<score>`` and their macro average as ``<score>`` (float64).
+
+        Returns:
+            A dict of scalar tensors; NaN for a language without examples (and for a macro average when
+            no language has any).
+        """
+        counts = self.counts.to(torch.float64).unsqueeze(1)
+        means = self.score_sums.to(torch.float64) / _SCALE / counts
+        macro = torch.nanmean(means, dim=0)
+        result: dict[str, Tensor] = {}
+        for position, label in enumerate(self.languages):
+            for column, name in enumerate(self.score_names):
+                result[f"{label}/{name}"] = means[position, column]
+        for column, name in enumerate(self.score_names):
+            result[name] = macro[column]
+        return result

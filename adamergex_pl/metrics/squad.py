@@ -1,0 +1,159 @@
+"""SQuAD exact match and token F1 for extractive QA in any language (XQuAD).
+
+Definitions (Rajpurkar et al., 2016, "SQuAD: 100,000+ Questions for Machine Comprehension of Text",
+arXiv:1606.05250), written here from the definitions for a prediction ``p`` and gold answers ``g_1..g_m``:
+
+* ``norm(x)``: NFKC, case folding, delete every punctuation or symbol character (Unicode categories ``P*``
+  and ``S*``: the Unicode generalisation of ASCII ``string.punctuation``, which is exactly the ASCII ``P*``
+  and ``S*`` characters), segment (whitespace, and one token per character for scripts written without
+  spaces: :mod:`adamergex_pl.metrics.text_segmentation`), drop the articles of the answer's language
+  (English only: ``a``, ``an``, ``the``), join the tokens with single spaces.
+* ``EM(p, g) = 1[norm(p) = norm(g)]``.
+* ``F1(p, g)``: with ``P`` and ``G`` the token multisets of ``norm(p)`` and ``norm(g)`` and
+  ``c = |P ∩ G|`` (multiset intersection), ``precision = c/|P|``, ``recall = c/|G|``,
+  ``F1 = 2·precision·recall/(precision + recall)`` and ``F1 = 0`` when ``c = 0``. If ``P`` or ``G`` is empty,
+  ``F1 = 1[P = G]``.
+* Several gold answers: ``max_j EM(p, g_j)`` and ``max_j F1(p, g_j)``.
+
+Language awareness. The official SQuAD script removes English articles whatever the language; here articles
+are removed for English only, so a Spanish "a" or a Vietnamese "the" is kept. Segmentation follows the script
+of each character, so ``"北京大学"`` and ``"北京 大学"`` normalise alike, and a Chinese answer is scored per
+character (the common "mixed segmentation" convention for Chinese QA).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+
+from adamergex_pl.metrics.languages import normalize_language
+from adamergex_pl.metrics.text_segmentation import prepare_text, segment
+
+__all__ = ["ARTICLES", "answer_tokens", "exact_match", "f1_score", "normalize_answer", "squad_scores"]
+
+# Articles removed by normalisation, per ISO 639-1 code. Only English, by design (see the module docstring).
+ARTICLES: dict[str, frozenset[str]] = {"en": frozenset({"a", "an", "the"})}
+
+
+def _delete_punctuation(text: str) -> str:
+    return "".join(char for char in text if unicodedata.category(char)[0] not in "PS")
+
+
+def answer_tokens(text: str, language: str) -> list[str]:
+    """Tokens of a normalised answer: the multiset that F1 compares.
+
+    Args:
+        text: An answer, predicted or gold.
+        language: The answer's language (see :func:`adamergex_pl.metrics.languages.normalize_language`).
+
+    Returns:
+        The tokens of ``norm(text)``.
+
+    Raises:
+        TypeError: If ``text`` is not a string.
+        ValueError: If ``language`` is unknown.
+
+    Example:
+        >>> answer_tokens("The Eiffel Tower!", "en"), answer_tokens("北京大学。", "zh")
+        (['eiffel', 'tower'], ['北', '京', '大', '学'])
+    """
+    articles = ARTICLES.get(normalize_language(language), frozenset())
+    tokens = segment(_delete_punctuation(prepare_text(text)))
+    return [token for token in tokens if token not in articles]
+
+
+def normalize_answer(text: str, language: str) -> str:
+    """``norm(text)``: the normalised answer that exact match compares.
+
+    Args:
+        text: An answer, predicted or gold.
+        language: The answer's language.
+
+    Returns:
+        The normalised tokens joined by single spaces.
+
+    Raises:
+        TypeError: If ``text`` is not a string.
+        ValueError: If ``language`` is unknown.
+
+    Example:
+        >>> normalize_answer("  The  Eiffel-Tower. ", "en"), normalize_answer("The Eiffel-Tower", "fr")
+        ('eiffeltower', 'the eiffeltower')
+    """
+    return " ".join(answer_tokens(text, language))
+
+
+def _token_f1(prediction: list[str], reference: list[str]) -> float:
+    if not prediction or not reference:
+        return float(prediction == reference)
+    common = sum((Counter(prediction) & Counter(reference)).values())
+    if common == 0:
+        return 0.0
+    precision = common / len(prediction)
+    recall = common / len(reference)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _reference_list(references: str | Sequence[str]) -> list[str]:
+    if isinstance(references, str):
+        return [references]
+    if not isinstance(references, Sequence) or isinstance(references, bytes):
+        raise TypeError(
+            f"references={references!r} must be a string or a sequence of strings (several gold answers)"
+        )
+    refs = list(references)
+    if not refs:
+        raise ValueError("references is empty; give at least one gold answer (a string or a non-empty list)")
+    for ref in refs:
+        if not isinstance(ref, str):
+            raise TypeError(f"gold answer {ref!r} in references must be a string, got {type(ref).__name__}")
+    return refs
+
+
+def squad_scores(prediction: str, references: str | Sequence[str], language: str) -> tuple[float, float]:
+    """Exact match and F1 of one prediction against one or several gold answers (max over golds).
+
+    Args:
+        prediction: The predicted answer (generated text only, not the prompt).
+        references: One gold answer or a non-empty sequence of them.
+        language: The language of the answers.
+
+    Returns:
+        ``(exact_match, f1)``, each in ``[0, 1]``.
+
+    Raises:
+        TypeError: If the prediction or a gold answer is not a string.
+        ValueError: If ``references`` is empty or ``language`` unknown.
+
+    Example:
+        >>> squad_scores("the Eiffel tower", ["Eiffel Tower", "tower"], "en")
+        (1.0, 1.0)
+    """
+    pred_tokens = answer_tokens(prediction, language)
+    best_em, best_f1 = 0.0, 0.0
+    for reference in _reference_list(references):
+        ref_tokens = answer_tokens(reference, language)
+        best_em = max(best_em, float(pred_tokens == ref_tokens))
+        best_f1 = max(best_f1, _token_f1(pred_tokens, ref_tokens))
+    return best_em, best_f1
+
+
+def exact_match(prediction: str, references: str | Sequence[str], language: str) -> float:
+    """``max_j EM(prediction, g_j)``; see :func:`squad_scores` for arguments and errors.
+
+    Example:
+        >>> exact_match("An apple.", "apple", "en"), exact_match("An apple.", "apple", "es")
+        (1.0, 0.0)
+    """
+    return squad_scores(prediction, references, language)[0]
+
+
+def f1_score(prediction: str, references: str | Sequence[str], language: str) -> float:
+    """``max_j F1(prediction, g_j)``; see :func:`squad_scores` for arguments and errors.
+
+    Example:
+        >>> f1_score("北京大学", "北京", "zh")  # P = 2/4, R = 2/2, F1 = 2·0.5·1/1.5
+        0.6666666666666666
+    """
+    return squad_scores(prediction, references, language)[1]

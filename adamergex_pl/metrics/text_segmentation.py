@@ -1,0 +1,108 @@
+"""Script-aware segmentation of text into tokens for the overlap metrics (SQuAD F1, ROUGE-L).
+
+Rule: text is split on whitespace, and every character of a script written without spaces between words
+(Han, Hiragana, Katakana, Bopomofo, Thai, Lao, Khmer, Myanmar) becomes a token of its own. Characters of all
+other scripts stay in their whitespace-delimited words. The rule is per character, not per language, so a
+Chinese answer that contains an English name or a number is split correctly, and a language label never has
+to be right for the segmentation to be.
+
+Scope: a "character" is a Unicode code point. Combining marks of the unsegmented scripts (Thai vowel and tone
+marks, Khmer and Myanmar signs) are therefore tokens of their own; there is no grapheme clustering and no
+dictionary word segmentation (no external segmenter, so no language-specific model enters the metrics).
+Callers normalise text (NFKC, case folding) before segmenting; see :func:`prepare_text`.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from bisect import bisect_right
+
+__all__ = ["is_unsegmented_char", "prepare_text", "segment"]
+
+# Inclusive code point ranges of the scripts written without spaces between words, sorted by start.
+_UNSEGMENTED_RANGES: tuple[tuple[int, int], ...] = (
+    (0x0E00, 0x0E7F),  # Thai
+    (0x0E80, 0x0EFF),  # Lao
+    (0x1000, 0x109F),  # Myanmar
+    (0x1780, 0x17FF),  # Khmer
+    (0x19E0, 0x19FF),  # Khmer symbols
+    (0x2E80, 0x2FDF),  # CJK radicals supplement, Kangxi radicals
+    (0x3005, 0x3007),  # 々 〆 〇 (iteration mark, closing mark, ideographic zero)
+    (0x3021, 0x3029),  # Hangzhou numerals
+    (0x3038, 0x303C),  # more Hangzhou numerals, 〻 〼
+    (0x3040, 0x30FF),  # Hiragana, Katakana
+    (0x3100, 0x312F),  # Bopomofo
+    (0x3190, 0x31BF),  # Kanbun, Bopomofo extended
+    (0x31F0, 0x31FF),  # Katakana phonetic extensions
+    (0x3400, 0x4DBF),  # CJK unified ideographs extension A
+    (0x4E00, 0x9FFF),  # CJK unified ideographs
+    (0xA9E0, 0xA9FF),  # Myanmar extended-B
+    (0xAA60, 0xAA7F),  # Myanmar extended-A
+    (0xF900, 0xFAFF),  # CJK compatibility ideographs
+    (0xFF66, 0xFF9F),  # half-width Katakana
+    (0x20000, 0x323AF),  # CJK unified ideographs extensions B-H, compatibility supplement
+)
+_RANGE_STARTS = tuple(start for start, _ in _UNSEGMENTED_RANGES)
+
+
+def is_unsegmented_char(char: str) -> bool:
+    """Whether ``char`` belongs to a script written without spaces between words.
+
+    Args:
+        char: A single character.
+
+    Returns:
+        True for Han, Kana, Bopomofo, Thai, Lao, Khmer and Myanmar code points (letters, marks, digits, and
+        the punctuation inside those blocks; callers drop punctuation first).
+
+    Example:
+        >>> is_unsegmented_char("中"), is_unsegmented_char("ก"), is_unsegmented_char("a")
+        (True, True, False)
+    """
+    point = ord(char)
+    position = bisect_right(_RANGE_STARTS, point) - 1
+    return position >= 0 and point <= _UNSEGMENTED_RANGES[position][1]
+
+
+def prepare_text(text: str) -> str:
+    """NFKC-normalise and case-fold ``text`` (full-width Latin and digits become ASCII, ``ß`` matches ``ss``).
+
+    Args:
+        text: Any string.
+
+    Returns:
+        The normalised string.
+
+    Raises:
+        TypeError: If ``text`` is not a string.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"expected a string, got {type(text).__name__} {text!r}")
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def segment(text: str) -> list[str]:
+    """Split ``text`` on whitespace, with every unsegmented-script character as a token of its own.
+
+    Args:
+        text: Text already normalised by the caller (punctuation removed or replaced as the metric requires).
+
+    Returns:
+        The tokens, in order.
+
+    Example:
+        >>> segment("北京大学 in Beijing")
+        ['北', '京', '大', '学', 'in', 'Beijing']
+    """
+    tokens: list[str] = []
+    for word in text.split():
+        start = 0
+        for position, char in enumerate(word):
+            if is_unsegmented_char(char):
+                if position > start:
+                    tokens.append(word[start:position])
+                tokens.append(char)
+                start = position + 1
+        if start < len(word):
+            tokens.append(word[start:])
+    return tokens
