@@ -17,6 +17,7 @@ def model_and_tokenizer(tiny_llama_path):
     )
 
 
+@torch.no_grad()
 def _log_likelihood(model, prompt_ids, option_ids):
     ids = torch.tensor([[*prompt_ids, *option_ids]])
     log_probs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
