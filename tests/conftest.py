@@ -26,7 +26,9 @@ os.environ.update(
     TRANSFORMERS_VERBOSITY="error",
     HF_HUB_DISABLE_PROGRESS_BARS="1",
     HF_DATASETS_DISABLE_PROGRESS_BARS="1",
-    PYTHONWARNINGS="ignore::DeprecationWarning",
+    # Lightning warns in every Trainer once `srun` is on PATH (the local SLURM cluster installs it) unless the
+    # process runs under srun; the warning says nothing about tests outside SLURM jobs.
+    PYTHONWARNINGS="ignore::DeprecationWarning,ignore:The `srun` command is available:UserWarning",
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,3 +43,18 @@ def tiny_llama_path() -> str:
     from adamergex_pl.builtin_models import resolve_base_model
 
     return resolve_base_model("builtin:tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The local SLURM cluster (``tests/local_slurm.py``): reused if up, else started; skips if impossible."""
+    from local_slurm import LocalCluster, skip_reason
+
+    if (reason := skip_reason()) is not None:
+        pytest.skip(reason)
+    try:
+        cluster = LocalCluster.acquire()
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    yield cluster
+    cluster.release()
