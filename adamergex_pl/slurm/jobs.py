@@ -196,7 +196,13 @@ def submit_jobs(
 
 
 def submit_chain(
-    parallel: Sequence[SlurmJob], then: SlurmJob | Sequence[SlurmJob], **kwargs: object
+    parallel: Sequence[SlurmJob],
+    then: SlurmJob | Sequence[SlurmJob],
+    *,
+    jobs_dir: str | os.PathLike[str] = DEFAULT_JOBS_DIR,
+    workdir: str | os.PathLike[str] | None = None,
+    sbatch: str = "sbatch",
+    dry_run: bool = False,
 ) -> list[JobSubmission]:
     """Submit ``parallel`` jobs, then ``then`` job(s) that start only after all of them succeeded.
 
@@ -206,7 +212,10 @@ def submit_chain(
     Args:
         parallel: jobs with no dependency on each other.
         then: the job or jobs that run after all of ``parallel`` (each keeps its own ``after`` too).
-        **kwargs: passed to :func:`submit_jobs` (``jobs_dir``, ``workdir``, ``sbatch``, ``dry_run``).
+        jobs_dir: as for :func:`submit_jobs`.
+        workdir: as for :func:`submit_jobs`.
+        sbatch: as for :func:`submit_jobs`.
+        dry_run: as for :func:`submit_jobs`.
 
     Returns:
         The submissions: ``parallel`` first, then ``then``.
@@ -223,7 +232,9 @@ def submit_chain(
     chained = [
         replace(job, after=[*job.after, *(n for n in names if n not in job.after)]) for job in followers
     ]
-    return submit_jobs([*parallel, *chained], **kwargs)  # type: ignore[arg-type]
+    return submit_jobs(
+        [*parallel, *chained], jobs_dir=jobs_dir, workdir=workdir, sbatch=sbatch, dry_run=dry_run
+    )
 
 
 def dependency_order(jobs: Sequence[SlurmJob]) -> list[SlurmJob]:

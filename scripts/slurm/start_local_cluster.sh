@@ -93,6 +93,11 @@ SOCKET=$STATE/munge/munge.socket
 HW=$(slurmd -C | head -1)
 hw() { sed -n "s/.*\b$1=\([0-9]*\).*/\1/p" <<<"$HW"; }
 MEM=$(( $(hw RealMemory) * 8 / 10 ))          # leave room for the OS and the test runner
+# Job ids go on from the last cluster's (slurmctld -c would restart them at 1), so that a directory pinned to a
+# job id (runs/slurm/<name>-<id>) from an earlier cluster is never taken over by a new job. The job-completion
+# file keeps the last id as long as the state directory lives.
+last_id=$(grep -ho 'JobId=[0-9]*' "$STATE/log/jobcomp.txt" 2>/dev/null | cut -d= -f2 | sort -n | tail -1 || true)
+FIRST_JOB_ID=$(( ${last_id:-0} + 1 ))
 cat >"$CONF" <<EOF
 $MARKER
 # Single-node cluster for tests and CI: no cgroups, no accounting. State: $STATE
@@ -123,6 +128,7 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$STATE/log/jobcomp.txt
 MinJobAge=600
+FirstJobId=$FIRST_JOB_ID
 # schedule quickly: tests wait for jobs
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2,bf_interval=1
