@@ -1,7 +1,8 @@
 """Render an sbatch script that runs one command with the options of a :class:`JobResources`.
 
-The script has four parts: the ``#SBATCH`` header, the set-up lines, the pinned run directory, and the command
-launched with ``srun``. ``srun`` is used for every job, one task or many:
+The script has four parts: the ``#SBATCH`` header, the pinned run directory, the set-up lines (which may use
+``$ADAMERGEX_RUN_DIR``), and the command launched with ``srun``. ``srun`` is used for every job, one task or
+many:
 
 * Lightning's ``SLURMEnvironment`` takes its ranks from the variables that ``srun`` sets for each task
   (``SLURM_PROCID``, ``SLURM_LOCALID``, ``SLURM_NODEID``, ``SLURM_NTASKS``), and checks that
@@ -40,9 +41,6 @@ $sbatch_lines
 # Stop at the first failing line. (No `set -u`: module and virtualenv scripts often read unset variables.)
 set -eo pipefail
 
-# ---- environment set-up ----
-$setup_lines
-
 # ---- run directory, pinned to the job id ----
 # A requeued job keeps its SLURM_JOB_ID, so its second run finds the checkpoints and logs of its first run
 # here. adamergex reads it from $$$run_dir_env (see adamergex_pl/slurm/run_env.py).
@@ -51,6 +49,9 @@ mkdir -p "$$$run_dir_env"
 export PYTHONUNBUFFERED=1
 echo "[adamergex-slurm] job $${SLURM_JOB_ID} restart $${SLURM_RESTART_COUNT:-0} on $$(hostname)"
 echo "[adamergex-slurm] $run_dir_env=$$$run_dir_env"
+
+# ---- environment set-up ----
+$setup_lines
 
 # ---- the command: $tasks_per_node task(s) per node, one per device; srun sets the ranks Lightning reads ----
 exec srun --ntasks-per-node=$tasks_per_node --cpus-per-task=$cpus_per_task --kill-on-bad-exit=1 \\

@@ -49,23 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="print the script(s) and submit nothing")
     p.add_argument(
-        "--jobs", metavar="FILE", help="YAML list of jobs and their dependencies (see job_file.py)"
+        "--jobs",
+        metavar="FILE",
+        help="YAML list of jobs and their dependencies (adamergex_pl/slurm/job_file.py)",
     )
     p.add_argument("--jobs-dir", default=DEFAULT_JOBS_DIR, help="where scripts are written (%(default)s)")
     p.add_argument("--workdir", help="the jobs' working directory (default: the current directory)")
     p.add_argument("--program", help="program to run (default: the adamergex of this environment)")
     p.add_argument("--sbatch", default="sbatch", help="the sbatch command or path (%(default)s)")
     r = p.add_argument_group("job options (JobResources fields; unset ones keep their defaults)")
-    r.add_argument("-J", "--job-name")
-    r.add_argument("-N", "--nodes", type=int)
+    r.add_argument("-J", "--job-name", help="job name, also in file names (default adamergex)")
+    r.add_argument("-N", "--nodes", type=int, help="nodes (default 1)")
     r.add_argument("--gpus-per-node", type=int, help="GPUs per node; one task per GPU")
     r.add_argument("--tasks-per-node", type=int, help="tasks per node (default: GPUs per node, or 1)")
-    r.add_argument("-c", "--cpus-per-task", type=int)
+    r.add_argument("-c", "--cpus-per-task", type=int, help="CPUs per task (default 1)")
     r.add_argument("--mem", help="memory per node, e.g. 64G")
     r.add_argument("-t", "--time", help="time limit, e.g. 04:00:00 or 1-00:00:00 (default 01:00:00)")
-    r.add_argument("-p", "--partition")
-    r.add_argument("-A", "--account")
-    r.add_argument("-q", "--qos")
+    r.add_argument("-p", "--partition", help="partition (default: the cluster's)")
+    r.add_argument("-A", "--account", help="account to charge")
+    r.add_argument("-q", "--qos", help="quality of service")
     r.add_argument(
         "--signal", type=int, metavar="SECONDS", help="requeue signal this long before the limit; 0: none"
     )
@@ -90,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="another #SBATCH option, written --extra-sbatch=--mail-type=END (repeatable)",
     )
     r.add_argument("-d", "--dependency", help="e.g. afterok:1234:1235")
-    r.add_argument("--kill-on-invalid-dep", action=argparse.BooleanOptionalAction, default=None)
+    r.add_argument(
+        "--kill-on-invalid-dep",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cancel the job when a job it depends on fails (default) instead of leaving it pending",
+    )
     r.add_argument("-a", "--array", help="job array indices, e.g. 0-2")
     return p
 
