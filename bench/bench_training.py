@@ -31,7 +31,12 @@ FRAMEWORKS = ("loop", "adamergex", "hf_trainer")
 # ---------------------------------------------------------------------------------------------- set-up
 def model_path(name: str) -> str:
     """``tiny`` is builtin:tiny-llama; ``llama100m`` a random Llama-shaped model of ~134M parameters."""
-    from adamergex_pl.builtin_models import build_byte_tokenizer, cache_dir, resolve_base_model, tiny_llama_config
+    from adamergex_pl.builtin_models import (
+        build_byte_tokenizer,
+        cache_dir,
+        resolve_base_model,
+        tiny_llama_config,
+    )
 
     if name == "tiny":
         return resolve_base_model("builtin:tiny-llama")
@@ -154,7 +159,11 @@ def run_hf_trainer(args, data) -> tuple[float, float]:
             use_cpu=True, dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False,
         )  # fmt: skip
         trainer = Trainer(
-            model=model, args=training_args, train_dataset=data, data_collator=PadCollator(0), callbacks=[Clock()]
+            model=model,
+            args=training_args,
+            train_dataset=data,
+            data_collator=PadCollator(0),
+            callbacks=[Clock()],
         )
         trainer.train()
     return times["start"], times["end"]
@@ -221,7 +230,9 @@ def main() -> None:
                         out = subprocess.run(command, capture_output=True, text=True, env={**os.environ})
                         line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
                         if line is None:
-                            raise SystemExit(f"{framework} {model} {adapter} {quant} failed:\n{out.stderr[-3000:]}")
+                            raise SystemExit(
+                                f"{framework} {model} {adapter} {quant} failed:\n{out.stderr[-3000:]}"
+                            )
                         result = json.loads(line[len("RESULT ") :])
                         if best is None or result["tokens_per_sec"] > best["tokens_per_sec"]:
                             best = result

@@ -31,8 +31,36 @@ import torch
 ASSETS = Path(__file__).resolve().parents[1] / "adamergex_pl" / "assets"
 WIKI_FILES = {"en": "English_Wiki_20k_LM_511_1_test.json", "es": "Spanish_Wiki_10k_LM_1_511_test.json"}
 NUMBER_WORDS = {
-    "en": "zero one two three four five six seven eight nine ten eleven twelve".split(),
-    "es": "cero uno dos tres cuatro cinco seis siete ocho nueve diez once doce".split(),
+    "en": [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+    ],
+    "es": [
+        "cero",
+        "uno",
+        "dos",
+        "tres",
+        "cuatro",
+        "cinco",
+        "seis",
+        "siete",
+        "ocho",
+        "nueve",
+        "diez",
+        "once",
+        "doce",
+    ],
 }
 HELD_OUT_RECORDS = 120  # per language, kept out of pretraining for the demo's reference adapters
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]

@@ -6,7 +6,9 @@ the ``adamergex`` subprocesses that the end-to-end tests start.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="adamergex-tests-"))
+atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 os.environ.update(
     HF_HUB_OFFLINE="1",
     HF_DATASETS_OFFLINE="1",
@@ -26,7 +29,9 @@ os.environ.update(
     TRANSFORMERS_VERBOSITY="error",
     HF_HUB_DISABLE_PROGRESS_BARS="1",
     HF_DATASETS_DISABLE_PROGRESS_BARS="1",
-    PYTHONWARNINGS="ignore::DeprecationWarning",
+    # Lightning warns in every Trainer once `srun` is on PATH (the local SLURM cluster installs it) unless the
+    # process runs under srun; the warning says nothing about tests outside SLURM jobs.
+    PYTHONWARNINGS="ignore::DeprecationWarning,ignore:The `srun` command is available:UserWarning",
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -72,3 +77,18 @@ def read_metrics_csv(root: Path) -> list[dict[str, str]]:
         raise AssertionError(f"no metrics.csv under {root}")
     with files[-1].open() as handle:
         return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The local SLURM cluster (``tests/local_slurm.py``): reused if up, else started; skips if impossible."""
+    from local_slurm import LocalCluster, skip_reason
+
+    if (reason := skip_reason()) is not None:
+        pytest.skip(reason)
+    try:
+        cluster = LocalCluster.acquire()
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    yield cluster
+    cluster.release()
