@@ -22,7 +22,9 @@ import warnings
 from adamergex_pl.errors import UserInputError
 
 # Extra commands: name -> "module:function" taking argv (without the command name) and returning an exit code.
-EXTRA_COMMANDS: dict[str, str] = {}
+EXTRA_COMMANDS: dict[str, str] = {
+    "crossin": "adamergex_pl.crossin.command:main",  # CrossIn: `adamergex crossin build` writes a mixture to JSONL
+}
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
