@@ -23,7 +23,8 @@ from adamergex_pl.errors import UserInputError
 
 # Extra commands: name -> "module:function" taking argv (without the command name) and returning an exit code.
 EXTRA_COMMANDS: dict[str, str] = {
-    "submit": "adamergex_pl.slurm.submit:main",
+    "crossin": "adamergex_pl.crossin.command:main",  # `adamergex crossin build` writes a CrossIn mixture to JSONL
+    "submit": "adamergex_pl.slurm.submit:main",  # sbatch jobs for any adamergex command
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
