@@ -29,6 +29,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
 from adamergex_pl.merging.adapter_config import unsupported_lora_features
+from adamergex_pl.merging.finite import refuse_nonfinite
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
@@ -280,9 +281,7 @@ class AdapterWeights:
         """
         state_dict = {key: tensor.detach().contiguous().cpu() for key, tensor in self.state_dict().items()}
         for key, tensor in state_dict.items():
-            bad = int((~torch.isfinite(tensor)).sum())
-            if bad:
-                raise ValueError(f"refusing to write {key}: {bad} of {tensor.numel()} entries are NaN or inf")
+            refuse_nonfinite(f"refusing to write {key}: it", tensor)
         directory = Path(directory)
         (directory / ADAPTER_CONFIG_FILE).write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
         save_file(state_dict, str(directory / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})

@@ -26,11 +26,11 @@ from collections.abc import Sequence
 
 import torch
 
+from adamergex_pl.merging.finite import refuse_nonfinite
+
 
 def _refuse_nonfinite(vector: torch.Tensor, what: str, module: str) -> None:
-    bad = int((~torch.isfinite(vector)).sum())
-    if bad:
-        raise ValueError(f"(IA)³ module {module!r}: {what} has {bad} of {vector.numel()} entries NaN or inf")
+    refuse_nonfinite(f"(IA)³ module {module!r}: {what}", vector)
 
 
 def _refuse_small(divisor: torch.Tensor, what: str, module: str, eps: float) -> None:

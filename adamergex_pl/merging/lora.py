@@ -8,7 +8,8 @@ additive, so ``⊕ = +`` and ``⊖ = −``:
 
     ΔW = s_T·B_T·A_T + t·(s_tgt·B_tgt·A_tgt − s_src·B_src·A_src),
 
-the signed combination ``Σ_i w_i·ΔW_i`` with weights ``w = (1, t, −t)`` (AriMerge: ``w = (1, t)``). Modes:
+the signed combination ``Σ_i w_i·ΔW_i`` with weights ``w = (1, t, −t)`` (AriMerge: ``w = (1, t)``). An input
+that does not adapt a module contributes ``ΔW_i = 0`` there (zero factors). Modes:
 
 * ``exact`` (:func:`concat_factors`): ``A = [A_1; …; A_n]`` (rows), ``B = [c_1·B_1, …, c_n·B_n]``
   (columns) with ``c_i = w_i·s_i``, so that ``B·A = Σ_i w_i·s_i·B_i·A_i`` exactly; rank ``Σ r_i``, scaling 1.

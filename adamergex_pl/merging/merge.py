@@ -35,6 +35,7 @@ from adamergex_pl.merging.adapter_config import (
 )
 from adamergex_pl.merging.adapters import AdapterWeights
 from adamergex_pl.merging.checks import check_mergeable
+from adamergex_pl.merging.finite import refuse_nonfinite
 from adamergex_pl.merging.ia3 import ia3_adamergex, ia3_arimerge, ia3_product
 from adamergex_pl.merging.lora import combine_factors, concat_factors, truncate_factors
 from adamergex_pl.merging.result import MergeResult
@@ -213,12 +214,6 @@ def _keep_targeting(named: Mapping[str, AdapterWeights], modules: Sequence[str],
     return same and not partial and sorted(modules) == _union(named)
 
 
-def _refuse_nonfinite(what: str, tensor: torch.Tensor) -> None:
-    bad = int((~torch.isfinite(tensor)).sum())
-    if bad:
-        raise ValueError(f"{what} has {bad} of {tensor.numel()} entries NaN or inf")
-
-
 def _combine_lora(
     named: Mapping[str, AdapterWeights],
     weights: Sequence[float],
@@ -240,8 +235,8 @@ def _combine_lora(
             if module in adapter.tensors:
                 lora_A, lora_B = adapter.tensors[module]["lora_A"], adapter.tensors[module]["lora_B"]
                 label = f"{role} ({adapter.label})"
-                _refuse_nonfinite(f"{label} LoRA module {module!r}: lora_A", lora_A)
-                _refuse_nonfinite(f"{label} LoRA module {module!r}: lora_B", lora_B)
+                refuse_nonfinite(f"{label} LoRA module {module!r}: lora_A", lora_A)
+                refuse_nonfinite(f"{label} LoRA module {module!r}: lora_B", lora_B)
                 scaling = lora_module_scaling(adapter.config, module, lora_A.shape[0], label=label)
                 terms.append((role, lora_A, lora_B, scaling, weight))
         if mode == "factor":
@@ -266,8 +261,8 @@ def _combine_lora(
                 merged = (new_A, new_B)
                 errors[module] = math.sqrt(lost / norm) if norm > 0 else 0.0
                 discarded, total = discarded + float(lost), total + float(norm)
-        _refuse_nonfinite(f"LoRA module {module!r}: the merged lora_A", merged[0])
-        _refuse_nonfinite(f"LoRA module {module!r}: the merged lora_B", merged[1])
+        refuse_nonfinite(f"LoRA module {module!r}: the merged lora_A", merged[0])
+        refuse_nonfinite(f"LoRA module {module!r}: the merged lora_B", merged[1])
         tensors[module] = {"lora_A": merged[0], "lora_B": merged[1]}
     if not tensors:
         raise ValueError(

@@ -32,7 +32,7 @@ def write_merged(result: MergeResult, out_dir: str | Path, *, overwrite: bool = 
         ``out_dir`` as a ``Path``.
 
     Raises:
-        FileExistsError: ``out_dir`` exists and ``overwrite`` is false, or it is a file.
+        FileExistsError: ``out_dir`` exists and ``overwrite`` is false, or it is a file or a link.
         ValueError: ``out_dir`` is (or contains) one of the merge's inputs, or a tensor is not finite.
 
     Example:
@@ -50,7 +50,7 @@ def write_merged(result: MergeResult, out_dir: str | Path, *, overwrite: bool = 
             )
     if out.exists() or out.is_symlink():
         if not out.is_dir() or out.is_symlink():
-            raise FileExistsError(f"out_dir {str(out)!r} exists and is not a directory; choose another path")
+            raise FileExistsError(f"out_dir {str(out)!r} is a file or a link; choose another path")
         if not overwrite:
             raise FileExistsError(
                 f"out_dir {str(out)!r} already exists; pass overwrite=True (--overwrite) to replace it, or "
