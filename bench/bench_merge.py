@@ -15,10 +15,19 @@ it), and the process peak (``ru_maxrss``), which includes Python, torch and the 
 
 PEFT needs a model: a ``LlamaForCausalLM`` of the 7B shape is built on the ``meta`` device and every base
 weight is replaced by a zero-stride view of one scalar (full shape, no memory), which PEFT's merge never
-reads. PEFT's ``svd`` forms each dense ``ΔW`` and runs a full SVD of it (``full_matrices=True``, its
-default), 1-2 minutes per module on this machine, so it is measured on one module of each distinct shape
-(layer 0's q, gate, down, on a one-layer model) and extrapolated linearly to the 224 modules: the number
-is an estimate and is marked as one.
+reads.
+
+Every variant runs with one torch thread by default (``--threads``): the machine is shared, and with two
+intra-op threads on two busy cores the many small per-module operations of a merge (ours and PEFT's) were
+measured 5-20x slower than with one, dominated by thread synchronisation rather than work. CPU seconds
+are reported beside wall seconds for the same reason.
+
+PEFT's ``svd`` forms each dense ``ΔW`` and runs a full SVD of it (``full_matrices=True``, its
+default), one to several minutes per module on this machine, so it is measured on two modules (layer 0's
+q_proj, 4096×4096, and gate_proj, 11008×4096, on a one-layer model) and extrapolated linearly to the 224
+modules, down_proj (4096×11008) counted at gate_proj's cost. That makes the estimate conservative: a run
+that also measured down_proj found its SVD 1.4x slower than gate_proj's. The figure is marked as an
+estimate.
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ LAYERS, HIDDEN, INTERMEDIATE, VOCAB = 32, 4096, 11008, 32000
 RANK, ALPHA, SCALE, SVD_RANK = 8, 16, 0.5, 8
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 IA3_TARGETS, IA3_FEEDFORWARD = ["k_proj", "v_proj", "down_proj"], ["down_proj"]
-SVD_SAMPLE = ["q_proj", "gate_proj", "down_proj"]  # one module of each distinct shape
+SVD_SAMPLE = ["q_proj", "gate_proj"]  # ΔW of 4096×4096 and 11008×4096 (down_proj: the transpose)
 ROLES = ("task_src", "ref_src", "ref_tgt")
 RESULTS = Path(__file__).parent / "results" / "merge.json"
 REPEATS = 5
@@ -147,8 +156,23 @@ class PeakRss:
         return (self.peak - self.before) / 2**20
 
 
-def timed(operation, repeats: int) -> tuple[list[float], float]:
-    """The extra RSS of a first (cold) run, then the wall times of ``repeats`` more runs.
+class Stopwatch:
+    """Wall and CPU seconds (all threads of this process) of the ``with`` block.
+
+    CPU time is reported beside wall time because the machine is shared: other work slows the wall clock
+    more than it changes the CPU time a merge needs.
+    """
+
+    def __enter__(self):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+
+
+def timed(operation, repeats: int) -> dict:
+    """The extra RSS of a first (cold) run, then wall and CPU times of ``repeats`` more runs.
 
     Memory is measured first, before the allocator holds freed blocks from earlier runs, and apart from the
     timed runs: the sampler thread competes for the GIL and the two cores.
@@ -156,13 +180,14 @@ def timed(operation, repeats: int) -> tuple[list[float], float]:
     with PeakRss() as rss:
         result = operation()
     del result
-    times = []
+    record = {"times_s": [], "cpu_s": [], "extra_mib": rss.extra_mib}
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = operation()
-        times.append(time.perf_counter() - start)
+        with Stopwatch() as watch:
+            result = operation()
         del result
-    return times, rss.extra_mib
+        record["times_s"].append(watch.wall)
+        record["cpu_s"].append(watch.cpu)
+    return record
 
 
 def process_peak_mib() -> float:
@@ -183,9 +208,9 @@ def worker_ours(variant: str, paths: dict) -> dict:
         "svd": dict(lora_mode="svd", svd_rank=SVD_RANK),
         "ia3-paper": dict(ia3_mode="paper"),
     }[variant]
-    times, extra = timed(lambda: merge_adapters(task, src, tgt, scale=SCALE, **options), REPEATS)
+    record = timed(lambda: merge_adapters(task, src, tgt, scale=SCALE, **options), REPEATS)
     result = merge_adapters(task, src, tgt, scale=SCALE, **options)
-    record = {"times_s": times, "extra_mib": extra, "modules": len(result.adapter.tensors)}
+    record["modules"] = len(result.adapter.tensors)
     if result.svd:
         record["svd_relative_error"] = result.svd["relative_error"]
     return record
@@ -208,8 +233,7 @@ def worker_ours_cli(paths: dict) -> dict:
             if code != 0:
                 raise RuntimeError("adamergex merge failed")
 
-        times, extra = timed(run, REPEATS)
-    return {"times_s": times, "extra_mib": extra}
+        return timed(run, REPEATS)
 
 
 def _meta_llama(layers: int):
@@ -266,13 +290,13 @@ def worker_peft_cat(paths: dict) -> dict:
 
     with PeakRss() as rss:
         name = run()
-    extra = rss.extra_mib
-    times = []
+    record = {"times_s": [], "cpu_s": [], "extra_mib": rss.extra_mib, "load_s": load_s}
     for _ in range(REPEATS):
         model.delete_adapter(name)
-        start = time.perf_counter()
-        name = run()
-        times.append(time.perf_counter() - start)
+        with Stopwatch() as watch:
+            name = run()
+        record["times_s"].append(watch.wall)
+        record["cpu_s"].append(watch.cpu)
     # the two agree: compare one module's ΔW
     ours = merge_adapters(*(paths["lora"][r] for r in ROLES), scale=SCALE).adapter
     module = module_name(0, "q_proj")
@@ -281,26 +305,25 @@ def worker_peft_cat(paths: dict) -> dict:
         raise RuntimeError(f"{module} is not a LoRA layer")
     theirs = layer.get_delta_weight(name).double()
     mine = ours.tensors[module]["lora_B"].double() @ ours.tensors[module]["lora_A"].double()
-    agreement = float((theirs - mine).norm() / mine.norm())
-    return {"times_s": times, "extra_mib": extra, "load_s": load_s, "relative_difference_to_ours": agreement}
+    record["relative_difference_to_ours"] = float((theirs - mine).norm() / mine.norm())
+    return record
 
 
 def worker_peft_svd(paths: dict) -> dict:
     """PEFT's svd on one module per distinct shape; per-module SVD times are recorded for extrapolation."""
     model = _peft_model(paths["lora_subset"], 1)
-    svd_times: list[tuple[tuple[int, ...], float]] = []
+    per_shape: dict[str, Stopwatch] = {}
     original = torch.linalg.svd
 
     def timed_svd(matrix, *args, **kwargs):
-        start = time.perf_counter()
-        out = original(matrix, *args, **kwargs)
-        svd_times.append((tuple(matrix.shape), time.perf_counter() - start))
+        with Stopwatch() as watch:
+            out = original(matrix, *args, **kwargs)
+        per_shape["x".join(map(str, matrix.shape))] = watch
         return out
 
     torch.linalg.svd = timed_svd
     try:
-        with PeakRss() as rss:
-            start = time.perf_counter()
+        with PeakRss() as rss, Stopwatch() as total:
             model.add_weighted_adapter(
                 ["task_src", "ref_tgt", "ref_src"],
                 [1.0, SCALE, -SCALE],
@@ -308,26 +331,33 @@ def worker_peft_svd(paths: dict) -> dict:
                 combination_type="svd",
                 svd_rank=SVD_RANK,
             )
-            total = time.perf_counter() - start
     finally:
         torch.linalg.svd = original
-    per_shape = {f"{s[0]}x{s[1]}": t for s, t in svd_times}
-    per_module = total / len(SVD_SAMPLE)  # time of one module on average, SVD and the rest
-    overhead = (total - sum(per_shape.values())) / len(SVD_SAMPLE)
-    shape_of = {name: "x".join(map(str, module_shape(name))) for name in LORA_TARGETS}
-    estimate = LAYERS * sum(per_shape[shape_of[n]] + overhead for n in LORA_TARGETS)
+
+    def size(shape: str) -> str:  # a shape and its transpose count alike
+        return "x".join(sorted(shape.split("x"), key=int))
+
+    def estimate(kind: str) -> float:
+        """Σ over the 224 modules of the SVD time of its size plus the mean non-SVD time per module."""
+        svd = {size(shape): getattr(watch, kind) for shape, watch in per_shape.items()}
+        rest = (getattr(total, kind) - sum(svd.values())) / len(SVD_SAMPLE)
+        return LAYERS * sum(svd[size("x".join(map(str, module_shape(n))))] + rest for n in LORA_TARGETS)
+
     return {
-        "times_s": [total],
+        "times_s": [total.wall],
+        "cpu_s": [total.cpu],
         "extra_mib": rss.extra_mib,
         "measured_modules": len(SVD_SAMPLE),
-        "svd_s_per_shape": per_shape,
-        "mean_s_per_module": per_module,
-        "estimated_s_for_224_modules": estimate,
+        "svd_s_per_shape": {shape: watch.wall for shape, watch in per_shape.items()},
+        "svd_cpu_s_per_shape": {shape: watch.cpu for shape, watch in per_shape.items()},
+        "estimated_s_for_224_modules": estimate("wall"),
+        "estimated_cpu_s_for_224_modules": estimate("cpu"),
     }
 
 
 def run_worker(name: str, paths: dict) -> dict:
     torch.manual_seed(0)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     if name.startswith("ours-cli"):
         record = worker_ours_cli(paths)
     elif name.startswith("ours-"):
@@ -365,7 +395,7 @@ def machine() -> dict:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "default_torch_threads": torch.get_num_threads(),
         "memory_gib": round(memory / 2**20, 1),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -378,6 +408,12 @@ def main() -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--paths", help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", help="run these variants only (names from the table)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads in every variant (default 1, see above)",
+    )
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(run_worker(args.worker, json.loads(args.paths))))
@@ -393,26 +429,30 @@ def main() -> int:
             if args.only and name not in args.only:
                 continue
             command = [sys.executable, __file__, "--worker", name, "--paths", json.dumps(paths)]
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            threads = str(args.threads)
+            env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+            done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
             if done.returncode != 0:
                 print(done.stderr[-3000:], file=sys.stderr)
                 raise SystemExit(f"worker {name} failed")
             results[name] = {"label": label, **json.loads(done.stdout.strip().splitlines()[-1])}
             print(f"{label}: {statistics.median(results[name]['times_s']):.2f} s", flush=True)
 
-    def median(name):
-        return statistics.median(results[name]["times_s"])
+    def median(name: str, kind: str = "times_s") -> float:
+        if name == "peft-svd":  # measured on 3 modules; the 224-module figure is an estimate
+            key = "estimated_s_for_224_modules" if kind == "times_s" else "estimated_cpu_s_for_224_modules"
+            return results[name][key]
+        return statistics.median(results[name][kind])
 
     ratios = {}
-    if {"peft-cat", "ours-exact"} <= results.keys():
-        ratios["time peft cat / ours exact"] = median("peft-cat") / median("ours-exact")
-        ratios["extra memory peft cat / ours exact"] = (
-            results["peft-cat"]["extra_mib"] / results["ours-exact"]["extra_mib"]
-        )
-    if {"peft-svd", "ours-svd"} <= results.keys():
-        ratios["time peft svd (estimated, 224 modules) / ours svd"] = results["peft-svd"][
-            "estimated_s_for_224_modules"
-        ] / median("ours-svd")
+    for theirs, ours in (("peft-cat", "ours-exact"), ("peft-svd", "ours-svd")):
+        if {theirs, ours} <= results.keys():
+            ratios[f"{theirs} / {ours}"] = {
+                "wall": median(theirs) / median(ours),
+                "cpu": median(theirs, "cpu_s") / median(ours, "cpu_s"),
+                "extra_memory": results[theirs]["extra_mib"] / max(results[ours]["extra_mib"], 1.0),
+                "process_peak": results[theirs]["process_peak_mib"] / results[ours]["process_peak_mib"],
+            }
     report = {
         "machine": {**machine(), "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}},
         "shape": {"layers": LAYERS, "hidden": HIDDEN, "intermediate": INTERMEDIATE, "vocab": VOCAB},
@@ -420,28 +460,33 @@ def main() -> int:
         "ia3": {"targets": IA3_TARGETS, "feedforward": IA3_FEEDFORWARD, "modules": LAYERS * len(IA3_TARGETS)},
         "scale": SCALE,
         "repeats": REPEATS,
+        "torch_threads": args.threads,
         "results": results,
         "ratios": ratios,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
 
-    print(f"\n{'variant':<48} {'wall s (median)':>16} {'extra MiB':>10} {'peak MiB':>9}")
+    print(f"\n{'variant':<46} {'wall s':>9} {'CPU s':>9} {'extra MiB':>10} {'peak MiB':>9}")
     for name, record in results.items():
-        wall = f"{median(name):.2f}"
-        if name == "peft-svd":
-            wall = f"~{record['estimated_s_for_224_modules']:.0f} (est.)"
+        mark = "~" if name == "peft-svd" else ""
+        wall, cpu = f"{mark}{median(name):.2f}", f"{mark}{median(name, 'cpu_s'):.2f}"
         extra, peak = record["extra_mib"], record["process_peak_mib"]
-        print(f"{record['label']:<48} {wall:>16} {extra:>10.0f} {peak:>9.0f}")
+        print(f"{record['label']:<46} {wall:>9} {cpu:>9} {extra:>10.0f} {peak:>9.0f}")
     if "peft-svd" in results:
         r = results["peft-svd"]
-        print(f"  PEFT svd measured: {r['times_s'][0]:.1f} s for {r['measured_modules']} modules")
-        print(f"  of which torch.linalg.svd per shape (s): {r['svd_s_per_shape']}")
+        print(
+            f"  ~ PEFT svd: estimated from {r['times_s'][0]:.0f} s wall for {r['measured_modules']} modules;"
+        )
+        print(f"    torch.linalg.svd wall s per ΔW shape: {json.dumps(r['svd_s_per_shape'])}")
     if "peft-cat" in results:
         difference = results["peft-cat"]["relative_difference_to_ours"]
-        print(f"  PEFT cat vs ours exact, relative ΔW difference on layer 0 q_proj: {difference:.2e}")
-    for key, value in ratios.items():
-        print(f"  {key}: {value:.1f}x")
+        print(f"  PEFT cat vs ours exact, relative ΔW difference on layer 0 q_proj: {difference:.1e}")
+    for pair, values in ratios.items():
+        print(f"  {pair}: " + ", ".join(f"{key} {value:.2f}x" for key, value in values.items()))
+    load = report["machine"]["load_average_1min"]
+    cores = os.cpu_count()
+    print(f"  load average (1 min) before/after: {load['before']:.1f}/{load['after']:.1f} ({cores} cores)")
     print(f"written {RESULTS}")
     return 0
 

@@ -124,7 +124,15 @@ def _refuse_variants(config: Mapping[str, Any], path: str | None) -> None:
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks), as ``merge.json`` records each input's weights.
+
+    Args:
+        path: the file, e.g. an input's ``adapter_model.safetensors``.
+
+    Example:
+        >>> sha256_file("xnli_en/adapter_model.safetensors")  # doctest: +SKIP
+        '3b7e...'
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

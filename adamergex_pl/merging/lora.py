@@ -39,7 +39,13 @@ Factors = tuple[torch.Tensor, torch.Tensor]  # (A: r × in, B: out × r)
 
 
 def lora_delta(lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float = 1.0) -> torch.Tensor:
-    """The dense update ``scaling·B·A`` in float64 (for references and small checks; ``out × in`` memory)."""
+    """The dense update ``scaling·B·A`` in float64 (for references and small checks; ``out × in`` memory).
+
+    Example:
+        >>> lora_delta(torch.ones(1, 3), torch.ones(2, 1), 0.5)
+        tensor([[0.5000, 0.5000, 0.5000],
+                [0.5000, 0.5000, 0.5000]], dtype=torch.float64)
+    """
     return scaling * (lora_B.double() @ lora_A.double())
 
 
@@ -81,6 +87,10 @@ def combine_factors(
 
     Raises:
         ValueError: shapes differ or a scaling is not positive.
+
+    Example:
+        >>> A, B = combine_factors([(A_T, B_T), (A_tgt, B_tgt), (A_src, B_src)],  # doctest: +SKIP
+        ...                        [1.0, t, -t], [2.0, 2.0, 2.0], torch.float32)
     """
     if not (len(factors) == len(weights) == len(scalings)) or not factors:
         raise ValueError("need one weight and one scaling per factor pair")
@@ -116,6 +126,10 @@ def truncate_factors(lora_A: torch.Tensor, lora_B: torch.Tensor, rank: int) -> t
 
     Raises:
         ValueError: ``rank < 1``.
+
+    Example:
+        >>> A8, B8, lost, total = truncate_factors(A24, B24, 8)  # doctest: +SKIP
+        >>> relative_error = (lost / total).sqrt()  # doctest: +SKIP
     """
     if rank < 1:
         raise ValueError(f"svd rank={rank} must be at least 1")
