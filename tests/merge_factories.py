@@ -8,6 +8,7 @@ every factor and vector here is filled with random values before saving. Adapter
 from __future__ import annotations
 
 import math
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -15,7 +16,9 @@ from pathlib import Path
 import torch
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-_WORKDIR = Path(tempfile.mkdtemp(prefix="merge-adapters-"))
+# beside the test session's other temporary files (conftest sets ADAMERGEX_CACHE inside them)
+_SESSION = Path(os.environ["ADAMERGEX_CACHE"]).parent if "ADAMERGEX_CACHE" in os.environ else None
+_WORKDIR = Path(tempfile.mkdtemp(prefix="merge-adapters-", dir=_SESSION))
 _COUNTER = iter(range(1_000_000))
 
 

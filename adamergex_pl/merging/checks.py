@@ -41,7 +41,7 @@ def check_mergeable(
     if not adapters:
         raise ValueError("no adapters to merge")
     check_same_type(adapters)
-    check_supported(adapters)
+    check_same_layout(adapters)
     check_same_base(adapters, allow_different_base=allow_different_base)
     partial = module_coverage(adapters)
     if strict_modules and partial:
@@ -67,7 +67,7 @@ def check_same_type(adapters: Mapping[str, AdapterWeights]) -> None:
         )
 
 
-def check_supported(adapters: Mapping[str, AdapterWeights]) -> None:
+def check_same_layout(adapters: Mapping[str, AdapterWeights]) -> None:
     """Inputs agree on ``fan_in_fan_out`` (plain variants are enforced by :class:`AdapterWeights` itself)."""
     fan_in_fan_out = {role: bool(a.config.get("fan_in_fan_out", False)) for role, a in adapters.items()}
     if len(set(fan_in_fan_out.values())) > 1:

@@ -105,16 +105,18 @@ def merge_adapters(
         roles["ref_src"] = ref_src
         weights.append(-scale)
     named = {role: _as_adapter(value, role) for role, value in roles.items()}
-    partial = check_mergeable(named, allow_different_base=allow_different_base, strict_modules=strict_modules)
-    if next(iter(named.values())).adapter_type == "lora":
-        _check_choice("lora_mode", lora_mode, LORA_MODES)
-        adapter, svd = _combine_lora(named, weights, lora_mode, svd_rank, partial)
-        mode = lora_mode
-    else:
-        _check_choice("ia3_mode", ia3_mode, IA3_MODES)
-        adapter, svd = _merge_ia3(named, method, weights, ia3_mode, eps, partial), None
-        mode = ia3_mode
-    return MergeResult(adapter, method, mode, scale, _provenance(named, weights), partial, svd)
+    return _merge(
+        named,
+        weights,
+        method,
+        scale,
+        lora_mode,
+        ia3_mode,
+        svd_rank,
+        eps,
+        strict_modules,
+        allow_different_base,
+    )
 
 
 def combine_adapters(
@@ -157,15 +159,42 @@ def combine_adapters(
         raise ValueError(f"names must be distinct; got {names}")
     weights = [_checked_scale(w, "weight") for w in weights]
     named = {name: _as_adapter(value, name) for name, value in zip(names, adapters, strict=True)}
+    return _merge(
+        named,
+        weights,
+        "combination",
+        None,
+        lora_mode,
+        "loglinear",
+        svd_rank,
+        eps,
+        strict_modules,
+        allow_different_base,
+    )
+
+
+def _merge(
+    named: Mapping[str, AdapterWeights],
+    weights: Sequence[float],
+    method: str,
+    scale: float | None,
+    lora_mode: str,
+    ia3_mode: str,
+    svd_rank: int | None,
+    eps: float,
+    strict_modules: bool,
+    allow_different_base: bool,
+) -> MergeResult:
     partial = check_mergeable(named, allow_different_base=allow_different_base, strict_modules=strict_modules)
     if next(iter(named.values())).adapter_type == "lora":
         _check_choice("lora_mode", lora_mode, LORA_MODES)
         adapter, svd = _combine_lora(named, weights, lora_mode, svd_rank, partial)
         mode = lora_mode
     else:
-        mode = "loglinear"
-        adapter, svd = _merge_ia3(named, "combination", weights, mode, eps, partial), None
-    return MergeResult(adapter, "combination", mode, None, _provenance(named, weights), partial, svd)
+        _check_choice("ia3_mode", ia3_mode, IA3_MODES)
+        adapter, svd = _merge_ia3(named, method, weights, ia3_mode, eps, partial), None
+        mode = ia3_mode
+    return MergeResult(adapter, method, mode, scale, _provenance(named, weights), partial, svd)
 
 
 def _checked_scale(value: float, what: str = "scale") -> float:
