@@ -126,7 +126,9 @@ class MergeModule(LightningModule):
                 f"methods {unknown} are not known; expected some of {', '.join(MERGE_METHODS + FIXED_METHODS)}"
             )
         if "oracle" in methods and not oracle_adapters:
-            raise InvalidValueError("methods include 'oracle' but oracle_adapters is empty; give {lang: adapter_dir}")
+            raise InvalidValueError(
+                "methods include 'oracle' but oracle_adapters is empty; give {lang: adapter_dir}"
+            )
         if lora_mode == "svd" and not svd_rank:
             raise InvalidValueError("lora_mode='svd' needs svd_rank, e.g. 8")
         if src_lang not in reference_adapters:
@@ -137,14 +139,14 @@ class MergeModule(LightningModule):
         self.quantization = QuantizationSpec(quantization, double_quant, compute_dtype)
         self.task_dir = resolve_adapter_dir(task_adapter, "task_adapter")
         self.reference_dirs = {
-            lang: resolve_adapter_dir(path, f"reference_adapters.{lang}") for lang, path in reference_adapters.items()
+            lang: resolve_adapter_dir(path, f"reference_adapters.{lang}")
+            for lang, path in reference_adapters.items()
         }
         self.oracle_dirs = {
-            lang: resolve_adapter_dir(path, f"oracle_adapters.{lang}") for lang, path in (oracle_adapters or {}).items()
+            lang: resolve_adapter_dir(path, f"oracle_adapters.{lang}")
+            for lang, path in (oracle_adapters or {}).items()
         }
-        self.variants = [
-            Variant(m, s) for m in methods for s in (scales if m in MERGE_METHODS else [None])
-        ]
+        self.variants = [Variant(m, s) for m in methods for s in (scales if m in MERGE_METHODS else [None])]
         self.model: nn.Module | None = None
         self.evaluators = nn.ModuleDict()
         self.results: MergeResults | None = None
@@ -165,7 +167,9 @@ class MergeModule(LightningModule):
         base = load_base_model(hp.base_model, self.quantization, device, hp.dtype, hp.attn_implementation)
         self.model = PeftModel.from_pretrained(base, str(self.task_dir), adapter_name=TASK_ADAPTER).eval()
         self._weights = {"task": AdapterWeights.load(self.task_dir)}
-        self._weights.update({f"ref:{lang}": AdapterWeights.load(d) for lang, d in self.reference_dirs.items()})
+        self._weights.update(
+            {f"ref:{lang}": AdapterWeights.load(d) for lang, d in self.reference_dirs.items()}
+        )
         if "adamergex_factor" in hp.methods and self._weights["task"].adapter_type != "lora":
             raise InvalidValueError(
                 "method 'adamergex_factor' merges LoRA factors element-wise; these are (IA)³ adapters: use "
@@ -229,7 +233,9 @@ class MergeModule(LightningModule):
         languages = getattr(datamodule, "test_languages" if stage == "test" else "val_languages", None)
         self._languages = list(languages or [])
         if not self._languages:
-            raise InvalidValueError("MergeModule evaluates per language: the DataModule has no validation languages")
+            raise InvalidValueError(
+                "MergeModule evaluates per language: the DataModule has no validation languages"
+            )
         for variant in self.variants:
             evaluator = (
                 datamodule.build_evaluator()
@@ -248,7 +254,9 @@ class MergeModule(LightningModule):
             self._run_variant(variant, batch, language)
 
     @override
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._step(batch, dataloader_idx)
 
     @override
@@ -298,5 +306,7 @@ class MergeModule(LightningModule):
             variant = Variant(method, scale)
             out = Path(self.results.directory) / "best" / language
             write_merged(self.merged_adapter(variant, language), out, overwrite=True)
-            rank_zero_info(f"MergeModule: best merge for {language} is {variant.label} ({metric}={value:.4g}) -> {out}")
+            rank_zero_info(
+                f"MergeModule: best merge for {language} is {variant.label} ({metric}={value:.4g}) -> {out}"
+            )
         self.results.record_best(chosen)

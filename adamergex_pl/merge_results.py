@@ -48,12 +48,16 @@ class MergeResults:
         parts = key.split("/")
         language = next((p for p in parts if p in self.languages), "")
         metric = "/".join(p for p in parts if p != language) if language else key
-        self.rows.append({"method": method, "scale": scale, "language": language, "metric": metric, "value": value})
+        self.rows.append(
+            {"method": method, "scale": scale, "language": language, "metric": metric, "value": value}
+        )
 
     def metrics(self) -> list[str]:
         return list(dict.fromkeys(row["metric"] for row in self.rows if row["language"]))
 
-    def best_merges(self, selection_metric: str | None, src_lang: str) -> dict[str, tuple[str, float, str, float]]:
+    def best_merges(
+        self, selection_metric: str | None, src_lang: str
+    ) -> dict[str, tuple[str, float, str, float]]:
         """Per target language, the merge variant with the best ``selection_metric``: ``(method, t, metric, value)``.
 
         Raises:
@@ -63,11 +67,15 @@ class MergeResults:
         if selection_metric is None:
             metric = next((m for m in metrics if not lower_is_better(m)), metrics[0] if metrics else None)
         else:
-            metric = next((m for m in metrics if m == selection_metric or m.endswith("/" + selection_metric)), None)
+            metric = next(
+                (m for m in metrics if m == selection_metric or m.endswith("/" + selection_metric)), None
+            )
             if metric is None:
                 from adamergex_pl.errors import InvalidValueError
 
-                raise InvalidValueError(f"selection_metric={selection_metric!r} is not among the metrics {metrics}")
+                raise InvalidValueError(
+                    f"selection_metric={selection_metric!r} is not among the metrics {metrics}"
+                )
         sign = -1.0 if lower_is_better(metric) else 1.0
         chosen = {}
         for language in self.languages:

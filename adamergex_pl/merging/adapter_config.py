@@ -23,6 +23,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from adamergex_pl.errors import InvalidValueError
+
 TARGETING_FIELDS = ("target_modules", "exclude_modules", "layers_to_transform", "layers_pattern")
 
 # LoRA config fields that change what the adapter computes beyond s·B·A (or need a modified base model).
@@ -79,7 +81,7 @@ def lora_module_scaling(
     """
     configured = int(pattern_value(config.get("rank_pattern") or {}, module, config.get("r", 8)))
     if configured != rank:
-        raise ValueError(
+        raise InvalidValueError(
             f"{label}: adapter_config.json gives module {module!r} rank {configured} but its lora_A has "
             f"{rank} rows; the config does not belong to these weights"
         )

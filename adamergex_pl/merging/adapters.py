@@ -28,12 +28,13 @@ import torch
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
+from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.merging.adapter_config import unsupported_lora_features
 from adamergex_pl.merging.finite import refuse_nonfinite
+from adamergex_pl.snapshots import ADAPTER_CONFIG as ADAPTER_CONFIG_FILE
+from adamergex_pl.snapshots import ADAPTER_WEIGHTS as ADAPTER_WEIGHTS_FILE
+from adamergex_pl.snapshots import resolve_adapter_dir
 
-ADAPTER_CONFIG_FILE = "adapter_config.json"
-ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
-SNAPSHOT_LAST = "last"
 KEY_PREFIX = "base_model.model."
 
 # peft_type -> (adapter_type, {on-disk key suffix: part name})
@@ -41,66 +42,6 @@ _LAYOUTS: dict[str, tuple[str, dict[str, str]]] = {
     "LORA": ("lora", {".lora_A.weight": "lora_A", ".lora_B.weight": "lora_B"}),
     "IA3": ("ia3", {".ia3_l": "ia3_l"}),
 }
-_EXPECTED = (
-    f"a PEFT adapter directory ({ADAPTER_CONFIG_FILE} + {ADAPTER_WEIGHTS_FILE}) or an AdapterSnapshot root "
-    f"(epoch=<N>/ directories and a '{SNAPSHOT_LAST}' link to the newest)"
-)
-
-
-def resolve_adapter_dir(path: str | Path) -> Path:
-    """The PEFT adapter directory that ``path`` stands for.
-
-    ``path`` is either an adapter directory itself or an ``AdapterSnapshot`` root, whose ``last`` link names
-    the newest ``epoch=<N>/`` adapter directory; the link is followed, so the result names the epoch.
-
-    Args:
-        path: an adapter directory or a snapshot root.
-
-    Returns:
-        The directory holding ``adapter_config.json`` and ``adapter_model.safetensors``.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist, or holds neither adapter files nor a ``last`` link.
-
-    Example:
-        >>> resolve_adapter_dir("runs/xnli_en/adapters")  # doctest: +SKIP
-        PosixPath('runs/xnli_en/adapters/epoch=2')
-    """
-    root = Path(path)
-    if not root.exists():
-        raise FileNotFoundError(f"adapter path {str(root)!r} does not exist; expected {_EXPECTED}")
-    if not root.is_dir():
-        raise FileNotFoundError(f"adapter path {str(root)!r} is a file; expected {_EXPECTED}")
-    if (root / ADAPTER_CONFIG_FILE).exists():
-        return _checked_adapter_dir(root)
-    last = root / SNAPSHOT_LAST
-    if last.is_dir():
-        return _checked_adapter_dir(last.resolve())
-    if last.is_symlink():
-        raise FileNotFoundError(
-            f"snapshot root {str(root)!r}: '{SNAPSHOT_LAST}' points to {str(last.readlink())!r}, which "
-            "does not exist; pass one of its epoch=<N> directories instead"
-        )
-    epochs = sorted(p.name for p in root.glob("epoch=*") if p.is_dir())
-    if epochs:
-        raise FileNotFoundError(
-            f"snapshot root {str(root)!r} has {len(epochs)} epoch directories but no '{SNAPSHOT_LAST}' link; "
-            f"pass one of them instead, e.g. {str(root / epochs[-1])!r}"
-        )
-    raise FileNotFoundError(
-        f"{str(root)!r} holds neither {ADAPTER_CONFIG_FILE} nor a '{SNAPSHOT_LAST}' link; "
-        f"expected {_EXPECTED}"
-    )
-
-
-def _checked_adapter_dir(directory: Path) -> Path:
-    for name in (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE):
-        if not (directory / name).is_file():
-            hint = ""
-            if name == ADAPTER_WEIGHTS_FILE and (directory / "adapter_model.bin").is_file():
-                hint = "; it has the pickle adapter_model.bin: re-save it with safe_serialization=True"
-            raise FileNotFoundError(f"adapter directory {str(directory)!r} has no {name}{hint}")
-    return directory
 
 
 def _unsupported_type(peft_type: object, path: str | None) -> str:
@@ -116,7 +57,7 @@ def _refuse_variants(config: Mapping[str, Any], path: str | None) -> None:
     else:
         reasons = ["modules_to_save (fully trained module copies)"] if config.get("modules_to_save") else []
     if reasons:
-        raise ValueError(
+        raise InvalidValueError(
             f"{path or 'in-memory adapter'} is not a plain {config['peft_type']} adapter: "
             f"{'; '.join(reasons)}; the merge supports plain LoRA (optionally rsLoRA and rank/alpha "
             "patterns) and plain (IA)³"
@@ -169,12 +110,12 @@ class AdapterWeights:
     def __post_init__(self) -> None:
         peft_type = self.config.get("peft_type")
         if peft_type not in _LAYOUTS:
-            raise ValueError(_unsupported_type(peft_type, self.path))
+            raise InvalidValueError(_unsupported_type(peft_type, self.path))
         _refuse_variants(self.config, self.path)
         parts = set(_LAYOUTS[peft_type][1].values())
         for module, entry in self.tensors.items():
             if set(entry) != parts:
-                raise ValueError(
+                raise InvalidValueError(
                     f"module {module!r} of the {peft_type} adapter {self.label} has parts "
                     f"{sorted(entry)}; expected exactly {sorted(parts)}"
                 )
@@ -221,9 +162,9 @@ class AdapterWeights:
         try:
             config = json.loads((directory / ADAPTER_CONFIG_FILE).read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{directory / ADAPTER_CONFIG_FILE} is not valid JSON: {err}") from None
+            raise InvalidValueError(f"{directory / ADAPTER_CONFIG_FILE} is not valid JSON: {err}") from None
         if not isinstance(config, dict):
-            raise ValueError(
+            raise InvalidValueError(
                 f"{directory / ADAPTER_CONFIG_FILE} holds {type(config).__name__}; expected an object"
             )
         raw = (directory / ADAPTER_WEIGHTS_FILE).read_bytes()
@@ -248,7 +189,7 @@ class AdapterWeights:
         """
         peft_type = config.get("peft_type")
         if peft_type not in _LAYOUTS:
-            raise ValueError(_unsupported_type(peft_type, path))
+            raise InvalidValueError(_unsupported_type(peft_type, path))
         _refuse_variants(config, path)
         suffixes = _LAYOUTS[peft_type][1]
         pattern = re.compile(rf"^{re.escape(KEY_PREFIX)}(.+?)({'|'.join(map(re.escape, suffixes))})$")
@@ -256,7 +197,7 @@ class AdapterWeights:
         for key, tensor in state_dict.items():
             match = pattern.match(key)
             if match is None:
-                raise ValueError(
+                raise InvalidValueError(
                     f"{path or 'adapter'}: tensor {key!r} is not a plain {peft_type} weight (expected "
                     f"'{KEY_PREFIX}<module>' + one of {sorted(suffixes)}); adapters with DoRA, LoRA biases, "
                     "embedding LoRA or modules_to_save are not supported by the merge"

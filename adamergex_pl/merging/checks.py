@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.merging.adapter_config import ia3_is_feedforward
 from adamergex_pl.merging.adapters import AdapterWeights
 
@@ -39,14 +40,14 @@ def check_mergeable(
         {}
     """
     if not adapters:
-        raise ValueError("no adapters to merge")
+        raise InvalidValueError("no adapters to merge")
     check_same_type(adapters)
     check_same_layout(adapters)
     check_same_base(adapters, allow_different_base=allow_different_base)
     partial = module_coverage(adapters)
     if strict_modules and partial:
         example, missing = next(iter(partial.items()))
-        raise ValueError(
+        raise InvalidValueError(
             f"{len(partial)} modules are adapted by only some inputs (e.g. {example!r} is missing from "
             f"{', '.join(missing)}); strict_modules refuses this: drop strict_modules (--strict-modules) to "
             "treat a missing module as no update"
@@ -62,7 +63,7 @@ def check_same_type(adapters: Mapping[str, AdapterWeights]) -> None:
     types = {role: adapter.peft_type for role, adapter in adapters.items()}
     if len(set(types.values())) > 1:
         listed = ", ".join(f"{role} is {t} ({adapters[role].label})" for role, t in types.items())
-        raise ValueError(
+        raise InvalidValueError(
             f"cannot merge adapters of different peft types: {listed}; pass adapters of one type"
         )
 
@@ -71,7 +72,7 @@ def check_same_layout(adapters: Mapping[str, AdapterWeights]) -> None:
     """Inputs agree on ``fan_in_fan_out`` (plain variants are enforced by :class:`AdapterWeights` itself)."""
     fan_in_fan_out = {role: bool(a.config.get("fan_in_fan_out", False)) for role, a in adapters.items()}
     if len(set(fan_in_fan_out.values())) > 1:
-        raise ValueError(
+        raise InvalidValueError(
             f"inputs disagree on fan_in_fan_out ({fan_in_fan_out}); they adapt different layouts"
         )
 
@@ -92,7 +93,7 @@ def check_same_base(adapters: Mapping[str, AdapterWeights], *, allow_different_b
     first_role, first = next(iter(bases.items()))
     for role, base in bases.items():
         if not _same_base(first, base):
-            raise ValueError(
+            raise InvalidValueError(
                 f"{role} was trained on base model {base!r} but {first_role} on {first!r}; merged adapters "
                 "only make sense on one base. If these name the same weights (e.g. a moved copy), pass "
                 "allow_different_base=True (--allow-different-base)"
@@ -118,7 +119,7 @@ def check_shapes(adapters: Mapping[str, AdapterWeights]) -> None:
             if adapter.adapter_type == "lora":
                 lora_A, lora_B = parts["lora_A"], parts["lora_B"]
                 if lora_A.dim() != 2 or lora_B.dim() != 2 or lora_A.shape[0] != lora_B.shape[1]:
-                    raise ValueError(
+                    raise InvalidValueError(
                         f"{role} ({adapter.label}) module {module!r}: lora_A {tuple(lora_A.shape)} and "
                         f"lora_B {tuple(lora_B.shape)} are not the factors of a linear LoRA (r × in, "
                         "out × r); convolution LoRA is not supported"
@@ -130,7 +131,7 @@ def check_shapes(adapters: Mapping[str, AdapterWeights]) -> None:
                 seen[module] = (role, shape)
             elif seen[module][1] != shape:
                 other, expected = seen[module]
-                raise ValueError(
+                raise InvalidValueError(
                     f"module {module!r} has {shape[0]} {shape[1]} in {role} ({adapter.label}) but "
                     f"{expected[1]} in {other}; the adapters were trained on differently shaped models"
                 )
@@ -147,7 +148,7 @@ def check_feedforward(adapters: Mapping[str, AdapterWeights]) -> None:
             elif status[module][1] != feedforward:
                 other = status[module][0]
                 yes, no = (role, other) if feedforward else (other, role)
-                raise ValueError(
+                raise InvalidValueError(
                     f"(IA)³ module {module!r} is a feedforward module (scales its input) in {yes} but not in "
                     f"{no} (scales its output): their feedforward_modules differ, so the vectors do not "
                     "compose; retrain with the same feedforward_modules"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.merging.adapters import AdapterWeights
 from adamergex_pl.merging.merge import IA3_MODES, LORA_MODES, METHODS, merge_adapters
 from adamergex_pl.merging.output import write_merged
@@ -84,24 +85,26 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace):
     if args.method == "arimerge" and args.ref_src is not None:
-        raise ValueError("--method arimerge computes A(T,src) ⊕ t·A(R,tgt) and takes no --ref-src; drop it")
+        raise InvalidValueError(
+            "--method arimerge computes A(T,src) ⊕ t·A(R,tgt) and takes no --ref-src; drop it"
+        )
     if args.method == "adamergex" and args.ref_src is None:
-        raise ValueError(
+        raise InvalidValueError(
             "--method adamergex needs --ref-src (the reference-task adapter in the source language)"
         )
     if args.svd_rank is not None and args.lora_mode != "svd":
-        raise ValueError("--svd-rank only applies to --lora-mode svd")
+        raise InvalidValueError("--svd-rank only applies to --lora-mode svd")
     if args.lora_mode == "svd" and args.svd_rank is None:
-        raise ValueError("--lora-mode svd needs --svd-rank R (e.g. --svd-rank 8)")
+        raise InvalidValueError("--lora-mode svd needs --svd-rank R (e.g. --svd-rank 8)")
     paths = {"task_src": args.task_src, "ref_src": args.ref_src, "ref_tgt": args.ref_tgt}
     adapters = {role: AdapterWeights.load(path) if path else None for role, path in paths.items()}
     adapter_type = adapters["task_src"].adapter_type
     if adapter_type == "ia3" and args.lora_mode is not None:
-        raise ValueError(
+        raise InvalidValueError(
             f"--lora-mode {args.lora_mode} given, but the inputs are (IA)³ adapters: use --ia3-mode"
         )
     if adapter_type == "lora" and args.ia3_mode is not None:
-        raise ValueError(
+        raise InvalidValueError(
             f"--ia3-mode {args.ia3_mode} given, but the inputs are LoRA adapters: use --lora-mode"
         )
     result = merge_adapters(

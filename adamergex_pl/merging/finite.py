@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from adamergex_pl.errors import InvalidValueError
+
 
 def count_nonfinite(tensor: torch.Tensor) -> int:
     """How many entries of ``tensor`` are NaN or ±inf.
@@ -20,4 +22,4 @@ def refuse_nonfinite(what: str, tensor: torch.Tensor) -> None:
     """Raise ``ValueError("<what> has N of M entries NaN or inf")`` unless every entry is finite."""
     bad = count_nonfinite(tensor)
     if bad:
-        raise ValueError(f"{what} has {bad} of {tensor.numel()} entries NaN or inf")
+        raise InvalidValueError(f"{what} has {bad} of {tensor.numel()} entries NaN or inf")

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
+from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.merging.finite import refuse_nonfinite
 
 
@@ -36,7 +37,7 @@ def _refuse_nonfinite(vector: torch.Tensor, what: str, module: str) -> None:
 def _refuse_small(divisor: torch.Tensor, what: str, module: str, eps: float) -> None:
     bad = int((divisor.abs() < eps).sum())
     if bad:
-        raise ValueError(
+        raise InvalidValueError(
             f"(IA)³ module {module!r}: {what} has {bad} of {divisor.numel()} entries with |l| < eps={eps:g}, "
             "so dividing by it would blow up; pass a smaller eps only if these entries are meaningful"
         )
@@ -45,7 +46,7 @@ def _refuse_small(divisor: torch.Tensor, what: str, module: str, eps: float) -> 
 def _refuse_nonpositive(base: torch.Tensor, what: str, module: str) -> None:
     bad = int((base <= 0).sum())
     if bad:
-        raise ValueError(
+        raise InvalidValueError(
             f"(IA)³ module {module!r}: {what} has {bad} of {base.numel()} entries ≤ 0, so its real power is "
             "undefined; use ia3_mode='paper' (linear interpolation), which allows sign changes"
         )
@@ -99,7 +100,7 @@ def ia3_adamergex(
         _refuse_nonpositive(gap, "the gap l_tgt ⊘ l_src", module)
         factor = gap.pow(scale)
     else:
-        raise ValueError(f"ia3_mode={mode!r} is not supported; expected 'paper' or 'loglinear'")
+        raise InvalidValueError(f"ia3_mode={mode!r} is not supported; expected 'paper' or 'loglinear'")
     return _finished(l_task.double() * factor, l_task.dtype, module)
 
 
@@ -124,7 +125,7 @@ def ia3_arimerge(
         _refuse_nonpositive(l_tgt, "l_tgt", module)
         factor = l_tgt.double().pow(scale)
     else:
-        raise ValueError(f"ia3_mode={mode!r} is not supported; expected 'paper' or 'loglinear'")
+        raise InvalidValueError(f"ia3_mode={mode!r} is not supported; expected 'paper' or 'loglinear'")
     return _finished(l_task.double() * factor, l_task.dtype, module)
 
 
@@ -145,7 +146,9 @@ def ia3_product(
         tensor([1., 1.])
     """
     if len(vectors) != len(weights) or not vectors:
-        raise ValueError(f"need one weight per vector; got {len(vectors)} vectors and {len(weights)} weights")
+        raise InvalidValueError(
+            f"need one weight per vector; got {len(vectors)} vectors and {len(weights)} weights"
+        )
     result = torch.ones_like(vectors[0], dtype=torch.float64)
     for index, (vector, weight) in enumerate(zip(vectors, weights, strict=True)):
         what = f"input {index} (weight {weight:g})"

@@ -6,6 +6,7 @@ merge becomes a named adapter of the same ``PeftModel``, switched with ``set_ada
 
 from __future__ import annotations
 
+from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.merging.adapters import AdapterWeights
 
 
@@ -38,7 +39,7 @@ def add_to_peft_model(
     from peft.utils import set_peft_model_state_dict
 
     if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name:
-        raise ValueError(
+        raise InvalidValueError(
             f"adapter_name={adapter_name!r} must be a non-empty string without '.' (PyTorch module names "
             f"cannot hold dots), e.g. {str(adapter_name).replace('.', '_')!r}"
         )
@@ -48,17 +49,17 @@ def add_to_peft_model(
     }
     other_types = {name: t for name, t in existing.items() if t != adapter.peft_type and name != adapter_name}
     if other_types:
-        raise ValueError(
+        raise InvalidValueError(
             f"cannot add the {adapter.peft_type} adapter {adapter_name!r} to a PeftModel holding "
             f"{other_types}: one PeftModel holds one peft type; load it into a separate PeftModel"
         )
     if adapter_name in existing:
         if not replace:
-            raise ValueError(
+            raise InvalidValueError(
                 f"the PeftModel already has an adapter named {adapter_name!r}; pass replace=True"
             )
         if adapter_name in _active(peft_model):
-            raise ValueError(
+            raise InvalidValueError(
                 f"adapter {adapter_name!r} is active; set_adapter another one before replacing it"
             )
         peft_model.delete_adapter(adapter_name)
@@ -69,7 +70,7 @@ def add_to_peft_model(
         marker = f".{adapter_name}"
         missing = [k for k in loaded.missing_keys if marker in k and (".lora_" in k or ".ia3_l" in k)]
         if unexpected or missing:
-            raise ValueError(
+            raise InvalidValueError(
                 f"adapter {adapter_name!r} does not fit the model: {len(unexpected)} tensors found no "
                 f"module (e.g. {unexpected[:2]}), {len(missing)} adapter weights were not filled "
                 f"(e.g. {missing[:2]})"

@@ -35,6 +35,8 @@ from collections.abc import Sequence
 
 import torch
 
+from adamergex_pl.errors import InvalidValueError
+
 Factors = tuple[torch.Tensor, torch.Tensor]  # (A: r × in, B: out × r)
 
 
@@ -64,7 +66,7 @@ def concat_factors(factors: Sequence[Factors], coefficients: Sequence[float], dt
         >>> A, B = concat_factors([(A1, B1), (A2, B2)], [2.0, -0.5], torch.float32)  # doctest: +SKIP
     """
     if len(factors) != len(coefficients) or not factors:
-        raise ValueError(
+        raise InvalidValueError(
             f"need one coefficient per factor pair; got {len(factors)} pairs, {len(coefficients)}"
         )
     lora_A = torch.cat([a.to(dtype) for a, _ in factors], dim=0)
@@ -93,12 +95,12 @@ def combine_factors(
         ...                        [1.0, t, -t], [2.0, 2.0, 2.0], torch.float32)
     """
     if not (len(factors) == len(weights) == len(scalings)) or not factors:
-        raise ValueError("need one weight and one scaling per factor pair")
+        raise InvalidValueError("need one weight and one scaling per factor pair")
     shapes = {(tuple(a.shape), tuple(b.shape)) for a, b in factors}
     if len(shapes) != 1:
-        raise ValueError(f"element-wise merging needs equal factor shapes; got {sorted(shapes)}")
+        raise InvalidValueError(f"element-wise merging needs equal factor shapes; got {sorted(shapes)}")
     if any(not s > 0 for s in scalings):
-        raise ValueError(
+        raise InvalidValueError(
             f"element-wise merging folds sqrt(scaling) into the factors; got scalings {scalings}"
         )
     lora_A = sum(
@@ -132,7 +134,7 @@ def truncate_factors(lora_A: torch.Tensor, lora_B: torch.Tensor, rank: int) -> t
         >>> relative_error = (lost / total).sqrt()  # doctest: +SKIP
     """
     if rank < 1:
-        raise ValueError(f"svd rank={rank} must be at least 1")
+        raise InvalidValueError(f"svd rank={rank} must be at least 1")
     q_b, r_b = torch.linalg.qr(lora_B.double())
     q_a, r_a = torch.linalg.qr(lora_A.double().T)
     u, s, vh = torch.linalg.svd(r_b @ r_a.T)

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from adamergex_pl.errors import InvalidTypeError, InvalidValueError
 from adamergex_pl.merging.adapter_config import (
     ia3_is_feedforward,
     lora_module_scaling,
@@ -89,13 +90,13 @@ def merge_adapters(
         >>> write_merged(result, "xnli_de_merged")  # doctest: +SKIP
     """
     if method not in METHODS:
-        raise ValueError(f"method={method!r} is not supported; expected one of {', '.join(METHODS)}")
+        raise InvalidValueError(f"method={method!r} is not supported; expected one of {', '.join(METHODS)}")
     if method == "adamergex" and ref_src is None:
-        raise ValueError(
+        raise InvalidValueError(
             "method='adamergex' needs ref_src, the reference-task adapter in the source language"
         )
     if method == "arimerge" and ref_src is not None:
-        raise ValueError(
+        raise InvalidValueError(
             "method='arimerge' computes A(T,src) ⊕ t·A(R,tgt) and does not use ref_src; pass None"
         )
     scale = _checked_scale(scale)
@@ -151,12 +152,12 @@ def combine_adapters(
     """
     names = list(names) if names is not None else [f"adapter_{i}" for i in range(len(adapters))]
     if not adapters or len(adapters) != len(weights) or len(names) != len(adapters):
-        raise ValueError(
+        raise InvalidValueError(
             f"need one weight and one name per adapter; got {len(adapters)} adapters, {len(weights)} "
             f"weights, {len(names)} names"
         )
     if len(set(names)) != len(names):
-        raise ValueError(f"names must be distinct; got {names}")
+        raise InvalidValueError(f"names must be distinct; got {names}")
     weights = [_checked_scale(w, "weight") for w in weights]
     named = {name: _as_adapter(value, name) for name, value in zip(names, adapters, strict=True)}
     return _merge(
@@ -199,15 +200,15 @@ def _merge(
 
 def _checked_scale(value: float, what: str = "scale") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what}={value!r} must be a number, e.g. 0.5")
+        raise InvalidTypeError(f"{what}={value!r} must be a number, e.g. 0.5")
     if not math.isfinite(value):
-        raise ValueError(f"{what}={value!r} must be finite, e.g. 0.5")
+        raise InvalidValueError(f"{what}={value!r} must be finite, e.g. 0.5")
     return float(value)
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
-        raise ValueError(f"{name}={value!r} is not supported; expected one of {', '.join(choices)}")
+        raise InvalidValueError(f"{name}={value!r} is not supported; expected one of {', '.join(choices)}")
 
 
 def _as_adapter(value: AdapterInput, role: str) -> AdapterWeights:
@@ -215,7 +216,7 @@ def _as_adapter(value: AdapterInput, role: str) -> AdapterWeights:
         return value
     if isinstance(value, (str, Path)):
         return AdapterWeights.load(value)
-    raise TypeError(f"{role}={value!r} must be an AdapterWeights or an adapter directory path")
+    raise InvalidTypeError(f"{role}={value!r} must be an AdapterWeights or an adapter directory path")
 
 
 def _provenance(named: Mapping[str, AdapterWeights], weights: Sequence[float]) -> tuple[dict[str, Any], ...]:
@@ -251,9 +252,13 @@ def _combine_lora(
     partial: Mapping[str, list[str]],
 ) -> tuple[AdapterWeights, dict[str, Any] | None]:
     if mode == "svd" and (isinstance(svd_rank, bool) or not isinstance(svd_rank, int) or svd_rank < 1):
-        raise ValueError(f"lora_mode='svd' needs svd_rank, a positive integer (e.g. 8); got {svd_rank!r}")
+        raise InvalidValueError(
+            f"lora_mode='svd' needs svd_rank, a positive integer (e.g. 8); got {svd_rank!r}"
+        )
     if mode != "svd" and svd_rank is not None:
-        raise ValueError(f"svd_rank={svd_rank} only applies to lora_mode='svd' (got lora_mode={mode!r})")
+        raise InvalidValueError(
+            f"svd_rank={svd_rank} only applies to lora_mode='svd' (got lora_mode={mode!r})"
+        )
     dtype = _result_dtype(named)
     tensors: dict[str, dict[str, torch.Tensor]] = {}
     errors: dict[str, float] = {}
@@ -271,12 +276,14 @@ def _combine_lora(
         if mode == "factor":
             ranks = {role: a.shape[0] for role, a, _, _, _ in terms}
             if len(set(ranks.values())) > 1:
-                raise ValueError(
+                raise InvalidValueError(
                     f"lora_mode='factor' adds factors element-wise and needs equal ranks, but module "
                     f"{module!r} has ranks {ranks}; use lora_mode='exact' (or 'svd') for different ranks"
                 )
             if any(not s > 0 for *_, s, _ in terms):
-                raise ValueError(f"lora_mode='factor' needs positive scalings (lora_alpha > 0) at {module!r}")
+                raise InvalidValueError(
+                    f"lora_mode='factor' needs positive scalings (lora_alpha > 0) at {module!r}"
+                )
             merged = combine_factors(
                 [(a, b) for _, a, b, _, _ in terms], [w for *_, w in terms], [s for *_, s, _ in terms], dtype
             )
@@ -294,7 +301,7 @@ def _combine_lora(
         refuse_nonfinite(f"LoRA module {module!r}: the merged lora_B", merged[1])
         tensors[module] = {"lora_A": merged[0], "lora_B": merged[1]}
     if not tensors:
-        raise ValueError(
+        raise InvalidValueError(
             f"the combination is zero on every module (weights {list(weights)}); nothing to write"
         )
     ranks = {module: parts["lora_A"].shape[0] for module, parts in tensors.items()}
@@ -329,7 +336,7 @@ def _merge_ia3(
     partial: Mapping[str, list[str]],
 ) -> AdapterWeights:
     if not eps > 0:
-        raise ValueError(f"eps={eps!r} must be positive, e.g. 1e-6")
+        raise InvalidValueError(f"eps={eps!r} must be positive, e.g. 1e-6")
     dtype = _result_dtype(named)
     scale = weights[1] if len(weights) > 1 else 0.0
     vectors = {}

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.merging.result import MergeResult
 
 MERGE_RECORD_FILE = "merge.json"
@@ -44,7 +45,7 @@ def write_merged(result: MergeResult, out_dir: str | Path, *, overwrite: bool = 
     resolved = out.resolve()
     for entry in result.inputs:
         if entry["path"] and _is_within(Path(entry["path"]).resolve(), resolved):
-            raise ValueError(
+            raise InvalidValueError(
                 f"out_dir {str(out)!r} holds the input {entry['role']} ({entry['path']}); writing there "
                 "would destroy it: choose another directory"
             )
