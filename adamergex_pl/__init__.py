@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "AdapterModule": "adamergex_pl.adapter_module",
+    "MergeModule": "adamergex_pl.merge_module",
 }
 
 __all__ = ["__version__", *_LAZY]
