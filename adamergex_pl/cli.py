@@ -23,6 +23,7 @@ from adamergex_pl.errors import UserInputError
 
 # Extra commands: name -> "module:function" taking argv (without the command name) and returning an exit code.
 EXTRA_COMMANDS: dict[str, str] = {
+    "pipeline": "adamergex_pl.pipeline.command:main",  # the whole recipe; no arguments: the embedded demo
     "merge": "adamergex_pl.merging.command:main",  # structure-adaptive merge of three adapters
     "crossin": "adamergex_pl.crossin.command:main",  # `adamergex crossin build` writes a CrossIn mixture to JSONL
     "submit": "adamergex_pl.slurm.submit:main",  # sbatch jobs for any adamergex command

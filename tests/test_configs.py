@@ -42,6 +42,11 @@ def test_config_parses_through_its_header_command(path, capsys, monkeypatch):
     commands = [c for c in header_commands(path) if str(path.relative_to(REPO_ROOT)) in c]
     assert commands, f"{path} needs a header line with the exact `adamergex ...` command that uses it"
     for command in commands:
+        if command[0] == "pipeline":  # parsed, planned and listed without running anything
+            if "--dry-run" not in command:
+                assert main([*command, "--dry-run"]) == 0, capsys.readouterr().err
+                assert "evaluate" in capsys.readouterr().out
+            continue
         if command[0] not in LIGHTNING_COMMANDS:
             continue
         with pytest.raises(SystemExit) as exit_info:

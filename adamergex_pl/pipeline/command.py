@@ -1,0 +1,170 @@
+"""``adamergex pipeline``: the whole AdaMergeX recipe from one YAML, resumable, locally or on SLURM.
+
+    adamergex pipeline                                   # the embedded demo (offline, CPU, a few minutes)
+    adamergex pipeline --config configs/pipeline/tiny.yaml
+    adamergex pipeline --config X --dry-run              # list the stages, their state and commands
+    adamergex pipeline --config X --stage task_en        # run one stage (its dependencies must be done)
+    adamergex pipeline --config X --submit --slurm.time 04:00:00 --slurm.gpus_per_node 1   # sbatch jobs
+
+Stages whose results exist are skipped (see :mod:`adamergex_pl.pipeline.stages`); the report (table and plots)
+is written to the run directory after the evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import sys
+from pathlib import Path
+
+from adamergex_pl.builtin_models import ASSETS_DIR
+from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.pipeline import stages as st
+from adamergex_pl.pipeline.report import write_report
+from adamergex_pl.pipeline.spec import PipelineSpec
+
+DEFAULT_CONFIG = ASSETS_DIR / "demo" / "pipeline.yaml"
+
+
+def build_parser():
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from adamergex_pl.slurm.resources import JobResources
+
+    parser = ArgumentParser(
+        prog="adamergex pipeline",
+        description="Run the AdaMergeX recipe: task and reference fits, then every method on every language.",
+        exit_on_error=False,
+    )
+    parser.add_argument(
+        "--config", action=ActionConfigFile, help="the pipeline YAML (default: the embedded demo)"
+    )
+    parser.add_class_arguments(PipelineSpec)
+    parser.add_argument("--dry-run", action="store_true", help="list the stages and their state; run nothing")
+    parser.add_argument(
+        "--stage", type=list[str] | None, default=None, help="run only these stages, e.g. [task_en]"
+    )
+    parser.add_argument(
+        "--submit", action="store_true", help="submit the stages as SLURM jobs instead of running"
+    )
+    parser.add_class_arguments(JobResources, "slurm", help="SLURM resources of every job (with --submit)")
+    return parser
+
+
+def parse(argv: list[str]) -> tuple[PipelineSpec, object, list[str]]:
+    """The pipeline spec, the parsed options, and the argv that reproduces the spec (for SLURM jobs)."""
+    if not any(a == "--config" or a.startswith("--config=") for a in argv) and not {"-h", "--help"} & set(
+        argv
+    ):
+        argv = ["--config", str(DEFAULT_CONFIG), *argv]
+    parser = build_parser()
+    config = parser.parse_args(argv)
+    init = parser.instantiate(config)
+    spec = PipelineSpec(**{f.name: getattr(init, f.name) for f in dataclasses.fields(PipelineSpec)})
+    spec_argv = [a for a in argv if a not in ("--dry-run", "--submit")]
+    return spec, init, spec_argv
+
+
+def describe(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -> str:
+    lines = [f"AdaMergeX pipeline in {spec.run_dir}: {spec.src_lang} -> {', '.join(spec.tgt_langs)}"]
+    for stage in plan:
+        if st.is_done(spec, stage, prints[stage.name]):
+            state = "done"
+        elif st.resume_checkpoint(spec, stage, prints[stage.name]):
+            state = "resume"
+        else:
+            state = "to run"
+        config = Path(spec.run_dir) / "configs" / f"{stage.name}.yaml"
+        lines.append(f"  {stage.name:<18} {state:<7} adamergex {stage.command} --config {config}")
+    return "\n".join(lines)
+
+
+def run_stage(spec: PipelineSpec, stage: st.Stage, fingerprint: str) -> None:
+    """Run one stage in process; mark it done only when it succeeded."""
+    from adamergex_pl.cli import main as adamergex
+
+    path = st.write_config(spec, stage)
+    args = [stage.command, "--config", str(path)]
+    checkpoint = st.resume_checkpoint(spec, stage, fingerprint)
+    if checkpoint is not None:
+        args += ["--ckpt_path", str(checkpoint)]
+        print(f"[pipeline] {stage.name}: resuming from {checkpoint}", flush=True)
+    print(f"[pipeline] {stage.name}: adamergex {' '.join(args[:3])}", flush=True)
+    st.mark(spec, stage, st.ATTEMPT_RECORD, fingerprint)
+    code = adamergex(args)
+    gc.collect()
+    if code != 0:
+        raise InvalidValueError(f"stage {stage.name} failed (exit code {code}); its config is {path}")
+    st.mark(spec, stage, st.STAGE_RECORD, fingerprint)
+
+
+def submit(spec: PipelineSpec, plan: list[st.Stage], resources, spec_argv: list[str], dry_run: bool) -> int:
+    """The fits as parallel jobs, then the evaluation and report after all of them succeeded.
+
+    Each job runs ``adamergex pipeline`` on the same YAML (a fit job with ``--stage``), so finished stages are
+    recorded and skipped exactly as in a local run.
+    """
+    from adamergex_pl.slurm.jobs import SlurmJob, adamergex_command, submit_chain
+
+    fits = [
+        SlurmJob(
+            adamergex_command(["pipeline", *spec_argv, "--stage", f"[{s.name}]"]),
+            dataclasses.replace(resources, job_name=s.name),
+        )
+        for s in plan
+        if s.is_fit
+    ]
+    final = SlurmJob(
+        adamergex_command(["pipeline", *spec_argv]), dataclasses.replace(resources, job_name="evaluate")
+    )
+    submissions = submit_chain(fits, [final], jobs_dir=str(Path(spec.run_dir) / "slurm"), dry_run=dry_run)
+    for job in submissions:
+        if dry_run:
+            print(f"# ---- {job.name}: sbatch {' '.join(job.sbatch_args)} {job.script_path}\n{job.script}")
+        else:
+            print(f"{job.name}\t{job.job_id}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``adamergex pipeline``."""
+    spec, options, spec_argv = parse(list(sys.argv[1:] if argv is None else argv))
+    plan = st.plan(spec)
+    prints = st.fingerprints(plan)
+    names = {s.name for s in plan}
+    chosen = options.stage or [s.name for s in plan]
+    unknown = [name for name in chosen if name not in names]
+    if unknown:
+        raise InvalidValueError(
+            f"--stage {unknown} are not stages of this pipeline; its stages are {sorted(names)}"
+        )
+    if options.submit:
+        return submit(spec, plan, options.slurm, spec_argv, options.dry_run)
+    if options.dry_run:
+        print(describe(spec, plan, prints))
+        return 0
+    Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
+    for stage in plan:
+        if stage.name not in chosen:
+            continue
+        missing = [
+            d for d in stage.depends if not st.is_done(spec, next(s for s in plan if s.name == d), prints[d])
+        ]
+        if missing:
+            raise InvalidValueError(
+                f"stage {stage.name} needs {missing} first; run them (or the whole pipeline)"
+            )
+        if st.is_done(spec, stage, prints[stage.name]):
+            print(f"[pipeline] {stage.name}: done, skipped", flush=True)
+            continue
+        run_stage(spec, stage, prints[stage.name])
+    evaluate = next(s for s in plan if s.name == "evaluate")
+    if st.is_done(spec, evaluate, prints["evaluate"]):
+        results = st.stage_dir(spec, "evaluate") / "merge_results"
+        table = write_report(results, Path(spec.run_dir), spec.metric, spec.src_lang)
+        print(f"\n{table}\nResults: {spec.run_dir}/results.{{csv,json,md}}, plots in {spec.run_dir}/plots/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

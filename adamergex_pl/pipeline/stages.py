@@ -1,0 +1,193 @@
+"""The stages of the AdaMergeX recipe: their ``adamergex`` configs, what is done, and running them.
+
+    task_<src>        adamergex fit       A(T,src)
+    reference_<lang>  adamergex fit       A(R,lang) for the source and every target language
+    oracle_<tgt>      adamergex fit       A(T,tgt), where target-language task data exists
+    evaluate          adamergex validate  MergeModule: every method and scale on every language
+
+Each stage writes ``<run_dir>/<stage>/`` and, when it finishes, ``stage.json`` with a fingerprint of its
+config and of the stages it uses: a stage whose fingerprint matches is skipped, so running the pipeline twice
+does nothing the second time, and changing a setting re-runs exactly the stages it affects. A fit that was
+interrupted resumes from its last adapter-only checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adamergex_pl.pipeline.spec import FitSpec, PipelineSpec
+
+STAGE_RECORD = "stage.json"
+ATTEMPT_RECORD = "attempt.json"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One ``adamergex fit`` or ``validate`` run of the recipe."""
+
+    name: str
+    command: str
+    config: dict[str, Any]
+    depends: tuple[str, ...] = ()
+
+    @property
+    def is_fit(self) -> bool:
+        return self.command == "fit"
+
+
+def substitute(tree: Any, lang: str) -> Any:
+    """``tree`` with ``{lang}`` replaced by ``lang`` in every string (other braces are left alone)."""
+    if isinstance(tree, str):
+        return tree.replace("{lang}", lang)
+    if isinstance(tree, dict):
+        return {key: substitute(value, lang) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [substitute(value, lang) for value in tree]
+    return tree
+
+
+def stage_dir(spec: PipelineSpec, name: str) -> Path:
+    return Path(spec.run_dir) / name
+
+
+def _fit_stage(spec: PipelineSpec, fit: FitSpec, name: str, lang: str) -> Stage:
+    root = str(stage_dir(spec, name))
+    callbacks = [
+        {"class_path": "callbacks.AdapterSnapshot", "init_args": {"dirpath": f"{root}/snapshots"}},
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"dirpath": f"{root}/checkpoints", "save_last": True, "save_top_k": 0},
+        },
+    ]
+    trainer = {**copy.deepcopy(spec.trainer), **copy.deepcopy(fit.trainer), "default_root_dir": root}
+    trainer["callbacks"] = callbacks + list(trainer.get("callbacks") or [])
+    trainer.setdefault(
+        "logger",
+        {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": root, "name": "logs"},
+        },
+    )
+    model = {**copy.deepcopy(spec.model), **copy.deepcopy(fit.model), "task": fit.name, "language": lang}
+    return Stage(
+        name,
+        "fit",
+        {
+            "seed_everything": spec.seed,
+            "trainer": trainer,
+            "model": {"class_path": "adamergex_pl.AdapterModule", "init_args": model},
+            "data": substitute(copy.deepcopy(fit.data), lang),
+        },
+    )
+
+
+def plan(spec: PipelineSpec) -> list[Stage]:
+    """Every stage of ``spec``, in an order that respects their dependencies."""
+    task = _fit_stage(spec, spec.task, f"task_{spec.src_lang}", spec.src_lang)
+    references = [_fit_stage(spec, spec.reference, f"reference_{lang}", lang) for lang in spec.languages]
+    oracles = [_fit_stage(spec, spec.task, f"oracle_{lang}", lang) for lang in spec.oracle_langs]
+    snapshots = lambda stage: f"{stage_dir(spec, stage.name)}/snapshots"  # noqa: E731
+    base_keys = (
+        "base_model",
+        "quantization",
+        "double_quant",
+        "compute_dtype",
+        "dtype",
+        "attn_implementation",
+    )
+    merge = {key: spec.model[key] for key in base_keys if key in spec.model}
+    merge.update(
+        task_adapter=snapshots(task),
+        reference_adapters={
+            lang: snapshots(stage) for lang, stage in zip(spec.languages, references, strict=True)
+        },
+        src_lang=spec.src_lang,
+        methods=list(spec.methods),
+        scales=list(spec.scales),
+        task=spec.task.name,
+        results_dir=str(stage_dir(spec, "evaluate") / "merge_results"),
+    )
+    if oracles and "oracle" in spec.methods:
+        merge["oracle_adapters"] = {
+            lang: snapshots(stage) for lang, stage in zip(spec.oracle_langs, oracles, strict=True)
+        }
+    merge.update(copy.deepcopy(spec.evaluation.merge))
+    trainer = {**copy.deepcopy(spec.trainer), **copy.deepcopy(spec.evaluation.trainer)}
+    trainer = {k: v for k, v in trainer.items() if k not in ("max_epochs", "max_steps", "callbacks")}
+    root = str(stage_dir(spec, "evaluate"))
+    trainer.update(default_root_dir=root, logger={
+        "class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": root, "name": "logs"}
+    })  # fmt: skip
+    evaluate = Stage(
+        "evaluate",
+        "validate",
+        {
+            "seed_everything": spec.seed,
+            "verbose": False,
+            "trainer": trainer,
+            "model": {"class_path": "adamergex_pl.MergeModule", "init_args": merge},
+            "data": copy.deepcopy(spec.evaluation.data),
+        },
+        depends=tuple(s.name for s in (task, *references, *oracles)),
+    )
+    return [task, *references, *oracles, evaluate]
+
+
+def fingerprints(stages: list[Stage]) -> dict[str, str]:
+    """A hash of each stage's config and of the fingerprints of the stages it uses."""
+    found: dict[str, str] = {}
+    for stage in stages:
+        text = json.dumps(
+            {"command": stage.command, "config": stage.config, "depends": [found[d] for d in stage.depends]},
+            sort_keys=True,
+        )
+        found[stage.name] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return found
+
+
+def is_done(spec: PipelineSpec, stage: Stage, fingerprint: str) -> bool:
+    record = stage_dir(spec, stage.name) / STAGE_RECORD
+    return record.is_file() and json.loads(record.read_text()).get("fingerprint") == fingerprint
+
+
+def resume_checkpoint(spec: PipelineSpec, stage: Stage, fingerprint: str) -> Path | None:
+    """The last checkpoint of an interrupted attempt at this same stage config, if there is one."""
+    root = stage_dir(spec, stage.name)
+    attempt, last = root / ATTEMPT_RECORD, root / "checkpoints" / "last.ckpt"
+    if not stage.is_fit or not attempt.is_file() or not last.is_file():
+        return None
+    return last if json.loads(attempt.read_text()).get("fingerprint") == fingerprint else None
+
+
+def write_config(spec: PipelineSpec, stage: Stage) -> Path:
+    """Write the stage's ``adamergex`` config to ``<run_dir>/configs/<stage>.yaml``."""
+    path = Path(spec.run_dir) / "configs" / f"{stage.name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# Stage '{stage.name}' of an AdaMergeX pipeline, written by `adamergex pipeline`.\n"
+        f"#   adamergex {stage.command} --config {path}\n"
+    )
+    _write_atomic(path, header + yaml.safe_dump(stage.config, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def mark(spec: PipelineSpec, stage: Stage, record: str, fingerprint: str) -> None:
+    root = stage_dir(spec, stage.name)
+    root.mkdir(parents=True, exist_ok=True)
+    _write_atomic(root / record, json.dumps({"stage": stage.name, "fingerprint": fingerprint}) + "\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    os.replace(tmp, path)
