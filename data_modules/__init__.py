@@ -4,5 +4,12 @@ from data_modules.base import TokenizedDataModule
 from data_modules.instruction import InstructionDataModule
 from data_modules.reference_lm import ReferenceLMDataModule
 from data_modules.sources import DataSource
+from data_modules.task import TaskDataModule
 
-__all__ = ["DataSource", "InstructionDataModule", "ReferenceLMDataModule", "TokenizedDataModule"]
+__all__ = [
+    "DataSource",
+    "InstructionDataModule",
+    "ReferenceLMDataModule",
+    "TaskDataModule",
+    "TokenizedDataModule",
+]
