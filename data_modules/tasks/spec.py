@@ -8,9 +8,10 @@ and an answer cue (``cue``). Two prompt styles put them together, the same way f
 
 * ``instruction``: ``"{instruction}\\n\\n{input}\\n{cue}"``, and the target follows after a space
   (``"... Answer: entailment"``);
-* ``alpaca``: the Alpaca instruction layout of QLoRA-style instruction tuning (the stack the AdaMergeX paper
-  fine-tunes Llama-2 with), ``"### Instruction:\\n{instruction}\\n\\n### Input:\\n{input}\\n\\n### Response:\\n"``,
-  and the target follows directly.
+* ``alpaca``: the Alpaca instruction layout common in QLoRA-style instruction tuning (the paper fine-tunes
+  Llama-2 with QLoRA), ``"### Instruction:\\n{instruction}\\n\\n### Input:\\n{input}\\n\\n### Response:\\n"``,
+  and the target follows directly. It follows the style of the paper's instruction-tuned setting; it does not
+  reproduce the release's prompt strings, which this package has not copied.
 
 Training text and evaluation prompts are rendered by the same function, so the model is evaluated on exactly
 the text it was trained on (the AdaMergeX release wrapped its training text in ``` fences that its evaluation
