@@ -16,6 +16,7 @@ from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation import IGNORE_INDEX, Evaluator, LanguageModelingEvaluator, causal_lm_nll
 from adamergex_pl.generation import greedy_completions
 from adamergex_pl.optim import OptimizerSpec
+from adamergex_pl.results_table import format_results_table
 from adamergex_pl.snapshots import resolve_adapter_dir
 
 
@@ -236,6 +237,19 @@ class AdapterModule(LightningModule):
     @override
     def on_validation_epoch_end(self) -> None:
         self._log_evaluation("val")
+
+    @override
+    def on_validation_end(self) -> None:
+        # `adamergex validate` ends with the metrics as a language x metric table (task suite: one row per
+        # language, one column per <task>/<metric>); rank zero only, and not during fit's validation epochs.
+        if (
+            self.trainer.state.fn == "validate"
+            and self.trainer.is_global_zero
+            and not self.trainer.sanity_checking
+        ):
+            table = format_results_table(self.trainer.callback_metrics, "val")
+            if table:
+                print(f"\nValidation results by language\n{table}", flush=True)
 
     @override
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:

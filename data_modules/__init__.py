@@ -6,6 +6,7 @@ from data_modules.crossx import CrossXDataModule
 from data_modules.instruction import InstructionDataModule
 from data_modules.reference_lm import ReferenceLMDataModule
 from data_modules.sources import DataSource
+from data_modules.task import TaskDataModule
 
 __all__ = [
     "CrossInDataModule",
@@ -13,5 +14,6 @@ __all__ = [
     "DataSource",
     "InstructionDataModule",
     "ReferenceLMDataModule",
+    "TaskDataModule",
     "TokenizedDataModule",
 ]

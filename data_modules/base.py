@@ -13,6 +13,7 @@ A subclass turns its sources into tokenized examples (``{"input_ids": [...], "la
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
@@ -112,6 +113,14 @@ class TokenizedDataModule(LightningDataModule):
     def collator(self, padding_side: str = "right") -> PadCollator:
         return PadCollator(self.tokenizer.pad_token_id, padding_side, self.pad_to_multiple_of)
 
+    def eval_collator(self) -> Callable[[Examples], dict[str, Any]]:
+        """How validation/test batches are built (default: :meth:`collator`).
+
+        Task DataModules override it: multiple-choice tasks batch one row per option, generation tasks
+        left-pad their prompts and carry the gold answers (see ``data_modules/task_collator.py``).
+        """
+        return self.collator()
+
     def _world(self) -> tuple[int, int]:
         if self.trainer is None:
             return 1, 0
@@ -149,7 +158,7 @@ class TokenizedDataModule(LightningDataModule):
                 examples,
                 batch_size=self.eval_batch_size,
                 sampler=EvalShardSampler(examples, world_size, rank),
-                collate_fn=self.collator(),
+                collate_fn=self.eval_collator(),
                 num_workers=self.num_workers,
             )
             for examples in sets.values()

@@ -31,6 +31,8 @@ class DataSource:
         split: the hub dataset's split (local files are one split).
         language: the language of these records (validation metrics are logged under it).
         field: for a ``.json`` file holding an object, the key of the record list.
+        revision: the hub dataset's git revision, e.g. ``refs/convert/parquet`` for a dataset that still ships
+            a loading script on ``main`` (``datasets`` >= 4 no longer runs those scripts).
     """
 
     path: str
@@ -38,6 +40,8 @@ class DataSource:
     split: str = "train"
     language: str | None = None
     field: str | None = None
+    # Added for the task suite (juletxara/mgsm and csebuetnlp/xlsum load from their Parquet export branch).
+    revision: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -56,7 +60,8 @@ class DataSource:
     def describe(self) -> str:
         if self.is_local:
             return self.path
-        return f"{self.path}" + (f" ({self.name})" if self.name else "") + f" [{self.split}]"
+        revision = f" @{self.revision}" if self.revision else ""
+        return f"{self.path}" + (f" ({self.name})" if self.name else "") + f" [{self.split}]{revision}"
 
 
 def load_records(source: DataSource) -> list[dict[str, Any]]:
@@ -108,7 +113,9 @@ def _load_hub(source: DataSource) -> list[dict[str, Any]]:
     import datasets
 
     try:
-        dataset = datasets.load_dataset(source.path, source.name, split=source.split)
+        dataset = datasets.load_dataset(
+            source.path, source.name, split=source.split, revision=source.revision
+        )
     except Exception as err:  # offline, unknown name, unknown config or split: one message for all
         raise InvalidValueError(
             f"could not load hub dataset {source.describe()}: {type(err).__name__}: {err}. For a local file, "

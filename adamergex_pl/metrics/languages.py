@@ -62,6 +62,7 @@ LANGUAGES: dict[str, tuple[str, str]] = {
     "pt": ("Portuguese", "por"),
     "qu": ("Quechua", "que"),
     "rn": ("Kirundi", "run"),
+    "ro": ("Romanian", "ron"),  # XQuAD has Romanian (xquad.ro); added with the task suite
     "ru": ("Russian", "rus"),
     "si": ("Sinhala", "sin"),
     "so": ("Somali", "som"),
@@ -94,6 +95,7 @@ _ALIASES.update(
         "fre": "fr",
         "gre": "el",
         "per": "fa",
+        "rum": "ro",
         "bur": "my",
         "may": "ms",
         "zsm": "ms",

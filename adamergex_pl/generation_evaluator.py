@@ -1,0 +1,100 @@
+"""Generation tasks (MGSM, XQuAD, XL-Sum): greedy decoding in the validation loop, scored per language.
+
+For each batch of left-padded prompts the model decodes greedily (explicit ``GenerationConfig``: no sampling,
+one beam) for at most ``max_new_tokens`` tokens; only the generated tokens are decoded
+(:func:`~adamergex_pl.generation.greedy_completions`), and the completion is cut at the first stop string
+(e.g. a newline for extractive answers). The prompt never reaches the scorer, so the numbers of an MGSM
+question cannot be read as its answer, and a prompt that contains the gold answer cannot score.
+
+Metrics (from :mod:`adamergex_pl.metrics`, per-language torchmetrics states summed across DDP ranks):
+
+* ``final_number`` (MGSM): ``accuracy`` = exact match of the completion's final number with the gold number,
+  and ``no_number_rate``;
+* ``squad`` (XQuAD): ``exact_match`` and ``f1`` (SQuAD, maximum over gold answers, script-aware tokens);
+* ``rouge_l`` (XL-Sum): ``rouge_l_f1``, ``rouge_l_precision``, ``rouge_l_recall`` (LCS on script-aware tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from adamergex_pl.evaluation import Evaluator
+from adamergex_pl.generation import greedy_completions
+from adamergex_pl.metrics import NumberMatchAccuracy, RougeLMetric, SquadMetric
+
+_METRICS = {"final_number": NumberMatchAccuracy, "squad": SquadMetric, "rouge_l": RougeLMetric}
+
+
+def cut_at_stops(text: str, stops: Sequence[str]) -> str:
+    """``text`` up to the first occurrence of any stop string, stripped.
+
+    Example:
+        >>> cut_at_stops(" Paris\\nQuestion: and Rome?", ["\\n"])
+        'Paris'
+    """
+    end = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
+    return text[:end].strip()
+
+
+class GenerationEvaluator(Evaluator):
+    """Greedy completions of the prompts, scored by the task's text metric per language.
+
+    ``compute()`` returns ``<task>/<lang>/<metric>`` for every language and ``<task>/<metric>``, the macro
+    average over languages (languages without examples are left out); the module logs them under ``val/``.
+
+    Args:
+        task: the task name, the first part of the keys (``mgsm``).
+        languages: the validation languages, in dataloader order.
+        tokenizer: decodes the generated tokens (and gives pad/EOS ids to ``generate``).
+        max_new_tokens: greedy decoding length.
+        metric: ``final_number``, ``squad`` or ``rouge_l``.
+        stops: a completion ends at the first of these strings.
+
+    Raises:
+        ValueError: an unknown metric, a non-positive ``max_new_tokens``, or bad languages.
+
+    Example:
+        >>> evaluator = GenerationEvaluator("mgsm", ["de", "zh"], tokenizer, 256, "final_number")  # doctest: +SKIP
+        >>> # validation_step: evaluator.update(model, batch, "de")   (batch from TaskCollator("generation", ...))
+        >>> # epoch end: evaluator.compute() -> {"mgsm/de/accuracy": ..., "mgsm/de/no_number_rate": ..., ...}
+    """
+
+    def __init__(
+        self,
+        task: str,
+        languages: list[str],
+        tokenizer,
+        max_new_tokens: int,
+        metric: Literal["final_number", "squad", "rouge_l"],
+        stops: Sequence[str] = (),
+    ) -> None:
+        super().__init__(languages)
+        if metric not in _METRICS:
+            raise ValueError(f"metric={metric!r}; expected one of {', '.join(_METRICS)}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens} must be a positive integer")
+        self.task = task
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.stops = tuple(stops)
+        self.scores = _METRICS[metric](languages=self.languages)
+
+    def answers(self, model: nn.Module, batch: dict[str, Tensor]) -> list[str]:
+        """The model's answers to a batch: generated text only, cut at the first stop string."""
+        completions = greedy_completions(model, self.tokenizer, batch, self.max_new_tokens)
+        return [cut_at_stops(c, self.stops) for c in completions]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, batch: dict[str, Tensor], language: str) -> None:
+        self.scores.update(self.answers(model, batch), batch["references"], language)
+
+    def compute(self) -> dict[str, Tensor]:
+        return {
+            f"{self.task}/{key}": value.float()
+            for key, value in self.scores.compute().items()
+            if not value.isnan()
+        }

@@ -1,0 +1,335 @@
+"""The cross-lingual task suite as one DataModule: train in one language, validate in many.
+
+``TaskDataModule(task="xnli")`` loads the task's evaluation data for each language (from the hub, or from
+local files with the same fields), samples the paper's number of examples per language with a seed, renders
+them through the task's prompt, and hands the LightningModule an evaluator that scores them inside the
+validation loop: options ranked by log-likelihood for XNLI, XCOPA and PAWS-X; greedy generation scored on
+the generated tokens only for MGSM, XQuAD and XL-Sum. Metrics are logged as ``val/<task>/<lang>/<metric>``.
+
+For ``fit`` it also builds training pairs (prompt, target) from the task's English training data (the loss
+covers the target only; ``AdapterModule(loss_on_prompt=True)`` takes it on the prompt as well). The training
+data is only loaded for ``fit``. The task table lives in ``data_modules/tasks/``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Literal
+
+from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
+
+from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.evaluation import Evaluator
+from adamergex_pl.metrics import normalize_language
+from data_modules.base import Examples, TokenizedDataModule
+from data_modules.sources import DataSource, load_records
+from data_modules.task_collator import TaskCollator
+from data_modules.task_examples import choice_example, render_prompt, training_example
+from data_modules.tasks import PROMPT_STYLES, get_task
+from data_modules.templates import PromptTemplate
+
+
+class TaskDataModule(TokenizedDataModule):
+    """XNLI, XCOPA, PAWS-X, MGSM, XQuAD or XL-Sum: per-language evaluation sets and English training pairs.
+
+    Args:
+        task: ``xnli``, ``xcopa``, ``pawsx``, ``mgsm``, ``xquad`` or ``xlsum``.
+        languages: validation languages (default: the languages the AdaMergeX paper reports for the task).
+        val: local files (or other hub datasets) with the task's fields, one source per language, instead of
+            the task's hub dataset; each source must name its ``language``.
+        eval_split: the hub split to evaluate (default: the paper's, e.g. ``test``; ``validation`` for model
+            selection during ``fit``).
+        eval_samples: examples per language: ``paper`` (the paper's sample sizes: XNLI 1000, XQuAD 1000,
+            XL-Sum 500, MGSM 250, XCOPA 500; PAWS-X all), ``all``, or a number. Sampling is seeded with
+            ``seed``; parallel datasets get the same items in every language.
+        train: the training data (default: the task's English training set, see ``data_modules/tasks``).
+        train_language: the language of the default training data; other than ``en`` only for tasks whose
+            hub dataset has a training split in that language (XNLI, PAWS-X, XL-Sum).
+        max_train_samples: keep a seeded random subset of this many training records.
+        prompt_style: ``instruction`` (English instruction, fields, ``Answer:``) or ``alpaca``
+            (``### Instruction / ### Input / ### Response``); training and evaluation use the same one.
+        prompt_template: a format string over the task's prompt fields that replaces the style's template.
+        target_prefix: what goes between the prompt and an option or target (default: a space for the
+            ``instruction`` style and custom templates, nothing for ``alpaca``).
+        length_normalized: choice tasks: rank options by mean instead of summed token log-likelihood.
+        share_prompt: choice tasks: compute each prompt once and score the options against its cached
+            keys/values (same scores, fewer FLOPs); ``false`` runs one row of prompt + option per option.
+        max_new_tokens: generation tasks: greedy decoding length (default per task: MGSM 256, XQuAD 32,
+            XL-Sum 64).
+        tokenizer: see :class:`~data_modules.base.TokenizedDataModule` (as are the remaining arguments).
+        batch_size: training batch size per device.
+        eval_batch_size: evaluation batch size per device (examples, not option rows).
+        max_length: longest training example / evaluation row, in tokens (prompts are fitted to it).
+        num_workers: dataloader workers.
+        seed: sampling and shuffling seed.
+        pad_to_multiple_of: pad lengths to a multiple of this.
+
+    Raises:
+        ValueError: an unknown task, prompt style or language, conflicting options, or data the task cannot
+            use (an empty split, a missing field, a label outside the label set), named with the task, the
+            language and the field.
+        FileNotFoundError: a missing local file.
+
+    Example:
+        ``adamergex validate --config configs/tiny/xnli.yaml``, or in YAML:
+
+        .. code-block:: yaml
+
+            data:
+              class_path: data_modules.TaskDataModule
+              init_args:
+                task: xnli
+                languages: [de, zh]
+                eval_samples: 1000
+    """
+
+    def __init__(
+        self,
+        task: Literal["xnli", "xcopa", "pawsx", "mgsm", "xquad", "xlsum"],
+        languages: list[str] | None = None,
+        val: list[DataSource] | None = None,
+        eval_split: str | None = None,
+        eval_samples: int | Literal["paper", "all"] = "paper",
+        train: DataSource | None = None,
+        train_language: str = "en",
+        max_train_samples: int | None = None,
+        prompt_style: Literal["instruction", "alpaca"] = "instruction",
+        prompt_template: str | None = None,
+        target_prefix: str | None = None,
+        length_normalized: bool = False,
+        share_prompt: bool = True,
+        max_new_tokens: int | None = None,
+        tokenizer: str | None = None,
+        batch_size: int = 4,
+        eval_batch_size: int | None = None,
+        max_length: int = 1024,
+        num_workers: int = 0,
+        seed: int = 42,
+        pad_to_multiple_of: int | None = None,
+    ) -> None:
+        super().__init__(
+            tokenizer, batch_size, eval_batch_size, max_length, num_workers, seed, pad_to_multiple_of
+        )
+        self.spec = spec = get_task(task)
+        if prompt_style not in PROMPT_STYLES:
+            raise InvalidValueError(
+                f"prompt_style={prompt_style!r}; expected one of {', '.join(PROMPT_STYLES)}"
+            )
+        if val and languages:
+            raise InvalidValueError(
+                f"task {task!r}: languages={languages} and val sources conflict; the val sources' own "
+                "`language` keys are the validation languages, so drop `languages`"
+            )
+        for lang in languages or []:
+            self._check_hub_language(lang, "languages")
+        if eval_samples not in ("paper", "all") and (not isinstance(eval_samples, int) or eval_samples < 1):
+            raise InvalidValueError(
+                f"eval_samples={eval_samples!r}; expected 'paper', 'all' or a positive integer"
+            )
+        if max_train_samples is not None and max_train_samples < 1:
+            raise InvalidValueError(
+                f"max_train_samples={max_train_samples} must be a positive integer or null"
+            )
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise InvalidValueError(f"max_new_tokens={max_new_tokens} must be a positive integer or null")
+        self.task = task
+        self.languages = list(languages or spec.paper_languages)
+        self.val_sources = list(val or [])
+        self.eval_split = eval_split or spec.eval_split
+        self.eval_samples = {"paper": spec.paper_samples, "all": None}.get(eval_samples, eval_samples)
+        self.train_source = train
+        self.train_language = train_language
+        self.max_train_samples = max_train_samples
+        self.prompt_style = prompt_style
+        self.template = PromptTemplate(
+            prompt_template or spec.prompt_template(prompt_style), "prompt_template"
+        )
+        if target_prefix is None:
+            target_prefix = spec.target_prefix("instruction" if prompt_template else prompt_style)
+        self.target_prefix = target_prefix
+        self.length_normalized = length_normalized
+        self.share_prompt = share_prompt
+        self.max_new_tokens = max_new_tokens or spec.max_new_tokens
+        self._fitting = False
+
+    # ------------------------------------------------------------------ sources and records
+    def _check_hub_language(self, language: str, option: str) -> None:
+        if language not in self.spec.configs:
+            raise InvalidValueError(
+                f"task {self.spec.name!r} has no language {language!r} ({option}); {self.spec.hub_path} has "
+                f"{', '.join(self.spec.languages)}. For other data, give val sources with the task's fields"
+            )
+
+    def _eval_sources(self) -> dict[str, DataSource]:
+        if not self.val_sources:
+            return {lang: self.spec.eval_source(lang, self.eval_split) for lang in self.languages}
+        sources: dict[str, DataSource] = {}
+        for source in self.val_sources:
+            if not source.language:
+                raise InvalidValueError(
+                    f"task {self.task!r}: val source {source.describe()} names no language; add language: <code>"
+                )
+            try:
+                normalize_language(source.language)
+            except ValueError as err:
+                raise InvalidValueError(f"task {self.task!r}: val source {source.describe()}: {err}") from err
+            if source.language in sources:
+                raise InvalidValueError(
+                    f"task {self.task!r}: two val sources have language {source.language!r}; give one per language"
+                )
+            sources[source.language] = source
+        return sources
+
+    def _records(self, source: DataSource, language: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+        where = f"task {self.task!r}, language {language!r}: {source.describe()}"
+        try:
+            records = load_records(source)
+        except InvalidValueError as err:  # a hub dataset that cannot be loaded, a malformed file
+            raise InvalidValueError(f"task {self.task!r}, language {language!r}: {err}") from err
+        if not records:
+            raise InvalidValueError(
+                f"{where} holds no records (an empty split); check the split and the file"
+            )
+        for index, record in enumerate(records):
+            missing = [f for f in fields if f not in record]
+            if missing:
+                raise InvalidValueError(
+                    f"{where}: record {index} lacks field(s) {missing}; the task needs {list(fields)} and the "
+                    f"record has {sorted(record)}"
+                )
+        return records
+
+    def _sample(self, records: list, limit: int | None) -> list[tuple[int, Any]]:
+        """``(index in the split, record)`` pairs: a seeded sample of ``limit`` (the same for equal sizes)."""
+        indices = range(len(records))
+        if limit is not None and len(records) > limit:
+            indices = sorted(random.Random(self.seed).sample(indices, limit))
+        return [(i, records[i]) for i in indices]
+
+    def _checked(self, where: tuple[str, DataSource, int], what: str, function, *args):
+        """``function(*args)``, with a bad value reported by task, language, record and field."""
+        try:
+            return function(*args)
+        except (ValueError, TypeError, KeyError) as err:
+            language, source, index = where
+            raise InvalidValueError(
+                f"task {self.task!r}, language {language!r}: record {index} of {source.describe()}: {what}: {err}"
+            ) from err
+
+    def _prompt(self, where, record: dict, budget: int, first: bool) -> tuple[str | None, list[int]]:
+        fields = self._checked(where, "prompt fields", self.spec.prompt_fields, record)
+        if first:  # a custom prompt_template may name fields the records lack
+            self.template.check_fields(
+                fields, f"task {self.task!r}, language {where[0]!r}: {where[1].describe()}"
+            )
+        return render_prompt(self.tokenizer, self.template, fields, budget, self.spec.truncate_field)
+
+    # ------------------------------------------------------------------ examples
+    def _eval_examples(self, language: str, source: DataSource) -> Examples:
+        spec, tokenizer = self.spec, self.tokenizer
+        records = self._records(source, language, spec.fields)
+        budget = self.max_length - (self.max_new_tokens if spec.kind == "generation" else 1)
+        if budget < 8:
+            raise InvalidValueError(
+                f"max_length={self.max_length} leaves no room for a prompt after max_new_tokens="
+                f"{self.max_new_tokens}; raise max_length"
+            )
+        examples = []
+        for position, (index, record) in enumerate(self._sample(records, self.eval_samples)):
+            where = (language, source, index)
+            text, ids = self._prompt(where, record, budget, first=position == 0)
+            if spec.kind == "choice":
+                label = self._checked(where, "label", spec.label, record)
+                options = [
+                    self.target_prefix + o for o in self._checked(where, "options", spec.options, record)
+                ]
+                examples.append(
+                    self._checked(
+                        where, "options", choice_example, tokenizer, text, ids, options, label, index
+                    )
+                )
+            else:
+                references = self._checked(where, "references", spec.references, record)
+                examples.append({"input_ids": ids, "references": references, "index": index})
+        return examples
+
+    def _default_train_source(self) -> DataSource:
+        if self.train_language == "en":
+            return self.spec.train_source
+        if self.spec.train_split is None or self.train_language not in self.spec.configs:
+            raise InvalidValueError(
+                f"task {self.task!r} has no training data in {self.train_language!r} on the hub; give "
+                "train: {path: <file with the fields " + ", ".join(self.spec.train_fields) + ">}"
+            )
+        return self.spec.eval_source(self.train_language, self.spec.train_split)
+
+    def _train_examples(self) -> Examples:
+        spec, tokenizer = self.spec, self.tokenizer
+        source = self.train_source or self._default_train_source()
+        language = source.language or self.train_language
+        records = self._records(source, language, spec.train_fields)
+        examples, dropped = [], 0
+        for position, (index, record) in enumerate(self._sample(records, self.max_train_samples)):
+            where = (language, source, index)
+            target = self.target_prefix + self._checked(where, "target", spec.train_target, record)
+            target_tokens = len(tokenizer(target, add_special_tokens=False)["input_ids"]) + 1
+            text, ids = self._prompt(where, record, max(8, self.max_length - target_tokens), position == 0)
+            example = self._checked(
+                where, "target", training_example, tokenizer, text, ids, target, self.max_length
+            )
+            if example is None:
+                dropped += 1
+            else:
+                examples.append(example)
+        if dropped:
+            rank_zero_info(f"{source.describe()}: dropped {dropped} records whose prompt fills max_length")
+        if not examples:
+            raise InvalidValueError(
+                f"task {self.task!r}: no training example of {source.describe()} fits max_length={self.max_length}"
+            )
+        return examples
+
+    @override
+    def setup(self, stage: str) -> None:
+        self._fitting = self._fitting or stage == "fit"
+        if self._built and self._fitting and not self.train_examples:  # validated first, now fitting
+            self.train_examples = self._train_examples()
+        super().setup(stage)
+
+    @override
+    def build_examples(self) -> tuple[Examples, dict[str, Examples], dict[str, Examples]]:
+        evaluation = {lang: self._eval_examples(lang, src) for lang, src in self._eval_sources().items()}
+        train = self._train_examples() if self._fitting else []
+        return train, evaluation, evaluation  # `adamergex test` evaluates the same sets, logged under test/
+
+    # ------------------------------------------------------------------ evaluation
+    @override
+    def eval_collator(self) -> TaskCollator:
+        spec = self.spec
+        return TaskCollator(
+            spec.kind,
+            self.tokenizer.pad_token_id,
+            self.max_length,
+            self.pad_to_multiple_of,
+            self.share_prompt,
+        )
+
+    @override
+    def build_evaluator(self) -> Evaluator:
+        """Option ranking for choice tasks, greedy generation and the task's text metric otherwise."""
+        languages = self.val_languages or self.test_languages
+        if self.spec.kind == "choice":
+            from adamergex_pl.choice_evaluator import ChoiceEvaluator
+
+            return ChoiceEvaluator(self.task, languages, self.spec.num_options, self.length_normalized)
+        from adamergex_pl.generation_evaluator import GenerationEvaluator
+
+        return GenerationEvaluator(
+            self.task,
+            languages,
+            self.tokenizer,
+            self.max_new_tokens,
+            self.spec.metric,
+            self.spec.stop_strings(self.prompt_style),
+        )

@@ -1,0 +1,47 @@
+"""PAWS-X (Yang et al., 2019): paraphrase identification in 7 languages, two labels.
+
+Hub: ``google-research-datasets/paws-x``, configurations ``de``, ``en``, ``es``, ``fr``, ``ja``, ``ko``, ``zh``;
+fields ``id``, ``sentence1``, ``sentence2``, ``label`` (0 not a paraphrase, 1 paraphrase); splits ``train``
+(49,401, machine translated), ``validation`` (2,000) and ``test`` (2,000, human translated). The AdaMergeX
+paper does not report PAWS-X; the default evaluation is the whole test split of the six non-English
+languages. Training: the English ``train`` split.
+"""
+
+from __future__ import annotations
+
+from data_modules.sources import DataSource
+from data_modules.tasks.spec import Record, TaskSpec, int_label
+
+LABELS = ("no", "yes")  # index = the dataset's label: 1 means "the sentences are paraphrases"
+LANGUAGES = ("de", "en", "es", "fr", "ja", "ko", "zh")
+
+
+def _label(record: Record) -> int:
+    return int_label(record, "label", LABELS)
+
+
+def _target(record: Record) -> str:
+    return LABELS[_label(record)]
+
+
+PAWSX = TaskSpec(
+    name="pawsx",
+    kind="choice",
+    hub_path="google-research-datasets/paws-x",
+    configs={lang: lang for lang in LANGUAGES},
+    eval_split="test",
+    paper_languages=("de", "es", "fr", "ja", "ko", "zh"),
+    paper_samples=None,
+    fields=("sentence1", "sentence2", "label"),
+    train_source=DataSource("google-research-datasets/paws-x", name="en", split="train", language="en"),
+    train_fields=("sentence1", "sentence2", "label"),
+    train_split="train",
+    instruction="Do the two sentences mean the same thing? Answer yes or no.",
+    input_template="Sentence 1: {sentence1}\nSentence 2: {sentence2}",
+    cue="Answer:",
+    train_target=_target,
+    options=lambda record: list(LABELS),
+    label=_label,
+    num_options=len(LABELS),
+    metric="accuracy",
+)

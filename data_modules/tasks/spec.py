@@ -1,0 +1,150 @@
+"""One row of the task table: where a benchmark lives, its languages and fields, its prompt and its answer.
+
+A :class:`TaskSpec` holds everything :class:`~data_modules.TaskDataModule` needs to know about one benchmark
+of the cross-lingual suite, so that adding a task is adding one small file under ``data_modules/tasks/``.
+
+Prompts. Every task has an English instruction (``instruction``), a layout of its input fields (``input``)
+and an answer cue (``cue``). Two prompt styles put them together, the same way for every task:
+
+* ``instruction``: ``"{instruction}\\n\\n{input}\\n{cue}"``, and the target follows after a space
+  (``"... Answer: entailment"``);
+* ``alpaca``: the Alpaca instruction layout common in QLoRA-style instruction tuning (the paper fine-tunes
+  Llama-2 with QLoRA), ``"### Instruction:\\n{instruction}\\n\\n### Input:\\n{input}\\n\\n### Response:\\n"``,
+  and the target follows directly. It follows the style of the paper's instruction-tuned setting; it does not
+  reproduce the release's prompt strings, which this package has not copied.
+
+Training text and evaluation prompts are rendered by the same function, so the model is evaluated on exactly
+the text it was trained on (the AdaMergeX release wrapped its training text in ``` fences that its evaluation
+prompts lacked).
+
+Answers. A ``choice`` task names its option texts and gold index (scored by option log-likelihood, see
+:class:`~adamergex_pl.choice_evaluator.ChoiceEvaluator`); a ``generation`` task names its gold references
+and a text metric (see :class:`~adamergex_pl.generation_evaluator.GenerationEvaluator`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from data_modules.sources import DataSource
+
+Record = Mapping[str, Any]
+PROMPT_STYLES: tuple[str, ...] = ("instruction", "alpaca")
+
+_LAYOUTS = {
+    "instruction": "{instruction}\n\n{input}\n{cue}",
+    "alpaca": "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n",
+}
+_TARGET_PREFIX = {"instruction": " ", "alpaca": ""}
+_STYLE_STOPS = {"instruction": (), "alpaca": ("###",)}
+
+
+def _identity(record: Record) -> dict[str, Any]:
+    return dict(record)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A benchmark of the suite: hub location, languages, fields, prompt, answers and metric.
+
+    Args:
+        name: the task's name, the first part of its metric keys (``val/<name>/<lang>/<metric>``).
+        kind: ``choice`` (rank options by log-likelihood) or ``generation`` (greedy decoding + text metric).
+        hub_path: the hub dataset of the evaluation data, e.g. ``facebook/xnli``.
+        configs: language code -> the hub configuration holding that language (``{"zh": "chinese_simplified"}``).
+        eval_split: the split the paper evaluates on.
+        paper_languages: the languages the paper reports, the default validation languages.
+        paper_samples: examples per language the paper samples (``None``: the whole split).
+        fields: the record fields the evaluation data must have.
+        train_source: the English training data (``language`` ``en``).
+        train_fields: the record fields the training data must have.
+        train_split: the split of ``hub_path`` that holds training data in other languages (``None``: none).
+        instruction: the English task instruction (a format string over the prompt fields).
+        input_template: the layout of the input fields (a format string over the prompt fields).
+        cue: the answer cue of the ``instruction`` style, e.g. ``"Answer:"``.
+        prompt_fields: record -> the fields the templates use (adds derived fields, e.g. XCOPA's relation).
+        train_target: training record -> the target text the model learns to produce.
+        options: record -> the option texts of a choice task, in label order.
+        label: record -> the gold option index of a choice task (raises ``ValueError`` naming the field).
+        num_options: the number of options of a choice task.
+        references: record -> the gold answers of a generation task (raises ``ValueError`` naming the field).
+        metric: ``accuracy`` (choice), ``final_number`` (MGSM), ``squad`` (XQuAD) or ``rouge_l`` (XLSum).
+        max_new_tokens: default greedy decoding length of a generation task.
+        stops: a completion is cut at the first of these strings (generated text only).
+        truncate_field: the long field that is shortened when a prompt does not fit (``context``, ``text``).
+        revision: the hub revision of ``hub_path`` (``refs/convert/parquet`` for datasets with a script).
+    """
+
+    name: str
+    kind: Literal["choice", "generation"]
+    hub_path: str
+    configs: Mapping[str, str]
+    eval_split: str
+    paper_languages: tuple[str, ...]
+    paper_samples: int | None
+    fields: tuple[str, ...]
+    train_source: DataSource
+    train_fields: tuple[str, ...]
+    train_split: str | None
+    instruction: str
+    input_template: str
+    cue: str
+    train_target: Callable[[Record], str]
+    prompt_fields: Callable[[Record], dict[str, Any]] = _identity
+    options: Callable[[Record], list[str]] | None = None
+    label: Callable[[Record], int] | None = None
+    num_options: int = 0
+    references: Callable[[Record], list[Any]] | None = None
+    metric: Literal["accuracy", "final_number", "squad", "rouge_l"] = "accuracy"
+    max_new_tokens: int = 0
+    stops: tuple[str, ...] = field(default_factory=tuple)
+    truncate_field: str | None = None
+    revision: str | None = None
+
+    @property
+    def languages(self) -> list[str]:
+        """Every language the evaluation dataset has."""
+        return list(self.configs)
+
+    def prompt_template(self, style: str) -> str:
+        """The prompt format string of ``style`` (``instruction`` or ``alpaca``) over the prompt fields."""
+        layout = _LAYOUTS[style].replace("{cue}", self.cue.replace("{", "{{").replace("}", "}}"))
+        return layout.replace("{instruction}", self.instruction).replace("{input}", self.input_template)
+
+    @staticmethod
+    def target_prefix(style: str) -> str:
+        """What goes between the prompt and the target (an option, an answer) in ``style``."""
+        return _TARGET_PREFIX[style]
+
+    def stop_strings(self, style: str) -> tuple[str, ...]:
+        """Where a generated completion ends: the task's stops plus the style's section markers."""
+        return (*self.stops, *_STYLE_STOPS[style])
+
+    def eval_source(self, language: str, split: str | None = None) -> DataSource:
+        """The hub source of ``language``'s evaluation data (``split`` defaults to the paper's)."""
+        return DataSource(
+            self.hub_path,
+            name=self.configs[language],
+            split=split or self.eval_split,
+            language=language,
+            revision=self.revision,
+        )
+
+
+def int_label(record: Record, field_name: str, names: tuple[str, ...]) -> int:
+    """A record's label as an index into ``names``; the label may be the index or the name itself.
+
+    Raises:
+        ValueError: the label is neither an index in ``range(len(names))`` nor one of ``names``.
+    """
+    value = record[field_name]
+    if isinstance(value, str) and value.strip().lower() in names:
+        return names.index(value.strip().lower())
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
+        return value
+    choices = ", ".join(f"{i} ({n})" for i, n in enumerate(names))
+    raise ValueError(f"{field_name}={value!r} is outside the label set {{{choices}}}")

@@ -1,0 +1,72 @@
+"""XCOPA (Ponti et al., 2020): causal commonsense reasoning in 11 languages, two alternatives.
+
+Hub: ``cambridgeltl/xcopa``, one configuration per language (``et``, ``ht``, ``id``, ``it``, ``qu``, ``sw``,
+``ta``, ``th``, ``tr``, ``vi``, ``zh``; no English); fields ``premise``, ``choice1``, ``choice2``,
+``question`` (``cause`` or ``effect``), ``label`` (0 or 1); splits ``validation`` (100) and ``test`` (500,
+translated from the English COPA test set). AdaMergeX evaluates the 500 test examples.
+
+Training. XCOPA has no English data, so the English training set is Balanced COPA
+(``pkavumba/balanced-copa``, Kavumba et al., 2019; same fields): its ``train`` split holds the 500 COPA
+development items and their 500 mirrored counterparts. Its ``test`` split is the COPA test set, which XCOPA's
+test set translates, so it must never be used for training here.
+
+The options are the two alternatives' own text (as in the original COPA evaluation); the prompt also shows
+both, which cannot help the score.
+"""
+
+from __future__ import annotations
+
+from data_modules.sources import DataSource
+from data_modules.tasks.spec import Record, TaskSpec, int_label
+
+LANGUAGES = ("et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh")
+_RELATIONS = {"cause": "cause", "effect": "effect"}
+
+
+def _relation(record: Record) -> str:
+    question = str(record["question"]).strip().lower()
+    if question not in _RELATIONS:
+        raise ValueError(f"question={record['question']!r} is neither 'cause' nor 'effect'")
+    return _RELATIONS[question]
+
+
+def _prompt_fields(record: Record) -> dict:
+    return {**record, "relation": _relation(record)}
+
+
+def _options(record: Record) -> list[str]:
+    return [str(record["choice1"]), str(record["choice2"])]
+
+
+def _label(record: Record) -> int:
+    return int_label(record, "label", ("0", "1"))
+
+
+def _target(record: Record) -> str:
+    return _options(record)[_label(record)]
+
+
+XCOPA = TaskSpec(
+    name="xcopa",
+    kind="choice",
+    hub_path="cambridgeltl/xcopa",
+    configs={lang: lang for lang in LANGUAGES},
+    eval_split="test",
+    paper_languages=("tr", "vi", "zh", "sw", "th"),
+    paper_samples=500,
+    fields=("premise", "choice1", "choice2", "question", "label"),
+    train_source=DataSource("pkavumba/balanced-copa", split="train", language="en"),
+    train_fields=("premise", "choice1", "choice2", "question", "label"),
+    train_split=None,
+    instruction=(
+        "Which alternative is the more plausible {relation} of the premise? Answer with that alternative."
+    ),
+    input_template="Premise: {premise}\nAlternative 1: {choice1}\nAlternative 2: {choice2}",
+    cue="Answer:",
+    prompt_fields=_prompt_fields,
+    train_target=_target,
+    options=_options,
+    label=_label,
+    num_options=2,
+    metric="accuracy",
+)
