@@ -34,7 +34,7 @@ class TaskDataModule(TokenizedDataModule):
     """XNLI, XCOPA, PAWS-X, MGSM, XQuAD or XL-Sum: per-language evaluation sets and English training pairs.
 
     Args:
-        task: ``xnli``, ``xcopa``, ``pawsx``, ``mgsm``, ``xquad`` or ``xlsum``.
+        task: ``xnli``, ``xcopa``, ``pawsx``, ``mgsm``, ``xquad``, ``xlsum``, or ``count`` (the embedded demo).
         languages: validation languages (default: the languages the AdaMergeX paper reports for the task).
         val: local files (or other hub datasets) with the task's fields, one source per language, instead of
             the task's hub dataset; each source must name its ``language``.
@@ -86,7 +86,7 @@ class TaskDataModule(TokenizedDataModule):
 
     def __init__(
         self,
-        task: Literal["xnli", "xcopa", "pawsx", "mgsm", "xquad", "xlsum"],
+        task: Literal["xnli", "xcopa", "pawsx", "mgsm", "xquad", "xlsum", "count"],
         languages: list[str] | None = None,
         val: list[DataSource] | None = None,
         eval_split: str | None = None,

@@ -107,16 +107,37 @@ def counting_sentences(lang: str, rng: random.Random, n: int) -> list[str]:
 
 
 def task_records(lang: str) -> list[dict]:
-    """Every item of the demo task in one language; ``item`` is shared by the parallel items of all languages."""
+    """Every item of the demo task in one language, in the layout of the ``count`` task.
+
+    Fields: ``item`` (shared by the parallel items of all languages), ``question`` ("Siguiente: tres ="),
+    ``answer`` (" cuatro"), ``options`` (the language's number words) and ``label`` (the answer's index).
+    """
     words, records = NUMBER_WORDS[lang], []
     for relation, offset in TASK_OFFSETS.items():
         for x in range(len(words)):
             if 0 <= x + offset < len(words):
-                prompt = TASK_PROMPTS[lang][relation].format(x=words[x])
                 records.append(
-                    {"item": f"{relation}-{x}", "prompt": prompt, "completion": " " + words[x + offset]}
+                    {
+                        "item": f"{relation}-{x}",
+                        "question": TASK_PROMPTS[lang][relation].format(x=words[x]),
+                        "answer": " " + words[x + offset],
+                        "options": words,
+                        "label": x + offset,
+                    }
                 )
     return records
+
+
+def write_demo_data(texts: dict[str, list[str]]) -> Path:
+    """The demo's data: held-out Wikipedia windows and the task, per language."""
+    demo_data = ASSETS / "demo"
+    demo_data.mkdir(parents=True, exist_ok=True)
+    for lang in WIKI_FILES:
+        lines = [json.dumps({"text": t}, ensure_ascii=False) for t in texts[lang][:HELD_OUT_RECORDS]]
+        (demo_data / f"wiki_{lang}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        lines = [json.dumps(r, ensure_ascii=False) for r in task_records(lang)]
+        (demo_data / f"count_{lang}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return demo_data
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -152,7 +173,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-only", action="store_true", help="rewrite the demo data; train nothing")
     args = parser.parse_args()
+    if args.data_only:
+        print(f"wrote {write_demo_data({lang: wiki_texts(args.shared, lang) for lang in WIKI_FILES})}")
+        return
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
 
@@ -221,13 +246,7 @@ def main() -> None:
         f"{args.steps} steps of {args.batch_size} x {args.seq_len} tokens (seed {args.seed}). "
         "It is a toy for the embedded AdaMergeX demo, not a language model for any real use.\n"
     )
-    demo_data = ASSETS / "demo"
-    demo_data.mkdir(parents=True, exist_ok=True)
-    for lang in WIKI_FILES:
-        lines = [json.dumps({"text": t}, ensure_ascii=False) for t in texts[lang][:HELD_OUT_RECORDS]]
-        (demo_data / f"wiki_{lang}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        lines = [json.dumps(r, ensure_ascii=False) for r in task_records(lang)]
-        (demo_data / f"count_{lang}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    demo_data = write_demo_data(texts)
     print(f"wrote {out} and {demo_data} in {time.time() - start:.0f}s")
 
 

@@ -10,12 +10,14 @@ task         kind        hub dataset                    split        per languag
 ``mgsm``     generation  ``juletxara/mgsm``             test         250                 final-number EM
 ``xquad``    generation  ``google/xquad``               validation   1000 of 1190        SQuAD EM / F1
 ``xlsum``    generation  ``csebuetnlp/xlsum``           test         500 sampled         ROUGE-L
+``count``    choice      shipped (the embedded demo)    all          all (59)            accuracy
 ===========  ==========  =============================  ===========  ==================  ===============
 """
 
 from __future__ import annotations
 
 from adamergex_pl.errors import InvalidValueError
+from data_modules.tasks.count import COUNT
 from data_modules.tasks.mgsm import MGSM
 from data_modules.tasks.pawsx import PAWSX
 from data_modules.tasks.spec import PROMPT_STYLES, TaskSpec
@@ -24,7 +26,7 @@ from data_modules.tasks.xlsum import XLSUM
 from data_modules.tasks.xnli import XNLI
 from data_modules.tasks.xquad import XQUAD
 
-TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (XNLI, XCOPA, PAWSX, MGSM, XQUAD, XLSUM)}
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (XNLI, XCOPA, PAWSX, MGSM, XQUAD, XLSUM, COUNT)}
 
 
 def get_task(name: str) -> TaskSpec:

@@ -123,7 +123,16 @@ class TaskSpec:
         return (*self.stops, *_STYLE_STOPS[style])
 
     def eval_source(self, language: str, split: str | None = None) -> DataSource:
-        """The hub source of ``language``'s evaluation data (``split`` defaults to the paper's)."""
+        """The hub source of ``language``'s evaluation data (``split`` defaults to the paper's).
+
+        A task shipped with the package names a ``builtin:`` file pattern as ``hub_path``, with ``{lang}`` and
+        ``{split}`` in it.
+        """
+        if self.hub_path.startswith("builtin:"):
+            path = self.hub_path.replace("{lang}", self.configs[language]).replace(
+                "{split}", split or self.eval_split
+            )
+            return DataSource(path, language=language)
         return DataSource(
             self.hub_path,
             name=self.configs[language],
