@@ -163,12 +163,14 @@ class AdapterModule(LightningModule):
         if self._trainer is not None:  # before configure_model loads the base: refuse what cannot work
             check_strategy(self.trainer.strategy, self.quantization)
         datamodule = self.trainer.datamodule if self._trainer is not None else None
-        languages = list(getattr(datamodule, "val_languages", None) or [self.hparams.language])
+        if stage == "predict":
+            return
+        languages = getattr(datamodule, "test_languages" if stage == "test" else "val_languages", None)
+        self._eval_languages = list(languages or [self.hparams.language])
         if hasattr(datamodule, "build_evaluator"):
-            self.evaluator = datamodule.build_evaluator()
+            self.evaluator = datamodule.build_evaluator()  # None when the DataModule has no evaluation data
         else:
-            self.evaluator = LanguageModelingEvaluator(languages)
-        self._eval_languages = languages
+            self.evaluator = LanguageModelingEvaluator(self._eval_languages)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits of the adapted model."""
@@ -216,11 +218,13 @@ class AdapterModule(LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
-        if "labels" in batch:
-            batch = {**batch, "labels": self._labels(batch)}
+        # Batches go to the evaluator as the DataModule built them: ``loss_on_prompt`` changes the training loss
+        # only, so validation perplexity is always on the completion, and option-scoring labels stay intact.
         self.evaluator.update(self.model, batch, self._eval_languages[dataloader_idx])
 
     def _log_evaluation(self, prefix: str) -> None:
+        if self.evaluator is None:
+            return
         results = self.evaluator.compute()
         self.evaluator.reset()
         for key, value in results.items():

@@ -24,7 +24,9 @@ from adamergex_pl.slurm.preemption import RequeueStop
 
 # Extra commands: name -> "module:function" taking argv (without the command name) and returning an exit code.
 EXTRA_COMMANDS: dict[str, str] = {
-    "submit": "adamergex_pl.slurm.submit:main",
+    "merge": "adamergex_pl.merging.command:main",  # structure-adaptive merge of three adapters
+    "crossin": "adamergex_pl.crossin.command:main",  # `adamergex crossin build` writes a CrossIn mixture to JSONL
+    "submit": "adamergex_pl.slurm.submit:main",  # sbatch jobs for any adamergex command
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 

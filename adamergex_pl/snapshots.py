@@ -23,39 +23,67 @@ from typing import Any
 from adamergex_pl.errors import InputNotFoundError
 
 ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 SNAPSHOT_JSON = "snapshot.json"
 LAST_LINK = "last"
 SNAPSHOT_NAME = re.compile(r"^epoch=(\d+)$")
+_EXPECTED = (
+    f"a PEFT adapter directory ({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS}) or an AdapterSnapshot root "
+    f"(epoch=<N>/ directories and a '{LAST_LINK}' link to the newest)"
+)
 
 
-def is_adapter_dir(path: Path) -> bool:
-    """A PEFT adapter directory: a config and a weights file."""
-    return (path / ADAPTER_CONFIG).is_file() and any((path / w).is_file() for w in ADAPTER_WEIGHTS)
+def resolve_adapter_dir(path: str | Path, what: str = "adapter path") -> Path:
+    """The PEFT adapter directory that ``path`` stands for: itself, or the ``last`` of a snapshot root.
 
-
-def resolve_adapter_dir(path: str | Path, what: str = "adapter_dir") -> Path:
-    """The PEFT adapter directory that ``path`` names: itself, or the ``last`` of a snapshot root.
+    The ``last`` link is followed, so the result names the epoch directory.
 
     Args:
         path: a PEFT adapter directory or an ``AdapterSnapshot`` root.
-        what: the option name to quote in error messages.
+        what: how error messages call the path (e.g. the option it came from, ``adapter_dir``).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist, or holds neither adapter files nor a ``last`` link.
+        FileNotFoundError: ``path`` does not exist, is a file, lacks the adapter files (a pickled
+            ``adapter_model.bin`` is named), or is a snapshot root whose ``last`` link is missing or dangling.
+
+    Example:
+        >>> resolve_adapter_dir("runs/xnli_en/snapshots")  # doctest: +SKIP
+        PosixPath('runs/xnli_en/snapshots/epoch=2')
     """
     root = Path(path).expanduser()
     if not root.exists():
-        raise InputNotFoundError(f"{what}={str(path)!r} does not exist")
-    if is_adapter_dir(root):
-        return root
+        raise InputNotFoundError(f"{what} {str(path)!r} does not exist; expected {_EXPECTED}")
+    if not root.is_dir():
+        raise InputNotFoundError(f"{what} {str(path)!r} is a file; expected {_EXPECTED}")
+    if (root / ADAPTER_CONFIG).exists():
+        return _checked_adapter_dir(root)
     last = root / LAST_LINK
-    if last.exists() and is_adapter_dir(last.resolve()):
-        return last.resolve()
+    if last.is_dir():
+        return _checked_adapter_dir(last.resolve())
+    if last.is_symlink():
+        raise InputNotFoundError(
+            f"snapshot root {str(path)!r}: '{LAST_LINK}' points to {str(last.readlink())!r}, which does not exist; "
+            "pass one of its epoch=<N> directories instead"
+        )
+    epochs = [p.name for _, p in list_snapshots(root)]
+    if epochs:
+        raise InputNotFoundError(
+            f"snapshot root {str(path)!r} has {len(epochs)} epoch directories but no '{LAST_LINK}' link; "
+            f"pass one of them instead, e.g. {str(root / epochs[-1])!r}"
+        )
     raise InputNotFoundError(
-        f"{what}={str(path)!r} is neither a PEFT adapter directory ({ADAPTER_CONFIG} plus "
-        f"{ADAPTER_WEIGHTS[0]}) nor a snapshot root with a '{LAST_LINK}' link to one"
+        f"{what} {str(path)!r} holds neither {ADAPTER_CONFIG} nor a '{LAST_LINK}' link; expected {_EXPECTED}"
     )
+
+
+def _checked_adapter_dir(directory: Path) -> Path:
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        if not (directory / name).is_file():
+            hint = ""
+            if name == ADAPTER_WEIGHTS and (directory / "adapter_model.bin").is_file():
+                hint = "; it has the pickle adapter_model.bin: re-save it with safe_serialization=True"
+            raise InputNotFoundError(f"adapter directory {str(directory)!r} has no {name}{hint}")
+    return directory
 
 
 def list_snapshots(root: str | Path) -> list[tuple[int, Path]]:

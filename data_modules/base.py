@@ -80,9 +80,11 @@ class TokenizedDataModule(LightningDataModule):
         """Return ``(train, {lang: val}, {lang: test})`` tokenized examples (``self.tokenizer`` is loaded)."""
         raise NotImplementedError
 
-    def build_evaluator(self) -> Evaluator:
-        """The evaluator for this data (default: causal-LM loss and perplexity per validation language)."""
-        return LanguageModelingEvaluator(self.val_languages or self.test_languages)
+    def build_evaluator(self) -> Evaluator | None:
+        """The evaluator for this data: causal-LM loss and perplexity per evaluation language (``None`` without
+        validation or test data)."""
+        languages = self.val_languages or self.test_languages
+        return LanguageModelingEvaluator(languages) if languages else None
 
     # ------------------------------------------------------------------ lifecycle
     @override

@@ -11,8 +11,10 @@ What it does, deterministically for a seed:
    so that the base model knows the number words of both languages; the demo task itself (adding numbers
    written as words) is never shown to it;
 3. writes the weights in bfloat16 (a few MB), the tokenizer and a model card to
-   ``adamergex_pl/assets/demo-bilingual/``, and the held-out Wikipedia windows the demo's reference adapters
-   train on to ``adamergex_pl/assets/demo/``.
+   ``adamergex_pl/assets/demo-bilingual/``, and to ``adamergex_pl/assets/demo/`` the held-out Wikipedia
+   windows that the demo's reference adapters train on and the demo task in both languages: the number that
+   comes next, before, or two after a number, in words ("Next: three =" -> " four", "Siguiente: tres =" ->
+   " cuatro").
 
 It takes about 15 minutes on two CPU cores.
 """
@@ -45,6 +47,14 @@ NUMBER_WORDS = {
         "ten",
         "eleven",
         "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+        "twenty",
     ],
     "es": [
         "cero",
@@ -60,8 +70,22 @@ NUMBER_WORDS = {
         "diez",
         "once",
         "doce",
+        "trece",
+        "catorce",
+        "quince",
+        "dieciséis",
+        "diecisiete",
+        "dieciocho",
+        "diecinueve",
+        "veinte",
     ],
 }
+# The demo task: the number that comes next / before / two after, asked and answered in words.
+TASK_PROMPTS = {
+    "en": {"next": "Next: {x} =", "previous": "Before: {x} =", "two_after": "Two after: {x} ="},
+    "es": {"next": "Siguiente: {x} =", "previous": "Anterior: {x} =", "two_after": "Dos después: {x} ="},
+}
+TASK_OFFSETS = {"next": 1, "previous": -1, "two_after": 2}
 HELD_OUT_RECORDS = 120  # per language, kept out of pretraining for the demo's reference adapters
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 
@@ -80,6 +104,19 @@ def counting_sentences(lang: str, rng: random.Random, n: int) -> list[str]:
         stop = rng.randrange(start + 3, len(words) + 1)
         out.append(", ".join(words[start:stop]) + ".")
     return out
+
+
+def task_records(lang: str) -> list[dict]:
+    """Every item of the demo task in one language; ``item`` is shared by the parallel items of all languages."""
+    words, records = NUMBER_WORDS[lang], []
+    for relation, offset in TASK_OFFSETS.items():
+        for x in range(len(words)):
+            if 0 <= x + offset < len(words):
+                prompt = TASK_PROMPTS[lang][relation].format(x=words[x])
+                records.append(
+                    {"item": f"{relation}-{x}", "prompt": prompt, "completion": " " + words[x + offset]}
+                )
+    return records
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -189,6 +226,8 @@ def main() -> None:
     for lang in WIKI_FILES:
         lines = [json.dumps({"text": t}, ensure_ascii=False) for t in texts[lang][:HELD_OUT_RECORDS]]
         (demo_data / f"wiki_{lang}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        lines = [json.dumps(r, ensure_ascii=False) for r in task_records(lang)]
+        (demo_data / f"count_{lang}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {out} and {demo_data} in {time.time() - start:.0f}s")
 
 

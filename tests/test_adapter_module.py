@@ -126,3 +126,17 @@ def test_language_modeling_evaluator_is_token_weighted(tiny_llama_path):
     assert results["es/loss"] == pytest.approx(float(totals[0] / totals[1]), rel=1e-6)
     assert results["es/perplexity"] == pytest.approx(float(torch.exp(totals[0] / totals[1])), rel=1e-6)
     assert results["loss"] == pytest.approx(results["es/loss"])
+
+
+def test_fit_without_validation_data_trains_and_snapshots(tmp_path):
+    module = AdapterModule("builtin:tiny-llama", lora_r=2, learning_rate=1e-3)
+    data = InstructionDataModule(
+        train=DataSource("builtin:tiny/add_en.jsonl"), tokenizer="builtin:tiny-llama"
+    )
+    trainer = Trainer(
+        accelerator="cpu", max_steps=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, default_root_dir=tmp_path, callbacks=[AdapterSnapshot()],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    assert module.evaluator is None and trainer.global_step == 3
+    assert json.loads((tmp_path / "snapshots/last/snapshot.json").read_text())["global_step"] == 3

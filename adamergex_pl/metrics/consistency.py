@@ -32,6 +32,7 @@ from itertools import combinations
 import torch
 from torch import Tensor
 
+from adamergex_pl.errors import InvalidTypeError, InvalidValueError
 from adamergex_pl.metrics.options import option_index
 
 __all__ = [
@@ -114,20 +115,20 @@ def check_languages(languages: Sequence[str]) -> list[str]:
         ValueError: If it has fewer than two entries, an empty one, or a duplicate.
     """
     if isinstance(languages, str) or not isinstance(languages, Sequence):
-        raise TypeError(
+        raise InvalidTypeError(
             f"languages={languages!r} must be a list of language labels, e.g. ['en', 'zh', 'vi', 'es']"
         )
     labels = list(languages)
     if len(labels) < 2:
-        raise ValueError(
+        raise InvalidValueError(
             f"languages={labels!r} has fewer than 2 languages; consistency compares at least two languages "
             "(for one language use an accuracy metric)"
         )
     for position, label in enumerate(labels):
         if not isinstance(label, str) or not label:
-            raise TypeError(f"languages[{position}]={label!r} must be a non-empty string")
+            raise InvalidTypeError(f"languages[{position}]={label!r} must be a non-empty string")
         if label in labels[:position]:
-            raise ValueError(f"languages lists {label!r} twice; list each language once")
+            raise InvalidValueError(f"languages lists {label!r} twice; list each language once")
     return labels
 
 
@@ -161,10 +162,12 @@ def consistency_scores(
         (1.0, 0.5, 0.5, 0.6)
     """
     if not isinstance(pred, Mapping) or not isinstance(gold, Mapping):
-        raise TypeError("pred and gold must be dicts mapping each language to a list of option letters")
+        raise InvalidTypeError(
+            "pred and gold must be dicts mapping each language to a list of option letters"
+        )
     languages = check_languages(list(pred))
     if set(gold) != set(languages):
-        raise ValueError(
+        raise InvalidValueError(
             f"pred has languages {sorted(pred)} but gold has {sorted(gold)}; give both the same languages"
         )
     num_items = len(pred[languages[0]])
@@ -173,7 +176,7 @@ def consistency_scores(
     for language in languages:
         preds, golds = pred[language], gold[language]
         if len(preds) != num_items or len(golds) != num_items:
-            raise ValueError(
+            raise InvalidValueError(
                 f"language {language!r} has {len(preds)} predictions and {len(golds)} golds, expected "
                 f"{num_items} of each (the item count of {languages[0]!r}); align items by index"
             )
@@ -181,7 +184,7 @@ def consistency_scores(
         for item, (one_pred, one_gold) in enumerate(zip(preds, golds, strict=True)):
             if one_gold is None:
                 if one_pred is not None:
-                    raise ValueError(
+                    raise InvalidValueError(
                         f"item {item} in {language!r} has prediction {one_pred!r} but no gold; give its gold "
                         "answer or set the prediction to None too"
                     )

@@ -25,6 +25,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat, rank_zero_warn
 
+from adamergex_pl.errors import InvalidTypeError, InvalidValueError
 from adamergex_pl.metrics.consistency import (
     MISSING,
     NO_ANSWER,
@@ -87,13 +88,15 @@ class CrossLingualConsistency(Metric):
         super().__init__(**kwargs)
         self.languages = check_languages(languages)
         if num_items is not None and (isinstance(num_items, bool) or not isinstance(num_items, int)):
-            raise TypeError(f"num_items={num_items!r} must be an int or None")
+            raise InvalidTypeError(f"num_items={num_items!r} must be an int or None")
         if num_items is not None and num_items < 1:
-            raise ValueError(f"num_items={num_items} must be at least 1, or None to use the recorded items")
+            raise InvalidValueError(
+                f"num_items={num_items} must be at least 1, or None to use the recorded items"
+            )
         if isinstance(num_options, bool) or not isinstance(num_options, int) or not 2 <= num_options <= 26:
-            raise ValueError(f"num_options={num_options!r} must be an int from 2 to 26")
+            raise InvalidValueError(f"num_options={num_options!r} must be an int from 2 to 26")
         if missing not in ("exclude", "error"):
-            raise ValueError(f"missing={missing!r} is not supported; expected 'exclude' or 'error'")
+            raise InvalidValueError(f"missing={missing!r} is not supported; expected 'exclude' or 'error'")
         self.num_items = num_items
         self.num_options = num_options
         self.missing = missing
@@ -114,7 +117,7 @@ class CrossLingualConsistency(Metric):
     def _language_positions(self, language: str | Sequence[str], count: int) -> list[int]:
         labels = [language] * count if isinstance(language, str) else list(language)
         if len(labels) != count:
-            raise ValueError(
+            raise InvalidValueError(
                 f"got {count} predictions but {len(labels)} languages; pass one language for the batch "
                 "or one per prediction"
             )
@@ -122,7 +125,7 @@ class CrossLingualConsistency(Metric):
         for label in labels:
             position = self._positions.get(label)
             if position is None:
-                raise ValueError(
+                raise InvalidValueError(
                     f"language={label!r} is not one of this metric's languages {self.languages}; pass one of "
                     "them, or add it to `languages` when creating the metric"
                 )
@@ -132,7 +135,7 @@ class CrossLingualConsistency(Metric):
     def _item_indices(self, item_index: Sequence[int] | Tensor, count: int) -> list[int]:
         if isinstance(item_index, Tensor):
             if item_index.is_floating_point() or item_index.is_complex() or item_index.dim() > 1:
-                raise TypeError(
+                raise InvalidTypeError(
                     f"item_index must be a 1-D integer tensor, got {item_index.dtype} {item_index.shape}"
                 )
             indices = [int(value) for value in item_index.reshape(-1).tolist()]
@@ -140,22 +143,22 @@ class CrossLingualConsistency(Metric):
             indices = list(item_index)
             for value in indices:
                 if isinstance(value, bool) or not hasattr(value, "__index__"):
-                    raise TypeError(
+                    raise InvalidTypeError(
                         f"item_index holds {value!r}; item indices must be ints (dataset positions)"
                     )
             indices = [int(value) for value in indices]
         else:
-            raise TypeError(
+            raise InvalidTypeError(
                 f"item_index must be a list of ints or an integer tensor, got {type(item_index).__name__}"
             )
         if len(indices) != count:
-            raise ValueError(
+            raise InvalidValueError(
                 f"got {count} predictions but {len(indices)} item indices; pass one index per prediction"
             )
         for value in indices:
             if value < 0 or (self.num_items is not None and value >= self.num_items):
                 bound = f"below num_items={self.num_items}" if self.num_items is not None else "non-negative"
-                raise ValueError(
+                raise InvalidValueError(
                     f"item_index {value} is out of range; item indices must be {bound} (the position of the "
                     "item in the parallel benchmark, the same in every language)"
                 )
@@ -184,9 +187,11 @@ class CrossLingualConsistency(Metric):
                 a letter is malformed or outside the option set.
         """
         if isinstance(preds, str) or not isinstance(preds, Sequence):
-            raise TypeError(f"preds must be a list of option letters (or None), got {type(preds).__name__}")
+            raise InvalidTypeError(
+                f"preds must be a list of option letters (or None), got {type(preds).__name__}"
+            )
         if isinstance(targets, str) or not isinstance(targets, Sequence) or len(targets) != len(preds):
-            raise ValueError(
+            raise InvalidValueError(
                 f"targets must be a list with one gold option per prediction ({len(preds)}), got {targets!r}"
             )
         positions = self._language_positions(language, len(preds))
@@ -195,7 +200,9 @@ class CrossLingualConsistency(Metric):
         gold_codes = []
         for gold in targets:
             if gold is None:
-                raise ValueError("a gold option is None; every recorded cell needs its gold option letter")
+                raise InvalidValueError(
+                    "a gold option is None; every recorded cell needs its gold option letter"
+                )
             gold_codes.append(encode_gold(gold, self.num_options))
         for name, values in zip(_STATES, (indices, positions, pred_codes, gold_codes), strict=True):
             getattr(self, name).append(torch.tensor(values, dtype=torch.long, device=self.device))
@@ -225,7 +232,7 @@ class CrossLingualConsistency(Metric):
             cell = int(clashes[0])
             where = f"item {cell // width} in {self.languages[cell % width]!r}"
             if kind == "gold":
-                raise ValueError(
+                raise InvalidValueError(
                     f"{clashes.numel()} (item, language) cells were recorded with different gold options, "
                     f"e.g. {where}; item_index must identify the same question in every update"
                 )
@@ -237,7 +244,7 @@ class CrossLingualConsistency(Metric):
         if self.missing == "error" and not bool(filled.all()):
             absent = torch.nonzero(~filled).flatten()
             cell = int(absent[0])
-            raise ValueError(
+            raise InvalidValueError(
                 f"{absent.numel()} of {size} (item, language) cells have no prediction, e.g. item "
                 f"{cell // width} in {self.languages[cell % width]!r}; evaluate every item in every "
                 "language, or use missing='exclude'"

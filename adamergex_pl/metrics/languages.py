@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 
+from adamergex_pl.errors import InvalidTypeError, InvalidValueError
+
 __all__ = ["LANGUAGES", "normalize_language"]
 
 # ISO 639-1 (or the shortest ISO code where there is none) -> (English name, ISO 639-3 code).
@@ -126,13 +128,13 @@ def normalize_language(language: str) -> str:
         ('zh', 'en', 'de')
     """
     if not isinstance(language, str):
-        raise TypeError(f"language={language!r} must be a string such as 'en', 'zh-CN' or 'English'")
+        raise InvalidTypeError(f"language={language!r} must be a string such as 'en', 'zh-CN' or 'English'")
     text = language.strip()
     match = _TAG.match(text)
     key = match.group(1).lower() if match else text.lower()
     code = _ALIASES.get(key)
     if code is None:
-        raise ValueError(
+        raise InvalidValueError(
             f"language={language!r} is not a known language; expected an ISO 639-1/639-3 code, a BCP 47 tag "
             f"such as 'zh-CN', or an English name, one of: {', '.join(sorted(LANGUAGES))}. "
             "To support a new language, add it to LANGUAGES in adamergex_pl/metrics/languages.py"

@@ -46,6 +46,7 @@ import re
 import unicodedata
 from decimal import Decimal, InvalidOperation
 
+from adamergex_pl.errors import InvalidTypeError, InvalidValueError
 from adamergex_pl.metrics.languages import normalize_language
 from adamergex_pl.metrics.text_segmentation import is_unsegmented_char
 
@@ -183,7 +184,7 @@ def extract_final_number(text: str, language: str | None = None) -> Decimal | No
         (Decimal('1234.5'), Decimal('42'))
     """
     if not isinstance(text, str):
-        raise TypeError(f"text must be the generated string, got {type(text).__name__} {text!r}")
+        raise InvalidTypeError(f"text must be the generated string, got {type(text).__name__} {text!r}")
     decimal_comma = _decimal_comma(language)
     normalized = _normalize_digits(text)
     runs = list(_RUN.finditer(normalized))
@@ -217,14 +218,14 @@ def parse_number(text: str, language: str | None = None) -> Decimal:
         (Decimal('1234'), Decimal('18.0'))
     """
     if not isinstance(text, str):
-        raise TypeError(f"expected a string holding one number, got {type(text).__name__} {text!r}")
+        raise InvalidTypeError(f"expected a string holding one number, got {type(text).__name__} {text!r}")
     stripped = text.strip()
     normalized = _normalize_digits(stripped)
     body = normalized[1:] if normalized.startswith("-") else normalized
     whole_run = _RUN.fullmatch(body) is not None and _read_run(body, _decimal_comma(language)) is not None
     whole_cjk = _CJK_RUN.fullmatch(stripped) is not None
     if not (whole_run or whole_cjk):
-        raise ValueError(
+        raise InvalidValueError(
             f"{text!r} is not a single number; expected digits with optional sign, thousands separators and "
             "decimal part, such as '1,234.5' or '-7' (use extract_final_number for free text)"
         )
@@ -236,20 +237,20 @@ def parse_number(text: str, language: str | None = None) -> Decimal:
 
 def _as_decimal(value: object, role: str, language: str | None) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
-        raise TypeError(
+        raise InvalidTypeError(
             f"{role}={value!r} must be a number (int, float, Decimal) or a string holding one number, "
             f"not {type(value).__name__}"
         )
     if isinstance(value, str):
         return parse_number(value, language)
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{role}={value!r} is not a finite number")
+        raise InvalidValueError(f"{role}={value!r} is not a finite number")
     try:
         number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
     except InvalidOperation as error:  # pragma: no cover - every int/Decimal/finite float converts
-        raise ValueError(f"{role}={value!r} is not a number") from error
+        raise InvalidValueError(f"{role}={value!r} is not a number") from error
     if not number.is_finite():
-        raise ValueError(f"{role}={value!r} is not a finite number")
+        raise InvalidValueError(f"{role}={value!r} is not a finite number")
     return number
 
 

@@ -12,6 +12,8 @@ import operator
 import re
 import string
 
+from adamergex_pl.errors import InvalidTypeError, InvalidValueError
+
 __all__ = ["index_to_letter", "option_index", "option_letter"]
 
 _OPTION = re.compile(r"^(?:([A-Z])|\(([A-Z])\)(?:\s.*)?)$", re.DOTALL)
@@ -21,7 +23,7 @@ def _check_num_options(num_options: int | None) -> None:
     if num_options is not None and (
         isinstance(num_options, bool) or not isinstance(num_options, int) or not 1 <= num_options <= 26
     ):
-        raise ValueError(f"num_options={num_options!r} must be an integer from 1 to 26")
+        raise InvalidValueError(f"num_options={num_options!r} must be an integer from 1 to 26")
 
 
 def option_index(option: str, num_options: int | None = None) -> int:
@@ -44,17 +46,17 @@ def option_index(option: str, num_options: int | None = None) -> int:
     """
     _check_num_options(num_options)
     if not isinstance(option, str):
-        raise TypeError(f"option={option!r} must be a string such as 'B', '(B)' or '(B) funny'")
+        raise InvalidTypeError(f"option={option!r} must be a string such as 'B', '(B)' or '(B) funny'")
     match = _OPTION.match(option.strip())
     if match is None:
-        raise ValueError(
+        raise InvalidValueError(
             f"option={option!r} is not an option letter; expected 'B', '(B)' or a choice string '(B) ...' "
             "with an upper-case letter A-Z"
         )
     index = string.ascii_uppercase.index(match.group(1) or match.group(2))
     if num_options is not None and index >= num_options:
         last = string.ascii_uppercase[num_options - 1]
-        raise ValueError(
+        raise InvalidValueError(
             f"option={option!r} is outside the option set A-{last} (num_options={num_options}); "
             "check the answer extraction, or raise num_options if the items have more options"
         )
@@ -101,9 +103,9 @@ def index_to_letter(index: int, parenthesized: bool = False) -> str:
         ('B', '(B)')
     """
     if isinstance(index, bool) or not hasattr(index, "__index__"):
-        raise TypeError(f"index={index!r} must be an int from 0 to 25")
+        raise InvalidTypeError(f"index={index!r} must be an int from 0 to 25")
     index = operator.index(index)
     if not 0 <= index < 26:
-        raise ValueError(f"index={index} is outside 0-25; there are only 26 option letters A-Z")
+        raise InvalidValueError(f"index={index} is outside 0-25; there are only 26 option letters A-Z")
     letter = string.ascii_uppercase[index]
     return f"({letter})" if parenthesized else letter

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from adamergex_pl.errors import InvalidTypeError, InvalidValueError
 from adamergex_pl.metrics.languages import normalize_language
 
 __all__ = ["PerLanguageMeanMetric"]
@@ -70,14 +71,18 @@ class PerLanguageMeanMetric(Metric):
     def __init__(self, languages: list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(languages, str) or not isinstance(languages, Sequence):
-            raise TypeError(f"languages={languages!r} must be a list of language codes, e.g. ['en', 'de']")
+            raise InvalidTypeError(
+                f"languages={languages!r} must be a list of language codes, e.g. ['en', 'de']"
+            )
         if not languages:
-            raise ValueError("languages is empty; list the languages this metric will see, e.g. ['en', 'de']")
+            raise InvalidValueError(
+                "languages is empty; list the languages this metric will see, e.g. ['en', 'de']"
+            )
         codes = [normalize_language(language) for language in languages]
         for position, code in enumerate(codes):
             if code in codes[:position]:
                 first = codes.index(code)
-                raise ValueError(
+                raise InvalidValueError(
                     f"languages lists {languages[first]!r} and {languages[position]!r}, which are the same "
                     f"language ({code!r}); list each language once"
                 )
@@ -94,7 +99,7 @@ class PerLanguageMeanMetric(Metric):
         """Index of ``language`` among :attr:`languages` (the label exactly as given to ``__init__``)."""
         position = self._positions.get(language)
         if position is None:
-            raise ValueError(
+            raise InvalidValueError(
                 f"language={language!r} is not one of this metric's languages {self.languages}; pass one of "
                 "them, or add it to `languages` when creating the metric"
             )

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from adamergex_pl.errors import InvalidTypeError, InvalidValueError
+
 __all__ = ["check_predictions", "reference_lists"]
 
 
@@ -29,14 +31,14 @@ def check_predictions(preds: Sequence[str]) -> list[str]:
         TypeError: If ``preds`` is a single string, not a sequence, or holds a non-string.
     """
     if not _is_sequence(preds):
-        raise TypeError(
+        raise InvalidTypeError(
             f"preds must be a list of generated strings, one per example, got {type(preds).__name__}; "
             "wrap a single prediction in a list"
         )
     preds = list(preds)
     for pred in preds:
         if not isinstance(pred, str):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"prediction {pred!r} is a {type(pred).__name__}; decode generated token ids to text first"
             )
     return preds
@@ -64,12 +66,12 @@ def reference_lists(
         ValueError: If the lengths differ or an example has an empty list of references.
     """
     if not _is_sequence(targets):
-        raise TypeError(
+        raise InvalidTypeError(
             f"targets must be a list with one entry per prediction (each {expected} or a list of them), "
             f"got {type(targets).__name__}"
         )
     if len(targets) != len(preds):
-        raise ValueError(
+        raise InvalidValueError(
             f"got {len(preds)} predictions but {len(targets)} targets; pass exactly one target "
             "(or one list of acceptable targets) per prediction"
         )
@@ -79,10 +81,10 @@ def reference_lists(
             lists.append([target])
             continue
         if not _is_sequence(target) or not all(is_reference(ref) for ref in target):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"targets[{position}]={target!r} must be {expected} or a list of them (several golds)"
             )
         if len(target) == 0:
-            raise ValueError(f"targets[{position}] is an empty list; give at least one gold reference")
+            raise InvalidValueError(f"targets[{position}] is an empty list; give at least one gold reference")
         lists.append(list(target))
     return lists

@@ -27,6 +27,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
+from adamergex_pl.errors import InvalidTypeError, InvalidValueError
 from adamergex_pl.metrics.languages import normalize_language
 from adamergex_pl.metrics.text_segmentation import prepare_text, segment
 
@@ -99,15 +100,19 @@ def _reference_list(references: str | Sequence[str]) -> list[str]:
     if isinstance(references, str):
         return [references]
     if not isinstance(references, Sequence) or isinstance(references, bytes):
-        raise TypeError(
+        raise InvalidTypeError(
             f"references={references!r} must be a string or a sequence of strings (several gold answers)"
         )
     refs = list(references)
     if not refs:
-        raise ValueError("references is empty; give at least one gold answer (a string or a non-empty list)")
+        raise InvalidValueError(
+            "references is empty; give at least one gold answer (a string or a non-empty list)"
+        )
     for ref in refs:
         if not isinstance(ref, str):
-            raise TypeError(f"gold answer {ref!r} in references must be a string, got {type(ref).__name__}")
+            raise InvalidTypeError(
+                f"gold answer {ref!r} in references must be a string, got {type(ref).__name__}"
+            )
     return refs
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import unicodedata
 from bisect import bisect_right
 
+from adamergex_pl.errors import InvalidTypeError
+
 __all__ = ["is_unsegmented_char", "prepare_text", "segment"]
 
 # Inclusive code point ranges of the scripts written without spaces between words, sorted by start.
@@ -77,7 +79,7 @@ def prepare_text(text: str) -> str:
         TypeError: If ``text`` is not a string.
     """
     if not isinstance(text, str):
-        raise TypeError(f"expected a string, got {type(text).__name__} {text!r}")
+        raise InvalidTypeError(f"expected a string, got {type(text).__name__} {text!r}")
     return unicodedata.normalize("NFKC", text).casefold()
 
 

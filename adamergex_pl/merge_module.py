@@ -1,0 +1,312 @@
+"""LightningModule that evaluates AdaMergeX and its baselines per target language on one loaded base model.
+
+For every validation language ``tgt`` and scale ``t`` it builds, in memory,
+
+    adamergex         A(T,src) ⊕ t·(A(R,tgt) ⊖ A(R,src))      (LoRA: exact rank-concatenation; (IA)³: ⊙, ⊘)
+    adamergex_factor  the same with LoRA factors merged element-wise (the paper's released code)
+    arimerge          A(T,src) ⊕ t·A(R,tgt)                    (arithmetic-merging baseline)
+
+and compares them with ``zero_shot`` (the source-language task adapter as it is), ``base`` (no adapter) and
+``oracle`` (a task adapter trained in the target language, where one exists). All of them are named adapters
+of one ``PeftModel`` over a base model loaded once (4-bit if asked): switching is ``set_adapter``, and no dense
+copy of the base weights is ever made. A language's merged adapters are built when its first validation batch
+arrives and dropped when the next language starts, so memory holds one language's adapters at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from typing_extensions import override
+
+from adamergex_pl.base_model import QuantizationSpec, load_base_model
+from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.evaluation import LanguageModelingEvaluator
+from adamergex_pl.merge_results import MERGE_METHODS, MergeResults
+from adamergex_pl.snapshots import resolve_adapter_dir
+
+FIXED_METHODS = ("base", "zero_shot", "oracle")
+TASK_ADAPTER = "zero_shot"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One column of the comparison: a method at a scale (``None`` for methods without one)."""
+
+    method: str
+    scale: float | None
+
+    @property
+    def label(self) -> str:
+        """How the variant appears in metric names: ``adamergex/0.5``, ``zero_shot/none``."""
+        return f"{self.method}/{'none' if self.scale is None else f'{self.scale:g}'}"
+
+    @property
+    def key(self) -> str:
+        """A module and adapter name (no dots or slashes)."""
+        return self.label.replace("/", "__").replace(".", "_").replace("-", "m")
+
+
+class MergeModule(LightningModule):
+    """Builds merged adapters for several methods and scales, and validates each on every language.
+
+    Logs ``val/<method>/<t>/<evaluator key>``, e.g. ``val/adamergex/0.5/es/loss`` or, with a task DataModule,
+    ``val/adamergex/0.5/xnli/es/accuracy`` (``t`` is ``none`` for methods without a scale), and writes
+    ``results.csv``, ``results.json`` and ``results.md`` to ``results_dir``. Use it with ``adamergex validate``.
+
+    Args:
+        base_model: the base model the adapters were trained on (hub name, local path, ``builtin:<name>``).
+        task_adapter: ``A(T,src)``, the task adapter in the source language (adapter directory or snapshot root).
+        reference_adapters: ``A(R,lang)`` per language, ``{en: dir, es: dir, ...}``; must cover ``src_lang``
+            and every validation language that a merge method is evaluated on.
+        src_lang: the source language.
+        methods: what to compare: ``adamergex``, ``adamergex_factor`` (LoRA only), ``arimerge``, ``zero_shot``,
+            ``base``, ``oracle``.
+        scales: the values of ``t`` for the merge methods.
+        oracle_adapters: task adapters trained in a target language, ``{es: dir}`` (for ``oracle``).
+        lora_mode: how ``adamergex`` merges LoRA: ``exact`` or ``svd`` (``adamergex_factor`` is ``factor``).
+        svd_rank: the rank for ``lora_mode: svd``.
+        ia3_mode: how (IA)³ merges: ``paper`` (``l_T ⊙ (t·(l_tgt ⊘ l_src − 1) + 1)``) or ``loglinear``.
+        quantization: storage of the base weights: ``nf4`` | ``fp4`` | ``int8`` | ``none``.
+        double_quant: 4-bit only: double quantization.
+        compute_dtype: 4-bit only: matmul dtype.
+        dtype: dtype of unquantized base weights.
+        attn_implementation: transformers attention backend.
+        results_dir: where the result tables and best adapters go (default ``<default_root_dir>/merge_results``).
+        save_best: write, per language, the merged adapter that scored best on ``selection_metric`` to
+            ``<results_dir>/best/<lang>/`` (selected on the evaluation data itself: use held-out data for it).
+        selection_metric: the metric that picks the best adapter, e.g. ``accuracy`` (higher is better) or
+            ``loss`` (lower is better). Default: the first metric that is not a loss or perplexity, else loss.
+        task: the task's name, recorded in the results.
+
+    Raises:
+        ValueError: an unknown method, no scales for a merge method, ``adamergex_factor`` with (IA)³ adapters,
+            ``oracle`` without oracle adapters, or a missing reference adapter for an evaluated language.
+
+    Example:
+        ``adamergex validate --config configs/merge/tiny_lora.yaml``
+    """
+
+    def __init__(
+        self,
+        base_model: str,
+        task_adapter: str,
+        reference_adapters: dict[str, str],
+        src_lang: str = "en",
+        methods: list[Literal["adamergex", "adamergex_factor", "arimerge", "zero_shot", "base", "oracle"]]
+        | None = None,
+        scales: list[float] | None = None,
+        oracle_adapters: dict[str, str] | None = None,
+        lora_mode: Literal["exact", "svd"] = "exact",
+        svd_rank: int | None = None,
+        ia3_mode: Literal["paper", "loglinear"] = "paper",
+        quantization: Literal["nf4", "fp4", "int8", "none"] = "none",
+        double_quant: bool = True,
+        compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+        dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+        attn_implementation: str | None = "sdpa",
+        results_dir: str | None = None,
+        save_best: bool = False,
+        selection_metric: str | None = None,
+        task: str = "task",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        methods = list(methods or ["zero_shot", "arimerge", "adamergex"])
+        scales = [float(s) for s in (scales or [1.0])]
+        unknown = [m for m in methods if m not in MERGE_METHODS + FIXED_METHODS]
+        if unknown:
+            raise InvalidValueError(
+                f"methods {unknown} are not known; expected some of {', '.join(MERGE_METHODS + FIXED_METHODS)}"
+            )
+        if "oracle" in methods and not oracle_adapters:
+            raise InvalidValueError(
+                "methods include 'oracle' but oracle_adapters is empty; give {lang: adapter_dir}"
+            )
+        if lora_mode == "svd" and not svd_rank:
+            raise InvalidValueError("lora_mode='svd' needs svd_rank, e.g. 8")
+        if src_lang not in reference_adapters:
+            raise InvalidValueError(
+                f"reference_adapters has no entry for src_lang={src_lang!r} (it has {sorted(reference_adapters)}); "
+                "AdaMergeX subtracts the source-language reference adapter"
+            )
+        self.quantization = QuantizationSpec(quantization, double_quant, compute_dtype)
+        self.task_dir = resolve_adapter_dir(task_adapter, "task_adapter")
+        self.reference_dirs = {
+            lang: resolve_adapter_dir(path, f"reference_adapters.{lang}")
+            for lang, path in reference_adapters.items()
+        }
+        self.oracle_dirs = {
+            lang: resolve_adapter_dir(path, f"oracle_adapters.{lang}")
+            for lang, path in (oracle_adapters or {}).items()
+        }
+        self.variants = [Variant(m, s) for m in methods for s in (scales if m in MERGE_METHODS else [None])]
+        self.model: nn.Module | None = None
+        self.evaluators = nn.ModuleDict()
+        self.results: MergeResults | None = None
+        self._weights: dict[str, Any] = {}
+        self._loaded_language: str | None = None
+
+    # ------------------------------------------------------------------ model and adapters
+    @override
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        from peft import PeftModel
+
+        from adamergex_pl.merging import AdapterWeights
+
+        device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
+        hp = self.hparams
+        base = load_base_model(hp.base_model, self.quantization, device, hp.dtype, hp.attn_implementation)
+        self.model = PeftModel.from_pretrained(base, str(self.task_dir), adapter_name=TASK_ADAPTER).eval()
+        self._weights = {"task": AdapterWeights.load(self.task_dir)}
+        self._weights.update(
+            {f"ref:{lang}": AdapterWeights.load(d) for lang, d in self.reference_dirs.items()}
+        )
+        if "adamergex_factor" in hp.methods and self._weights["task"].adapter_type != "lora":
+            raise InvalidValueError(
+                "method 'adamergex_factor' merges LoRA factors element-wise; these are (IA)³ adapters: use "
+                "'adamergex' (ia3_mode paper or loglinear)"
+            )
+
+    def merged_adapter(self, variant: Variant, language: str):
+        """The in-memory adapter of a merge ``variant`` for ``language`` (a ``MergeResult``)."""
+        from adamergex_pl.merging import merge_adapters
+
+        hp = self.hparams
+        if f"ref:{language}" not in self._weights:
+            raise InvalidValueError(
+                f"no reference adapter for language {language!r}: reference_adapters has "
+                f"{sorted(self.reference_dirs)}; add {language}: <A(R,{language}) dir> or drop the merge methods"
+            )
+        method = "arimerge" if variant.method == "arimerge" else "adamergex"
+        lora_mode = "factor" if variant.method == "adamergex_factor" else hp.lora_mode
+        return merge_adapters(
+            self._weights["task"],
+            None if method == "arimerge" else self._weights[f"ref:{hp.src_lang}"],
+            self._weights[f"ref:{language}"],
+            scale=variant.scale,
+            method=method,
+            lora_mode=lora_mode,
+            svd_rank=hp.svd_rank,
+            ia3_mode=hp.ia3_mode,
+        )
+
+    def _load_language(self, language: str) -> None:
+        """Replace the previous language's merged (and oracle) adapters with this language's."""
+        from adamergex_pl.merging import AdapterWeights, add_to_peft_model
+
+        self.model.set_adapter(TASK_ADAPTER)
+        for name in list(self.model.peft_config):
+            if name != TASK_ADAPTER:
+                self.model.delete_adapter(name)
+        for variant in self.variants:
+            if variant.method in MERGE_METHODS:
+                add_to_peft_model(self.model, self.merged_adapter(variant, language).adapter, variant.key)
+            elif variant.method == "oracle" and language in self.oracle_dirs:
+                add_to_peft_model(self.model, AdapterWeights.load(self.oracle_dirs[language]), variant.key)
+        self.model.eval()
+        self._loaded_language = language
+
+    def _run_variant(self, variant: Variant, batch: dict[str, torch.Tensor], language: str) -> None:
+        evaluator = self.evaluators[variant.key]
+        if variant.method == "base":
+            with self.model.disable_adapter():
+                evaluator.update(self.model, batch, language)
+            return
+        if variant.method == "oracle" and language not in self.oracle_dirs:
+            return  # no target-language training data for this language
+        self.model.set_adapter(TASK_ADAPTER if variant.method == "zero_shot" else variant.key)
+        evaluator.update(self.model, batch, language)
+
+    # ------------------------------------------------------------------ evaluation
+    @override
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        languages = getattr(datamodule, "test_languages" if stage == "test" else "val_languages", None)
+        self._languages = list(languages or [])
+        if not self._languages:
+            raise InvalidValueError(
+                "MergeModule evaluates per language: the DataModule has no validation languages"
+            )
+        for variant in self.variants:
+            evaluator = (
+                datamodule.build_evaluator()
+                if hasattr(datamodule, "build_evaluator")
+                else LanguageModelingEvaluator(self._languages)
+            )
+            self.evaluators[variant.key] = evaluator
+        results_dir = self.hparams.results_dir or str(Path(self.trainer.default_root_dir) / "merge_results")
+        self.results = MergeResults(results_dir, self._languages, self.hparams.task)
+
+    def _step(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
+        language = self._languages[dataloader_idx]
+        if language != self._loaded_language:
+            self._load_language(language)
+        for variant in self.variants:
+            self._run_variant(variant, batch, language)
+
+    @override
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._step(batch, dataloader_idx)
+
+    @override
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._step(batch, dataloader_idx)
+
+    def _finish(self, prefix: str) -> None:
+        for variant in self.variants:
+            evaluator = self.evaluators[variant.key]
+            for key, value in evaluator.compute().items():
+                if torch.isnan(torch.as_tensor(value)).all():
+                    continue  # a language this variant does not cover (e.g. oracle without data)
+                self.log(f"{prefix}/{variant.label}/{key}", value, add_dataloader_idx=False)
+                self.results.add(variant.method, variant.scale, key, float(value))
+            evaluator.reset()
+        self._loaded_language = None
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        self._finish("val")
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self._finish("test")
+
+    @override
+    def on_validation_end(self) -> None:
+        self._write_results()
+
+    @override
+    def on_test_end(self) -> None:
+        self._write_results()
+
+    def _write_results(self) -> None:
+        if not self.trainer.is_global_zero or self.results is None or not self.results.rows:
+            return
+        self.results.write()
+        rank_zero_info(self.results.markdown())
+        if self.hparams.save_best:
+            self._save_best()
+
+    def _save_best(self) -> None:
+        from adamergex_pl.merging import write_merged
+
+        chosen = self.results.best_merges(self.hparams.selection_metric, src_lang=self.hparams.src_lang)
+        for language, (method, scale, metric, value) in chosen.items():
+            variant = Variant(method, scale)
+            out = Path(self.results.directory) / "best" / language
+            write_merged(self.merged_adapter(variant, language), out, overwrite=True)
+            rank_zero_info(
+                f"MergeModule: best merge for {language} is {variant.label} ({metric}={value:.4g}) -> {out}"
+            )
+        self.results.record_best(chosen)

@@ -1,0 +1,236 @@
+"""Adapter weights in memory: what a merge reads and what it writes.
+
+An :class:`AdapterWeights` is the content of one PEFT adapter directory (``adapter_config.json`` and
+``adapter_model.safetensors``) with the tensors grouped by the base-model module they adapt:
+
+* LoRA: ``tensors[module] == {"lora_A": A, "lora_B": B}`` with ``A`` of shape ``(r, in)`` and ``B`` of shape
+  ``(out, r)``; the module's update is ``s·B·A`` (``s`` from ``lora_alpha``, ``r``, ``use_rslora`` and the
+  rank/alpha patterns, see :mod:`adamergex_pl.merging.adapter_config`).
+* (IA)³: ``tensors[module] == {"ia3_l": l}`` with shape ``(out, 1)`` (scales the module's output) or
+  ``(1, in)`` for a feedforward module (scales its input).
+
+Module names are the base model's own (``model.layers.0.self_attn.q_proj``): the names PEFT matches
+``target_modules`` and ``rank_pattern`` against. On disk PEFT prefixes them with ``base_model.model.`` and
+suffixes the part (``.lora_A.weight``, ``.ia3_l``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save_file
+
+from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.merging.adapter_config import unsupported_lora_features
+from adamergex_pl.merging.finite import refuse_nonfinite
+from adamergex_pl.snapshots import ADAPTER_CONFIG as ADAPTER_CONFIG_FILE
+from adamergex_pl.snapshots import ADAPTER_WEIGHTS as ADAPTER_WEIGHTS_FILE
+from adamergex_pl.snapshots import resolve_adapter_dir
+
+KEY_PREFIX = "base_model.model."
+
+# peft_type -> (adapter_type, {on-disk key suffix: part name})
+_LAYOUTS: dict[str, tuple[str, dict[str, str]]] = {
+    "LORA": ("lora", {".lora_A.weight": "lora_A", ".lora_B.weight": "lora_B"}),
+    "IA3": ("ia3", {".ia3_l": "ia3_l"}),
+}
+
+
+def _unsupported_type(peft_type: object, path: str | None) -> str:
+    return (
+        f"peft_type={peft_type!r} ({path or 'in-memory adapter'}) is not supported; expected one of "
+        f"{', '.join(_LAYOUTS)}"
+    )
+
+
+def _refuse_variants(config: Mapping[str, Any], path: str | None) -> None:
+    if config["peft_type"] == "LORA":
+        reasons = unsupported_lora_features(config)
+    else:
+        reasons = ["modules_to_save (fully trained module copies)"] if config.get("modules_to_save") else []
+    if reasons:
+        raise InvalidValueError(
+            f"{path or 'in-memory adapter'} is not a plain {config['peft_type']} adapter: "
+            f"{'; '.join(reasons)}; the merge supports plain LoRA (optionally rsLoRA and rank/alpha "
+            "patterns) and plain (IA)³"
+        )
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks), as ``merge.json`` records each input's weights.
+
+    Args:
+        path: the file, e.g. an input's ``adapter_model.safetensors``.
+
+    Example:
+        >>> sha256_file("xnli_en/adapter_model.safetensors")  # doctest: +SKIP
+        '3b7e...'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class AdapterWeights:
+    """One PEFT adapter (LoRA or (IA)³) in memory, tensors grouped by base-model module.
+
+    Treat instances as read-only: merges build new ones and never change their inputs.
+
+    Args:
+        config: the ``adapter_config.json`` content (``peft_type`` ``"LORA"`` or ``"IA3"``).
+        tensors: ``{module: {part: tensor}}`` with parts ``lora_A``/``lora_B`` (LoRA) or ``ia3_l`` ((IA)³).
+        path: the directory it was loaded from, if any.
+        sha256: SHA-256 of the loaded ``adapter_model.safetensors``, if any.
+
+    Raises:
+        ValueError: an unsupported ``peft_type``, or modules whose parts do not fit it.
+
+    Example:
+        >>> task = AdapterWeights.load("runs/xnli_en/adapters")  # doctest: +SKIP
+        >>> task.adapter_type, len(task.module_names)  # doctest: +SKIP
+        ('lora', 224)
+    """
+
+    config: dict[str, Any]
+    tensors: dict[str, dict[str, torch.Tensor]]
+    path: str | None = None
+    sha256: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        peft_type = self.config.get("peft_type")
+        if peft_type not in _LAYOUTS:
+            raise InvalidValueError(_unsupported_type(peft_type, self.path))
+        _refuse_variants(self.config, self.path)
+        parts = set(_LAYOUTS[peft_type][1].values())
+        for module, entry in self.tensors.items():
+            if set(entry) != parts:
+                raise InvalidValueError(
+                    f"module {module!r} of the {peft_type} adapter {self.label} has parts "
+                    f"{sorted(entry)}; expected exactly {sorted(parts)}"
+                )
+
+    def __repr__(self) -> str:
+        return f"AdapterWeights({self.peft_type}, {len(self.tensors)} modules, path={self.path!r})"
+
+    @property
+    def peft_type(self) -> str:
+        """``"LORA"`` or ``"IA3"``, as in ``adapter_config.json``."""
+        return self.config["peft_type"]
+
+    @property
+    def adapter_type(self) -> str:
+        """``"lora"`` or ``"ia3"`` (the project's name for the peft type)."""
+        return _LAYOUTS[self.peft_type][0]
+
+    @property
+    def module_names(self) -> list[str]:
+        """The adapted base-model modules, sorted."""
+        return sorted(self.tensors)
+
+    @property
+    def base_model(self) -> str | None:
+        """``base_model_name_or_path`` from the config."""
+        return self.config.get("base_model_name_or_path")
+
+    @property
+    def label(self) -> str:
+        """Where the adapter came from, for messages."""
+        return self.path or "in-memory adapter"
+
+    @classmethod
+    def load(cls, path: str | Path) -> AdapterWeights:
+        """Read an adapter directory or a snapshot root (see :func:`resolve_adapter_dir`).
+
+        The weights file is read once: its bytes are hashed and then parsed.
+
+        Raises:
+            FileNotFoundError: no adapter at ``path``.
+            ValueError: an unreadable config, an unsupported peft type, or tensors PEFT would not write.
+        """
+        directory = resolve_adapter_dir(path)
+        try:
+            config = json.loads((directory / ADAPTER_CONFIG_FILE).read_text())
+        except json.JSONDecodeError as err:
+            raise InvalidValueError(f"{directory / ADAPTER_CONFIG_FILE} is not valid JSON: {err}") from None
+        if not isinstance(config, dict):
+            raise InvalidValueError(
+                f"{directory / ADAPTER_CONFIG_FILE} holds {type(config).__name__}; expected an object"
+            )
+        raw = (directory / ADAPTER_WEIGHTS_FILE).read_bytes()
+        state_dict = load_safetensors_bytes(raw)
+        digest = hashlib.sha256(raw).hexdigest()
+        return cls.from_state_dict(config, state_dict, path=str(directory), sha256=digest)
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        config: Mapping[str, Any],
+        state_dict: Mapping[str, torch.Tensor],
+        *,
+        path: str | None = None,
+        sha256: str | None = None,
+    ) -> AdapterWeights:
+        """Group a PEFT adapter state dict (keys as ``get_peft_model_state_dict`` returns them) by module.
+
+        Raises:
+            ValueError: a key that is not a plain LoRA/(IA)³ weight of this peft type (DoRA magnitudes, LoRA
+                biases, embedding LoRA, ``modules_to_save`` copies, ...), or an unsupported peft type.
+        """
+        peft_type = config.get("peft_type")
+        if peft_type not in _LAYOUTS:
+            raise InvalidValueError(_unsupported_type(peft_type, path))
+        _refuse_variants(config, path)
+        suffixes = _LAYOUTS[peft_type][1]
+        pattern = re.compile(rf"^{re.escape(KEY_PREFIX)}(.+?)({'|'.join(map(re.escape, suffixes))})$")
+        tensors: dict[str, dict[str, torch.Tensor]] = {}
+        for key, tensor in state_dict.items():
+            match = pattern.match(key)
+            if match is None:
+                raise InvalidValueError(
+                    f"{path or 'adapter'}: tensor {key!r} is not a plain {peft_type} weight (expected "
+                    f"'{KEY_PREFIX}<module>' + one of {sorted(suffixes)}); adapters with DoRA, LoRA biases, "
+                    "embedding LoRA or modules_to_save are not supported by the merge"
+                )
+            tensors.setdefault(match.group(1), {})[suffixes[match.group(2)]] = tensor
+        return cls(dict(config), tensors, path=path, sha256=sha256)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The PEFT state dict (no adapter name in the keys), as ``set_peft_model_state_dict`` expects."""
+        suffix_of = {part: suffix for suffix, part in _LAYOUTS[self.peft_type][1].items()}
+        return {
+            f"{KEY_PREFIX}{module}{suffix_of[part]}": tensor
+            for module in self.module_names
+            for part, tensor in sorted(self.tensors[module].items())
+        }
+
+    def peft_config(self):
+        """The config as a ``peft`` config object (``LoraConfig`` or ``IA3Config``), inference mode."""
+        from peft import PeftConfig
+
+        return PeftConfig.from_peft_type(**{**self.config, "inference_mode": True})
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` into an existing directory.
+
+        Not atomic on its own: :func:`adamergex_pl.merging.write_merged` calls it on a temporary directory.
+
+        Raises:
+            ValueError: a tensor holds NaN or inf (nothing is written then).
+        """
+        state_dict = {key: tensor.detach().contiguous().cpu() for key, tensor in self.state_dict().items()}
+        for key, tensor in state_dict.items():
+            refuse_nonfinite(f"refusing to write {key}: it", tensor)
+        directory = Path(directory)
+        (directory / ADAPTER_CONFIG_FILE).write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+        save_file(state_dict, str(directory / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})

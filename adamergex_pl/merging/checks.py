@@ -1,0 +1,155 @@
+"""Checks that a set of adapters can be merged, run before any arithmetic.
+
+Every input must be the same peft type (LoRA or (IA)³), adapt the same base model (and be a plain variant,
+which :class:`AdapterWeights` enforces on construction), and agree, module by module, on the
+tensor shapes (LoRA: ``in`` and ``out`` sizes; ranks may differ) and, for (IA)³, on which modules are
+feedforward. A module that only some inputs adapt is allowed (LoRA: the others contribute zero; (IA)³: the
+identity ``1``) and reported, or refused with ``strict_modules``.
+
+Inputs are passed as ``{role: AdapterWeights}`` so that messages name them (``task_src``, ``ref_tgt``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.merging.adapter_config import ia3_is_feedforward
+from adamergex_pl.merging.adapters import AdapterWeights
+
+
+def check_mergeable(
+    adapters: Mapping[str, AdapterWeights],
+    *,
+    allow_different_base: bool = False,
+    strict_modules: bool = False,
+) -> dict[str, list[str]]:
+    """Run every check; return the partial modules as ``{module: [roles that lack it]}``.
+
+    Args:
+        adapters: ``{role: adapter}``, at least one.
+        allow_different_base: accept inputs whose ``base_model_name_or_path`` differ.
+        strict_modules: refuse modules that only some inputs adapt.
+
+    Raises:
+        ValueError: the first failed check, naming the inputs and modules involved.
+
+    Example:
+        >>> check_mergeable({"task_src": task, "ref_src": en, "ref_tgt": de})  # doctest: +SKIP
+        {}
+    """
+    if not adapters:
+        raise InvalidValueError("no adapters to merge")
+    check_same_type(adapters)
+    check_same_layout(adapters)
+    check_same_base(adapters, allow_different_base=allow_different_base)
+    partial = module_coverage(adapters)
+    if strict_modules and partial:
+        example, missing = next(iter(partial.items()))
+        raise InvalidValueError(
+            f"{len(partial)} modules are adapted by only some inputs (e.g. {example!r} is missing from "
+            f"{', '.join(missing)}); strict_modules refuses this: drop strict_modules (--strict-modules) to "
+            "treat a missing module as no update"
+        )
+    if next(iter(adapters.values())).adapter_type == "ia3":
+        check_feedforward(adapters)
+    check_shapes(adapters)
+    return partial
+
+
+def check_same_type(adapters: Mapping[str, AdapterWeights]) -> None:
+    """All inputs LoRA, or all (IA)³."""
+    types = {role: adapter.peft_type for role, adapter in adapters.items()}
+    if len(set(types.values())) > 1:
+        listed = ", ".join(f"{role} is {t} ({adapters[role].label})" for role, t in types.items())
+        raise InvalidValueError(
+            f"cannot merge adapters of different peft types: {listed}; pass adapters of one type"
+        )
+
+
+def check_same_layout(adapters: Mapping[str, AdapterWeights]) -> None:
+    """Inputs agree on ``fan_in_fan_out`` (plain variants are enforced by :class:`AdapterWeights` itself)."""
+    fan_in_fan_out = {role: bool(a.config.get("fan_in_fan_out", False)) for role, a in adapters.items()}
+    if len(set(fan_in_fan_out.values())) > 1:
+        raise InvalidValueError(
+            f"inputs disagree on fan_in_fan_out ({fan_in_fan_out}); they adapt different layouts"
+        )
+
+
+def _same_base(first: str, other: str) -> bool:
+    if first == other:
+        return True
+    if os.path.isdir(first) and os.path.isdir(other):
+        return os.path.realpath(first) == os.path.realpath(other)
+    return first.rstrip("/") == other.rstrip("/")
+
+
+def check_same_base(adapters: Mapping[str, AdapterWeights], *, allow_different_base: bool = False) -> None:
+    """Every input's ``base_model_name_or_path`` names the same model (unless ``allow_different_base``)."""
+    if allow_different_base:
+        return
+    bases = {role: str(adapter.base_model) for role, adapter in adapters.items()}
+    first_role, first = next(iter(bases.items()))
+    for role, base in bases.items():
+        if not _same_base(first, base):
+            raise InvalidValueError(
+                f"{role} was trained on base model {base!r} but {first_role} on {first!r}; merged adapters "
+                "only make sense on one base. If these name the same weights (e.g. a moved copy), pass "
+                "allow_different_base=True (--allow-different-base)"
+            )
+
+
+def module_coverage(adapters: Mapping[str, AdapterWeights]) -> dict[str, list[str]]:
+    """``{module: [roles that lack it]}`` for every module that only some inputs adapt."""
+    every = sorted(set().union(*(adapter.tensors for adapter in adapters.values())))
+    partial = {}
+    for module in every:
+        missing = [role for role, adapter in adapters.items() if module not in adapter.tensors]
+        if missing:
+            partial[module] = missing
+    return partial
+
+
+def check_shapes(adapters: Mapping[str, AdapterWeights]) -> None:
+    """Per module, every input adapts a layer of the same size (LoRA ranks may differ)."""
+    seen: dict[str, tuple[str, tuple]] = {}
+    for role, adapter in adapters.items():
+        for module, parts in adapter.tensors.items():
+            if adapter.adapter_type == "lora":
+                lora_A, lora_B = parts["lora_A"], parts["lora_B"]
+                if lora_A.dim() != 2 or lora_B.dim() != 2 or lora_A.shape[0] != lora_B.shape[1]:
+                    raise InvalidValueError(
+                        f"{role} ({adapter.label}) module {module!r}: lora_A {tuple(lora_A.shape)} and "
+                        f"lora_B {tuple(lora_B.shape)} are not the factors of a linear LoRA (r × in, "
+                        "out × r); convolution LoRA is not supported"
+                    )
+                shape = ("out × in", (lora_B.shape[0], lora_A.shape[1]))
+            else:
+                shape = ("ia3_l", tuple(parts["ia3_l"].shape))
+            if module not in seen:
+                seen[module] = (role, shape)
+            elif seen[module][1] != shape:
+                other, expected = seen[module]
+                raise InvalidValueError(
+                    f"module {module!r} has {shape[0]} {shape[1]} in {role} ({adapter.label}) but "
+                    f"{expected[1]} in {other}; the adapters were trained on differently shaped models"
+                )
+
+
+def check_feedforward(adapters: Mapping[str, AdapterWeights]) -> None:
+    """(IA)³: a module is feedforward in every input that adapts it, or in none."""
+    status: dict[str, tuple[str, bool]] = {}
+    for role, adapter in adapters.items():
+        for module in adapter.tensors:
+            feedforward = ia3_is_feedforward(adapter.config, module)
+            if module not in status:
+                status[module] = (role, feedforward)
+            elif status[module][1] != feedforward:
+                other = status[module][0]
+                yes, no = (role, other) if feedforward else (other, role)
+                raise InvalidValueError(
+                    f"(IA)³ module {module!r} is a feedforward module (scales its input) in {yes} but not in "
+                    f"{no} (scales its output): their feedforward_modules differ, so the vectors do not "
+                    "compose; retrain with the same feedforward_modules"
+                )

@@ -1,0 +1,85 @@
+"""The result of a merge: the merged adapter and the record written to ``merge.json``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from adamergex_pl.merging.adapters import AdapterWeights
+
+FORMULAS = {
+    "adamergex": "A(T,tgt) = A(T,src) ⊕ t·(A(R,tgt) ⊖ A(R,src))",
+    "arimerge": "A(T,tgt) = A(T,src) ⊕ t·A(R,tgt)",
+    "combination": "Σ_i w_i·A_i",
+}
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """A merged adapter with the record of how it was made.
+
+    Args:
+        adapter: the merged adapter (scaling 1 for LoRA).
+        method: ``"adamergex"``, ``"arimerge"`` or ``"combination"``.
+        mode: the LoRA mode (``exact`` | ``factor`` | ``svd``) or (IA)³ mode (``paper`` | ``loglinear``) used.
+        scale: ``t`` (``None`` for a combination).
+        inputs: per input, ``{"role", "path", "sha256", "weight"}`` (``weight``: its coefficient ``w_i``).
+        partial_modules: ``{module: [roles that lack it]}`` for modules that only some inputs adapt.
+        svd: for ``svd`` mode, ``{"rank", "relative_error", "max_module_error", "per_module"}`` (relative
+            Frobenius errors of ``ΔW``; the overall one is over all modules together).
+
+    Example:
+        >>> result = merge_adapters("task_en", "wiki_en", "wiki_de", scale=0.5)  # doctest: +SKIP
+        >>> result.summary()  # doctest: +SKIP
+        'adamergex merge of 3 lora adapters (exact, t=0.5): 14 modules, rank 24'
+    """
+
+    adapter: AdapterWeights
+    method: str
+    mode: str
+    scale: float | None
+    inputs: tuple[dict[str, Any], ...]
+    partial_modules: dict[str, list[str]] = field(default_factory=dict)
+    svd: dict[str, Any] | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The ``merge.json`` content: inputs, hashes, method, mode, ``t``, partial modules, svd error."""
+        try:
+            version = metadata.version("adamergex-pl")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        ranks = [parts["lora_A"].shape[0] for parts in self.adapter.tensors.values() if "lora_A" in parts]
+        return {
+            "library": {"name": "adamergex-pl", "version": version},
+            "adapter_type": self.adapter.adapter_type,
+            "method": self.method,
+            "formula": FORMULAS[self.method],
+            "mode": self.mode,
+            "scale": self.scale,
+            "inputs": [dict(entry) for entry in self.inputs],
+            "modules": len(self.adapter.tensors),
+            "rank": {"min": min(ranks), "max": max(ranks)} if ranks else None,
+            "partial_modules": self.partial_modules,
+            "svd": self.svd,
+        }
+
+    def summary(self) -> str:
+        """One line for people: method, mode, ``t``, module count, rank, partial modules, svd error."""
+        scale = "" if self.scale is None else f", t={self.scale:g}"
+        line = (
+            f"{self.method} merge of {len(self.inputs)} {self.adapter.adapter_type} adapters "
+            f"({self.mode}{scale}): {len(self.adapter.tensors)} modules"
+        )
+        rank = self.record()["rank"]
+        if rank:
+            line += (
+                f", rank {rank['max']}"
+                if rank["min"] == rank["max"]
+                else f", ranks {rank['min']}-{rank['max']}"
+            )
+        if self.partial_modules:
+            line += f", {len(self.partial_modules)} partial modules"
+        if self.svd:
+            line += f", svd relative error {self.svd['relative_error']:.3g}"
+        return line

@@ -1,0 +1,190 @@
+"""CrossX: the cross-lingual consistency benchmark of CrossIn (Cross-MMLU, Cross-LogiQA, Cross-XQuAD) as a
+validation/test DataModule.
+
+Every item is asked in every chosen language (default en, zh, vi, es, as in CrossIn) and answered by option
+log-likelihood: the prompt lists the choices, and each option (by default its tag ``" (B)"``) is scored as a
+continuation of the prompt. Predictions feed :class:`adamergex_pl.crossin.CrossXEvaluator`, which logs
+``val/<benchmark>/<lang>/accuracy``, ``val/<benchmark>/accuracy``, ``val/<benchmark>/consistency_k`` and
+``val/<benchmark>/ac3_k``. There is one dataloader per (benchmark, language), labelled ``<benchmark>/<lang>``.
+
+Data. The package ships small subsets for tests and demos, ``builtin:crossx/cross_mmlu.json`` and
+``builtin:crossx/cross_logiqa.json`` (CC BY-NC 4.0, see ``adamergex_pl/assets/crossx/README.md``). The full
+benchmarks are the hub dataset ``SeaEval/SeaEval_datasets`` (configs ``cross_mmlu``, ``cross_logiqa``,
+``cross_xquad``; split ``test``) or local copies in the same format (:mod:`data_modules.crossx_items`).
+Cross-XQuAD is read the same way where a copy is available; the project's anchor data holds none.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from typing_extensions import override
+
+from adamergex_pl.crossin.crossx_evaluator import OPTION_LABELS, CrossXEvaluator
+from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.option_scoring import ChoiceCollator
+from data_modules.base import Examples, TokenizedDataModule
+from data_modules.crossin_parallel import language_code
+from data_modules.crossx_items import CrossXQuestion, load_crossx_items
+from data_modules.instruction_format import ALPACA_NO_INPUT, chat_prompt
+from data_modules.sources import DataSource
+from data_modules.templates import PromptTemplate
+
+DEFAULT_LANGUAGES = ("en", "zh", "vi", "es")
+DEMO_BENCHMARK = "builtin:crossx/cross_mmlu.json"
+DEFAULT_PROMPT = (
+    "Respond to the question by selecting the most appropriate answer.\n\n"
+    "{context}Question: {question}\nChoices:\n{choices}\nAnswer:"
+)
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class _OptionLabelCollator(ChoiceCollator):
+    """:class:`ChoiceCollator` with the option labels under ``option_labels`` (see ``OPTION_LABELS``)."""
+
+    def __call__(self, examples: Any) -> dict[str, Any]:
+        batch = super().__call__(examples)
+        batch[OPTION_LABELS] = batch.pop("labels")
+        return batch
+
+
+class CrossXDataModule(TokenizedDataModule):
+    """CrossX items in several languages, scored as multiple choice for accuracy and consistency.
+
+    Args:
+        benchmarks: the benchmark sources; each is labelled by its ``name`` (``cross_mmlu`` for
+            ``{path: SeaEval/SeaEval_datasets, name: cross_mmlu, split: test}``) or, for a local file without
+            a name, by the file's stem. Default: the shipped Cross-MMLU subset.
+        languages: language codes or names to evaluate, at least two (default ``[en, zh, vi, es]``).
+        prompt_template: the question prompt, over ``{question}``, ``{context}`` (passage and blank line, or
+            empty) and ``{choices}`` (one choice string per line).
+        option_template: the scored continuation for each option, over ``{letter}`` (``B``), ``{tag}``
+            (``(B)``), ``{text}`` (choice without its tag) and ``{choice}`` (``(B) text``).
+        prompt_format: ``plain`` (the prompt as is), ``alpaca`` (the prompt as the instruction of the Alpaca
+            template, as CrossIn trains by default) or ``chat`` (a user turn of the tokenizer's chat template).
+        length_normalized: divide each option's log-likelihood by its token count (for ``{text}`` options).
+        max_items: evaluate a seeded subset of this many items per benchmark (the same items in every
+            language).
+        tokenizer: the tokenizer (the CLI links it to ``model.init_args.base_model``).
+        batch_size: unused for training (CrossX has no training split); kept for the shared interface.
+        eval_batch_size: items per validation batch (each item is ``num_options`` rows).
+        max_length: longest prompt + option in tokens; longer prompts lose tokens from the left.
+        num_workers: dataloader workers.
+        seed: seed of ``max_items``.
+        pad_to_multiple_of: unused (option rows are padded to the longest row).
+
+    Raises:
+        InvalidValueError: fewer than two languages, duplicate or malformed benchmark names, templates with
+            unknown fields, or bad sizes.
+
+    Example:
+        .. code-block:: yaml
+
+            data:
+              class_path: data_modules.CrossXDataModule
+              init_args:
+                benchmarks:
+                  - {path: SeaEval/SeaEval_datasets, name: cross_mmlu, split: test}
+                  - {path: SeaEval/SeaEval_datasets, name: cross_logiqa, split: test}
+                languages: [en, zh, vi, es]
+    """
+
+    def __init__(
+        self,
+        benchmarks: list[DataSource] | None = None,
+        languages: list[str] | None = None,
+        prompt_template: str = DEFAULT_PROMPT,
+        option_template: str = " {tag}",
+        prompt_format: Literal["plain", "alpaca", "chat"] = "plain",
+        length_normalized: bool = False,
+        max_items: int | None = None,
+        tokenizer: str | None = None,
+        batch_size: int = 4,
+        eval_batch_size: int | None = None,
+        max_length: int = 2048,
+        num_workers: int = 0,
+        seed: int = 0,
+        pad_to_multiple_of: int | None = None,
+    ) -> None:
+        super().__init__(
+            tokenizer, batch_size, eval_batch_size, max_length, num_workers, seed, pad_to_multiple_of
+        )
+        self.sources = list(benchmarks) if benchmarks else [DataSource(DEMO_BENCHMARK)]
+        self.benchmark_names = [self._label(source) for source in self.sources]
+        duplicates = sorted({n for n in self.benchmark_names if self.benchmark_names.count(n) > 1})
+        if duplicates:
+            raise InvalidValueError(
+                f"benchmarks {duplicates} are listed twice; give each source a distinct name (name: <label>)"
+            )
+        codes = [language_code(lang, "languages") for lang in (languages or DEFAULT_LANGUAGES)]
+        if len(set(codes)) < 2 or len(set(codes)) != len(codes):
+            raise InvalidValueError(
+                f"languages={languages} must name at least two distinct languages (consistency compares "
+                "languages), e.g. [en, zh, vi, es]"
+            )
+        if prompt_format not in ("plain", "alpaca", "chat"):
+            raise InvalidValueError(
+                f"prompt_format={prompt_format!r} is not supported; expected plain, alpaca or chat"
+            )
+        if max_items is not None and max_items < 1:
+            raise InvalidValueError(f"max_items={max_items} must be a positive integer or null")
+        self.languages = codes
+        self.prompt = PromptTemplate(prompt_template, "prompt_template")
+        self.prompt.check_fields(("question", "context", "choices"), "a CrossX item")
+        self.option = PromptTemplate(option_template, "option_template")
+        self.option.check_fields(("letter", "tag", "text", "choice"), "a CrossX option")
+        self.prompt_format = prompt_format
+        self.length_normalized = length_normalized
+        self.max_items = max_items
+        self.benchmark_sizes: dict[str, tuple[int, int]] = {}
+
+    @staticmethod
+    def _label(source: DataSource) -> str:
+        label = source.name or (Path(source.path).stem if source.is_local else "")
+        if not _NAME.match(label or ""):
+            raise InvalidValueError(
+                f"benchmark {source.describe()} needs a name of letters, digits, '_' or '-' (got {label!r}); "
+                "set name: cross_mmlu (for example) on the source"
+            )
+        return label
+
+    # ------------------------------------------------------------------ examples
+    def _example(self, question: CrossXQuestion, index: int) -> dict[str, Any]:
+        text = self.prompt.render(question.prompt_fields())
+        if self.prompt_format == "chat":
+            prompt_ids = self.tokenizer(chat_prompt(self.tokenizer, text), add_special_tokens=False).input_ids
+        else:
+            if self.prompt_format == "alpaca":
+                text = ALPACA_NO_INPUT.format(instruction=text)
+            prompt_ids = self.tokenizer(text, add_special_tokens=True).input_ids
+        options = [self.option.render(question.option_fields(k)) for k in range(len(question.choices))]
+        option_ids = self.tokenizer(options, add_special_tokens=False)["input_ids"]
+        return {"prompt_ids": prompt_ids, "option_ids": option_ids, "label": question.answer, "index": index}
+
+    @override
+    def build_examples(self) -> tuple[Examples, dict[str, Examples], dict[str, Examples]]:
+        sets: dict[str, Examples] = {}
+        for name, source in zip(self.benchmark_names, self.sources, strict=True):
+            items = load_crossx_items(source, self.languages)
+            chosen = range(len(items))
+            if self.max_items is not None and self.max_items < len(items):
+                chosen = sorted(random.Random(self.seed).sample(range(len(items)), self.max_items))
+            num_options = max(len(q.choices) for item in items for q in item.values())
+            self.benchmark_sizes[name] = (len(items), num_options)
+            for lang in self.languages:
+                examples = [self._example(items[i][lang], i) for i in chosen if lang in items[i]]
+                if examples:  # a language absent from the chosen items is a set of missing cells
+                    sets[f"{name}/{lang}"] = examples
+        return [], sets, dict(sets)
+
+    # ------------------------------------------------------------------ evaluation
+    @override
+    def build_evaluator(self) -> CrossXEvaluator:
+        return CrossXEvaluator(self.benchmark_sizes, self.languages, self.length_normalized)
+
+    @override
+    def collator(self, padding_side: str = "right") -> ChoiceCollator:
+        return _OptionLabelCollator(self.tokenizer.pad_token_id, self.max_length)
