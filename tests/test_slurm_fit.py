@@ -1,6 +1,7 @@
 """Real ``adamergex fit`` jobs on the local SLURM cluster: a fit writes its snapshots into its pinned run dir; a
 fit sent the requeue signal checkpoints, requeues itself, resumes and ends exactly like an uninterrupted one; a
-2-process DDP fit with a 4-bit base does the same through ``srun`` (gloo on CPU).
+2-process DDP fit with a 4-bit base (gloo on CPU, one rank per ``srun`` task) completes, and does the same
+requeue with both ranks agreeing on one checkpoint.
 
 The signal is sent with ``scancel --signal=USR1`` once the job has reached a known step: the test-only
 ``requeue_pacer.PauseForRequeueSignal`` (imported by the jobs from ``PYTHONPATH=tests``) waits there until the
@@ -164,33 +165,78 @@ def test_a_signalled_fit_requeues_resumes_and_matches_the_uninterrupted_run(fit_
     assert train_steps(run_dir, job["id"]) == list(range(18))
 
 
-def test_ddp_fit_on_two_processes_with_a_4bit_base_requeues_and_resumes(tmp_path, tiny_llama_path):
-    args = [*FIT, "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
-    args += ["--model.init_args.quantization", "nf4", *pause_at(7)]  # 5 steps per epoch on each of 2 ranks
-    job_id = submit_fit(tmp_path, "ddp", args, tasks_per_node=2)
+DDP = [*FIT, "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+DDP += ["--model.init_args.quantization", "nf4"]  # 5 steps per epoch on each of the 2 ranks
+
+
+@pytest.fixture(scope="module")
+def ddp_jobs(tmp_path_factory, tiny_llama_path):
+    """Two 2-task DDP fits on an nf4 base: one uninterrupted, one signalled at step 7 (mid-epoch 1). Each takes
+    both CPUs of the node, so SLURM runs them one at a time: the signalled one first, and the other while it
+    waits to be eligible again after its requeue."""
+    root = tmp_path_factory.mktemp("slurm-ddp")
+    straight, requeued = root / "straight", root / "requeued"
+    jobs: dict[str, str] = {}
     try:
-        run_dir = tmp_path / "runs" / "slurm" / f"ddp-{job_id}"
-        signal_when_paused(run_dir, job_id, ranks=2)  # both ranks trained to step 7
-        info = wait_for_job(job_id, timeout=JOB_TIMEOUT)
+        jobs["requeued"] = submit_fit(requeued, "ddp", [*DDP, *pause_at(7)], tasks_per_node=2)
+        jobs["straight"] = submit_fit(straight, "ddp", DDP, tasks_per_node=2)
+        run_dir = requeued / "runs" / "slurm" / f"ddp-{jobs['requeued']}"
+        signal_when_paused(run_dir, jobs["requeued"], ranks=2)  # both ranks trained to step 7
+        infos = {kind: wait_for_job(job_id, timeout=JOB_TIMEOUT) for kind, job_id in jobs.items()}
+        yield {
+            kind: {
+                "id": job_id,
+                "info": infos[kind],
+                "run_dir": workdir / "runs" / "slurm" / f"ddp-{job_id}",
+                "workdir": workdir,
+                "log": log_of(workdir, "ddp", job_id),
+            }
+            for (kind, job_id), workdir in zip(jobs.items(), (requeued, straight), strict=True)
+        }
     finally:
-        cancel([job_id])
-    log = log_of(tmp_path, "ddp", job_id)
-    assert (info["JobState"], info["Restarts"], info["ExitCode"]) == ("COMPLETED", "1", "0:0"), log
-    for rank in (0, 1):  # on both runs, through srun's ranks
-        assert log.count(f"Initializing distributed: GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2") == 2, log
-    assert log.count("SlurmRequeue: SIGUSR1 received") == 1  # the ranks agreed on one checkpoint
-    assert torch.load(run_dir / "hpc_ckpt_1.ckpt", weights_only=False)["global_step"] == 7
+        cancel(list(jobs.values()))
+
+
+def test_a_two_process_ddp_fit_with_a_4bit_base_completes_through_srun(ddp_jobs, tiny_llama_path):
+    job = ddp_jobs["straight"]
+    info, run_dir, log = job["info"], job["run_dir"], job["log"]
+    assert (info["JobState"], info["Restarts"], info["ExitCode"]) == ("COMPLETED", "0", "0:0"), log
+    for rank in (0, 1):  # each srun task is one DDP rank
+        assert log.count(f"Initializing distributed: GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2") == 1, log
     assert snapshot_tree(run_dir) == {"epoch=0": "dir", "epoch=1": "dir", "last": "epoch=1"}
     snapshot = json.loads((run_dir / "snapshots" / "last" / "snapshot.json").read_text())
-    assert (snapshot["global_step"], snapshot["quantization"]) == (10, "nf4")
-    assert train_steps(run_dir, job_id) == list(range(10))
+    assert (snapshot["global_step"], snapshot["quantization"]) == (10, "nf4")  # 33 examples per rank, batch 8
+    assert train_steps(run_dir, job["id"]) == list(range(10))
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    model = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(tiny_llama_path), run_dir / "snapshots" / "last"
-    )
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_path)
+    model = PeftModel.from_pretrained(base, run_dir / "snapshots" / "last")
     trained = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
     assert trained and all(v.abs().sum() > 0 for v in trained.values())  # B starts at zero: it was trained
     assert torch.isfinite(model(input_ids=torch.tensor([[1, 2, 3]])).logits).all()
+
+
+def test_a_signalled_ddp_fit_agrees_on_one_checkpoint_and_matches_the_uninterrupted_run(ddp_jobs):
+    job, straight = ddp_jobs["requeued"], ddp_jobs["straight"]
+    info, run_dir, log = job["info"], job["run_dir"], job["log"]
+    assert (info["JobState"], info["Restarts"], info["ExitCode"]) == ("COMPLETED", "1", "0:0"), log
+    for rank in (0, 1):  # both ranks ran on both runs
+        assert log.count(f"Initializing distributed: GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2") == 2, log
+    assert log.count("SlurmRequeue: SIGUSR1 received; saved") == 1, log
+    assert sorted(p.name for p in run_dir.glob("hpc_ckpt_*")) == ["hpc_ckpt_1.ckpt"]
+    assert torch.load(run_dir / "hpc_ckpt_1.ckpt", weights_only=False)["global_step"] == 7
+    assert snapshot_tree(run_dir) == {"epoch=0": "dir", "epoch=1": "dir", "last": "epoch=1"}
+    assert train_steps(run_dir, job["id"]) == list(range(10))
+    last = [
+        torch.load(j["workdir"] / "runs/tiny/task_lora/checkpoints/last.ckpt", weights_only=False)
+        for j in (straight, job)
+    ]
+    for state_a, state_b in zip(*(c["optimizer_states"][0]["state"].values() for c in last), strict=True):
+        assert int(state_a["step"]) == int(state_b["step"]) == 10
+    for epoch in ("epoch=0", "epoch=1"):
+        a, b = adapter_weights(straight["run_dir"], epoch), adapter_weights(run_dir, epoch)
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
