@@ -146,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         # LightningCLI reads sys.argv itself when given None, and warns when given both
         _lightning_cli()(None if from_sys_argv else argv)
         return 0
-    except RequeueStop as stop:  # a job checkpointed for its requeue (callbacks/slurm_requeue.py)
-        if stop.requeued is not None:  # rank zero speaks for the job
-            print(f"adamergex: {stop.message()}", file=sys.stderr if stop.exit_code else sys.stdout)
+    except RequeueStop as stop:  # a run checkpointed for its requeue (callbacks/slurm_requeue.py)
+        if stop.exit_code:  # not requeued: say how to resume (a successful requeue was logged already)
+            print(f"adamergex: {stop.message()}", file=sys.stderr)
         return stop.exit_code
     except argparse.ArgumentError as err:
         command = argv[0] if argv and argv[0] in LIGHTNING_COMMANDS else "<command>"

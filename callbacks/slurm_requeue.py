@@ -178,9 +178,12 @@ class SlurmRequeue(Callback):
             raise preemption.RequeueStop(path, step, None, False, "not running in a SLURM job")
         rank_zero_info(f"SlurmRequeue: requeueing SLURM job {job}")
         ok, said = preemption.requeue_job(job)
-        if not ok:
+        stop = preemption.RequeueStop(path, step, job, ok, said)
+        if ok:  # said now: SLURM is already ending this step, and may not wait for the way out
+            rank_zero_info(f"SlurmRequeue: {stop.message()}")
+        else:
             rank_zero_warn(f"SlurmRequeue: {said}")
-        raise preemption.RequeueStop(path, step, job, ok, said)
+        raise stop
 
     # ------------------------------------------------------------------ state
     @override

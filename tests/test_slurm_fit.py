@@ -132,7 +132,7 @@ def test_a_signalled_fit_requeues_resumes_and_matches_the_uninterrupted_run(fit_
     assert torch.load(checkpoint, weights_only=False)["global_step"] == 12
     for line in (
         f"SlurmRequeue: SIGUSR1 received; saved {checkpoint} at step 12 (epoch 1)",
-        f"adamergex: requeued SLURM job {job['id']} (saved {checkpoint} at step 12)",
+        f"SlurmRequeue: requeued SLURM job {job['id']} (saved {checkpoint} at step 12)",
         f"[adamergex-slurm] job {job['id']} restart 1 on ",
         f"adamergex: restart 1 of this job: resuming from {checkpoint}",
         "SlurmRequeue: resumed at step 12 after 1 requeue(s)",
