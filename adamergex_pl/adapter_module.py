@@ -18,6 +18,7 @@ from adamergex_pl.generation import greedy_completions
 from adamergex_pl.optim import OptimizerSpec
 from adamergex_pl.results_table import format_results_table
 from adamergex_pl.snapshots import resolve_adapter_dir
+from adamergex_pl.strategy_support import check_strategy
 
 
 class AdapterModule(LightningModule):
@@ -26,6 +27,8 @@ class AdapterModule(LightningModule):
     The base model is loaded in :meth:`configure_model`, so every DDP rank loads its own (quantized) copy onto
     its own device. Only the adapter is trainable, and checkpoints hold only the adapter weights plus the
     optimizer, scheduler and loop state: they load back into a quantized model and resume exactly.
+    Strategies: single device and DDP; FSDP only unquantized or 4-bit with ``quant_storage``; others are
+    refused in :meth:`setup` (``adamergex_pl/strategy_support.py`` has the table and the reasons).
 
     Logged: ``train/loss``, ``train/perplexity``, ``train/lr``, ``train/tokens_per_sec``; per validation
     language ``val/<lang>/loss`` and ``val/<lang>/perplexity`` (plus whatever the DataModule's evaluator adds),
@@ -158,6 +161,8 @@ class AdapterModule(LightningModule):
 
     @override
     def setup(self, stage: str) -> None:
+        if self._trainer is not None:  # before configure_model loads the base: refuse what cannot work
+            check_strategy(self.trainer.strategy, self.quantization)
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if stage == "predict":
             return

@@ -20,6 +20,7 @@ import traceback
 import warnings
 
 from adamergex_pl.errors import UserInputError
+from adamergex_pl.slurm.preemption import RequeueStop
 
 # Extra commands: name -> "module:function" taking argv (without the command name) and returning an exit code.
 EXTRA_COMMANDS: dict[str, str] = {
@@ -35,12 +36,39 @@ def _lightning_cli():
     """Build the LightningCLI subclass lazily: importing Lightning takes seconds."""
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+    from lightning.pytorch.utilities import rank_zero_info
 
     class AdaMergeXCLI(LightningCLI):
         """LightningCLI with the tokenizer linked to the base model and the run config given to snapshots."""
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             parser.link_arguments("model.init_args.base_model", "data.init_args.tokenizer", apply_on="parse")
+
+        def before_instantiate_classes(self) -> None:
+            # In a job from `adamergex submit`: output into the pinned run dir, fixed logger versions, and
+            # `fit` resumes from the run dir's HPC checkpoint on a restart (adamergex_pl/slurm/pinning.py).
+            from adamergex_pl.slurm.pinning import pin_config
+            from adamergex_pl.slurm.run_env import pinned_run_dir, restart_count
+
+            run_dir = pinned_run_dir()
+            if run_dir is not None:
+                resume = pin_config(self.config[self.subcommand], self.subcommand, run_dir)
+                if resume is not None:
+                    rank_zero_info(
+                        f"adamergex: restart {restart_count()} of this job: resuming from {resume}"
+                    )
+
+        def instantiate_trainer(self, **kwargs):
+            # In a job: the preemption-safe SlurmRequeue callback, and Lightning's own requeue handler off.
+            from adamergex_pl.slurm.pinning import requeue_trainer_kwargs
+            from adamergex_pl.slurm.run_env import pinned_run_dir
+
+            if pinned_run_dir() is not None:
+                kwargs = {
+                    **requeue_trainer_kwargs(self._get(self.config_init, "trainer", default={})),
+                    **kwargs,
+                }
+            return super().instantiate_trainer(**kwargs)
 
         def after_instantiate_classes(self) -> None:
             from callbacks import AdapterSnapshot
@@ -115,9 +143,14 @@ def main(argv: list[str] | None = None) -> int:
             print(_usage())
             return 0 if argv else 2
         _quiet_lightning()
+        _arm_requeue_signal()
         # LightningCLI reads sys.argv itself when given None, and warns when given both
         _lightning_cli()(None if from_sys_argv else argv)
         return 0
+    except RequeueStop as stop:  # a run checkpointed for its requeue (callbacks/slurm_requeue.py)
+        if stop.exit_code:  # not requeued: say how to resume (a successful requeue was logged already)
+            print(f"adamergex: {stop.message()}", file=sys.stderr)
+        return stop.exit_code
     except argparse.ArgumentError as err:
         command = argv[0] if argv and argv[0] in LIGHTNING_COMMANDS else "<command>"
         print(f"adamergex: error: {err}\n(run 'adamergex {command} --help' for the options)", file=sys.stderr)
@@ -130,6 +163,19 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"adamergex: error: {user_error}", file=sys.stderr)
         return 2
+
+
+def _arm_requeue_signal() -> None:
+    """In a job from ``adamergex submit``, record the requeue signal from now on instead of dying of it.
+
+    Before the model loads (minutes for a large one) and before data-loader workers fork, so that an early
+    signal is kept for ``SlurmRequeue`` to act on at the first safe step.
+    """
+    from adamergex_pl.slurm import preemption
+    from adamergex_pl.slurm.run_env import pinned_run_dir
+
+    if pinned_run_dir() is not None:
+        preemption.arm(preemption.requeue_signal())
 
 
 def _user_input_error(err: BaseException) -> UserInputError | None:

@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.snapshots import LAST_LINK, SNAPSHOT_JSON, list_snapshots
+from adamergex_pl.snapshots import LAST_LINK, SNAPSHOT_JSON, list_snapshots, read_snapshot_info
 
 
 class AdapterSnapshot(Callback):
@@ -26,6 +26,12 @@ class AdapterSnapshot(Callback):
     ``max_steps``), at the end of fit; only global rank zero writes. Each snapshot is built in a temporary
     directory and renamed into place, and ``last`` is replaced atomically, so an interrupted run never
     leaves a half-written snapshot. A snapshot loads with ``peft.PeftModel.from_pretrained(base, path)``.
+
+    Across restarts (a requeued SLURM job, ``fit --ckpt_path``): the callback's state comes back with the
+    checkpoint, so a run resumed mid-epoch writes that epoch's snapshot once, at its end, and the fit-end
+    snapshot is not repeated. Snapshots taken *after* the resumed step (left by a run that went on past the
+    checkpoint it is resumed from) belong to a timeline that is being redone: they are removed when training
+    starts and ``last`` points at the newest remaining one, so ``last`` never runs ahead of training.
 
     ``snapshot.json`` records the epoch, global step, the metrics logged so far (``trainer.callback_metrics``),
     the base model, adapter type, task, language, and the run's configuration (the full CLI config when run
@@ -73,6 +79,11 @@ class AdapterSnapshot(Callback):
                 shutil.rmtree(stale, ignore_errors=True)
 
     @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.ckpt_path is not None and trainer.is_global_zero:
+            self._drop_snapshots_after(Path(self.dirpath), trainer.global_step)
+
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._snapshot(trainer, pl_module)
 
@@ -98,12 +109,29 @@ class AdapterSnapshot(Callback):
             _replace_dir(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        link_tmp = root / f".tmp-{LAST_LINK}"
-        link_tmp.unlink(missing_ok=True)
-        link_tmp.symlink_to(target.name)
-        os.replace(link_tmp, root / LAST_LINK)
+        _point_last(root, target.name)
         self._prune(root, keep=target)
         rank_zero_info(f"AdapterSnapshot: wrote {target} (epoch {epoch}, step {step})")
+
+    def _drop_snapshots_after(self, root: Path, step: int) -> None:
+        """Remove snapshots of a global step beyond ``step`` (the resumed one) and re-point ``last``."""
+        dropped = [
+            path
+            for _, path in list_snapshots(root)
+            if int(read_snapshot_info(path).get("global_step", -1)) > step
+        ]
+        for path in dropped:
+            shutil.rmtree(path, ignore_errors=True)
+        if dropped:
+            remaining = list_snapshots(root)
+            if remaining:
+                _point_last(root, remaining[-1][1].name)
+            else:
+                (root / LAST_LINK).unlink(missing_ok=True)
+            names = ", ".join(path.name for path in dropped)
+            rank_zero_info(
+                f"AdapterSnapshot: removed {names} under {root}: newer than the resumed step {step}"
+            )
 
     def _describe(
         self, trainer: Trainer, pl_module: LightningModule, epoch: int, step: int
@@ -143,6 +171,14 @@ class AdapterSnapshot(Callback):
             self.dirpath = state_dict["dirpath"]  # a resumed run keeps writing where it started
         self.last_step = state_dict.get("last_step")
         self.last_epoch = state_dict.get("last_epoch")
+
+
+def _point_last(root: Path, name: str) -> None:
+    """Atomically make ``<root>/last`` a relative symlink to ``name``."""
+    link_tmp = root / f".tmp-{LAST_LINK}"
+    link_tmp.unlink(missing_ok=True)
+    link_tmp.symlink_to(name)
+    os.replace(link_tmp, root / LAST_LINK)
 
 
 def _replace_dir(new: Path, target: Path) -> None:

@@ -79,6 +79,24 @@ def read_metrics_csv(root: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.fixture
+def clean_requeue_signal(monkeypatch):
+    """For tests that arm the requeue signal (``adamergex`` does inside a job): restore the process's SIGUSR1
+    and SIGTERM handlers afterwards, forget recorded signals, and hide any SLURM job this test runs in."""
+    import signal
+
+    from adamergex_pl.slurm import preemption
+
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    saved = {number: signal.getsignal(number) for number in (signal.SIGUSR1, signal.SIGTERM)}
+    preemption.clear()
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+    preemption.clear()
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """The local SLURM cluster (``tests/local_slurm.py``): reused if up, else started; skips if impossible."""

@@ -1,5 +1,6 @@
 """Real jobs on the local SLURM cluster: a job runs, tasks get their ranks, a chain waits for its parents (and
-is cancelled when one fails), and a signalled job requeues itself and finishes on its second run.
+is cancelled when one fails, and waits through a parent's requeue), and a signalled job requeues itself and
+finishes on its second run.
 
 The cluster comes from the ``slurm_cluster`` fixture (``tests/local_slurm.py``); these tests skip with its
 reason where it cannot run (not root and no cluster). Jobs run the test's own Python, so they see this
@@ -188,3 +189,35 @@ def test_signalled_job_requeues_itself_and_finishes(tmp_path, job_ids):
     assert (folder / "run0.txt").read_text() == (folder / "run1.txt").read_text() == str(folder)
     assert f"job {sub.job_id} restart 0 on " in log and f"job {sub.job_id} restart 1 on " in log, log
     assert os.listdir(folder.parent).count(folder.name) == 1
+
+
+REQUEUED_PARENT = """\
+import os, pathlib, subprocess, time
+root = pathlib.Path(os.environ["ADAMERGEX_RUN_DIR"]).parent
+restart = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+if restart == 0:  # a fit that checkpoints and requeues itself, as SlurmRequeue does
+    subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=True)
+    time.sleep(60)  # SLURM ends this run
+root.joinpath("done-" + os.environ["SLURM_JOB_NAME"]).write_text(str(restart))
+"""
+CHILD_OF_REQUEUED = """\
+import os, pathlib
+root = pathlib.Path(os.environ["ADAMERGEX_RUN_DIR"]).parent
+done = root / "done-fit_a"
+root.joinpath("child.txt").write_text(done.read_text() if done.exists() else "parent not done")
+"""
+
+
+def test_chain_waits_for_a_requeued_parent_to_finish(tmp_path, job_ids):
+    # the pipeline's merge job must not start (nor be cancelled) when a fit it waits for is requeued
+    subs = submit_chain(
+        [python_job("fit_a", REQUEUED_PARENT)], python_job("merge", CHILD_OF_REQUEUED), workdir=tmp_path
+    )
+    job_ids.extend(s.job_id for s in subs)
+    merge = wait_for_job(subs[1].job_id, timeout=80)
+    parent = wait_for_job(subs[0].job_id)
+    assert (parent["JobState"], parent["Restarts"]) == ("COMPLETED", "1"), log_of(
+        tmp_path, "fit_a", subs[0].job_id
+    )
+    assert merge["JobState"] == "COMPLETED", log_of(tmp_path, "merge", subs[1].job_id)
+    assert (tmp_path / "runs" / "slurm" / "child.txt").read_text() == "1"  # after the parent's second run

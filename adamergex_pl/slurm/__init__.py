@@ -5,6 +5,9 @@
 * :func:`submit_jobs` / :func:`submit_chain`: submit jobs with ``afterok`` dependencies (the AdaMergeX recipe:
   three fits in parallel, then merge and validate).
 * :mod:`adamergex_pl.slurm.submit`: the ``adamergex submit`` command.
+* Inside a job: :mod:`adamergex_pl.slurm.pinning` (what the CLI changes when ``ADAMERGEX_RUN_DIR`` is set) and
+  :mod:`adamergex_pl.slurm.preemption` (the requeue signal, ``scontrol requeue``), used by
+  ``callbacks.SlurmRequeue``. ``docs/cluster.md`` describes the whole.
 
 Environment a submitted job gives its command (see :mod:`adamergex_pl.slurm.run_env`):
 

@@ -61,9 +61,10 @@ class JobResources:
         account: ``--account``.
         qos: ``--qos``.
         signal: seconds before the time limit at which SLURM sends ``signal_name`` to the job steps
-            (``--signal=SIGUSR1@<seconds>``); Lightning then saves an HPC checkpoint and requeues the job.
-            ``None`` sends nothing.
-        signal_name: the signal; Lightning's ``SLURMEnvironment`` listens for ``SIGUSR1`` by default.
+            (``--signal=SIGUSR1@<seconds>``); ``adamergex fit`` then saves an HPC checkpoint at the next
+            optimizer step and requeues the job (``callbacks.SlurmRequeue``), so give it more than the longest
+            stretch without an optimizer step (one step, or an epoch-end validation). ``None`` sends nothing.
+        signal_name: the signal (exported to the job as ``ADAMERGEX_REQUEUE_SIGNAL``); default ``SIGUSR1``.
         requeue: ``--requeue`` (the job may be requeued after preemption or by ``scontrol requeue``) or
             ``--no-requeue``. A requeuable job appends to its log (``--open-mode=append``).
         output: ``--output``; the file name may use sbatch's patterns (``%j`` job id, ``%x`` job name, ...);

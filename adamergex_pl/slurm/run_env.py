@@ -2,15 +2,17 @@
 
 ``ADAMERGEX_RUN_DIR`` (:data:`RUN_DIR_ENV`) is the one variable the script adds. It names a directory pinned
 to the SLURM job id (default ``runs/slurm/<job name>-<job id>``, absolute), the same on every run of a
-requeued job. The CLI is meant to honour it so that a requeued ``fit`` resumes where it stopped:
+requeued job. The CLI honours it (:mod:`adamergex_pl.slurm.pinning`) so that a requeued ``fit`` resumes where
+it stopped:
 
-* ``trainer.default_root_dir`` = the run dir. Lightning's SLURM handler saves ``hpc_ckpt_<n>.ckpt`` there on
-  the requeue signal, and on the next run, with ``ckpt_path=None`` under SLURM, resumes from the newest one
-  by itself. (``ckpt_path="hpc"`` fails on a first run, where there is no HPC checkpoint yet: see
-  :func:`hpc_checkpoint`.)
-* logger ``save_dir`` = the run dir with a fixed ``version`` (not the next free ``version_<n>``), so that a
-  restart appends to the same logs;
-* the saved CLI config may be overwritten on a restart (:func:`restart_count` > 0).
+* ``trainer.default_root_dir`` = the run dir. ``callbacks.SlurmRequeue`` saves ``hpc_ckpt_<n>.ckpt`` there
+  at the first optimizer-step boundary after the requeue signal, then requeues the job; on the next run the
+  CLI passes the newest one as ``ckpt_path`` (:func:`hpc_checkpoint`; ``ckpt_path="hpc"`` would fail on a
+  first run, where there is none yet). Snapshots (``<run dir>/snapshots``) land there too.
+* loggers get a fixed ``version`` (``job_<id>``), not the next free ``version_<n>``, so that a restart
+  appends to the same logs;
+* the saved CLI config is overwritten on a restart (:func:`restart_count` > 0), with the ``ckpt_path`` it
+  resumed from.
 
 The SLURM variables are SLURM's own: ``SLURM_JOB_ID``, ``SLURM_RESTART_COUNT`` (absent on a first run),
 ``SLURM_PROCID`` and friends (set per task by ``srun``).
@@ -20,6 +22,7 @@ Example:
     >>> os.environ[RUN_DIR_ENV] = "/runs/fit-42"
     >>> pinned_run_dir()
     PosixPath('/runs/fit-42')
+    >>> del os.environ[RUN_DIR_ENV]
 """
 
 from __future__ import annotations
@@ -62,8 +65,9 @@ def restart_count() -> int:
 def hpc_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     """The newest Lightning HPC checkpoint (``hpc_ckpt_<n>.ckpt``) in ``run_dir``; ``None`` if there is none.
 
-    Lightning's signal handler writes these into ``trainer.default_root_dir``; a first run has none, which is
-    why ``ckpt_path="hpc"`` must not be passed unconditionally.
+    ``callbacks.SlurmRequeue`` writes these into ``trainer.default_root_dir`` (Lightning's own SLURM handler
+    uses the same names); a first run has none, which is why ``ckpt_path="hpc"`` must not be passed
+    unconditionally.
 
     Args:
         run_dir: the directory to look in; a missing directory has no checkpoint.

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
+from adamergex_pl.slurm.preemption import REQUEUE_SIGNAL_ENV
 from adamergex_pl.slurm.resources import RUN_DIR_PATTERNS, JobResources, sbatch_option
 from adamergex_pl.slurm.run_env import RUN_DIR_ENV
 
@@ -46,6 +47,8 @@ set -eo pipefail
 # here. adamergex reads it from $$$run_dir_env (see adamergex_pl/slurm/run_env.py).
 export $run_dir_env=$run_dir
 mkdir -p "$$$run_dir_env"
+# the requeue signal: adamergex checkpoints at the next optimizer step after it, then requeues the job
+export $signal_env=$signal_name
 export PYTHONUNBUFFERED=1
 echo "[adamergex-slurm] job $${SLURM_JOB_ID} restart $${SLURM_RESTART_COUNT:-0} on $$(hostname)"
 echo "[adamergex-slurm] $run_dir_env=$$$run_dir_env"
@@ -96,6 +99,8 @@ def render_sbatch_script(
         sbatch_lines="\n".join(f"#SBATCH {option}" for option in sbatch_options(resources, workdir=base)),
         setup_lines="\n".join(resources.setup) if resources.setup else "# (none)",
         run_dir_env=RUN_DIR_ENV,
+        signal_env=REQUEUE_SIGNAL_ENV,
+        signal_name=resources.signal_name.upper(),
         run_dir=run_dir_expression(resources.run_dir, workdir=base),
         tasks_per_node=resources.tasks_per_node,
         cpus_per_task=resources.cpus_per_task,

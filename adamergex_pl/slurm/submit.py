@@ -34,7 +34,8 @@ examples:
 
 The job exports {RUN_DIR_ENV}, a directory pinned to the job id (--run-dir), so a requeued job
 writes its checkpoints and logs where its first run did. With --signal S (default 120) SLURM sends SIGUSR1
-S seconds before the time limit; Lightning then saves an HPC checkpoint there and requeues the job.
+S seconds before the time limit; `adamergex fit` then saves an HPC checkpoint there at the next optimizer
+step, requeues the job, and resumes from it on the next run (docs/cluster.md).
 """
 
 

@@ -1,0 +1,127 @@
+"""What ``adamergex`` changes in a run inside a job from ``adamergex submit`` (``$ADAMERGEX_RUN_DIR`` set).
+
+Two steps, both called by the CLI (``adamergex_pl/cli.py``) only when :func:`~adamergex_pl.slurm.run_env.pinned_run_dir`
+is set:
+
+* :func:`pin_config`, on the parsed config, before anything is instantiated (so the saved ``config.yaml`` and
+  the snapshots' recorded config say what really ran):
+
+  * ``trainer.default_root_dir`` = the run dir: HPC checkpoints, snapshots (``AdapterSnapshot``'s default
+    ``<root>/snapshots``), the default ``ModelCheckpoint`` and the logs land there;
+  * loggers get a fixed ``version`` (``job_<SLURM_JOB_ID>``) instead of the next free ``version_<n>``, so that
+    every run of a requeued job appends to the same logs. The default logger (Lightning's is a ``CSVLogger``
+    without tensorboard) and a configured ``CSVLogger`` become
+    :class:`~adamergex_pl.resumable_csv_logger.ResumableCSVLogger`, because ``CSVLogger`` deletes the
+    ``metrics.csv`` it finds in its version directory;
+  * ``fit`` resumes from the newest ``hpc_ckpt_<n>.ckpt`` in the run dir when there is one (a restart), and
+    starts cleanly when there is none (the first run), where ``ckpt_path="hpc"`` would fail.
+
+* :func:`requeue_trainer_kwargs`, added to the Trainer's arguments (not to the saved config, which must stay
+  runnable outside SLURM): the ``callbacks.SlurmRequeue`` callback unless the config has one, and
+  ``SLURMEnvironment(auto_requeue=False)`` so that Lightning's own requeue handler, which checkpoints inside
+  the signal handler, is off (see :mod:`adamergex_pl.slurm.preemption`).
+
+Callback paths set explicitly in the config (e.g. a ``ModelCheckpoint`` ``dirpath``) are the user's and are kept.
+
+Example:
+    >>> from jsonargparse import Namespace
+    >>> config = Namespace(trainer=Namespace(default_root_dir="runs/x", logger=None), ckpt_path=None)
+    >>> pin_config(config, "fit", Path("/runs/fit-42"), version="job_42") is None
+    True
+    >>> config.trainer.default_root_dir, config.trainer.logger.init_args.version
+    ('/runs/fit-42', 'job_42')
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+
+from adamergex_pl.slurm.run_env import hpc_checkpoint
+
+# Loggers whose `version` names a sub-directory of their save_dir (pinning it makes restarts append there).
+_VERSIONED_LOGGERS = ("CSVLogger", "TensorBoardLogger")
+_RESUMABLE_CSV = "adamergex_pl.resumable_csv_logger.ResumableCSVLogger"
+_LIGHTNING_CSV = ("lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.csv_logs.CSVLogger")
+
+
+def logger_version() -> str:
+    """The fixed logger version of this job: ``job_<SLURM_JOB_ID>`` (``job_pinned`` outside SLURM)."""
+    return f"job_{os.environ.get('SLURM_JOB_ID') or 'pinned'}"
+
+
+def pin_config(config: Namespace, subcommand: str, run_dir: Path, version: str | None = None) -> Path | None:
+    """Point the parsed config of ``subcommand`` at ``run_dir`` (in place; see the module docstring).
+
+    Args:
+        config: the subcommand's part of LightningCLI's parsed config (``cli.config[subcommand]``).
+        subcommand: ``fit``, ``validate``, ``test`` or ``predict``.
+        run_dir: the pinned run directory (absolute).
+        version: the logger version; default :func:`logger_version`.
+
+    Returns:
+        The HPC checkpoint that ``fit`` resumes from, or ``None`` (a first run, or not ``fit``).
+    """
+    trainer = config.trainer
+    trainer.default_root_dir = str(run_dir)
+    trainer.logger = _pin_loggers(trainer.logger, run_dir, version or logger_version())
+    if subcommand != "fit":
+        return None
+    checkpoint = hpc_checkpoint(run_dir)
+    if checkpoint is not None:
+        config.ckpt_path = str(checkpoint)  # a restart: this wins over a ckpt_path given for the first run
+    return checkpoint
+
+
+def _pin_loggers(logger: Any, run_dir: Path, version: str) -> Any:
+    if logger is None or logger is True:
+        init_args = Namespace(
+            save_dir=str(run_dir),
+            name="lightning_logs",
+            version=version,
+            prefix="",
+            flush_logs_every_n_steps=100,
+        )
+        return Namespace(class_path=_RESUMABLE_CSV, init_args=init_args)
+    if isinstance(logger, list):
+        return [_pin_loggers(item, run_dir, version) for item in logger]
+    if isinstance(logger, Namespace) and str(logger.get("class_path", "")).endswith(_VERSIONED_LOGGERS):
+        if logger.class_path in _LIGHTNING_CSV:
+            logger.class_path = _RESUMABLE_CSV  # same arguments; keeps the rows of earlier runs
+        init_args = logger.get("init_args")
+        if init_args is not None and init_args.get("version") is None:
+            init_args.version = version
+    return logger
+
+
+def requeue_trainer_kwargs(trainer_init: dict[str, Any]) -> dict[str, Any]:
+    """Trainer arguments to add: the ``SlurmRequeue`` callback and ``SLURMEnvironment(auto_requeue=False)``.
+
+    Args:
+        trainer_init: the instantiated ``trainer`` part of the config (its ``callbacks`` and ``plugins``).
+
+    Returns:
+        ``callbacks`` and/or ``plugins`` lists that extend the configured ones; empty if both are there.
+    """
+    from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
+
+    from adamergex_pl.slurm.preemption import requeue_signal
+    from callbacks import SlurmRequeue
+
+    kwargs: dict[str, Any] = {}
+    callbacks = _as_list(trainer_init.get("callbacks"))
+    if not any(isinstance(callback, SlurmRequeue) for callback in callbacks):
+        kwargs["callbacks"] = [*callbacks, SlurmRequeue()]
+    plugins = _as_list(trainer_init.get("plugins"))
+    if SLURMEnvironment.detect() and not any(isinstance(p, ClusterEnvironment) for p in plugins):
+        kwargs["plugins"] = [*plugins, SLURMEnvironment(auto_requeue=False, requeue_signal=requeue_signal())]
+    return kwargs
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
