@@ -30,6 +30,7 @@ from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation import LanguageModelingEvaluator
 from adamergex_pl.merge_results import MERGE_METHODS, MergeResults
 from adamergex_pl.snapshots import resolve_adapter_dir
+from adamergex_pl.strategy_support import check_strategy
 
 FIXED_METHODS = ("base", "zero_shot", "oracle")
 TASK_ADAPTER = "zero_shot"
@@ -221,14 +222,16 @@ class MergeModule(LightningModule):
             with self.model.disable_adapter():
                 evaluator.update(self.model, batch, language)
             return
-        if variant.method == "oracle" and language not in self.oracle_dirs:
-            return  # no target-language training data for this language
+        if not self.covers(variant, language):
+            return
         self.model.set_adapter(TASK_ADAPTER if variant.method == "zero_shot" else variant.key)
         evaluator.update(self.model, batch, language)
 
     # ------------------------------------------------------------------ evaluation
     @override
     def setup(self, stage: str) -> None:
+        if self._trainer is not None:  # before configure_model loads the base: refuse what cannot work
+            check_strategy(self.trainer.strategy, self.quantization)
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         languages = getattr(datamodule, "test_languages" if stage == "test" else "val_languages", None)
         self._languages = list(languages or [])
@@ -263,12 +266,20 @@ class MergeModule(LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._step(batch, dataloader_idx)
 
+    def covers(self, variant: Variant, language: str) -> bool:
+        """Whether ``variant`` is evaluated on ``language`` (an oracle only where one was trained)."""
+        return variant.method != "oracle" or language in self.oracle_dirs
+
     def _finish(self, prefix: str) -> None:
         for variant in self.variants:
             evaluator = self.evaluators[variant.key]
+            skipped = {lang for lang in self._languages if not self.covers(variant, lang)}
             for key, value in evaluator.compute().items():
+                parts = set(key.split("/"))
+                if parts & skipped or (skipped and not parts & set(self._languages)):
+                    continue  # a language the variant does not cover, or a summary over languages it skipped
                 if torch.isnan(torch.as_tensor(value)).all():
-                    continue  # a language this variant does not cover (e.g. oracle without data)
+                    continue
                 self.log(f"{prefix}/{variant.label}/{key}", value, add_dataloader_idx=False)
                 self.results.add(variant.method, variant.scale, key, float(value))
             evaluator.reset()
