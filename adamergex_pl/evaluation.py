@@ -34,15 +34,16 @@ def causal_lm_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         ``(nll_sum, n_tokens)``, both 0-d tensors; the loss is ``nll_sum / n_tokens``.
     """
-    shifted_labels = labels[:, 1:]
-    shifted_logits = logits[:, :-1]
+    # Shift the labels, not the logits: slicing ``logits[:, :-1]`` would copy the largest tensor of the step
+    # (batch x length x vocabulary); a padded label at the last position is simply ignored.
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
     nll = F.cross_entropy(
-        shifted_logits.reshape(-1, shifted_logits.size(-1)).float(),
-        shifted_labels.reshape(-1),
+        logits.reshape(-1, logits.size(-1)).float(),
+        targets.reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="sum",
     )
-    return nll, (shifted_labels != IGNORE_INDEX).sum()
+    return nll, (targets != IGNORE_INDEX).sum()
 
 
 def forward_logits(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:

@@ -194,20 +194,16 @@ def main() -> None:
         streams[lang] = windows(ids, args.seq_len)
         print(f"{lang}: {streams[lang].shape[0]} windows of {args.seq_len} tokens")
 
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
+    from adamergex_pl.builtin_models import tiny_llama_config
+
+    config = tiny_llama_config(
         vocab_size=len(tokenizer),
         hidden_size=128,
         intermediate_size=352,
         num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=512,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
     print(f"parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M")

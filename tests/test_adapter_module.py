@@ -121,6 +121,9 @@ def test_language_modeling_evaluator_is_token_weighted(tiny_llama_path):
     for batch in batches:
         evaluator.update(model, batch, "es")
         nll, count = causal_lm_nll(model(input_ids=batch["input_ids"]).logits, batch["labels"])
+        # the same as transformers' own causal-LM loss (a mean over the shifted labels)
+        hf_loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+        assert float(nll / count) == pytest.approx(float(hf_loss), rel=1e-6)
         totals += torch.stack([nll, count.float()]).detach()
     results = evaluator.compute()
     assert results["es/loss"] == pytest.approx(float(totals[0] / totals[1]), rel=1e-6)

@@ -16,10 +16,19 @@ from data_modules.tasks.mgsm import gsm8k_target
 
 TOKENIZER = "builtin:tiny-llama"
 FIXTURE_LANGUAGES = {"xnli": ["de", "zh"], "xcopa": ["tr", "zh"], "pawsx": ["de", "zh"]}
-FIXTURE_LANGUAGES |= {"mgsm": ["de", "zh"], "xquad": ["de", "zh"], "xlsum": ["es", "zh"]}
+FIXTURE_LANGUAGES |= {
+    "mgsm": ["de", "zh"],
+    "xquad": ["de", "zh"],
+    "xlsum": ["es", "zh"],
+    "count": ["en", "es"],
+}
 
 
 def fixtures(task: str) -> list[DataSource]:
+    if task == "count":  # the embedded demo's task ships its whole data set
+        return [
+            DataSource(f"builtin:demo/count_{lang}.jsonl", language=lang) for lang in FIXTURE_LANGUAGES[task]
+        ]
     return [
         DataSource(f"builtin:tasks/{task}/{lang}.jsonl", language=lang) for lang in FIXTURE_LANGUAGES[task]
     ]
@@ -27,7 +36,8 @@ def fixtures(task: str) -> list[DataSource]:
 
 def datamodule(task: str, stage: str = "validate", **kwargs) -> TaskDataModule:
     kwargs.setdefault("val", fixtures(task))
-    kwargs.setdefault("train", DataSource(f"builtin:tasks/{task}/train_en.jsonl", language="en"))
+    train = "builtin:demo/count_en.jsonl" if task == "count" else f"builtin:tasks/{task}/train_en.jsonl"
+    kwargs.setdefault("train", DataSource(train, language="en"))
     data = TaskDataModule(task, tokenizer=TOKENIZER, eval_samples=kwargs.pop("eval_samples", "all"), **kwargs)
     data.setup(stage)
     return data
@@ -40,13 +50,15 @@ def write_jsonl(path, rows) -> str:
 
 # ---------------------------------------------------------------------------------------------- the table
 def test_task_table_matches_the_paper_and_the_hub_layouts():
-    assert set(TASKS) == {"xnli", "xcopa", "pawsx", "mgsm", "xquad", "xlsum"}
+    paper_tasks = {name: spec for name, spec in TASKS.items() if name != "count"}  # count: the embedded demo
+    assert set(TASKS) == {"xnli", "xcopa", "pawsx", "mgsm", "xquad", "xlsum", "count"}
     paper = {"mgsm": 250, "xcopa": 500, "xnli": 1000, "xquad": 1000, "xlsum": 500, "pawsx": None}
-    assert {name: spec.paper_samples for name, spec in TASKS.items()} == paper
-    assert {name: spec.eval_split for name, spec in TASKS.items()} == {
-        **dict.fromkeys(TASKS, "test"),
+    assert {name: spec.paper_samples for name, spec in paper_tasks.items()} == paper
+    assert {name: spec.eval_split for name, spec in paper_tasks.items()} == {
+        **dict.fromkeys(paper_tasks, "test"),
         "xquad": "validation",
     }
+    assert TASKS["count"].eval_source("es").path == "builtin:demo/count_es.jsonl"
     for spec in TASKS.values():
         assert set(spec.paper_languages) <= set(spec.configs), spec.name
         for language in spec.configs:  # every language is one the metrics know, so scoring never refuses it
