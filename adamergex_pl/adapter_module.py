@@ -13,7 +13,13 @@ from typing_extensions import override
 from adamergex_pl.adapter_spec import AdapterSpec
 from adamergex_pl.base_model import QuantizationSpec, load_base_model
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.evaluation import IGNORE_INDEX, Evaluator, LanguageModelingEvaluator, causal_lm_nll
+from adamergex_pl.evaluation import (
+    IGNORE_INDEX,
+    Evaluator,
+    LanguageModelingEvaluator,
+    causal_lm_nll,
+    forward_logits,
+)
 from adamergex_pl.generation import greedy_completions
 from adamergex_pl.optim import OptimizerSpec
 from adamergex_pl.results_table import format_results_table
@@ -173,19 +179,23 @@ class AdapterModule(LightningModule):
         else:
             self.evaluator = LanguageModelingEvaluator(self._eval_languages)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Logits of the adapted model."""
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits of the adapted model for a padded or packed batch (``input_ids`` plus ``attention_mask`` or
+        ``position_ids``)."""
+        return forward_logits(self.model, batch)
 
     def _labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.hparams.loss_on_prompt or "labels" not in batch:
-            return batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
+            labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
+            if "position_ids" in batch:  # packed: no example's first token is a target of the one before it
+                labels = labels.masked_fill(batch["position_ids"] == 0, IGNORE_INDEX)
+            return labels
         return batch["labels"]
 
     # ------------------------------------------------------------------ training
     @override
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        nll, count = causal_lm_nll(self(batch["input_ids"], batch["attention_mask"]), self._labels(batch))
+        nll, count = causal_lm_nll(self(batch), self._labels(batch))
         loss = nll / count.clamp_min(1)
         self.log("train/loss", loss, prog_bar=True)
         # Counted on the device, read once per logging interval: no host sync in the step.

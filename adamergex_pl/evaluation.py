@@ -46,9 +46,21 @@ def causal_lm_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     return nll, (targets != IGNORE_INDEX).sum()
 
 
+def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The keys of a batch that a causal LM's forward takes.
+
+    A padded batch passes its attention mask. A packed batch (``data_modules/packing.py``) passes its
+    ``position_ids`` and no attention mask: transformers then derives the block-diagonal causal mask that keeps
+    packed examples apart from where the positions restart (it does so only when the mask is absent).
+    """
+    if "position_ids" in batch:
+        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
 def forward_logits(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-    """Logits of a causal LM for a padded batch (only the keys a causal LM takes are passed)."""
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    """Logits of a causal LM for a padded or packed batch, without building a key/value cache."""
+    return model(**model_inputs(batch), use_cache=False).logits
 
 
 class Evaluator(nn.Module):

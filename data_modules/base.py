@@ -24,6 +24,7 @@ from adamergex_pl.base_model import load_tokenizer
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation import Evaluator, LanguageModelingEvaluator
 from data_modules.collate import PadCollator
+from data_modules.packing import PackingCollator
 from data_modules.sampling import EvalShardSampler, ResumableShuffleSampler
 
 Examples = list[dict[str, Any]]
@@ -41,6 +42,8 @@ class TokenizedDataModule(LightningDataModule):
         num_workers: dataloader worker processes.
         seed: seed for sub-sampling, validation carving and shuffling.
         pad_to_multiple_of: round padded lengths up to a multiple of this.
+        pack_sequences: pack each training batch's examples into shared rows, kept apart by restarted
+            ``position_ids`` (see ``data_modules/packing.py``); validation batches stay padded.
 
     Raises:
         ValueError: non-positive sizes.
@@ -55,6 +58,7 @@ class TokenizedDataModule(LightningDataModule):
         num_workers: int = 0,
         seed: int = 42,
         pad_to_multiple_of: int | None = None,
+        pack_sequences: bool = False,
     ) -> None:
         super().__init__()
         for option, value in (("batch_size", batch_size), ("max_length", max_length)):
@@ -69,6 +73,7 @@ class TokenizedDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.pack_sequences = pack_sequences
         self.tokenizer = None
         self.train_examples: Examples = []
         self.val_examples: dict[str, Examples] = {}
@@ -113,6 +118,12 @@ class TokenizedDataModule(LightningDataModule):
     def collator(self, padding_side: str = "right") -> PadCollator:
         return PadCollator(self.tokenizer.pad_token_id, padding_side, self.pad_to_multiple_of)
 
+    def train_collator(self) -> Callable[[Examples], dict[str, Any]]:
+        """How training batches are built: packed with ``pack_sequences``, else padded."""
+        if self.pack_sequences:
+            return PackingCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
+        return self.collator()
+
     def eval_collator(self) -> Callable[[Examples], dict[str, Any]]:
         """How validation/test batches are built (default: :meth:`collator`).
 
@@ -146,7 +157,7 @@ class TokenizedDataModule(LightningDataModule):
             self.train_examples,
             batch_size=self.batch_size,
             sampler=sampler,
-            collate_fn=self.collator(),
+            collate_fn=self.train_collator(),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

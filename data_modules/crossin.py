@@ -52,6 +52,7 @@ class CrossInDataModule(TokenizedDataModule):
         num_workers: dataloader workers.
         seed: seed of the draws, of the validation split and of the shuffling (the paper: 0).
         pad_to_multiple_of: pad lengths to a multiple of this.
+        pack_sequences: pack training batches into shared rows (``data_modules/packing.py``).
 
     Raises:
         InvalidValueError: variant and modes both (or neither) given, an unknown variant or mode, a mode
@@ -93,9 +94,17 @@ class CrossInDataModule(TokenizedDataModule):
         num_workers: int = 0,
         seed: int = 0,
         pad_to_multiple_of: int | None = None,
+        pack_sequences: bool = False,
     ) -> None:
         super().__init__(
-            tokenizer, batch_size, eval_batch_size, max_length, num_workers, seed, pad_to_multiple_of
+            tokenizer,
+            batch_size,
+            eval_batch_size,
+            max_length,
+            num_workers,
+            seed,
+            pad_to_multiple_of,
+            pack_sequences,
         )
         self.mixture = CrossInMixture(
             parallel=parallel,

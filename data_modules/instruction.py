@@ -42,6 +42,7 @@ class InstructionDataModule(TokenizedDataModule):
         num_workers: dataloader workers.
         seed: sub-sampling and shuffling seed.
         pad_to_multiple_of: pad lengths to a multiple of this.
+        pack_sequences: pack training batches into shared rows (``data_modules/packing.py``).
 
     Raises:
         ValueError: a template naming a missing field, no examples left, two sources of one language.
@@ -78,9 +79,17 @@ class InstructionDataModule(TokenizedDataModule):
         num_workers: int = 0,
         seed: int = 42,
         pad_to_multiple_of: int | None = None,
+        pack_sequences: bool = False,
     ) -> None:
         super().__init__(
-            tokenizer, batch_size, eval_batch_size, max_length, num_workers, seed, pad_to_multiple_of
+            tokenizer,
+            batch_size,
+            eval_batch_size,
+            max_length,
+            num_workers,
+            seed,
+            pad_to_multiple_of,
+            pack_sequences,
         )
         if not 0.0 <= val_fraction < 1.0:
             raise InvalidValueError(f"val_fraction={val_fraction} must be in [0, 1)")

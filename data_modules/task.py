@@ -64,6 +64,7 @@ class TaskDataModule(TokenizedDataModule):
         num_workers: dataloader workers.
         seed: sampling and shuffling seed.
         pad_to_multiple_of: pad lengths to a multiple of this.
+        pack_sequences: pack training batches into shared rows (``data_modules/packing.py``).
 
     Raises:
         ValueError: an unknown task, prompt style or language, conflicting options, or data the task cannot
@@ -107,9 +108,17 @@ class TaskDataModule(TokenizedDataModule):
         num_workers: int = 0,
         seed: int = 42,
         pad_to_multiple_of: int | None = None,
+        pack_sequences: bool = False,
     ) -> None:
         super().__init__(
-            tokenizer, batch_size, eval_batch_size, max_length, num_workers, seed, pad_to_multiple_of
+            tokenizer,
+            batch_size,
+            eval_batch_size,
+            max_length,
+            num_workers,
+            seed,
+            pad_to_multiple_of,
+            pack_sequences,
         )
         self.spec = spec = get_task(task)
         if prompt_style not in PROMPT_STYLES:

@@ -26,7 +26,9 @@ class CaptureLogits(Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         pl_module.model.eval()
         with torch.no_grad():
-            self.logits[trainer.current_epoch] = pl_module(PROBE, torch.ones_like(PROBE)).float()
+            self.logits[trainer.current_epoch] = pl_module(
+                {"input_ids": PROBE, "attention_mask": torch.ones_like(PROBE)}
+            ).float()
         pl_module.model.train()
 
 
