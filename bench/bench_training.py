@@ -218,10 +218,9 @@ def main() -> None:
             steps = 20
         for adapter in args.adapters.split(","):
             for quant in args.quants.split(","):
-                cell = {}
-                for framework in FRAMEWORKS:
-                    best = None
-                    for _ in range(args.repeats):
+                cell: dict[str, dict] = {}
+                for _ in range(args.repeats):  # frameworks interleaved, so that drift in load hits all alike
+                    for framework in FRAMEWORKS:
                         command = [
                             sys.executable, __file__, "--worker", "--framework", framework, "--model", model,
                             "--adapter", adapter, "--quant", quant, "--steps", str(steps),
@@ -234,9 +233,11 @@ def main() -> None:
                                 f"{framework} {model} {adapter} {quant} failed:\n{out.stderr[-3000:]}"
                             )
                         result = json.loads(line[len("RESULT ") :])
-                        if best is None or result["tokens_per_sec"] > best["tokens_per_sec"]:
-                            best = result
-                    cell[framework] = best
+                        if (
+                            framework not in cell
+                            or result["tokens_per_sec"] > cell[framework]["tokens_per_sec"]
+                        ):
+                            cell[framework] = result
                 for framework in FRAMEWORKS:
                     ratio = cell[framework]["tokens_per_sec"] / cell["loop"]["tokens_per_sec"]
                     rows.append(dict(model=model, adapter=adapter, quant=quant, framework=framework,

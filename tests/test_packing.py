@@ -143,6 +143,7 @@ def test_fit_with_packed_batches_trains_on_fewer_rows(tiny_llama_path, tmp_path)
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
+        log_every_n_steps=1,
         default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=data)
