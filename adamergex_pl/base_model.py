@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from adamergex_pl.builtin_models import resolve_base_model
+from adamergex_pl.cpu_4bit_guard import guard_4bit_cpu_path
 from adamergex_pl.errors import InputNotFoundError, InvalidValueError
 
 if TYPE_CHECKING:
@@ -123,6 +124,7 @@ class QuantizationSpec:
             else:
                 layer = bnb.nn.Linear4bit(64, 64, bias=False, compute_dtype=dtype, quant_type=self.mode)
             layer = layer.to(device)
+            guard_4bit_cpu_path(layer)  # test the path the model will take
             with torch.no_grad():
                 out = layer(torch.ones(2, 64, device=device, dtype=dtype))
             if not torch.isfinite(out).all():
@@ -145,7 +147,9 @@ def load_base_model(
     """Load a causal LM by hub name, local path or ``builtin:<name>``, quantized per ``quantization``.
 
     A quantized model is placed on ``device`` while loading (each DDP rank loads its own copy onto its own
-    device); an unquantized one is loaded on the CPU and moved by Lightning.
+    device); an unquantized one is loaded on the CPU and moved by Lightning. 4-bit layers are guarded against
+    bitsandbytes' AVX512-BF16 repacking (:mod:`adamergex_pl.cpu_4bit_guard`), so training, validation and
+    evaluation compute the same way on every CPU.
 
     Raises:
         ValueError: the quantization cannot run on ``device``.
@@ -161,7 +165,9 @@ def load_base_model(
     bnb_config = quantization.bnb_config(device)
     if bnb_config is not None:
         kwargs.update(quantization_config=bnb_config, device_map={"": device})
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    guard_4bit_cpu_path(model)  # one numeric path in training and evaluation on every CPU (cpu_4bit_guard.py)
+    return model
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 from typing_extensions import override
@@ -164,6 +165,9 @@ class TokenizedDataModule(LightningDataModule):
 
     def _eval_dataloaders(self, sets: dict[str, Examples]) -> list[DataLoader]:
         world_size, rank = self._world()
+        # Each loader draws its worker seed from a generator of its own: without one, every iterator takes a
+        # number from the global RNG, and a validation pass inside fit would shift the dropout masks of every
+        # later training step (a fit that validates would train differently from one that does not).
         return [
             DataLoader(
                 examples,
@@ -171,6 +175,7 @@ class TokenizedDataModule(LightningDataModule):
                 sampler=EvalShardSampler(examples, world_size, rank),
                 collate_fn=self.eval_collator(),
                 num_workers=self.num_workers,
+                generator=torch.Generator().manual_seed(self.seed),
             )
             for examples in sets.values()
         ]

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import adamergex_pl  # noqa: F401  (portable CPU numerics: set before any test computes with torch)
+
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="adamergex-tests-"))
 atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 os.environ.update(
@@ -48,12 +50,17 @@ def tiny_llama_path() -> str:
     return resolve_base_model("builtin:tiny-llama")
 
 
-def run_adamergex(*args: str, cwd: Path, timeout: float = 300, check: bool = True):
-    """Run the real ``adamergex`` console script in a subprocess (inherits the offline test environment)."""
+def run_adamergex(
+    *args: str, cwd: Path, timeout: float = 300, check: bool = True, launcher: list[str] | None = None
+):
+    """Run the real ``adamergex`` console script in a subprocess (inherits the offline test environment).
+
+    ``launcher`` replaces the console script by another command that ends in the same ``main`` (e.g.
+    ``tests/force_avx512bf16.py``)."""
     import subprocess
 
     result = subprocess.run(
-        [str(ADAMERGEX_BIN), *args],
+        [*(launcher or [str(ADAMERGEX_BIN)]), *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from adamergex_pl.cpu_4bit_guard import guard_4bit_cpu_path
+
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # beside the test session's other temporary files (conftest sets ADAMERGEX_CACHE inside them)
 _SESSION = Path(os.environ["ADAMERGEX_CACHE"]).parent if "ADAMERGEX_CACHE" in os.environ else None
@@ -31,7 +33,9 @@ def load_base(base_path: str, *, quantization: str | None = None):
     quant = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type=quantization, bnb_4bit_compute_dtype=torch.float32
     )
-    return AutoModelForCausalLM.from_pretrained(base_path, quantization_config=quant, device_map="cpu").eval()
+    model = AutoModelForCausalLM.from_pretrained(base_path, quantization_config=quant, device_map="cpu")
+    guard_4bit_cpu_path(model)  # the one numeric path the package's own models take (cpu_4bit_guard.py)
+    return model.eval()
 
 
 def make_lora(base_path: str, *, seed: int, std: float = 0.2, **config) -> Path:
