@@ -71,7 +71,7 @@ def _lightning_cli():
             return super().instantiate_trainer(**kwargs)
 
         def after_instantiate_classes(self) -> None:
-            from callbacks import AdapterSnapshot
+            from adamergex_pl.training.adapter_snapshot import AdapterSnapshot
 
             self._dump_config()
             for callback in self.trainer.callbacks:
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         # LightningCLI reads sys.argv itself when given None, and warns when given both
         _lightning_cli()(None if from_sys_argv else argv)
         return 0
-    except RequeueStop as stop:  # a run checkpointed for its requeue (callbacks/slurm_requeue.py)
+    except RequeueStop as stop:  # a run checkpointed for its requeue (adamergex_pl/slurm/requeue_callback.py)
         if stop.exit_code:  # not requeued: say how to resume (a successful requeue was logged already)
             print(f"adamergex: {stop.message()}", file=sys.stderr)
         return stop.exit_code

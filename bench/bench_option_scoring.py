@@ -60,7 +60,7 @@ def build_examples(count: int):
 def load_model(name: str):
     from transformers import LlamaForCausalLM
 
-    from adamergex_pl.builtin_models import resolve_base_model, tiny_llama_config
+    from adamergex_pl.assets.builtin import resolve_base_model, tiny_llama_config
 
     torch.manual_seed(0)
     if name == "tiny-llama":
@@ -72,7 +72,7 @@ def load_model(name: str):
 
 
 def option_scoring(model, tokenizer, examples, batch_size: int, share_prompt: bool) -> list[int]:
-    from adamergex_pl.choice_evaluator import ChoiceEvaluator
+    from adamergex_pl.evaluation.choice_evaluator import ChoiceEvaluator
     from data_modules.task_collator import TaskCollator
 
     evaluator = ChoiceEvaluator("xnli", ["all"], 3)
@@ -85,7 +85,7 @@ def option_scoring(model, tokenizer, examples, batch_size: int, share_prompt: bo
 
 
 def generate_then_parse(model, tokenizer, examples, batch_size: int, max_new_tokens: int) -> list[int]:
-    from adamergex_pl.generation import greedy_completions
+    from adamergex_pl.evaluation.generation import greedy_completions
     from data_modules.task_collator import TaskCollator
 
     collate = TaskCollator("generation", tokenizer.pad_token_id)

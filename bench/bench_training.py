@@ -31,7 +31,7 @@ FRAMEWORKS = ("loop", "adamergex", "hf_trainer")
 # ---------------------------------------------------------------------------------------------- set-up
 def model_path(name: str) -> str:
     """``tiny`` is builtin:tiny-llama; ``llama100m`` a random Llama-shaped model of ~134M parameters."""
-    from adamergex_pl.builtin_models import (
+    from adamergex_pl.assets.builtin import (
         build_byte_tokenizer,
         cache_dir,
         resolve_base_model,
@@ -66,9 +66,9 @@ def dataset(vocab_size: int, seq_len: int, rows: int) -> list[dict]:
 def build_peft_model(args):
     import torch
 
-    from adamergex_pl.adapter_spec import AdapterSpec
-    from adamergex_pl.base_model import QuantizationSpec, load_base_model
-    from adamergex_pl.peft_model import attach_adapter
+    from adamergex_pl.training.adapter_spec import AdapterSpec
+    from adamergex_pl.training.base_model import QuantizationSpec, load_base_model
+    from adamergex_pl.training.peft_model import attach_adapter
 
     quant = QuantizationSpec(args.quant)
     base = load_base_model(args.path, quant, torch.device("cpu"))

@@ -21,9 +21,9 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from adamergex_pl.base_model import load_tokenizer
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.evaluation import Evaluator, LanguageModelingEvaluator
+from adamergex_pl.evaluation.language_modeling import Evaluator, LanguageModelingEvaluator
+from adamergex_pl.training.base_model import load_tokenizer
 from data_modules.collate import PadCollator
 from data_modules.packing import PackingCollator
 from data_modules.sampling import EvalShardSampler, ResumableShuffleSampler

@@ -10,7 +10,7 @@ continuation of the prompt. Predictions feed :class:`adamergex_pl.crossin.CrossX
 Data. The package ships small subsets for tests and demos, ``builtin:crossx/cross_mmlu.json`` and
 ``builtin:crossx/cross_logiqa.json`` (CC BY-NC 4.0, see ``adamergex_pl/assets/crossx/README.md``). The full
 benchmarks are the hub dataset ``SeaEval/SeaEval_datasets`` (configs ``cross_mmlu``, ``cross_logiqa``,
-``cross_xquad``; split ``test``) or local copies in the same format (:mod:`data_modules.crossx_items`).
+``cross_xquad``; split ``test``) or local copies in the same format (:mod:`adamergex_pl.crossin.crossx_items`).
 Cross-XQuAD is read the same way where a copy is available; the project's anchor data holds none.
 """
 
@@ -24,14 +24,14 @@ from typing import Any, Literal
 from typing_extensions import override
 
 from adamergex_pl.crossin.crossx_evaluator import OPTION_LABELS, CrossXEvaluator
+from adamergex_pl.crossin.crossx_items import CrossXQuestion, load_crossx_items
+from adamergex_pl.crossin.parallel import language_code
+from adamergex_pl.data.sources import DataSource
+from adamergex_pl.data.templates import PromptTemplate
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.option_scoring import ChoiceCollator
+from adamergex_pl.evaluation.option_scoring import ChoiceCollator
 from data_modules.base import Examples, TokenizedDataModule
-from data_modules.crossin_parallel import language_code
-from data_modules.crossx_items import CrossXQuestion, load_crossx_items
 from data_modules.instruction_format import ALPACA_NO_INPUT, chat_prompt
-from data_modules.sources import DataSource
-from data_modules.templates import PromptTemplate
 
 DEFAULT_LANGUAGES = ("en", "zh", "vi", "es")
 DEMO_BENCHMARK = "builtin:crossx/cross_mmlu.json"

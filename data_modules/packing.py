@@ -12,8 +12,9 @@ restarts (SDPA and eager, ``masking_utils.find_packed_sequence_indices``) or var
 first token is ``-100``, so the last token of one example is never trained to predict the first of the next.
 A row's unused tail is padding with its own restarted positions and ``-100`` labels.
 
-The batch keeps ``attention_mask`` (1 on real tokens) for token counting; :func:`adamergex_pl.evaluation.
-model_inputs` leaves it out of the model's arguments whenever ``position_ids`` are present.
+The batch keeps ``attention_mask`` (1 on real tokens) for token counting;
+:func:`adamergex_pl.evaluation.language_modeling.model_inputs` leaves it out of the model's arguments whenever
+``position_ids`` are present.
 
 Packing changes which positions are computed, not which examples form a batch: an optimizer step sees the
 same examples as without it, so learning rates, schedules and mid-epoch resumption carry over unchanged.

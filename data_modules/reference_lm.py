@@ -13,9 +13,9 @@ from typing import Any
 
 from typing_extensions import override
 
+from adamergex_pl.data.sources import DataSource, load_records
 from adamergex_pl.errors import InvalidValueError
 from data_modules.base import Examples, TokenizedDataModule
-from data_modules.sources import DataSource, load_records
 
 
 class ReferenceLMDataModule(TokenizedDataModule):

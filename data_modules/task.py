@@ -19,15 +19,15 @@ from typing import Any, Literal
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
+from adamergex_pl.data.sources import DataSource, load_records
+from adamergex_pl.data.templates import PromptTemplate
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.evaluation import Evaluator
+from adamergex_pl.evaluation.language_modeling import Evaluator
 from adamergex_pl.metrics import normalize_language
 from data_modules.base import Examples, TokenizedDataModule
-from data_modules.sources import DataSource, load_records
 from data_modules.task_collator import TaskCollator
 from data_modules.task_examples import choice_example, render_prompt, training_example
 from data_modules.tasks import PROMPT_STYLES, get_task
-from data_modules.templates import PromptTemplate
 
 
 class TaskDataModule(TokenizedDataModule):
@@ -329,10 +329,10 @@ class TaskDataModule(TokenizedDataModule):
         """Option ranking for choice tasks, greedy generation and the task's text metric otherwise."""
         languages = self.val_languages or self.test_languages
         if self.spec.kind == "choice":
-            from adamergex_pl.choice_evaluator import ChoiceEvaluator
+            from adamergex_pl.evaluation.choice_evaluator import ChoiceEvaluator
 
             return ChoiceEvaluator(self.task, languages, self.spec.num_options, self.length_normalized)
-        from adamergex_pl.generation_evaluator import GenerationEvaluator
+        from adamergex_pl.evaluation.generation_evaluator import GenerationEvaluator
 
         return GenerationEvaluator(
             self.task,

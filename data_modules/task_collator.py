@@ -2,8 +2,8 @@
 
 * Multiple choice: every example ``{"prompt_ids", "option_ids", "label", "index"}`` becomes a left-padded
   prompt plus one right-padded row per option, so that each prompt is computed once
-  (:class:`~adamergex_pl.shared_prompt_scoring.SharedPromptCollator`), or with ``share_prompt=False`` one
-  right-padded row of prompt + option per option (:class:`~adamergex_pl.option_scoring.ChoiceCollator`). In
+  (:class:`~adamergex_pl.evaluation.shared_prompt_scoring.SharedPromptCollator`), or with ``share_prompt=False`` one
+  right-padded row of prompt + option per option (:class:`~adamergex_pl.evaluation.option_scoring.ChoiceCollator`). In
   the latter the option-token labels travel as ``option_labels``, not ``labels``: ``AdapterModule`` rewrites a
   batch's ``labels`` to cover the whole sequence when ``loss_on_prompt`` is set, and option scoring must only
   ever score option tokens.
@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from adamergex_pl.option_scoring import ChoiceCollator
-from adamergex_pl.shared_prompt_scoring import SharedPromptCollator
+from adamergex_pl.evaluation.option_scoring import ChoiceCollator
+from adamergex_pl.evaluation.shared_prompt_scoring import SharedPromptCollator
 from data_modules.collate import PadCollator
 
 
@@ -31,7 +31,7 @@ class TaskCollator:
             are never cut).
         pad_to_multiple_of: generation prompts are padded to a multiple of this.
         share_prompt: choice batches hold each prompt once (scored with
-            :func:`~adamergex_pl.shared_prompt_scoring.shared_prompt_scores`) instead of once per option.
+            :func:`~adamergex_pl.evaluation.shared_prompt_scoring.shared_prompt_scores`) instead of once per option.
 
     Raises:
         ValueError: an unknown ``kind``.

@@ -196,7 +196,7 @@ def main() -> None:
 
     from transformers import LlamaForCausalLM
 
-    from adamergex_pl.builtin_models import tiny_llama_config
+    from adamergex_pl.assets.builtin import tiny_llama_config
 
     config = tiny_llama_config(
         vocab_size=len(tokenizer),

@@ -45,7 +45,7 @@ ADAMERGEX_BIN = Path(sys.executable).with_name("adamergex")
 @pytest.fixture(scope="session")
 def tiny_llama_path() -> str:
     """Directory of ``builtin:tiny-llama`` (built once per test session)."""
-    from adamergex_pl.builtin_models import resolve_base_model
+    from adamergex_pl.assets.builtin import resolve_base_model
 
     return resolve_base_model("builtin:tiny-llama")
 

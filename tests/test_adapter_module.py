@@ -9,8 +9,8 @@ import torch
 from lightning.pytorch import Callback, Trainer
 
 from adamergex_pl import AdapterModule
-from adamergex_pl.base_model import QuantizationSpec, load_base_model
-from adamergex_pl.evaluation import LanguageModelingEvaluator, causal_lm_nll
+from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator, causal_lm_nll
+from adamergex_pl.training.base_model import QuantizationSpec, load_base_model
 from callbacks import AdapterSnapshot
 from data_modules import DataSource, InstructionDataModule
 

@@ -9,9 +9,9 @@ import pytest
 
 MODULES = [
     "adamergex_pl.crossin.crossx_evaluator",
-    "data_modules.crossin_mixture",
-    "data_modules.crossin_modes",
-    "data_modules.crossin_parallel",
+    "adamergex_pl.crossin.mixture",
+    "adamergex_pl.crossin.modes",
+    "adamergex_pl.crossin.parallel",
     "data_modules.instruction_format",
 ]
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from data_modules.sources import DataSource, load_records
-from data_modules.templates import PromptTemplate
+from adamergex_pl.data.sources import DataSource, load_records
+from adamergex_pl.data.templates import PromptTemplate
 
 RECORDS = [{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": "d"}]
 

@@ -12,9 +12,9 @@ from merge_factories import load_base, make_ia3, make_lora
 from peft import PeftModel
 
 from adamergex_pl import MergeModule
-from adamergex_pl.base_model import QuantizationSpec, load_base_model
-from adamergex_pl.evaluation import LanguageModelingEvaluator
+from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator
 from adamergex_pl.merging import merge_adapters, write_merged
+from adamergex_pl.training.base_model import QuantizationSpec, load_base_model
 from data_modules import DataSource, InstructionDataModule
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adamergex_pl.option_scoring import ChoiceCollator, choice_scores
+from adamergex_pl.evaluation.option_scoring import ChoiceCollator, choice_scores
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from adamergex_pl import AdapterModule
-from adamergex_pl.evaluation import causal_lm_nll
+from adamergex_pl.evaluation.language_modeling import causal_lm_nll
 from data_modules import DataSource, InstructionDataModule
 from data_modules.collate import IGNORE_INDEX, PadCollator
 from data_modules.packing import PackingCollator, first_fit_rows

@@ -11,7 +11,7 @@ import pytest
 import adamergex_pl.slurm as slurm_package
 
 MODULES = sorted(info.name for info in pkgutil.iter_modules(slurm_package.__path__, "adamergex_pl.slurm."))
-MODULES += ["adamergex_pl.strategy_support"]
+MODULES += ["adamergex_pl.training.strategy_support"]
 
 
 @pytest.mark.usefixtures("clean_requeue_signal")  # preemption's example arms SIGUSR1

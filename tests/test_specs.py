@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from adamergex_pl.adapter_spec import AdapterSpec
-from adamergex_pl.base_model import QuantizationSpec
-from adamergex_pl.optim import OptimizerSpec
+from adamergex_pl.training.adapter_spec import AdapterSpec
+from adamergex_pl.training.base_model import QuantizationSpec
+from adamergex_pl.training.optim import OptimizerSpec
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_missing_bitsandbytes_is_reported_with_the_fix(monkeypatch):
 
 
 def test_builtin_names_resolve_and_unknown_ones_list_the_choices(tiny_llama_path):
-    from adamergex_pl.builtin_models import resolve_base_model
+    from adamergex_pl.assets.builtin import resolve_base_model
 
     assert resolve_base_model("builtin:tiny-llama") == tiny_llama_path
     assert resolve_base_model("meta-llama/Llama-2-7b-hf") == "meta-llama/Llama-2-7b-hf"

@@ -15,9 +15,9 @@ from lightning.pytorch.strategies import (
 )
 
 from adamergex_pl import AdapterModule
-from adamergex_pl.base_model import QuantizationSpec
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.strategy_support import check_strategy
+from adamergex_pl.training.base_model import QuantizationSpec
+from adamergex_pl.training.strategy_support import check_strategy
 
 
 def bare(cls):

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 from transformers import LlamaForCausalLM
 
-from adamergex_pl.builtin_models import tiny_llama_config
-from adamergex_pl.choice_evaluator import ChoiceEvaluator
-from adamergex_pl.generation_evaluator import GenerationEvaluator, cut_at_stops
+from adamergex_pl.assets.builtin import tiny_llama_config
+from adamergex_pl.evaluation.choice_evaluator import ChoiceEvaluator
+from adamergex_pl.evaluation.generation_evaluator import GenerationEvaluator, cut_at_stops
 from adamergex_pl.metrics import extract_final_number
-from adamergex_pl.results_table import format_results_table
+from adamergex_pl.results.tables import format_results_table
 from data_modules import DataSource, TaskDataModule
 from data_modules.task_collator import TaskCollator
 from data_modules.tasks.xnli import LABELS
@@ -280,8 +280,8 @@ def test_accuracy_states_merge_across_shards_like_ddp_ranks(tiny_llama_path):
 
 def test_shared_prompt_scoring_equals_one_row_per_option_on_the_adapted_model():
     from adamergex_pl import AdapterModule
-    from adamergex_pl.option_scoring import choice_scores
-    from adamergex_pl.shared_prompt_scoring import shared_prompt_scores
+    from adamergex_pl.evaluation.option_scoring import choice_scores
+    from adamergex_pl.evaluation.shared_prompt_scoring import shared_prompt_scores
 
     module = AdapterModule("builtin:tiny-llama", lora_r=4, lora_dropout=0.0)
     module.configure_model()  # the PEFT-wrapped model that validation uses
@@ -343,10 +343,10 @@ def test_results_table_has_a_row_per_language_and_a_mean_row():
 @pytest.mark.parametrize(
     "module_name",
     [
-        "adamergex_pl.choice_evaluator",
-        "adamergex_pl.generation_evaluator",
-        "adamergex_pl.results_table",
-        "adamergex_pl.shared_prompt_scoring",
+        "adamergex_pl.evaluation.choice_evaluator",
+        "adamergex_pl.evaluation.generation_evaluator",
+        "adamergex_pl.results.tables",
+        "adamergex_pl.evaluation.shared_prompt_scoring",
         "data_modules.task_collator",
     ],
 )

@@ -30,8 +30,7 @@ USAGE = (
 
 def _parser():
     from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
-
-    from data_modules.crossin import CrossInDataModule
+    from lightning.pytorch import LightningDataModule
 
     parser = ArgumentParser(
         prog="adamergex crossin build",
@@ -39,7 +38,8 @@ def _parser():
         exit_on_error=False,
     )
     parser.add_argument("--config", action=ActionConfigFile, help="an adamergex fit config (repeatable)")
-    parser.add_subclass_arguments(CrossInDataModule, "data", required=True)
+    # any DataModule by class_path, as in `fit` (no import of data_modules here: it builds on this package)
+    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
     # the other sections of a fit config: accepted so that the same file works, otherwise unused
     parser.add_argument("--model", type=dict | None, default=None, help="unused (the fit config's model)")
     parser.add_argument("--trainer", type=dict | None, default=None, help="unused (the fit config's trainer)")
@@ -81,11 +81,18 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def build(argv: list[str]) -> int:
     """``adamergex crossin build ...``: see the module docstring."""
-    from data_modules.crossin_mixture import CrossInMixture
+    from adamergex_pl.crossin.mixture import CrossInMixture
 
     parser = _parser()
     config = parser.parse_args(argv)
     datamodule = parser.instantiate(config).data
+    if not hasattr(datamodule, "mixture"):
+        from adamergex_pl.errors import InvalidValueError
+
+        raise InvalidValueError(
+            f"data.class_path={config.data.class_path!r} builds no CrossIn mixture; expected "
+            "data_modules.CrossInDataModule"
+        )
     train, val = datamodule.mixture.build()
     rows = []
     if config.split in ("train", "all"):
@@ -95,7 +102,7 @@ def build(argv: list[str]) -> int:
     if config.rendered:
         tokenizer = None
         if datamodule.format.prompt_format == "chat":
-            from adamergex_pl.base_model import load_tokenizer
+            from adamergex_pl.training.base_model import load_tokenizer
 
             name = _tokenizer_name(config)
             if name is None:

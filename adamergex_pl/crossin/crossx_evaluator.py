@@ -1,7 +1,7 @@
 """CrossX evaluation: multiple choice by option log-likelihood, scored for accuracy and cross-lingual consistency.
 
 For each (benchmark, language) dataloader, every item's options are scored by the model's log-likelihood given
-the prompt (:func:`adamergex_pl.option_scoring.choice_scores`), the prediction is ``argmax_k s_k``, and the
+the prompt (:func:`adamergex_pl.evaluation.option_scoring.choice_scores`), the prediction is ``argmax_k s_k``, and the
 predicted and gold letters go to one :class:`~adamergex_pl.metrics.CrossLingualConsistency` per benchmark,
 keyed by (item index, language). Consistency couples the languages of an item while the dataloaders are per
 language; the metric keeps records, not partial sums, so it sees all languages of an item at ``compute``
@@ -24,9 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.evaluation import Evaluator
+from adamergex_pl.evaluation.language_modeling import Evaluator
+from adamergex_pl.evaluation.option_scoring import choice_scores
 from adamergex_pl.metrics import CrossLingualConsistency, index_to_letter
-from adamergex_pl.option_scoring import choice_scores
 
 # Batches from the CrossX DataModule carry the option-token labels under this key rather than ``labels``:
 # AdapterModule rewrites ``labels`` for modules trained with ``loss_on_prompt``, which would score the prompt.

@@ -31,9 +31,9 @@ from safetensors.torch import save_file
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.merging.adapter_config import unsupported_lora_features
 from adamergex_pl.merging.finite import refuse_nonfinite
-from adamergex_pl.snapshots import ADAPTER_CONFIG as ADAPTER_CONFIG_FILE
-from adamergex_pl.snapshots import ADAPTER_WEIGHTS as ADAPTER_WEIGHTS_FILE
-from adamergex_pl.snapshots import resolve_adapter_dir
+from adamergex_pl.training.snapshots import ADAPTER_CONFIG as ADAPTER_CONFIG_FILE
+from adamergex_pl.training.snapshots import ADAPTER_WEIGHTS as ADAPTER_WEIGHTS_FILE
+from adamergex_pl.training.snapshots import resolve_adapter_dir
 
 KEY_PREFIX = "base_model.model."
 

@@ -17,7 +17,7 @@ import gc
 import sys
 from pathlib import Path
 
-from adamergex_pl.builtin_models import ASSETS_DIR
+from adamergex_pl.assets.builtin import ASSETS_DIR
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.pipeline import stages as st
 from adamergex_pl.pipeline.report import write_report

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.merge_results import MERGE_METHODS, lower_is_better
+from adamergex_pl.merging.merge_results import MERGE_METHODS, lower_is_better
 
 
 def main_metric(rows: list[dict[str, Any]], wanted: str | None) -> str:

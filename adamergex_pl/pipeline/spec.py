@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.merge_module import FIXED_METHODS
-from adamergex_pl.merge_results import MERGE_METHODS
+from adamergex_pl.merging.merge_module import FIXED_METHODS
+from adamergex_pl.merging.merge_results import MERGE_METHODS
 
 ALL_METHODS = (*MERGE_METHODS, *FIXED_METHODS)
 

@@ -11,7 +11,7 @@ is set:
   * loggers get a fixed ``version`` (``job_<SLURM_JOB_ID>``) instead of the next free ``version_<n>``, so that
     every run of a requeued job appends to the same logs. The default logger (Lightning's is a ``CSVLogger``
     without tensorboard) and a configured ``CSVLogger`` become
-    :class:`~adamergex_pl.resumable_csv_logger.ResumableCSVLogger`, because ``CSVLogger`` deletes the
+    :class:`~adamergex_pl.slurm.resumable_csv_logger.ResumableCSVLogger`, because ``CSVLogger`` deletes the
     ``metrics.csv`` it finds in its version directory;
   * ``fit`` resumes from the newest ``hpc_ckpt_<n>.ckpt`` in the run dir when there is one (a restart), and
     starts cleanly when there is none (the first run), where ``ckpt_path="hpc"`` would fail.
@@ -44,7 +44,7 @@ from adamergex_pl.slurm.run_env import hpc_checkpoint
 
 # Loggers whose `version` names a sub-directory of their save_dir (pinning it makes restarts append there).
 _VERSIONED_LOGGERS = ("CSVLogger", "TensorBoardLogger")
-_RESUMABLE_CSV = "adamergex_pl.resumable_csv_logger.ResumableCSVLogger"
+_RESUMABLE_CSV = "adamergex_pl.slurm.resumable_csv_logger.ResumableCSVLogger"
 _LIGHTNING_CSV = ("lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.csv_logs.CSVLogger")
 
 
@@ -109,7 +109,7 @@ def requeue_trainer_kwargs(trainer_init: dict[str, Any]) -> dict[str, Any]:
     from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
     from adamergex_pl.slurm.preemption import requeue_signal
-    from callbacks import SlurmRequeue
+    from adamergex_pl.slurm.requeue_callback import SlurmRequeue
 
     kwargs: dict[str, Any] = {}
     callbacks = _as_list(trainer_init.get("callbacks"))

@@ -9,7 +9,7 @@ languages. Training: the English ``train`` split.
 
 from __future__ import annotations
 
-from data_modules.sources import DataSource
+from adamergex_pl.data.sources import DataSource
 from data_modules.tasks.spec import Record, TaskSpec, int_label
 
 LABELS = ("no", "yes")  # index = the dataset's label: 1 means "the sentences are paraphrases"

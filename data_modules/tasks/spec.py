@@ -18,8 +18,8 @@ the text it was trained on (the AdaMergeX release wrapped its training text in `
 prompts lacked).
 
 Answers. A ``choice`` task names its option texts and gold index (scored by option log-likelihood, see
-:class:`~adamergex_pl.choice_evaluator.ChoiceEvaluator`); a ``generation`` task names its gold references
-and a text metric (see :class:`~adamergex_pl.generation_evaluator.GenerationEvaluator`).
+:class:`~adamergex_pl.evaluation.choice_evaluator.ChoiceEvaluator`); a ``generation`` task names its gold references
+and a text metric (see :class:`~adamergex_pl.evaluation.generation_evaluator.GenerationEvaluator`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from data_modules.sources import DataSource
+from adamergex_pl.data.sources import DataSource
 
 Record = Mapping[str, Any]
 PROMPT_STYLES: tuple[str, ...] = ("instruction", "alpaca")

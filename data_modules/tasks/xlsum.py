@@ -15,7 +15,7 @@ Scoring: ROUGE-L F1 (also precision and recall) of the generated summary's first
 
 from __future__ import annotations
 
-from data_modules.sources import DataSource
+from adamergex_pl.data.sources import DataSource
 from data_modules.tasks.spec import Record, TaskSpec
 
 # language code -> XL-Sum configuration (all 45)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adamergex_pl.builtin_models import ASSETS_DIR, BUILTIN_PREFIX
+from adamergex_pl.assets.builtin import ASSETS_DIR, BUILTIN_PREFIX
 from adamergex_pl.errors import InputNotFoundError, InvalidValueError
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")

@@ -25,12 +25,12 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
-from adamergex_pl.base_model import QuantizationSpec, load_base_model
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.evaluation import LanguageModelingEvaluator
-from adamergex_pl.merge_results import MERGE_METHODS, MergeResults
-from adamergex_pl.snapshots import resolve_adapter_dir
-from adamergex_pl.strategy_support import check_strategy
+from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator
+from adamergex_pl.merging.merge_results import MERGE_METHODS, MergeResults
+from adamergex_pl.training.base_model import QuantizationSpec, load_base_model
+from adamergex_pl.training.snapshots import resolve_adapter_dir
+from adamergex_pl.training.strategy_support import check_strategy
 
 FIXED_METHODS = ("base", "zero_shot", "oracle")
 TASK_ADAPTER = "zero_shot"

@@ -1,6 +1,6 @@
 """The CrossIn training mixture: an English base set plus cross-lingual rows drawn from parallel data.
 
-CrossIn (Lin et al., 2024, arXiv:2404.11932), for modes ``M`` (see :mod:`data_modules.crossin_modes`), parallel
+CrossIn (Lin et al., 2024, arXiv:2404.11932), for modes ``M`` (see :mod:`adamergex_pl.crossin.modes`), parallel
 items ``0..N-1`` in English and the target languages ``X`` (every non-English language), and a seed:
 
 * mode 0 adds every row of the English base set;
@@ -35,12 +35,12 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from adamergex_pl.crossin.modes import BASE, CROSS_LINGUAL_MODES, EN2X, X2EN, mode_name, resolve_modes
+from adamergex_pl.crossin.parallel import ENGLISH, ParallelInstructions, instruction_record
+from adamergex_pl.data.sources import DataSource, load_records
+from adamergex_pl.data.templates import PromptTemplate
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.metrics.languages import LANGUAGES
-from data_modules.crossin_modes import BASE, CROSS_LINGUAL_MODES, EN2X, X2EN, mode_name, resolve_modes
-from data_modules.crossin_parallel import ENGLISH, ParallelInstructions, instruction_record
-from data_modules.sources import DataSource, load_records
-from data_modules.templates import PromptTemplate
 
 TRANSLATION_INSTRUCTION = "Translate the following sentence into English."
 Row = dict[str, Any]

@@ -7,8 +7,8 @@ For an example with prompt ``x``, options ``o_1 … o_K`` and gold option ``y``,
 and ``accuracy_l = mean_i 1[ŷ_i = y_i]`` over the examples of language ``l``; ``accuracy`` is the macro average
 over languages. The score reads only the model's probabilities of option tokens (batches built by
 :class:`~data_modules.task_collator.TaskCollator`, scored by
-:func:`~adamergex_pl.shared_prompt_scoring.shared_prompt_scores`, which computes each prompt once, or by
-:func:`~adamergex_pl.option_scoring.choice_scores` for one row of prompt + option per option):
+:func:`~adamergex_pl.evaluation.shared_prompt_scoring.shared_prompt_scores`, which computes each prompt once, or by
+:func:`~adamergex_pl.evaluation.option_scoring.choice_scores` for one row of prompt + option per option):
 no text is generated and nothing is parsed, so a prompt that contains every label word gives every option the
 same context and cannot score. Ties go to the first option.
 
@@ -23,9 +23,9 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from adamergex_pl.evaluation import Evaluator
-from adamergex_pl.option_scoring import choice_scores
-from adamergex_pl.shared_prompt_scoring import shared_prompt_scores
+from adamergex_pl.evaluation.language_modeling import Evaluator
+from adamergex_pl.evaluation.option_scoring import choice_scores
+from adamergex_pl.evaluation.shared_prompt_scoring import shared_prompt_scores
 
 
 class ChoiceEvaluator(Evaluator):

@@ -50,8 +50,8 @@ from lightning.pytorch.strategies import (
     XLAStrategy,
 )
 
-from adamergex_pl.base_model import QuantizationSpec
 from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.training.base_model import QuantizationSpec
 
 _SUPPORTED = "single device, ddp (any start method), or fsdp (unquantized, or 4-bit with quant_storage)"
 _REASONS = {

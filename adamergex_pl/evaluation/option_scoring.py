@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from adamergex_pl.evaluation import IGNORE_INDEX
+from adamergex_pl.evaluation.language_modeling import IGNORE_INDEX
 
 
 class ChoiceCollator:

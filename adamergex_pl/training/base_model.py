@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from adamergex_pl.builtin_models import resolve_base_model
-from adamergex_pl.cpu_4bit_guard import guard_4bit_cpu_path
+from adamergex_pl.assets.builtin import resolve_base_model
 from adamergex_pl.errors import InputNotFoundError, InvalidValueError
+from adamergex_pl.training.cpu_4bit_guard import guard_4bit_cpu_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -148,7 +148,7 @@ def load_base_model(
 
     A quantized model is placed on ``device`` while loading (each DDP rank loads its own copy onto its own
     device); an unquantized one is loaded on the CPU and moved by Lightning. 4-bit layers are guarded against
-    bitsandbytes' AVX512-BF16 repacking (:mod:`adamergex_pl.cpu_4bit_guard`), so training, validation and
+    bitsandbytes' AVX512-BF16 repacking (:mod:`adamergex_pl.training.cpu_4bit_guard`), so training, validation and
     evaluation compute the same way on every CPU.
 
     Raises:

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adamergex_pl.data.sources import DataSource, load_records
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.metrics.languages import normalize_language
-from data_modules.sources import DataSource, load_records
 
 FIELDS = ("instruction", "input", "output")
 ENGLISH = "en"

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adamergex_pl.crossin.parallel import language_code
+from adamergex_pl.data.sources import DataSource, load_records
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.metrics.options import option_index
-from data_modules.crossin_parallel import language_code
-from data_modules.sources import DataSource, load_records
 
 _TAGGED = re.compile(r"^\(([A-Z])\)\s?(.*)$", re.DOTALL)
 

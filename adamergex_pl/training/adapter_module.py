@@ -10,21 +10,21 @@ import torch
 from lightning.pytorch import LightningModule
 from typing_extensions import override
 
-from adamergex_pl.adapter_spec import AdapterSpec
-from adamergex_pl.base_model import QuantizationSpec, load_base_model
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.evaluation import (
+from adamergex_pl.evaluation.generation import greedy_completions
+from adamergex_pl.evaluation.language_modeling import (
     IGNORE_INDEX,
     Evaluator,
     LanguageModelingEvaluator,
     causal_lm_nll,
     forward_logits,
 )
-from adamergex_pl.generation import greedy_completions
-from adamergex_pl.optim import OptimizerSpec
-from adamergex_pl.results_table import format_results_table
-from adamergex_pl.snapshots import resolve_adapter_dir
-from adamergex_pl.strategy_support import check_strategy
+from adamergex_pl.results.tables import format_results_table
+from adamergex_pl.training.adapter_spec import AdapterSpec
+from adamergex_pl.training.base_model import QuantizationSpec, load_base_model
+from adamergex_pl.training.optim import OptimizerSpec
+from adamergex_pl.training.snapshots import resolve_adapter_dir
+from adamergex_pl.training.strategy_support import check_strategy
 
 
 class AdapterModule(LightningModule):
@@ -34,7 +34,7 @@ class AdapterModule(LightningModule):
     its own device. Only the adapter is trainable, and checkpoints hold only the adapter weights plus the
     optimizer, scheduler and loop state: they load back into a quantized model and resume exactly.
     Strategies: single device and DDP; FSDP only unquantized or 4-bit with ``quant_storage``; others are
-    refused in :meth:`setup` (``adamergex_pl/strategy_support.py`` has the table and the reasons).
+    refused in :meth:`setup` (``adamergex_pl/training/strategy_support.py`` has the table and the reasons).
 
     Logged: ``train/loss``, ``train/perplexity``, ``train/lr``, ``train/tokens_per_sec``; per validation
     language ``val/<lang>/loss`` and ``val/<lang>/perplexity`` (plus whatever the DataModule's evaluator adds),
@@ -153,7 +153,7 @@ class AdapterModule(LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
-        from adamergex_pl.peft_model import attach_adapter
+        from adamergex_pl.training.peft_model import attach_adapter
 
         device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
         hp = self.hparams

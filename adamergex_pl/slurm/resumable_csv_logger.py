@@ -36,7 +36,7 @@ class ResumableCSVLogger(CSVLogger):
 
             trainer:
               logger:
-                class_path: adamergex_pl.resumable_csv_logger.ResumableCSVLogger
+                class_path: adamergex_pl.slurm.resumable_csv_logger.ResumableCSVLogger
                 init_args: {save_dir: runs/x, version: run}
     """
 

@@ -1,7 +1,7 @@
 """Option scoring with each prompt computed once: the scores of ``choice_scores``, without repeating the prompt.
 
 For a prompt ``x`` (``P`` tokens) and options ``o_1 … o_K`` the score is the same as in
-:mod:`adamergex_pl.option_scoring`,
+:mod:`adamergex_pl.evaluation.option_scoring`,
 
     s_k = log p(o_k,1 | x) + Σ_{t≥2} log p(o_k,t | x, o_k,<t)        (divided by |o_k| when length-normalised),
 
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from adamergex_pl.option_scoring import sequence_log_likelihoods
+from adamergex_pl.evaluation.option_scoring import sequence_log_likelihoods
 
 
 class SharedPromptCollator:

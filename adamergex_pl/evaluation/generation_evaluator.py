@@ -2,7 +2,7 @@
 
 For each batch of left-padded prompts the model decodes greedily (explicit ``GenerationConfig``: no sampling,
 one beam) for at most ``max_new_tokens`` tokens; only the generated tokens are decoded
-(:func:`~adamergex_pl.generation.greedy_completions`), and the completion is cut at the first stop string
+(:func:`~adamergex_pl.evaluation.generation.greedy_completions`), and the completion is cut at the first stop string
 (e.g. a newline for extractive answers). The prompt never reaches the scorer, so the numbers of an MGSM
 question cannot be read as its answer, and a prompt that contains the gold answer cannot score.
 
@@ -22,8 +22,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from adamergex_pl.evaluation import Evaluator
-from adamergex_pl.generation import greedy_completions
+from adamergex_pl.evaluation.generation import greedy_completions
+from adamergex_pl.evaluation.language_modeling import Evaluator
 from adamergex_pl.metrics import NumberMatchAccuracy, RougeLMetric, SquadMetric
 
 _METRICS = {"final_number": NumberMatchAccuracy, "squad": SquadMetric, "rouge_l": RougeLMetric}
