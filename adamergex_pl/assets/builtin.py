@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 BUILTIN_PREFIX = "builtin:"
-ASSETS_DIR = Path(__file__).parent / "assets"
+ASSETS_DIR = Path(__file__).parent  # this package: adamergex_pl/assets
 TINY_LLAMA = "tiny-llama"
 _TINY_LLAMA_VERSION = "v1"
 

@@ -20,9 +20,9 @@ from adamergex_pl.merging.ia3 import ia3_adamergex, ia3_arimerge, ia3_product
 from adamergex_pl.merging.live_model import add_to_peft_model
 from adamergex_pl.merging.lora import combine_factors, concat_factors, lora_delta, truncate_factors
 from adamergex_pl.merging.merge import (
+    FORMULA_METHODS,
     IA3_MODES,
     LORA_MODES,
-    METHODS,
     combine_adapters,
     merge_adapters,
 )
@@ -30,10 +30,10 @@ from adamergex_pl.merging.output import MERGE_RECORD_FILE, write_merged
 from adamergex_pl.merging.result import MergeResult
 
 __all__ = [
+    "FORMULA_METHODS",
     "IA3_MODES",
     "LORA_MODES",
     "MERGE_RECORD_FILE",
-    "METHODS",
     "AdapterWeights",
     "MergeResult",
     "add_to_peft_model",

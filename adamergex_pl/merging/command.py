@@ -21,7 +21,8 @@ import sys
 
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.merging.adapters import AdapterWeights
-from adamergex_pl.merging.merge import IA3_MODES, LORA_MODES, METHODS, merge_adapters
+from adamergex_pl.merging.merge import IA3_MODES, LORA_MODES
+from adamergex_pl.merging.methods import METHODS, REF_SRC, check_adapter_type, merge_method_names
 from adamergex_pl.merging.output import write_merged
 
 PROG = "adamergex merge"
@@ -42,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     how = parser.add_argument_group("merge")
     how.add_argument("--scale", type=float, default=1.0, metavar="T", help="the scale t (default 1.0)")
-    how.add_argument("--method", choices=METHODS, default="adamergex", help="default adamergex")
+    how.add_argument(
+        "--method",
+        choices=merge_method_names(),
+        default="adamergex",
+        help="a merge method of the registry (adamergex_pl/merging/methods.py); default adamergex",
+    )
     how.add_argument("--lora-mode", choices=LORA_MODES, help="LoRA inputs: exact (default), factor or svd")
     how.add_argument("--svd-rank", type=int, metavar="R", help="rank of --lora-mode svd")
     how.add_argument("--ia3-mode", choices=IA3_MODES, help="(IA)³ inputs: paper (default) or loglinear")
@@ -84,21 +90,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace):
-    if args.method == "arimerge" and args.ref_src is not None:
+    method = METHODS[args.method]
+    if REF_SRC not in method.needs and args.ref_src is not None:
         raise InvalidValueError(
-            "--method arimerge computes A(T,src) ⊕ t·A(R,tgt) and takes no --ref-src; drop it"
+            f"--method {args.method} computes {method.formula} and takes no --ref-src; drop it"
         )
-    if args.method == "adamergex" and args.ref_src is None:
+    if REF_SRC in method.needs and args.ref_src is None:
         raise InvalidValueError(
-            "--method adamergex needs --ref-src (the reference-task adapter in the source language)"
+            f"--method {args.method} needs --ref-src (the reference-task adapter in the source language)"
         )
+    if args.method == "adamergex_factor" and args.lora_mode is not None:
+        raise InvalidValueError("--method adamergex_factor is the factor-wise LoRA merge: drop --lora-mode")
     if args.svd_rank is not None and args.lora_mode != "svd":
         raise InvalidValueError("--svd-rank only applies to --lora-mode svd")
     if args.lora_mode == "svd" and args.svd_rank is None:
         raise InvalidValueError("--lora-mode svd needs --svd-rank R (e.g. --svd-rank 8)")
     paths = {"task_src": args.task_src, "ref_src": args.ref_src, "ref_tgt": args.ref_tgt}
-    adapters = {role: AdapterWeights.load(path) if path else None for role, path in paths.items()}
+    adapters = {role: AdapterWeights.load(path) for role, path in paths.items() if role in method.needs}
     adapter_type = adapters["task_src"].adapter_type
+    check_adapter_type([args.method], adapter_type)
     if adapter_type == "ia3" and args.lora_mode is not None:
         raise InvalidValueError(
             f"--lora-mode {args.lora_mode} given, but the inputs are (IA)³ adapters: use --ia3-mode"
@@ -107,19 +117,15 @@ def _run(args: argparse.Namespace):
         raise InvalidValueError(
             f"--ia3-mode {args.ia3_mode} given, but the inputs are LoRA adapters: use --lora-mode"
         )
-    result = merge_adapters(
-        adapters["task_src"],
-        adapters["ref_src"],
-        adapters["ref_tgt"],
-        scale=args.scale,
-        method=args.method,
-        lora_mode=args.lora_mode or "exact",
-        ia3_mode=args.ia3_mode or "paper",
-        svd_rank=args.svd_rank,
-        eps=args.eps,
-        strict_modules=args.strict_modules,
-        allow_different_base=args.allow_different_base,
-    )
+    options = {
+        "lora_mode": args.lora_mode or "exact",
+        "ia3_mode": args.ia3_mode or "paper",
+        "svd_rank": args.svd_rank,
+        "eps": args.eps,
+        "strict_modules": args.strict_modules,
+        "allow_different_base": args.allow_different_base,
+    }
+    result = method.build(adapters, args.scale, options)
     write_merged(result, args.out, overwrite=args.overwrite)
     return result
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ from adamergex_pl.merging.ia3 import ia3_adamergex, ia3_arimerge, ia3_product
 from adamergex_pl.merging.lora import combine_factors, concat_factors, truncate_factors
 from adamergex_pl.merging.result import MergeResult
 
-METHODS = ("adamergex", "arimerge")
+# The two formulas merge_adapters computes; the method registry (methods.py) maps every method onto them.
+FORMULA_METHODS = ("adamergex", "arimerge")
 LORA_MODES = ("exact", "factor", "svd")
 IA3_MODES = ("paper", "loglinear")
 AdapterInput = AdapterWeights | str | Path
@@ -89,8 +91,10 @@ def merge_adapters(
         >>> result = merge_adapters("xnli_en", "wiki_en", "wiki_de", scale=0.5)  # doctest: +SKIP
         >>> write_merged(result, "xnli_de_merged")  # doctest: +SKIP
     """
-    if method not in METHODS:
-        raise InvalidValueError(f"method={method!r} is not supported; expected one of {', '.join(METHODS)}")
+    if method not in FORMULA_METHODS:
+        raise InvalidValueError(
+            f"method={method!r} is not supported; expected one of {', '.join(FORMULA_METHODS)}"
+        )
     if method == "adamergex" and ref_src is None:
         raise InvalidValueError(
             "method='adamergex' needs ref_src, the reference-task adapter in the source language"
@@ -101,23 +105,12 @@ def merge_adapters(
         )
     scale = _checked_scale(scale)
     roles = {"task_src": task_src, "ref_tgt": ref_tgt}
-    weights = [1.0, scale]
     if method == "adamergex":
         roles["ref_src"] = ref_src
-        weights.append(-scale)
     named = {role: _as_adapter(value, role) for role, value in roles.items()}
-    return _merge(
-        named,
-        weights,
-        method,
-        scale,
-        lora_mode,
-        ia3_mode,
-        svd_rank,
-        eps,
-        strict_modules,
-        allow_different_base,
-    )
+    options = _Options(lora_mode, ia3_mode, svd_rank, eps, strict_modules, allow_different_base)
+    # LoRA: the signed combination Σ_i w_i·ΔW_i with w = (1, t) or (1, t, −t), in the order of `roles`
+    return _merge(named, [1.0, scale, -scale][: len(named)], options, method=method, scale=scale)
 
 
 def combine_adapters(
@@ -160,41 +153,43 @@ def combine_adapters(
         raise InvalidValueError(f"names must be distinct; got {names}")
     weights = [_checked_scale(w, "weight") for w in weights]
     named = {name: _as_adapter(value, name) for name, value in zip(names, adapters, strict=True)}
-    return _merge(
-        named,
-        weights,
-        "combination",
-        None,
-        lora_mode,
-        "loglinear",
-        svd_rank,
-        eps,
-        strict_modules,
-        allow_different_base,
-    )
+    options = _Options(lora_mode, "loglinear", svd_rank, eps, strict_modules, allow_different_base)
+    return _merge(named, weights, options, method="combination", scale=None)
+
+
+@dataclass(frozen=True)
+class _Options:
+    """How to merge, as given to :func:`merge_adapters` / :func:`combine_adapters`."""
+
+    lora_mode: str
+    ia3_mode: str
+    svd_rank: int | None
+    eps: float
+    strict_modules: bool
+    allow_different_base: bool
 
 
 def _merge(
     named: Mapping[str, AdapterWeights],
     weights: Sequence[float],
+    options: _Options,
+    *,
     method: str,
     scale: float | None,
-    lora_mode: str,
-    ia3_mode: str,
-    svd_rank: int | None,
-    eps: float,
-    strict_modules: bool,
-    allow_different_base: bool,
 ) -> MergeResult:
-    partial = check_mergeable(named, allow_different_base=allow_different_base, strict_modules=strict_modules)
+    """Merge ``named`` inputs: ``weights`` are each input's coefficient ``w_i`` (LoRA, the record, and (IA)³
+    combinations); (IA)³ AdaMergeX and AriMerge use their own formulas at ``scale``."""
+    partial = check_mergeable(
+        named, allow_different_base=options.allow_different_base, strict_modules=options.strict_modules
+    )
     if next(iter(named.values())).adapter_type == "lora":
-        _check_choice("lora_mode", lora_mode, LORA_MODES)
-        adapter, svd = _combine_lora(named, weights, lora_mode, svd_rank, partial)
-        mode = lora_mode
+        _check_choice("lora_mode", options.lora_mode, LORA_MODES)
+        adapter, svd = _combine_lora(named, weights, options.lora_mode, options.svd_rank, partial)
+        mode = options.lora_mode
     else:
-        _check_choice("ia3_mode", ia3_mode, IA3_MODES)
-        adapter, svd = _merge_ia3(named, method, weights, ia3_mode, eps, partial), None
-        mode = ia3_mode
+        _check_choice("ia3_mode", options.ia3_mode, IA3_MODES)
+        adapter = _merge_ia3(named, method, weights, scale, options.ia3_mode, options.eps, partial)
+        svd, mode = None, options.ia3_mode
     return MergeResult(adapter, method, mode, scale, _provenance(named, weights), partial, svd)
 
 
@@ -331,6 +326,7 @@ def _merge_ia3(
     named: Mapping[str, AdapterWeights],
     method: str,
     weights: Sequence[float],
+    scale: float | None,
     mode: str,
     eps: float,
     partial: Mapping[str, list[str]],
@@ -338,7 +334,6 @@ def _merge_ia3(
     if not eps > 0:
         raise InvalidValueError(f"eps={eps!r} must be positive, e.g. 1e-6")
     dtype = _result_dtype(named)
-    scale = weights[1] if len(weights) > 1 else 0.0
     vectors = {}
     for module in _union(named):
         found = [v.to(dtype) for v in _ia3_vectors(named, module)]

@@ -27,12 +27,19 @@ from typing_extensions import override
 
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator
-from adamergex_pl.merging.merge_results import MERGE_METHODS, MergeResults
-from adamergex_pl.training.base_model import QuantizationSpec, load_base_model
+from adamergex_pl.merging.merge_results import MergeResults
+from adamergex_pl.merging.methods import (
+    METHODS,
+    REF_SRC,
+    REF_TGT,
+    TASK_SRC,
+    check_adapter_type,
+    check_methods,
+)
+from adamergex_pl.training.base_options import BaseModelOptions
 from adamergex_pl.training.snapshots import resolve_adapter_dir
 from adamergex_pl.training.strategy_support import check_strategy
 
-FIXED_METHODS = ("base", "zero_shot", "oracle")
 TASK_ADAPTER = "zero_shot"
 
 
@@ -67,8 +74,9 @@ class MergeModule(LightningModule):
         reference_adapters: ``A(R,lang)`` per language, ``{en: dir, es: dir, ...}``; must cover ``src_lang``
             and every validation language that a merge method is evaluated on.
         src_lang: the source language.
-        methods: what to compare: ``adamergex``, ``adamergex_factor`` (LoRA only), ``arimerge``, ``zero_shot``,
-            ``base``, ``oracle``.
+        methods: what to compare, by their names in the method registry
+            (:mod:`adamergex_pl.merging.methods`): ``adamergex``, ``adamergex_factor`` (LoRA only),
+            ``arimerge``, ``zero_shot``, ``base``, ``oracle``.
         scales: the values of ``t`` for the merge methods.
         oracle_adapters: task adapters trained in a target language, ``{es: dir}`` (for ``oracle``).
         lora_mode: how ``adamergex`` merges LoRA: ``exact`` or ``svd`` (``adamergex_factor`` is ``factor``).
@@ -77,6 +85,7 @@ class MergeModule(LightningModule):
         quantization: storage of the base weights: ``nf4`` | ``fp4`` | ``int8`` | ``none``.
         double_quant: 4-bit only: double quantization.
         compute_dtype: 4-bit only: matmul dtype.
+        quant_storage: 4-bit only: storage dtype of packed weights (the model dtype for FSDP).
         dtype: dtype of unquantized base weights.
         attn_implementation: transformers attention backend.
         results_dir: where the result tables and best adapters go (default ``<default_root_dir>/merge_results``).
@@ -100,8 +109,7 @@ class MergeModule(LightningModule):
         task_adapter: str,
         reference_adapters: dict[str, str],
         src_lang: str = "en",
-        methods: list[Literal["adamergex", "adamergex_factor", "arimerge", "zero_shot", "base", "oracle"]]
-        | None = None,
+        methods: list[str] | None = None,
         scales: list[float] | None = None,
         oracle_adapters: dict[str, str] | None = None,
         lora_mode: Literal["exact", "svd"] = "exact",
@@ -110,6 +118,7 @@ class MergeModule(LightningModule):
         quantization: Literal["nf4", "fp4", "int8", "none"] = "none",
         double_quant: bool = True,
         compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+        quant_storage: Literal["float32", "bfloat16", "float16"] | None = None,
         dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
         attn_implementation: str | None = "sdpa",
         results_dir: str | None = None,
@@ -121,11 +130,7 @@ class MergeModule(LightningModule):
         self.save_hyperparameters()
         methods = list(methods or ["zero_shot", "arimerge", "adamergex"])
         scales = [float(s) for s in (scales or [1.0])]
-        unknown = [m for m in methods if m not in MERGE_METHODS + FIXED_METHODS]
-        if unknown:
-            raise InvalidValueError(
-                f"methods {unknown} are not known; expected some of {', '.join(MERGE_METHODS + FIXED_METHODS)}"
-            )
+        check_methods(methods)
         if "oracle" in methods and not oracle_adapters:
             raise InvalidValueError(
                 "methods include 'oracle' but oracle_adapters is empty; give {lang: adapter_dir}"
@@ -137,7 +142,10 @@ class MergeModule(LightningModule):
                 f"reference_adapters has no entry for src_lang={src_lang!r} (it has {sorted(reference_adapters)}); "
                 "AdaMergeX subtracts the source-language reference adapter"
             )
-        self.quantization = QuantizationSpec(quantization, double_quant, compute_dtype)
+        self.base_options = BaseModelOptions.from_args(
+            base_model, quantization, double_quant, compute_dtype, quant_storage, dtype, attn_implementation
+        )
+        self.quantization = self.base_options.quantization
         self.task_dir = resolve_adapter_dir(task_adapter, "task_adapter")
         self.reference_dirs = {
             lang: resolve_adapter_dir(path, f"reference_adapters.{lang}")
@@ -147,7 +155,7 @@ class MergeModule(LightningModule):
             lang: resolve_adapter_dir(path, f"oracle_adapters.{lang}")
             for lang, path in (oracle_adapters or {}).items()
         }
-        self.variants = [Variant(m, s) for m in methods for s in (scales if m in MERGE_METHODS else [None])]
+        self.variants = [Variant(m, s) for m in methods for s in (scales if METHODS[m].is_merge else [None])]
         self.model: nn.Module | None = None
         self.evaluators = nn.ModuleDict()
         self.results: MergeResults | None = None
@@ -165,40 +173,29 @@ class MergeModule(LightningModule):
 
         device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
         hp = self.hparams
-        base = load_base_model(hp.base_model, self.quantization, device, hp.dtype, hp.attn_implementation)
+        base = self.base_options.load(device)
         self.model = PeftModel.from_pretrained(base, str(self.task_dir), adapter_name=TASK_ADAPTER).eval()
         self._weights = {"task": AdapterWeights.load(self.task_dir)}
         self._weights.update(
             {f"ref:{lang}": AdapterWeights.load(d) for lang, d in self.reference_dirs.items()}
         )
-        if "adamergex_factor" in hp.methods and self._weights["task"].adapter_type != "lora":
-            raise InvalidValueError(
-                "method 'adamergex_factor' merges LoRA factors element-wise; these are (IA)³ adapters: use "
-                "'adamergex' (ia3_mode paper or loglinear)"
-            )
+        check_adapter_type(hp.methods, self._weights["task"].adapter_type)
 
     def merged_adapter(self, variant: Variant, language: str):
         """The in-memory adapter of a merge ``variant`` for ``language`` (a ``MergeResult``)."""
-        from adamergex_pl.merging import merge_adapters
-
         hp = self.hparams
         if f"ref:{language}" not in self._weights:
             raise InvalidValueError(
                 f"no reference adapter for language {language!r}: reference_adapters has "
                 f"{sorted(self.reference_dirs)}; add {language}: <A(R,{language}) dir> or drop the merge methods"
             )
-        method = "arimerge" if variant.method == "arimerge" else "adamergex"
-        lora_mode = "factor" if variant.method == "adamergex_factor" else hp.lora_mode
-        return merge_adapters(
-            self._weights["task"],
-            None if method == "arimerge" else self._weights[f"ref:{hp.src_lang}"],
-            self._weights[f"ref:{language}"],
-            scale=variant.scale,
-            method=method,
-            lora_mode=lora_mode,
-            svd_rank=hp.svd_rank,
-            ia3_mode=hp.ia3_mode,
-        )
+        adapters = {
+            TASK_SRC: self._weights["task"],
+            REF_SRC: self._weights[f"ref:{hp.src_lang}"],
+            REF_TGT: self._weights[f"ref:{language}"],
+        }
+        options = {"lora_mode": hp.lora_mode, "svd_rank": hp.svd_rank, "ia3_mode": hp.ia3_mode}
+        return METHODS[variant.method].build(adapters, variant.scale, options)
 
     def _load_language(self, language: str) -> None:
         """Replace the previous language's merged (and oracle) adapters with this language's."""
@@ -209,7 +206,7 @@ class MergeModule(LightningModule):
             if name != TASK_ADAPTER:
                 self.model.delete_adapter(name)
         for variant in self.variants:
-            if variant.method in MERGE_METHODS:
+            if METHODS[variant.method].is_merge:
                 add_to_peft_model(self.model, self.merged_adapter(variant, language).adapter, variant.key)
             elif variant.method == "oracle" and language in self.oracle_dirs:
                 add_to_peft_model(self.model, AdapterWeights.load(self.oracle_dirs[language]), variant.key)

@@ -5,18 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-MERGE_METHODS = ("adamergex", "adamergex_factor", "arimerge")
+from adamergex_pl.merging.methods import merge_method_names
+from adamergex_pl.results.files import write_text_atomic
+from adamergex_pl.results.selection import best_overall, best_per_language, main_metric
+from adamergex_pl.results.tables import format_value, markdown_table
+
 FIELDS = ("method", "scale", "language", "metric", "value")
-
-
-def lower_is_better(metric: str) -> bool:
-    return "loss" in metric or "perplexity" in metric
 
 
 class MergeResults:
@@ -63,33 +60,13 @@ class MergeResults:
         Raises:
             ValueError: ``selection_metric`` names no recorded metric.
         """
-        metrics = self.metrics()
-        if selection_metric is None:
-            metric = next((m for m in metrics if not lower_is_better(m)), metrics[0] if metrics else None)
-        else:
-            metric = next(
-                (m for m in metrics if m == selection_metric or m.endswith("/" + selection_metric)), None
-            )
-            if metric is None:
-                from adamergex_pl.errors import InvalidValueError
-
-                raise InvalidValueError(
-                    f"selection_metric={selection_metric!r} is not among the metrics {metrics}"
-                )
-        sign = -1.0 if lower_is_better(metric) else 1.0
-        chosen = {}
-        for language in self.languages:
-            if language == src_lang:
-                continue
-            candidates = [
-                r for r in self.rows
-                if r["language"] == language and r["metric"] == metric and r["method"] in MERGE_METHODS
-                and math.isfinite(r["value"])
-            ]  # fmt: skip
-            if candidates:
-                best = max(candidates, key=lambda r: sign * r["value"])
-                chosen[language] = (best["method"], best["scale"], metric, best["value"])
-        return chosen
+        metric = main_metric(self.metrics(), selection_metric, what="selection_metric")
+        targets = [language for language in self.languages if language != src_lang]
+        best = best_per_language(self.rows, metric, targets, merge_method_names())
+        return {
+            language: (row["method"], row["scale"], metric, row["value"])
+            for language, row in best_overall(best, metric).items()
+        }
 
     def record_best(self, chosen: dict[str, tuple[str, float, str, float]]) -> None:
         self.best = {
@@ -109,43 +86,30 @@ class MergeResults:
 
     def markdown(self) -> str:
         """One table per metric: a row per method and scale, a column per language."""
-        blocks = []
+        values = {(r["method"], r["scale"], r["language"], r["metric"]): r["value"] for r in self.rows}
         variants = list(dict.fromkeys((r["method"], r["scale"]) for r in self.rows))
+        blocks = []
         for metric in self.metrics():
-            header = f"| {metric} | " + " | ".join(self.languages) + " |"
-            lines = [header, "|---" * (len(self.languages) + 1) + "|"]
-            for method, scale in variants:
-                cells = []
-                for language in self.languages:
-                    value = next(
-                        (r["value"] for r in self.rows
-                         if (r["method"], r["scale"], r["language"], r["metric"]) == (method, scale, language, metric)),
-                        None,
-                    )  # fmt: skip
-                    cells.append("" if value is None else f"{value:.4f}")
-                label = method if scale is None else f"{method} (t={scale:g})"
-                lines.append(f"| {label} | " + " | ".join(cells) + " |")
-            blocks.append("\n".join(lines))
+            body = [
+                [_label(method, scale)]
+                + [format_value(values.get((method, scale, language, metric))) for language in self.languages]
+                for method, scale in variants
+            ]
+            blocks.append(markdown_table([metric, *self.languages], body))
         overall = [r for r in self.rows if not r["language"]]
         if overall:
-            lines = ["| method | metric | value |", "|---|---|---|"]
-            for r in overall:
-                label = r["method"] if r["scale"] is None else f"{r['method']} (t={r['scale']:g})"
-                lines.append(f"| {label} | {r['metric']} | {r['value']:.4f} |")
-            blocks.append("\n".join(lines))
+            body = [[_label(r["method"], r["scale"]), r["metric"], format_value(r["value"])] for r in overall]
+            blocks.append(markdown_table(["method", "metric", "value"], body))
         return "\n\n".join(blocks) + "\n"
 
     def write(self) -> None:
         """Write ``results.csv``, ``results.json`` and ``results.md`` (each replaced atomically)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         document = {"task": self.task, "languages": self.languages, "rows": self.rows, "best": self.best}
-        _atomic_write(self.directory / "results.csv", self.csv_text())
-        _atomic_write(self.directory / "results.json", json.dumps(document, indent=2) + "\n")
-        _atomic_write(self.directory / "results.md", self.markdown())
+        write_text_atomic(self.directory / "results.csv", self.csv_text())
+        write_text_atomic(self.directory / "results.json", json.dumps(document, indent=2) + "\n")
+        write_text_atomic(self.directory / "results.md", self.markdown())
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(tmp, path)
+def _label(method: str, scale: float | None) -> str:
+    return method if scale is None else f"{method} (t={scale:g})"

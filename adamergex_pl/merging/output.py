@@ -15,6 +15,7 @@ from pathlib import Path
 
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.merging.result import MergeResult
+from adamergex_pl.results.files import current_umask
 
 MERGE_RECORD_FILE = "merge.json"
 
@@ -63,7 +64,7 @@ def write_merged(result: MergeResult, out_dir: str | Path, *, overwrite: bool = 
         result.adapter.save(staging)
         record = json.dumps(result.record(), indent=2, ensure_ascii=False, allow_nan=False)
         (staging / MERGE_RECORD_FILE).write_text(record + "\n", encoding="utf-8")
-        os.chmod(staging, 0o777 & ~_umask())
+        os.chmod(staging, 0o777 & ~current_umask())
         if out.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             out.rename(retired / out.name)
@@ -84,9 +85,3 @@ def write_merged(result: MergeResult, out_dir: str | Path, *, overwrite: bool = 
 
 def _is_within(path: Path, directory: Path) -> bool:
     return path == directory or directory in path.parents
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

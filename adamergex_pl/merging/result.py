@@ -8,11 +8,14 @@ from typing import Any
 
 from adamergex_pl.merging.adapters import AdapterWeights
 
-FORMULAS = {
-    "adamergex": "A(T,tgt) = A(T,src) ⊕ t·(A(R,tgt) ⊖ A(R,src))",
-    "arimerge": "A(T,tgt) = A(T,src) ⊕ t·A(R,tgt)",
-    "combination": "Σ_i w_i·A_i",
-}
+COMBINATION_FORMULA = "Σ_i w_i·A_i"
+
+
+def formula(method: str) -> str:
+    """What ``method`` computes: the registry's formula, or the signed combination's."""
+    from adamergex_pl.merging.methods import METHODS
+
+    return METHODS[method].formula if method in METHODS else COMBINATION_FORMULA
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class MergeResult:
             "library": {"name": "adamergex-pl", "version": version},
             "adapter_type": self.adapter.adapter_type,
             "method": self.method,
-            "formula": FORMULAS[self.method],
+            "formula": formula(self.method),
             "mode": self.mode,
             "scale": self.scale,
             "inputs": [dict(entry) for entry in self.inputs],

@@ -13,26 +13,13 @@ Choosing ``t`` on the evaluation data itself flatters the merge methods; the tab
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
-from typing import Any
 
-from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.merging.merge_results import MERGE_METHODS, lower_is_better
-
-
-def main_metric(rows: list[dict[str, Any]], wanted: str | None) -> str:
-    """The metric the report is about: ``wanted`` (exact or as the last part), else the first that is not a loss."""
-    metrics = list(dict.fromkeys(r["metric"] for r in rows if r["language"]))
-    if not metrics:
-        raise InvalidValueError("the evaluation recorded no per-language metric")
-    if wanted is None:
-        return next((m for m in metrics if not lower_is_better(m)), metrics[0])
-    for metric in metrics:
-        if metric == wanted or metric.endswith("/" + wanted):
-            return metric
-    raise InvalidValueError(f"metric={wanted!r} was not recorded; the evaluation has {metrics}")
+from adamergex_pl.merging.methods import merge_method_names
+from adamergex_pl.results.files import write_text_atomic
+from adamergex_pl.results.selection import best_per_language, lower_is_better, main_metric
+from adamergex_pl.results.tables import format_value, markdown_table
 
 
 def _value(rows, method, scale, language, metric) -> float | None:
@@ -44,34 +31,34 @@ def _value(rows, method, scale, language, metric) -> float | None:
 
 def best_scales(rows, metric: str, languages: list[str]) -> dict[tuple[str, str], tuple[float, float]]:
     """``{(method, lang): (t, value)}``: each merge method's best scale per language."""
-    sign = -1.0 if lower_is_better(metric) else 1.0
-    best: dict[tuple[str, str], tuple[float, float]] = {}
-    for r in rows:
-        if r["method"] in MERGE_METHODS and r["metric"] == metric and r["language"] in languages:
-            key = (r["method"], r["language"])
-            if math.isfinite(r["value"]) and (key not in best or sign * r["value"] > sign * best[key][1]):
-                best[key] = (r["scale"], r["value"])
-    return best
+    best = best_per_language(rows, metric, languages, merge_method_names())
+    return {key: (row["scale"], row["value"]) for key, row in best.items()}
 
 
 def markdown(rows, metric: str, languages: list[str], task: str) -> str:
     variants = list(dict.fromkeys((r["method"], r["scale"]) for r in rows if r["metric"] == metric))
     direction = "lower is better" if lower_is_better(metric) else "higher is better"
-    lines = [f"## {task}: {metric} ({direction})", "", "| method | t | " + " | ".join(languages) + " |"]
-    lines.append("|---|---|" + "---|" * len(languages))
-    for method, scale in variants:
-        cells = [_value(rows, method, scale, lang, metric) for lang in languages]
-        shown = ["" if v is None else f"{v:.4f}" for v in cells]
-        lines.append(f"| {method} | {'' if scale is None else f'{scale:g}'} | " + " | ".join(shown) + " |")
+    body = [
+        [method, "" if scale is None else f"{scale:g}"]
+        + [format_value(_value(rows, method, scale, lang, metric)) for lang in languages]
+        for method, scale in variants
+    ]
+    blocks = [f"## {task}: {metric} ({direction})", markdown_table(["method", "t", *languages], body)]
     best = best_scales(rows, metric, languages)
     if best:
-        lines += ["", "Each merge method at its best t per language (chosen on these same data):", ""]
-        lines += ["| method | " + " | ".join(languages) + " |", "|---|" + "---|" * len(languages)]
-        for method in dict.fromkeys(m for m, _ in best):
-            cells = [best.get((method, lang)) for lang in languages]
-            shown = ["" if c is None else f"{c[1]:.4f} (t={c[0]:g})" for c in cells]
-            lines.append(f"| {method} | " + " | ".join(shown) + " |")
-    return "\n".join(lines) + "\n"
+        body = [
+            [method]
+            + [
+                "" if (c := best.get((method, lang))) is None else f"{format_value(c[1])} (t={c[0]:g})"
+                for lang in languages
+            ]
+            for method in dict.fromkeys(m for m, _ in best)
+        ]
+        blocks += [
+            "Each merge method at its best t per language (chosen on these same data):",
+            markdown_table(["method", *languages], body),
+        ]
+    return "\n\n".join(blocks) + "\n"
 
 
 def plot(rows, metric: str, languages: list[str], src_lang: str, out_dir: Path) -> list[Path]:
@@ -89,7 +76,7 @@ def plot(rows, metric: str, languages: list[str], src_lang: str, out_dir: Path) 
     for i, method in enumerate(methods):
         values, labels = [], []
         for lang in languages:
-            if method in MERGE_METHODS:
+            if method in merge_method_names():
                 scale, value = best.get((method, lang), (None, float("nan")))
                 labels.append("" if scale is None else f"t={scale:g}")
             else:
@@ -145,10 +132,12 @@ def write_report(results_dir: Path, run_dir: Path, metric: str | None, src_lang:
     """
     document = json.loads((results_dir / "results.json").read_text())
     rows, languages, task = document["rows"], document["languages"], document.get("task", "task")
-    chosen = main_metric(rows, metric)
+    chosen = main_metric([r["metric"] for r in rows if r["language"]], metric)
     table = markdown(rows, chosen, languages, task)
     shutil.copyfile(results_dir / "results.csv", run_dir / "results.csv")
-    (run_dir / "results.json").write_text(json.dumps({**document, "main_metric": chosen}, indent=2) + "\n")
-    (run_dir / "results.md").write_text(table)
+    write_text_atomic(
+        run_dir / "results.json", json.dumps({**document, "main_metric": chosen}, indent=2) + "\n"
+    )
+    write_text_atomic(run_dir / "results.md", table)
     plot(rows, chosen, languages, src_lang, run_dir / "plots")
     return table

@@ -17,10 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.merging.merge_module import FIXED_METHODS
-from adamergex_pl.merging.merge_results import MERGE_METHODS
-
-ALL_METHODS = (*MERGE_METHODS, *FIXED_METHODS)
+from adamergex_pl.merging.methods import METHODS, check_methods
 
 
 @dataclass
@@ -100,11 +97,7 @@ class PipelineSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in ALL_METHODS]
-        if unknown:
-            raise InvalidValueError(
-                f"methods {unknown} are not known; expected some of {', '.join(ALL_METHODS)}"
-            )
+        check_methods(self.methods)
         if not self.tgt_langs:
             raise InvalidValueError("tgt_langs is empty; name at least one target language, e.g. [es]")
         if self.src_lang in self.tgt_langs:
@@ -122,9 +115,25 @@ class PipelineSpec:
             raise InvalidValueError(
                 "model.base_model is missing; name the base model, e.g. builtin:demo-bilingual"
             )
-        if not self.scales and any(m in MERGE_METHODS for m in self.methods):
+        if not self.scales and any(METHODS[m].sweep == "scale" for m in self.methods):
             raise InvalidValueError("scales is empty; give at least one t, e.g. [1.0]")
+
+        self._check_evaluation_languages()
 
     @property
     def languages(self) -> list[str]:
         return [self.src_lang, *self.tgt_langs]
+
+    def _check_evaluation_languages(self) -> None:
+        """The evaluation data must validate on exactly ``src_lang`` and ``tgt_langs``: checked here, before
+        any fit, rather than after every fit when the comparison finds a language missing."""
+        sources = (self.evaluation.data.get("init_args") or {}).get("val")
+        if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
+            return  # a DataModule that names its languages otherwise: the evaluation checks them
+        found = [s.get("language") for s in sources]
+        if sorted(map(str, found)) != sorted(self.languages):
+            raise InvalidValueError(
+                f"evaluation.data validates on languages {found}, but the pipeline's languages are "
+                f"{self.languages} (src_lang + tgt_langs); give one evaluation.data val source per language, "
+                "each with its language"
+            )

@@ -16,8 +16,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,8 @@ from typing import Any
 import yaml
 
 from adamergex_pl.pipeline.spec import FitSpec, PipelineSpec
+from adamergex_pl.results.files import write_text_atomic
+from adamergex_pl.training.base_options import BASE_MODEL_KEYS
 
 STAGE_RECORD = "stage.json"
 ATTEMPT_RECORD = "attempt.json"
@@ -96,15 +96,7 @@ def plan(spec: PipelineSpec) -> list[Stage]:
     references = [_fit_stage(spec, spec.reference, f"reference_{lang}", lang) for lang in spec.languages]
     oracles = [_fit_stage(spec, spec.task, f"oracle_{lang}", lang) for lang in spec.oracle_langs]
     snapshots = lambda stage: f"{stage_dir(spec, stage.name)}/snapshots"  # noqa: E731
-    base_keys = (
-        "base_model",
-        "quantization",
-        "double_quant",
-        "compute_dtype",
-        "dtype",
-        "attn_implementation",
-    )
-    merge = {key: spec.model[key] for key in base_keys if key in spec.model}
+    merge = {key: spec.model[key] for key in BASE_MODEL_KEYS if key in spec.model}
     merge.update(
         task_adapter=snapshots(task),
         reference_adapters={
@@ -176,18 +168,11 @@ def write_config(spec: PipelineSpec, stage: Stage) -> Path:
         f"# Stage '{stage.name}' of an AdaMergeX pipeline, written by `adamergex pipeline`.\n"
         f"#   adamergex {stage.command} --config {path}\n"
     )
-    _write_atomic(path, header + yaml.safe_dump(stage.config, sort_keys=False, allow_unicode=True))
+    write_text_atomic(path, header + yaml.safe_dump(stage.config, sort_keys=False, allow_unicode=True))
     return path
 
 
 def mark(spec: PipelineSpec, stage: Stage, record: str, fingerprint: str) -> None:
     root = stage_dir(spec, stage.name)
     root.mkdir(parents=True, exist_ok=True)
-    _write_atomic(root / record, json.dumps({"stage": stage.name, "fingerprint": fingerprint}) + "\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(root / record, json.dumps({"stage": stage.name, "fingerprint": fingerprint}) + "\n")

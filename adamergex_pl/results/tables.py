@@ -1,4 +1,10 @@
-"""A per-language table of logged metrics, printed at the end of ``adamergex validate``.
+"""Tables of results: the one renderer of Markdown and plain-text grids, and the validate table of metrics.
+
+:func:`markdown_table` and :func:`text_table` render any grid (a header and rows of cells); every results table
+of the package (``results.md`` of a merge comparison and of a pipeline, the table ``validate`` prints) goes
+through them, and :func:`format_value` writes every number.
+
+The per-language table of logged metrics, printed at the end of ``adamergex validate``:
 
 Keys ``<prefix>/<task>/<lang>/<metric>`` become one row per language and one column per ``<task>/<metric>``;
 the macro averages ``<prefix>/<task>/<metric>`` fill a final ``mean`` row. Keys of the form
@@ -9,7 +15,7 @@ the macro averages ``<prefix>/<task>/<metric>`` fill a final ``mean`` row. Keys 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 MEAN_ROW = "mean"
@@ -71,11 +77,22 @@ def format_results_table(metrics: Mapping[str, Any], prefix: str = "val") -> str
     columns, rows = results_grid(metrics, prefix)
     if not rows:
         return ""
-    header = ["language", *columns]
-    body = [[row, *(_cell(values.get(c)) for c in columns)] for row, values in rows.items()]
+    body = [[row, *(format_value(values.get(c)) for c in columns)] for row, values in rows.items()]
+    return text_table(["language", *columns], body)
+
+
+def format_value(value: float | None) -> str:
+    """A result as every table shows it: four decimals, ``nan``, or empty for a missing value."""
+    if value is None:
+        return ""
+    return "nan" if math.isnan(value) else f"{value:.4f}"
+
+
+def text_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A plain-text grid: the first column left-aligned, the others right-aligned, a dashed rule."""
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
-    def line(cells: list[str]) -> str:
+    def line(cells: Sequence[str]) -> str:
         return "  ".join(
             c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
@@ -83,7 +100,15 @@ def format_results_table(metrics: Mapping[str, Any], prefix: str = "val") -> str
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in body)])
 
 
-def _cell(value: float | None) -> str:
-    if value is None:
-        return ""
-    return "nan" if math.isnan(value) else f"{value:.4f}"
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A Markdown table (no trailing newline).
+
+    Example:
+        >>> print(markdown_table(["method", "es"], [["zero_shot", "0.5000"]]))
+        | method | es |
+        |---|---|
+        | zero_shot | 0.5000 |
+    """
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)

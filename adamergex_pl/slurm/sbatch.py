@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from adamergex_pl.results.files import write_text_atomic
 from adamergex_pl.slurm.resources import JobResources
 
 
@@ -103,18 +103,7 @@ def write_script(text: str, path: str | os.PathLike[str]) -> Path:
     Returns:
         The path written.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_text_atomic(path, text, mode=0o755)
 
 
 def make_log_dirs(resources: JobResources, *, workdir: str | os.PathLike[str]) -> list[Path]:

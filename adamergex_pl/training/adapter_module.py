@@ -21,7 +21,7 @@ from adamergex_pl.evaluation.language_modeling import (
 )
 from adamergex_pl.results.tables import format_results_table
 from adamergex_pl.training.adapter_spec import AdapterSpec
-from adamergex_pl.training.base_model import QuantizationSpec, load_base_model
+from adamergex_pl.training.base_options import BaseModelOptions
 from adamergex_pl.training.optim import OptimizerSpec
 from adamergex_pl.training.snapshots import resolve_adapter_dir
 from adamergex_pl.training.strategy_support import check_strategy
@@ -117,7 +117,10 @@ class AdapterModule(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.quantization = QuantizationSpec(quantization, double_quant, compute_dtype, quant_storage)
+        self.base_options = BaseModelOptions.from_args(
+            base_model, quantization, double_quant, compute_dtype, quant_storage, dtype, attn_implementation
+        )
+        self.quantization = self.base_options.quantization
         self.adapter_spec = AdapterSpec(
             adapter_type=adapter_type,
             lora_r=lora_r,
@@ -157,7 +160,7 @@ class AdapterModule(LightningModule):
 
         device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
         hp = self.hparams
-        base = load_base_model(hp.base_model, self.quantization, device, hp.dtype, hp.attn_implementation)
+        base = self.base_options.load(device)
         checkpointing = (
             self.quantization.quantized if hp.gradient_checkpointing is None else hp.gradient_checkpointing
         )

@@ -1,0 +1,177 @@
+"""The method registry: every method a comparison can name, in one place.
+
+``adamergex merge``, :class:`~adamergex_pl.merging.merge_module.MergeModule` and the pipeline read this table to
+know which methods exist, what each needs, which parameter it sweeps, and how it builds its adapter. A method
+is one of
+
+* a **merge**: builds an adapter for the target language from trained adapters (``build`` is set; ``sweep``
+  names the parameter a comparison varies, e.g. ``scale`` for ``t``);
+* a **fixed** point of comparison: ``base`` (no adapter), ``zero_shot`` (the source-language task adapter as it
+  is) and ``oracle`` (a task adapter trained on target-language data, where one exists).
+
+Example:
+    >>> from adamergex_pl.merging.methods import METHODS, merge_method_names
+    >>> merge_method_names()
+    ('adamergex', 'adamergex_factor', 'arimerge')
+    >>> METHODS["arimerge"].formula
+    'A(T,tgt) = A(T,src) ⊕ t·A(R,tgt)'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from adamergex_pl.errors import InvalidValueError
+
+# Roles of the adapters a method may need; a build function receives them by these names.
+TASK_SRC, REF_SRC, REF_TGT = "task_src", "ref_src", "ref_tgt"
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of the comparison.
+
+    Args:
+        name: the name configs and the CLI use (``adamergex``).
+        formula: what it computes, in the paper's notation.
+        source: where it comes from (paper and arXiv id).
+        needs: the adapter roles ``build`` takes (``task_src``, ``ref_src``, ``ref_tgt``).
+        sweep: the parameter a comparison varies for it (``scale`` for ``t``), ``None`` for a fixed method.
+        adapter_types: the adapter types it supports.
+        limitation: why it supports only those, for the message that refuses it.
+        build: ``build(adapters, value, options) -> MergeResult``: ``adapters`` by role, ``value`` the swept
+            parameter, ``options`` the comparison's merge options (``lora_mode``, ``ia3_mode``, ``svd_rank``).
+    """
+
+    name: str
+    formula: str
+    source: str
+    needs: tuple[str, ...] = ()
+    sweep: str | None = None
+    adapter_types: tuple[str, ...] = ("lora", "ia3")
+    limitation: str = ""
+    build: Callable[[Mapping[str, Any], float, Mapping[str, Any]], Any] | None = field(
+        default=None, compare=False
+    )
+
+    @property
+    def is_merge(self) -> bool:
+        return self.build is not None
+
+
+def _checks(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The input checks' options a comparison may set (``eps``, ``strict_modules``, ``allow_different_base``)."""
+    return {key: options[key] for key in ("eps", "strict_modules", "allow_different_base") if key in options}
+
+
+def _adamergex(adapters, scale, options, *, lora_mode: str | None = None):
+    from adamergex_pl.merging.merge import merge_adapters
+
+    return merge_adapters(
+        adapters[TASK_SRC],
+        adapters[REF_SRC],
+        adapters[REF_TGT],
+        scale=scale,
+        method="adamergex",
+        lora_mode=lora_mode or options.get("lora_mode", "exact"),
+        ia3_mode=options.get("ia3_mode", "paper"),
+        svd_rank=options.get("svd_rank") if (lora_mode or options.get("lora_mode")) == "svd" else None,
+        **_checks(options),
+    )
+
+
+def _adamergex_factor(adapters, scale, options):
+    return _adamergex(adapters, scale, options, lora_mode="factor")
+
+
+def _arimerge(adapters, scale, options):
+    from adamergex_pl.merging.merge import merge_adapters
+
+    return merge_adapters(
+        adapters[TASK_SRC],
+        None,
+        adapters[REF_TGT],
+        scale=scale,
+        method="arimerge",
+        lora_mode=options.get("lora_mode", "exact"),
+        ia3_mode=options.get("ia3_mode", "paper"),
+        svd_rank=options.get("svd_rank") if options.get("lora_mode") == "svd" else None,
+        **_checks(options),
+    )
+
+
+_PAPER = "Zhao et al., AdaMergeX, arXiv 2402.18913"
+_REGISTRY = (
+    Method("base", "the base model, no adapter", _PAPER),
+    Method("zero_shot", "A(T,src) applied to the target language as it is", _PAPER),
+    Method(
+        "arimerge",
+        "A(T,tgt) = A(T,src) ⊕ t·A(R,tgt)",
+        f"{_PAPER} (arithmetic-merging baseline)",
+        needs=(TASK_SRC, REF_TGT),
+        sweep="scale",
+        build=_arimerge,
+    ),
+    Method(
+        "adamergex",
+        "A(T,tgt) = A(T,src) ⊕ t·(A(R,tgt) ⊖ A(R,src))",
+        f"{_PAPER}; LoRA exact (rank concatenation) or svd, (IA)³ paper or loglinear",
+        needs=(TASK_SRC, REF_SRC, REF_TGT),
+        sweep="scale",
+        build=_adamergex,
+    ),
+    Method(
+        "adamergex_factor",
+        "A = A_T + t·(A_tgt − A_src), B = B_T + t·(B_tgt − B_src) (per factor)",
+        f"{_PAPER}, as the released code merges LoRA (an approximation)",
+        needs=(TASK_SRC, REF_SRC, REF_TGT),
+        sweep="scale",
+        adapter_types=("lora",),
+        limitation="merges LoRA factors element-wise",
+        build=_adamergex_factor,
+    ),
+    Method("oracle", "A(T,tgt) trained on target-language task data (a ceiling)", _PAPER),
+)
+METHODS: dict[str, Method] = {method.name: method for method in _REGISTRY}
+
+
+def merge_method_names() -> tuple[str, ...]:
+    """The methods that build a merged adapter, in registry order."""
+    return tuple(name for name, method in METHODS.items() if method.is_merge)
+
+
+def fixed_method_names() -> tuple[str, ...]:
+    """The fixed points of comparison (no merge): ``base``, ``zero_shot``, ``oracle``."""
+    return tuple(name for name, method in METHODS.items() if not method.is_merge)
+
+
+def check_methods(methods: Iterable[str], what: str = "methods") -> list[str]:
+    """``methods`` as a list, each checked against the registry.
+
+    Raises:
+        ValueError: a name that is not a registered method.
+    """
+    methods = list(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InvalidValueError(f"{what} {unknown} are not known; expected some of {', '.join(METHODS)}")
+    return methods
+
+
+def check_adapter_type(methods: Iterable[str], adapter_type: str) -> None:
+    """Refuse methods that do not support ``adapter_type`` (``lora`` or ``ia3``).
+
+    Raises:
+        ValueError: e.g. ``adamergex_factor`` with (IA)³ adapters.
+    """
+    for name in methods:
+        method = METHODS[name]
+        if adapter_type not in method.adapter_types:
+            label = {"lora": "LoRA", "ia3": "(IA)³"}[adapter_type]
+            why = method.limitation or f"supports {'/'.join(method.adapter_types)} adapters only"
+            raise InvalidValueError(
+                f"method {name!r} {why}; these are {label} adapters: drop it from methods (or use "
+                "'adamergex', which merges both types)"
+            )

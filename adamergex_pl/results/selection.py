@@ -1,0 +1,81 @@
+"""Which metric a result is about, which direction is better, and which variant is best: one rule for all.
+
+A metric name is better when lower if it is a loss or a perplexity (``loss``, ``xnli/loss``, ``perplexity``);
+every other metric (accuracy, exact match, F1, ROUGE-L, consistency) is better when higher. A report's main
+metric is the one asked for (by its full name or its last part), else the first recorded metric that is not a
+loss, else the first one.
+
+Rows are the comparison's tidy rows: ``{"method", "scale", "language", "metric", "value", ...}``.
+
+Example:
+    >>> main_metric(["xnli/loss", "xnli/accuracy"], None)
+    'xnli/accuracy'
+    >>> main_metric(["xnli/loss", "xnli/accuracy"], "loss")
+    'xnli/loss'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from adamergex_pl.errors import InvalidValueError
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether smaller values of ``metric`` are better (losses and perplexities)."""
+    return "loss" in metric or "perplexity" in metric
+
+
+def main_metric(metrics: Sequence[str], wanted: str | None, *, what: str = "metric") -> str:
+    """The metric a table or a selection is about.
+
+    Args:
+        metrics: the recorded metric names, in order.
+        wanted: the asked-for metric (exact, or its last ``/`` part), ``None`` for the default rule.
+        what: the option's name, for the message.
+
+    Raises:
+        ValueError: nothing was recorded, or ``wanted`` names no recorded metric.
+    """
+    metrics = list(dict.fromkeys(metrics))
+    if not metrics:
+        raise InvalidValueError("the evaluation recorded no per-language metric")
+    if wanted is None:
+        return next((m for m in metrics if not lower_is_better(m)), metrics[0])
+    for metric in metrics:
+        if metric == wanted or metric.endswith("/" + wanted):
+            return metric
+    raise InvalidValueError(f"{what}={wanted!r} was not recorded; the evaluation has {metrics}")
+
+
+def best_per_language(
+    rows: Iterable[dict[str, Any]], metric: str, languages: Iterable[str], methods: Iterable[str]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each of ``methods`` at its best value of ``metric`` per language: ``{(method, language): row}``.
+
+    Non-finite values never win; ties keep the first row (the smaller swept value, in sweep order).
+    """
+    sign = -1.0 if lower_is_better(metric) else 1.0
+    wanted_languages, wanted_methods = set(languages), set(methods)
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        if row["metric"] != metric or row["language"] not in wanted_languages:
+            continue
+        if row["method"] not in wanted_methods or not math.isfinite(row["value"]):
+            continue
+        key = (row["method"], row["language"])
+        if key not in best or sign * row["value"] > sign * best[key]["value"]:
+            best[key] = row
+    return best
+
+
+def best_overall(best: dict[tuple[str, str], dict[str, Any]], metric: str) -> dict[str, dict[str, Any]]:
+    """From :func:`best_per_language`, the single best row per language over all methods."""
+    sign = -1.0 if lower_is_better(metric) else 1.0
+    chosen: dict[str, dict[str, Any]] = {}
+    for (_, language), row in best.items():
+        if language not in chosen or sign * row["value"] > sign * chosen[language]["value"]:
+            chosen[language] = row
+    return chosen
