@@ -1,0 +1,177 @@
+"""Does the AdaMergeX assumption hold? The alignment of a task's language gap with the reference task's.
+
+AdaMergeX (Zhao et al., arXiv 2402.18913) assumes that the gap between two languages does not depend on the
+task, ``A(T,tgt) ⊖ A(T,src) ≈ A(R,tgt) ⊖ A(R,src)``. Given a task adapter trained in the target language too
+(an oracle the merge itself does not need), this module measures how well that holds, per adapted module:
+
+    G_T = ΔW(T,tgt) − ΔW(T,src),   G_R = ΔW(R,tgt) − ΔW(R,src),   cos = ⟨G_T, G_R⟩_F / (‖G_T‖_F ‖G_R‖_F),
+
+with ``ΔW = s·B·A`` (LoRA; an input that does not adapt a module contributes 0). For (IA)³, which is
+multiplicative, the gaps are of log-vectors, ``g = log l_tgt − log l_src`` (a missing module is ``l = 1``).
+``cos = 1`` means the task's gap is a positive multiple of the reference gap (the assumption, with the best
+scale ``t = ‖G_T‖ / ‖G_R‖``), ``0`` unrelated, ``−1`` opposite.
+
+LoRA gaps are never formed as ``out × in`` matrices. Each gap is one low-rank product ``G = B_c A_c`` by
+concatenating factors (:func:`concat_factors` with coefficients ``+s_tgt``, ``−s_src``); thin QR
+decompositions ``B_c = Q_B R_B`` and ``A_cᵀ = Q_A R_A`` give ``G = Q_B C Q_Aᵀ`` with the small core
+``C = R_B R_Aᵀ``, so that
+
+    ‖G‖_F = ‖C‖_F,   ⟨G_1, G_2⟩_F = trace((B_1ᵀB_2)(A_2A_1ᵀ)) = Σ (C_1 ⊙ (Q_B1ᵀQ_B2) C_2 (Q_A2ᵀQ_A1)),
+
+at a cost of ``O((out + in)·r²)`` per module in float64 (``r`` the summed ranks). The orthogonal bases keep
+the cancellation of nearly equal updates (``ΔW_tgt ≈ ΔW_src``) at rounding level, as a dense difference would.
+
+A gap is zero when ``‖G‖_F ≤ 1e-9·(‖ΔW_tgt‖_F + ‖ΔW_src‖_F)`` (the two adapters are equal to rounding, or
+neither adapts the module): its cosine is undefined, reported as ``None`` (JSON ``null``) and left out of the
+mean; its norm is reported as computed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.merging.adapter_config import lora_module_scaling
+from adamergex_pl.merging.adapters import AdapterWeights
+from adamergex_pl.merging.checks import check_mergeable
+from adamergex_pl.merging.finite import refuse_nonfinite
+from adamergex_pl.merging.lora import concat_factors
+from adamergex_pl.merging.merge import AdapterInput, _as_adapter, _union
+
+ZERO_GAP = 1e-9  # a gap this small relative to its two updates is zero (the cosine is undefined)
+_PAIRS = {"task_gap": ("task_tgt", "task_src"), "reference_gap": ("ref_tgt", "ref_src")}
+
+
+def language_gap_alignment(
+    task_src: AdapterInput, task_tgt: AdapterInput, ref_src: AdapterInput, ref_tgt: AdapterInput
+) -> dict[str, Any]:
+    """Per module, the cosine between ``A(T,tgt) ⊖ A(T,src)`` and ``A(R,tgt) ⊖ A(R,src)``, and their norms.
+
+    Args:
+        task_src: the task adapter in the source language.
+        task_tgt: the task adapter in the target language (trained there: the oracle AdaMergeX replaces).
+        ref_src: the reference-task adapter in the source language.
+        ref_tgt: the reference-task adapter in the target language.
+
+    Returns:
+        ``{"modules": {module: cosine or None}, "norms": {module: {"task_gap": ‖G_T‖, "reference_gap":
+        ‖G_R‖}}, "mean": the mean cosine over the modules that have one (None if none has),
+        "adapter_type": "lora" or "ia3"}``, JSON-serialisable.
+
+    Raises:
+        ValueError: inputs of different peft types or base models (:func:`check_mergeable`), a non-finite
+            tensor, or an (IA)³ entry ``≤ 0``.
+
+    Example:
+        >>> report = language_gap_alignment("xnli_en", "xnli_de", "wiki_en", "wiki_de")  # doctest: +SKIP
+        >>> report["mean"], report["modules"]["model.layers.0.self_attn.q_proj"]  # doctest: +SKIP
+    """
+    named = {
+        "task_src": _as_adapter(task_src, "task_src"),
+        "task_tgt": _as_adapter(task_tgt, "task_tgt"),
+        "ref_src": _as_adapter(ref_src, "ref_src"),
+        "ref_tgt": _as_adapter(ref_tgt, "ref_tgt"),
+    }
+    check_mergeable(named)
+    adapter_type = named["task_src"].adapter_type
+    gap_of = _lora_gap if adapter_type == "lora" else _ia3_gap
+    cosines: dict[str, float | None] = {}
+    norms: dict[str, dict[str, float]] = {}
+    for module in _union(named):
+        task, reference = (gap_of(named, *_PAIRS[key], module) for key in ("task_gap", "reference_gap"))
+        norms[module] = {"task_gap": task.norm, "reference_gap": reference.norm}
+        if task.is_zero or reference.is_zero:
+            cosines[module] = None
+        else:
+            cosine = task.inner(reference) / (task.norm * reference.norm)
+            cosines[module] = min(1.0, max(-1.0, cosine))
+    defined = [c for c in cosines.values() if c is not None]
+    return {
+        "modules": cosines,
+        "norms": norms,
+        "mean": sum(defined) / len(defined) if defined else None,
+        "adapter_type": adapter_type,
+    }
+
+
+class _LowRankGap:
+    """``G = Q_B C Q_Aᵀ`` (LoRA) from the factors of ``B_c A_c``; no factors (``None``) is the zero gap."""
+
+    def __init__(self, lora_A: torch.Tensor | None, lora_B: torch.Tensor | None, size: float) -> None:
+        if lora_A is None:
+            self.q_a = self.q_b = self.core = None
+            self.norm = 0.0
+        else:
+            self.q_b, r_b = torch.linalg.qr(lora_B)
+            self.q_a, r_a = torch.linalg.qr(lora_A.T)
+            self.core = r_b @ r_a.T
+            self.norm = float(torch.linalg.matrix_norm(self.core))
+        self.is_zero = self.norm <= ZERO_GAP * size
+
+    def inner(self, other: _LowRankGap) -> float:
+        moved = (self.q_b.T @ other.q_b) @ other.core @ (other.q_a.T @ self.q_a)
+        return float((self.core * moved).sum())
+
+
+class _VectorGap:
+    """``g = log l_tgt − log l_src`` ((IA)³)."""
+
+    def __init__(self, gap: torch.Tensor, size: float) -> None:
+        self.gap = gap
+        self.norm = float(gap.norm())
+        self.is_zero = self.norm <= ZERO_GAP * size
+
+    def inner(self, other: _VectorGap) -> float:
+        return float((self.gap * other.gap).sum())
+
+
+def _lora_gap(named: Mapping[str, AdapterWeights], tgt: str, src: str, module: str) -> _LowRankGap:
+    factors, coefficients, size = [], [], 0.0
+    for role, sign in ((tgt, 1.0), (src, -1.0)):
+        adapter = named[role]
+        if module not in adapter.tensors:
+            continue
+        lora_A, lora_B = adapter.tensors[module]["lora_A"], adapter.tensors[module]["lora_B"]
+        label = f"{role} ({adapter.label})"
+        refuse_nonfinite(f"{label} LoRA module {module!r}: lora_A", lora_A)
+        refuse_nonfinite(f"{label} LoRA module {module!r}: lora_B", lora_B)
+        scaling = lora_module_scaling(adapter.config, module, lora_A.shape[0], label=label)
+        factors.append((lora_A, lora_B))
+        coefficients.append(sign * scaling)
+        size += abs(scaling) * _product_norm(lora_A.double(), lora_B.double())
+    if not factors:
+        return _LowRankGap(None, None, 0.0)
+    lora_A, lora_B = concat_factors(factors, coefficients, torch.float64)
+    return _LowRankGap(lora_A, lora_B, size)
+
+
+def _product_norm(lora_A: torch.Tensor, lora_B: torch.Tensor) -> float:
+    """``‖B A‖_F = sqrt(trace((BᵀB)(AAᵀ)))`` without forming ``B A``."""
+    return math.sqrt(max(0.0, float(((lora_B.T @ lora_B) * (lora_A @ lora_A.T)).sum())))
+
+
+def _ia3_gap(named: Mapping[str, AdapterWeights], tgt: str, src: str, module: str) -> _VectorGap:
+    logs = []
+    for role in (tgt, src):
+        adapter = named[role]
+        if module not in adapter.tensors:
+            logs.append(None)
+            continue
+        vector = adapter.tensors[module]["ia3_l"]
+        what = f"{role} ({adapter.label}) (IA)³ module {module!r}"
+        refuse_nonfinite(f"{what}: ia3_l", vector)
+        bad = int((vector <= 0).sum())
+        if bad:
+            raise InvalidValueError(
+                f"{what} has {bad} of {vector.numel()} entries ≤ 0, so its logarithm is undefined; the gap "
+                "of (IA)³ adapters is measured on log-vectors and needs l > 0"
+            )
+        logs.append(vector.double().log())
+    shape = next(a.tensors[module]["ia3_l"].shape for a in named.values() if module in a.tensors)
+    l_tgt, l_src = (v if v is not None else torch.zeros(shape, dtype=torch.float64) for v in logs)
+    size = float(l_tgt.norm()) + float(l_src.norm())
+    return _VectorGap(l_tgt - l_src, size)
