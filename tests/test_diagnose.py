@@ -186,3 +186,37 @@ def test_large_module_never_forms_the_dense_gap():
     assert watch.largest <= 16 * 11008  # the concatenated factors; a dense gap would be 45M entries
     value = report["modules"]["model.layers.0.mlp.down_proj"]
     assert math.isfinite(value) and abs(value) < 0.2  # independent random gaps: nearly orthogonal
+
+
+def test_the_diagnose_command_prints_the_json_report_in_a_subprocess(tmp_path, tiny_llama_path):
+    """The real entry point: gaps built so the task's is exactly 2x the reference's give cosine 1 everywhere."""
+    import json as _json
+
+    from conftest import run_adamergex
+    from merge_factories import make_lora
+    from safetensors.torch import load_file, save_file
+
+    ref_src, ref_tgt, task_src = (make_lora(tiny_llama_path, seed=s, r=2, lora_alpha=2) for s in (91, 92, 93))
+    task_tgt = tmp_path / "task_tgt"
+    task_tgt.mkdir()
+    # A(T,tgt) = A(T,src) + 2·(A(R,tgt) − A(R,src)) as one LoRA: concatenated factors, B scaled per term
+    t, a, b = (load_file(p / "adapter_model.safetensors") for p in (task_src, ref_tgt, ref_src))
+    merged = {}
+    for key in t:
+        if key.endswith("lora_A.weight"):
+            merged[key] = torch.cat([t[key], a[key], b[key]])
+        else:
+            merged[key] = torch.cat([t[key], 2 * a[key], -2 * b[key]], dim=1)
+    save_file(merged, task_tgt / "adapter_model.safetensors")
+    config = _json.loads((task_src / "adapter_config.json").read_text())
+    config.update(r=6, lora_alpha=6)
+    (task_tgt / "adapter_config.json").write_text(_json.dumps(config))
+    args = ["--task-src", task_src, "--task-tgt", task_tgt, "--ref-src", ref_src, "--ref-tgt", ref_tgt]
+    result = run_adamergex("diagnose", *map(str, args), "--json", cwd=tmp_path)
+    report = _json.loads(result.stdout)
+    assert report["mean"] == pytest.approx(1.0, abs=1e-6)
+    assert all(c == pytest.approx(1.0, abs=1e-6) for c in report["modules"].values())
+    bad = run_adamergex(
+        "diagnose", "--task-src", str(tmp_path / "nope"), *map(str, args[2:]), cwd=tmp_path, check=False
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "error" in bad.stderr

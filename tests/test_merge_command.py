@@ -137,8 +137,8 @@ def test_existing_out_needs_overwrite(dirs, tmp_path, capsys):
 
 
 def test_argparse_errors_exit_2(dirs, tmp_path, capsys):
-    assert main(_args(dirs, tmp_path / "out", "--method", "ties")) == 2
-    assert "invalid choice: 'ties'" in capsys.readouterr().err
+    assert main(_args(dirs, tmp_path / "out", "--method", "magic")) == 2
+    assert "invalid choice: 'magic'" in capsys.readouterr().err
     assert main(["--help"]) == 0
     assert "--lora-mode" in capsys.readouterr().out
 

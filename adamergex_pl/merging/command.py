@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--lora-mode", choices=LORA_MODES, help="LoRA inputs: exact (default), factor or svd")
     how.add_argument("--svd-rank", type=int, metavar="R", help="rank of --lora-mode svd")
     how.add_argument("--ia3-mode", choices=IA3_MODES, help="(IA)³ inputs: paper (default) or loglinear")
+    how.add_argument("--swap-bottom", type=int, metavar="K", help="layer_swap: bottom layers from --ref-tgt")
+    how.add_argument("--swap-top", type=int, metavar="K", help="layer_swap: top layers from --ref-tgt")
+    how.add_argument("--density", type=float, default=0.2, help="ties/dare_ties: fraction kept (0.2)")
+    how.add_argument("--seed", type=int, default=0, help="dare_ties: seed of the random drop (0)")
     how.add_argument("--eps", type=float, default=1e-6, help="(IA)³: refuse divisors with |l| < eps (1e-6)")
     how.add_argument(
         "--strict-modules", action="store_true", help="refuse modules that only some inputs adapt"
@@ -101,8 +105,11 @@ def _run(args: argparse.Namespace):
         )
     if args.method == "adamergex_factor" and args.lora_mode is not None:
         raise InvalidValueError("--method adamergex_factor is the factor-wise LoRA merge: drop --lora-mode")
-    if args.svd_rank is not None and args.lora_mode != "svd":
-        raise InvalidValueError("--svd-rank only applies to --lora-mode svd")
+    stores_by_svd = args.method in ("ties", "dare_ties")
+    if args.svd_rank is not None and args.lora_mode != "svd" and not stores_by_svd:
+        raise InvalidValueError("--svd-rank only applies to --lora-mode svd (and --method ties/dare_ties)")
+    if (args.swap_bottom is not None or args.swap_top is not None) and args.method != "layer_swap":
+        raise InvalidValueError("--swap-bottom/--swap-top only apply to --method layer_swap")
     if args.lora_mode == "svd" and args.svd_rank is None:
         raise InvalidValueError("--lora-mode svd needs --svd-rank R (e.g. --svd-rank 8)")
     paths = {"task_src": args.task_src, "ref_src": args.ref_src, "ref_tgt": args.ref_tgt}
@@ -124,6 +131,10 @@ def _run(args: argparse.Namespace):
         "eps": args.eps,
         "strict_modules": args.strict_modules,
         "allow_different_base": args.allow_different_base,
+        "swap_bottom": args.swap_bottom,
+        "swap_top": args.swap_top,
+        "density": args.density,
+        "seed": args.seed,
     }
     result = method.build(adapters, args.scale, options)
     write_merged(result, args.out, overwrite=args.overwrite)

@@ -41,11 +41,9 @@ from adamergex_pl.merging.checks import check_mergeable
 from adamergex_pl.merging.finite import refuse_nonfinite
 from adamergex_pl.merging.lora import concat_factors
 from adamergex_pl.merging.merge import AdapterInput, _as_adapter, _keep_targeting, _result_dtype, _union
-from adamergex_pl.merging.method_result import MethodResult, register_formula
+from adamergex_pl.merging.method_result import MethodResult
 
 METHOD = "layer_swap"
-FORMULA = "A_i = A(R,tgt)_i for layers i < K_bottom or i ≥ L − K_top, else A(T,src)_i"
-register_formula(METHOD, FORMULA)
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 

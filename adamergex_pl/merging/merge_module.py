@@ -35,6 +35,7 @@ from adamergex_pl.merging.methods import (
     TASK_SRC,
     check_adapter_type,
     check_methods,
+    check_sweeps,
 )
 from adamergex_pl.training.base_options import BaseModelOptions
 from adamergex_pl.training.snapshots import resolve_adapter_dir
@@ -80,7 +81,8 @@ class MergeModule(LightningModule):
         scales: the values of ``t`` for the merge methods.
         oracle_adapters: task adapters trained in a target language, ``{es: dir}`` (for ``oracle``).
         lora_mode: how ``adamergex`` merges LoRA: ``exact`` or ``svd`` (``adamergex_factor`` is ``factor``).
-        svd_rank: the rank for ``lora_mode: svd``.
+        svd_rank: the rank for ``lora_mode: svd``, and the rank ``ties``/``dare_ties`` store LoRA merges at.
+        density: ``ties``/``dare_ties``: the fraction of each vector's entries kept, in (0, 1].
         ia3_mode: how (IA)³ merges: ``paper`` (``l_T ⊙ (t·(l_tgt ⊘ l_src − 1) + 1)``) or ``loglinear``.
         quantization: storage of the base weights: ``nf4`` | ``fp4`` | ``int8`` | ``none``.
         double_quant: 4-bit only: double quantization.
@@ -115,6 +117,7 @@ class MergeModule(LightningModule):
         lora_mode: Literal["exact", "svd"] = "exact",
         svd_rank: int | None = None,
         ia3_mode: Literal["paper", "loglinear"] = "paper",
+        density: float = 0.2,
         quantization: Literal["nf4", "fp4", "int8", "none"] = "none",
         double_quant: bool = True,
         compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
@@ -131,6 +134,7 @@ class MergeModule(LightningModule):
         methods = list(methods or ["zero_shot", "arimerge", "adamergex"])
         scales = [float(s) for s in (scales or [1.0])]
         check_methods(methods)
+        check_sweeps(methods, ("scale",), "MergeModule")
         if "oracle" in methods and not oracle_adapters:
             raise InvalidValueError(
                 "methods include 'oracle' but oracle_adapters is empty; give {lang: adapter_dir}"
@@ -171,9 +175,8 @@ class MergeModule(LightningModule):
 
         from adamergex_pl.merging import AdapterWeights
 
-        device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
         hp = self.hparams
-        base = self.base_options.load(device)
+        base = self.base_options.load_for(self)
         self.model = PeftModel.from_pretrained(base, str(self.task_dir), adapter_name=TASK_ADAPTER).eval()
         self._weights = {"task": AdapterWeights.load(self.task_dir)}
         self._weights.update(
@@ -194,7 +197,12 @@ class MergeModule(LightningModule):
             REF_SRC: self._weights[f"ref:{hp.src_lang}"],
             REF_TGT: self._weights[f"ref:{language}"],
         }
-        options = {"lora_mode": hp.lora_mode, "svd_rank": hp.svd_rank, "ia3_mode": hp.ia3_mode}
+        options = {
+            "lora_mode": hp.lora_mode,
+            "svd_rank": hp.svd_rank,
+            "ia3_mode": hp.ia3_mode,
+            "density": hp.density,
+        }
         return METHODS[variant.method].build(adapters, variant.scale, options)
 
     def _load_language(self, language: str) -> None:

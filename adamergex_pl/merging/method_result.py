@@ -5,8 +5,8 @@ other parameters that decide the result (the swapped layer counts, the TIES dens
 :class:`MethodResult` adds them as ``options``, written to ``merge.json`` under ``"options"`` and shown by
 :meth:`MethodResult.summary`, so a written merge can be reproduced from its record alone.
 
-Each method registers its formula in :data:`adamergex_pl.merging.result.FORMULAS` (which
-:meth:`MergeResult.record` reads) through :func:`register_formula` when its module is imported.
+Each method's formula is its entry in the method registry (:mod:`adamergex_pl.merging.methods`), which
+:meth:`MergeResult.record` reads.
 """
 
 from __future__ import annotations
@@ -14,28 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.merging.result import FORMULAS, MergeResult
-
-
-def register_formula(method: str, formula: str) -> None:
-    """Make ``formula`` the ``merge.json`` formula of ``method`` (idempotent; a different one is refused).
-
-    Args:
-        method: the method name as :attr:`MergeResult.method` holds it, e.g. ``"layer_swap"``.
-        formula: one line of maths, e.g. ``"A(T,tgt) = TIES(τ_T, τ_L)"``.
-
-    Raises:
-        ValueError: ``method`` already has a different formula.
-
-    Example:
-        >>> register_formula("adamergex", FORMULAS["adamergex"])  # already registered: no change
-    """
-    known = FORMULAS.setdefault(method, formula)
-    if known != formula:
-        raise InvalidValueError(
-            f"method {method!r} already has the formula {known!r}; pick another method name for {formula!r}"
-        )
+from adamergex_pl.merging.result import MergeResult
 
 
 @dataclass(frozen=True)

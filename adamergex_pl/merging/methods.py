@@ -12,7 +12,7 @@ is one of
 Example:
     >>> from adamergex_pl.merging.methods import METHODS, merge_method_names
     >>> merge_method_names()
-    ('adamergex', 'adamergex_factor', 'arimerge')
+    ('arimerge', 'adamergex', 'adamergex_factor', 'layer_swap', 'ties', 'dare_ties')
     >>> METHODS["arimerge"].formula
     'A(T,tgt) = A(T,src) ⊕ t·A(R,tgt)'
 """
@@ -102,6 +102,36 @@ def _arimerge(adapters, scale, options):
     )
 
 
+def _layer_swap(adapters, value, options):
+    from adamergex_pl.merging.layer_swap import layer_swap
+
+    if options.get("swap_bottom") is None or options.get("swap_top") is None:
+        raise InvalidValueError(
+            "method 'layer_swap' needs swap_bottom and swap_top (layer counts, e.g. 2 and 2)"
+        )
+    return layer_swap(
+        adapters[TASK_SRC],
+        adapters[REF_TGT],
+        swap_bottom=options["swap_bottom"],
+        swap_top=options["swap_top"],
+    )
+
+
+def _ties(adapters, scale, options, *, method: str = "ties"):
+    from adamergex_pl.merging.ties import ties_merge
+
+    return ties_merge(
+        adapters[TASK_SRC],
+        adapters[REF_SRC],
+        adapters[REF_TGT],
+        scale=scale,
+        density=options.get("density", 0.2),
+        method=method,
+        svd_rank=options.get("svd_rank"),
+        seed=options.get("seed", 0),
+    )
+
+
 _PAPER = "Zhao et al., AdaMergeX, arXiv 2402.18913"
 _REGISTRY = (
     Method("base", "the base model, no adapter", _PAPER),
@@ -132,6 +162,30 @@ _REGISTRY = (
         limitation="merges LoRA factors element-wise",
         build=_adamergex_factor,
     ),
+    Method(
+        "layer_swap",
+        "A_i = A(R,tgt)_i for layers i < K_bottom or i ≥ L − K_top, else A(T,src)_i",
+        "Bandarkar et al., layer swapping, ICLR 2025, arXiv 2410.01335",
+        needs=(TASK_SRC, REF_TGT),
+        sweep="swap",
+        build=_layer_swap,
+    ),
+    Method(
+        "ties",
+        "A(T,tgt) = TIES(τ_T = A(T,src), τ_L = t·(A(R,tgt) ⊖ A(R,src)))",
+        "Yadav et al., TIES-merging, NeurIPS 2023, arXiv 2306.01708 (LoRA stored by SVD at svd_rank)",
+        needs=(TASK_SRC, REF_SRC, REF_TGT),
+        sweep="scale",
+        build=_ties,
+    ),
+    Method(
+        "dare_ties",
+        "A(T,tgt) = DARE-TIES(τ_T = A(T,src), τ_L = t·(A(R,tgt) ⊖ A(R,src)))",
+        "Yu et al., DARE, ICML 2024, arXiv 2311.03099, then TIES (LoRA stored by SVD at svd_rank)",
+        needs=(TASK_SRC, REF_SRC, REF_TGT),
+        sweep="scale",
+        build=lambda adapters, scale, options: _ties(adapters, scale, options, method="dare_ties"),
+    ),
     Method("oracle", "A(T,tgt) trained on target-language task data (a ceiling)", _PAPER),
 )
 METHODS: dict[str, Method] = {method.name: method for method in _REGISTRY}
@@ -158,6 +212,21 @@ def check_methods(methods: Iterable[str], what: str = "methods") -> list[str]:
     if unknown:
         raise InvalidValueError(f"{what} {unknown} are not known; expected some of {', '.join(METHODS)}")
     return methods
+
+
+def check_sweeps(methods: Iterable[str], supported: tuple[str, ...], where: str) -> None:
+    """Refuse merge methods whose swept parameter ``where`` cannot sweep (e.g. ``layer_swap``'s K).
+
+    Raises:
+        ValueError: naming the method, what it sweeps, and where it runs instead.
+    """
+    for name in methods:
+        sweep = METHODS[name].sweep
+        if sweep is not None and sweep not in supported:
+            raise InvalidValueError(
+                f"method {name!r} sweeps {sweep}, which {where} does not sweep yet; run it with "
+                f"'adamergex merge --method {name}' or drop it from methods"
+            )
 
 
 def check_adapter_type(methods: Iterable[str], adapter_type: str) -> None:

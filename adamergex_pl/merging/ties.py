@@ -63,11 +63,9 @@ from adamergex_pl.merging.merge import (
     _result_dtype,
     _union,
 )
-from adamergex_pl.merging.method_result import MethodResult, register_formula
+from adamergex_pl.merging.method_result import MethodResult
 
 TIES_METHODS = ("ties", "dare_ties")
-register_formula("ties", "A(T,tgt) = TIES(τ_T = A(T,src), τ_L = t·(A(R,tgt) ⊖ A(R,src)))")
-register_formula("dare_ties", "A(T,tgt) = DARE-TIES(τ_T = A(T,src), τ_L = t·(A(R,tgt) ⊖ A(R,src)))")
 
 
 def ties_merge(

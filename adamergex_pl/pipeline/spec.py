@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.merging.methods import METHODS, check_methods
+from adamergex_pl.merging.methods import METHODS, check_methods, check_sweeps
 
 
 @dataclass
@@ -98,6 +98,7 @@ class PipelineSpec:
 
     def __post_init__(self) -> None:
         check_methods(self.methods)
+        check_sweeps(self.methods, ("scale",), "the pipeline")
         if not self.tgt_langs:
             raise InvalidValueError("tgt_langs is empty; name at least one target language, e.g. [es]")
         if self.src_lang in self.tgt_langs:

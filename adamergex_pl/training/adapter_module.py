@@ -158,9 +158,8 @@ class AdapterModule(LightningModule):
             return
         from adamergex_pl.training.peft_model import attach_adapter
 
-        device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
         hp = self.hparams
-        base = self.base_options.load(device)
+        base = self.base_options.load_for(self)
         checkpointing = (
             self.quantization.quantized if hp.gradient_checkpointing is None else hp.gradient_checkpointing
         )

@@ -22,6 +22,7 @@ import torch
 from adamergex_pl.training.base_model import QuantizationSpec, load_base_model
 
 if TYPE_CHECKING:
+    from lightning.pytorch import LightningModule
     from transformers import PreTrainedModel
 
 
@@ -58,6 +59,11 @@ class BaseModelOptions:
         """Build from a module's flat ``__init__`` arguments (the YAML keys of :data:`BASE_MODEL_KEYS`)."""
         spec = QuantizationSpec(quantization, double_quant, compute_dtype, quant_storage)
         return cls(base_model, spec, dtype, attn_implementation)
+
+    def load_for(self, module: LightningModule) -> PreTrainedModel:
+        """Load the base model onto ``module``'s device: its strategy's root device, the CPU without a trainer."""
+        trainer = module._trainer
+        return self.load(trainer.strategy.root_device if trainer is not None else torch.device("cpu"))
 
     def load(self, device: torch.device) -> PreTrainedModel:
         """Load the base model for ``device`` (quantized while loading; 4-bit layers CPU-guarded)."""
