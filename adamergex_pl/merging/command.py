@@ -36,7 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
         "⊕/⊖ = +/− for LoRA and ⊙/⊘ for (IA)³.",
     )
     io = parser.add_argument_group("adapters")
-    io.add_argument("--task-src", required=True, metavar="DIR", help="task adapter, source language")
+    io.add_argument(
+        "--task-src",
+        required=True,
+        metavar="DIR",
+        help="task adapter, source language (--method stack: the one trained with stack_on A(R,src))",
+    )
     io.add_argument("--ref-src", metavar="DIR", help="reference-task adapter, source language (adamergex)")
     io.add_argument("--ref-tgt", required=True, metavar="DIR", help="reference-task adapter, target language")
     io.add_argument("--out", required=True, metavar="DIR", help="output adapter directory (must not exist)")
@@ -112,9 +117,11 @@ def _run(args: argparse.Namespace):
         raise InvalidValueError("--swap-bottom/--swap-top only apply to --method layer_swap")
     if args.lora_mode == "svd" and args.svd_rank is None:
         raise InvalidValueError("--lora-mode svd needs --svd-rank R (e.g. --svd-rank 8)")
-    paths = {"task_src": args.task_src, "ref_src": args.ref_src, "ref_tgt": args.ref_tgt}
-    adapters = {role: AdapterWeights.load(path) for role, path in paths.items() if role in method.needs}
-    adapter_type = adapters["task_src"].adapter_type
+    # --task-src is the stacked task adapter for --method stack
+    paths = {"task_src": args.task_src, "task_src_stacked": args.task_src}
+    paths.update(ref_src=args.ref_src, ref_tgt=args.ref_tgt)
+    adapters = {role: AdapterWeights.load(paths[role]) for role in method.needs}
+    adapter_type = next(iter(adapters.values())).adapter_type
     check_adapter_type([args.method], adapter_type)
     if adapter_type == "ia3" and args.lora_mode is not None:
         raise InvalidValueError(

@@ -33,6 +33,7 @@ from adamergex_pl.merging.methods import (
     REF_SRC,
     REF_TGT,
     TASK_SRC,
+    TASK_SRC_STACKED,
     check_adapter_type,
     check_methods,
     check_sweeps,
@@ -80,6 +81,8 @@ class MergeModule(LightningModule):
             ``arimerge``, ``zero_shot``, ``base``, ``oracle``.
         scales: the values of ``t`` for the merge methods.
         oracle_adapters: task adapters trained in a target language, ``{es: dir}`` (for ``oracle``).
+        stacked_task_adapter: the task adapter trained with ``stack_on`` set to ``A(R,src)`` (for ``stack``,
+            the MAD-X baseline: evaluated with ``A(R,tgt)`` beneath it instead).
         lora_mode: how ``adamergex`` merges LoRA: ``exact`` or ``svd`` (``adamergex_factor`` is ``factor``).
         svd_rank: the rank for ``lora_mode: svd``, and the rank ``ties``/``dare_ties`` store LoRA merges at.
         density: ``ties``/``dare_ties``: the fraction of each vector's entries kept, in (0, 1].
@@ -114,6 +117,7 @@ class MergeModule(LightningModule):
         methods: list[str] | None = None,
         scales: list[float] | None = None,
         oracle_adapters: dict[str, str] | None = None,
+        stacked_task_adapter: str | None = None,
         lora_mode: Literal["exact", "svd"] = "exact",
         svd_rank: int | None = None,
         ia3_mode: Literal["paper", "loglinear"] = "paper",
@@ -151,6 +155,16 @@ class MergeModule(LightningModule):
         )
         self.quantization = self.base_options.quantization
         self.task_dir = resolve_adapter_dir(task_adapter, "task_adapter")
+        if "stack" in methods and not stacked_task_adapter:
+            raise InvalidValueError(
+                "methods include 'stack' but stacked_task_adapter is empty; give the task adapter trained with "
+                "stack_on: <A(R,src)> (the pipeline's task_<src>_stacked stage)"
+            )
+        self.stacked_task_dir = (
+            resolve_adapter_dir(stacked_task_adapter, "stacked_task_adapter")
+            if stacked_task_adapter
+            else None
+        )
         self.reference_dirs = {
             lang: resolve_adapter_dir(path, f"reference_adapters.{lang}")
             for lang, path in reference_adapters.items()
@@ -159,7 +173,9 @@ class MergeModule(LightningModule):
             lang: resolve_adapter_dir(path, f"oracle_adapters.{lang}")
             for lang, path in (oracle_adapters or {}).items()
         }
-        self.variants = [Variant(m, s) for m in methods for s in (scales if METHODS[m].is_merge else [None])]
+        self.variants = [
+            Variant(m, s) for m in methods for s in (scales if METHODS[m].sweep == "scale" else [None])
+        ]
         self.model: nn.Module | None = None
         self.evaluators = nn.ModuleDict()
         self.results: MergeResults | None = None
@@ -179,6 +195,8 @@ class MergeModule(LightningModule):
         base = self.base_options.load_for(self)
         self.model = PeftModel.from_pretrained(base, str(self.task_dir), adapter_name=TASK_ADAPTER).eval()
         self._weights = {"task": AdapterWeights.load(self.task_dir)}
+        if self.stacked_task_dir is not None:
+            self._weights["stacked"] = AdapterWeights.load(self.stacked_task_dir)
         self._weights.update(
             {f"ref:{lang}": AdapterWeights.load(d) for lang, d in self.reference_dirs.items()}
         )
@@ -196,6 +214,7 @@ class MergeModule(LightningModule):
             TASK_SRC: self._weights["task"],
             REF_SRC: self._weights[f"ref:{hp.src_lang}"],
             REF_TGT: self._weights[f"ref:{language}"],
+            TASK_SRC_STACKED: self._weights.get("stacked"),
         }
         options = {
             "lora_mode": hp.lora_mode,

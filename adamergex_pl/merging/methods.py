@@ -12,7 +12,7 @@ is one of
 Example:
     >>> from adamergex_pl.merging.methods import METHODS, merge_method_names
     >>> merge_method_names()
-    ('arimerge', 'adamergex', 'adamergex_factor', 'layer_swap', 'ties', 'dare_ties')
+    ('arimerge', 'adamergex', 'adamergex_factor', 'layer_swap', 'ties', 'dare_ties', 'stack')
     >>> METHODS["arimerge"].formula
     'A(T,tgt) = A(T,src) ⊕ t·A(R,tgt)'
 """
@@ -27,6 +27,7 @@ from adamergex_pl.errors import InvalidValueError
 
 # Roles of the adapters a method may need; a build function receives them by these names.
 TASK_SRC, REF_SRC, REF_TGT = "task_src", "ref_src", "ref_tgt"
+TASK_SRC_STACKED = "task_src_stacked"  # the task adapter trained stacked on A(R,src) (the ``stack`` baseline)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,19 @@ def _layer_swap(adapters, value, options):
     )
 
 
+def _stack(adapters, value, options):
+    from adamergex_pl.merging.merge import combine_adapters
+
+    # both adapters active at once is, in every adapted layer, the sum of the two LoRA updates (the product of
+    # the two (IA)³ vectors): exactly the signed combination with weights (1, 1)
+    return combine_adapters(
+        [adapters[TASK_SRC_STACKED], adapters[REF_TGT]],
+        [1.0, 1.0],
+        names=[TASK_SRC_STACKED, REF_TGT],
+        **_checks(options),
+    )
+
+
 def _ties(adapters, scale, options, *, method: str = "ties"):
     from adamergex_pl.merging.ties import ties_merge
 
@@ -185,6 +199,13 @@ _REGISTRY = (
         needs=(TASK_SRC, REF_SRC, REF_TGT),
         sweep="scale",
         build=lambda adapters, scale, options: _ties(adapters, scale, options, method="dare_ties"),
+    ),
+    Method(
+        "stack",
+        "A(T,src) trained on top of a frozen A(R,src), evaluated on top of A(R,tgt) instead",
+        "Pfeiffer et al., MAD-X, EMNLP 2020, arXiv 2005.00052 (the AdaMergeX paper's main baseline)",
+        needs=(TASK_SRC_STACKED, REF_TGT),
+        build=_stack,
     ),
     Method("oracle", "A(T,tgt) trained on target-language task data (a ceiling)", _PAPER),
 )

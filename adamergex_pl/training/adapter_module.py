@@ -61,6 +61,11 @@ class AdapterModule(LightningModule):
         modules_to_save: modules trained in full beside the adapter (e.g. ``[embed_tokens, lm_head]``).
         adapter_dir: start from this PEFT adapter (or ``AdapterSnapshot`` root, whose ``last`` is used) instead
             of a fresh one, e.g. to validate a snapshot or continue training it.
+        stack_on: train the adapter stacked on this frozen one (an adapter directory or snapshot root), e.g. the
+            source language's reference adapter for the MAD-X-style ``stack`` baseline: both are active in
+            every forward, only the new adapter trains; snapshots hold the new adapter at their root and the
+            frozen one in ``beneath/`` (load both with ``PeftModel.from_pretrained(base, snap)`` then
+            ``load_adapter(snap/beneath, "beneath")``).
         loss_on_prompt: take the loss on the whole sequence, prompt included (the AdaMergeX paper's recipe),
             instead of on the completion tokens only.
         optimizer: ``auto`` (paged 32-bit AdamW on CUDA, AdamW elsewhere), ``adamw``, ``paged_adamw_32bit``,
@@ -104,6 +109,7 @@ class AdapterModule(LightningModule):
         feedforward_modules: list[str] | None = None,
         modules_to_save: list[str] | None = None,
         adapter_dir: str | None = None,
+        stack_on: str | None = None,
         loss_on_prompt: bool = False,
         optimizer: Literal["auto", "adamw", "paged_adamw_32bit", "paged_adamw_8bit"] = "auto",
         learning_rate: float = 2e-4,
@@ -144,6 +150,7 @@ class AdapterModule(LightningModule):
         if max_new_tokens < 1:
             raise InvalidValueError(f"max_new_tokens={max_new_tokens} must be a positive integer, e.g. 64")
         self.adapter_dir = str(resolve_adapter_dir(adapter_dir)) if adapter_dir else None
+        self.stack_on = str(resolve_adapter_dir(stack_on, "stack_on")) if stack_on else None
         self.model: torch.nn.Module | None = None
         self.evaluator: Evaluator | None = None
         self.strict_loading = False  # checkpoints hold only the adapter (see on_save_checkpoint)
@@ -164,7 +171,12 @@ class AdapterModule(LightningModule):
             self.quantization.quantized if hp.gradient_checkpointing is None else hp.gradient_checkpointing
         )
         self.model = attach_adapter(
-            base, self.adapter_spec, self.quantization.quantized, checkpointing, adapter_dir=self.adapter_dir
+            base,
+            self.adapter_spec,
+            self.quantization.quantized,
+            checkpointing,
+            adapter_dir=self.adapter_dir,
+            stack_on=self.stack_on,
         )
         self.model.train()  # from_pretrained returns eval mode, which would switch LoRA dropout off
 

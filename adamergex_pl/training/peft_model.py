@@ -29,12 +29,16 @@ def saved_adapter_type(adapter_dir: str | Path) -> str:
     return _PEFT_TYPES[peft_type]
 
 
+BENEATH = "beneath"  # the name of a frozen adapter the trained one is stacked on (MAD-X style)
+
+
 def attach_adapter(
     base: nn.Module,
     spec: AdapterSpec,
     quantized: bool,
     gradient_checkpointing: bool,
     adapter_dir: str | Path | None = None,
+    stack_on: str | Path | None = None,
 ) -> nn.Module:
     """Freeze ``base`` and wrap it in a trainable ``PeftModel``.
 
@@ -47,6 +51,9 @@ def attach_adapter(
         quantized: whether ``base`` holds bitsandbytes-quantized weights.
         gradient_checkpointing: recompute activations in the backward pass.
         adapter_dir: load this saved PEFT adapter (trainable) instead of creating a fresh one.
+        stack_on: a saved adapter of the same type that stays active and frozen beneath the trained one
+            (MAD-X's language adapter beneath a task adapter, Pfeiffer et al., 2020, arXiv 2005.00052): PEFT
+            sums the two LoRA updates (multiplies two (IA)³ vectors) in every adapted layer.
 
     Raises:
         ValueError: ``adapter_dir`` holds an adapter of another type than ``spec.adapter_type``, or a target
@@ -65,12 +72,25 @@ def attach_adapter(
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs)
     if gradient_checkpointing:
         base.config.use_cache = False  # the KV cache is useless when activations are recomputed
+    for name, path in (("adapter_dir", adapter_dir), ("stack_on", stack_on)):
+        if path is None:
+            continue
+        found = saved_adapter_type(path)
+        if found != spec.adapter_type:
+            raise InvalidValueError(
+                f"{name}={str(path)!r} holds a {found} adapter but adapter_type={spec.adapter_type!r}; "
+                f"set adapter_type: {found}"
+            )
+    if stack_on is None:
+        if adapter_dir is None:
+            return get_peft_model(base, spec.peft_config(base))
+        return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=True)
+    model = PeftModel.from_pretrained(base, str(stack_on), adapter_name=BENEATH)
     if adapter_dir is None:
-        return get_peft_model(base, spec.peft_config(base))
-    found = saved_adapter_type(adapter_dir)
-    if found != spec.adapter_type:
-        raise InvalidValueError(
-            f"adapter_dir={str(adapter_dir)!r} holds a {found} adapter but adapter_type={spec.adapter_type!r}; "
-            f"set adapter_type: {found}"
-        )
-    return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=True)
+        model.add_adapter("default", spec.peft_config(base))
+    else:
+        model.load_adapter(str(adapter_dir), adapter_name="default", is_trainable=True)
+    model.base_model.set_adapter(["default", BENEATH])  # both active: the stack
+    for name, param in model.named_parameters():
+        param.requires_grad = f".{BENEATH}." not in name and ".default." in name
+    return model
