@@ -26,6 +26,10 @@ def _spec(**overrides) -> PipelineSpec:
 
 
 def test_spec_refuses_inconsistent_recipes():
+    with pytest.raises(
+        ValueError, match=r"validates on languages \['en', 'es'\], but the task's languages are"
+    ):
+        _spec(tgt_langs=["es", "de"])
     with pytest.raises(ValueError, match=r"methods \['magic'\] are not known"):
         _spec(methods=["magic"])
     with pytest.raises(ValueError, match=r"src_lang='en' is also in tgt_langs=\['en', 'es'\]"):
@@ -52,24 +56,33 @@ def test_lang_placeholders_are_filled_and_other_braces_kept():
 
 
 def test_plan_wires_every_adapter_into_the_evaluation():
-    spec = _spec(tgt_langs=["es", "de"], oracle_langs=["de"], methods=["zero_shot", "adamergex", "oracle"])
+    raw = yaml.safe_load(TINY.read_text())["evaluation"]
+    raw["data"]["init_args"]["val"] = {"path": "builtin:tiny/add_{lang}.jsonl", "language": "{lang}"}
+    spec = _spec(
+        tgt_langs=["es", "de"],
+        oracle_langs=["de"],
+        methods=["zero_shot", "adamergex", "oracle"],
+        evaluation=raw,
+    )
     plan = st.plan(spec)
     assert [s.name for s in plan] == [
-        "task_en",
         "reference_en",
         "reference_es",
         "reference_de",
-        "oracle_de",
-        "evaluate",
+        "task_add_en",
+        "task_add_de",
+        "evaluate_add",
     ]
-    fit = plan[2].config
+    fit = plan[1].config
     assert fit["data"]["init_args"]["train"]["path"] == "builtin:tiny/wiki_es.jsonl"
     assert fit["model"]["init_args"]["language"] == "es" and fit["model"]["init_args"]["task"] == "wiki_lm"
     merge = plan[-1].config["model"]["init_args"]
-    assert merge["task_adapter"] == "runs/tiny/pipeline/task_en/snapshots"
+    assert merge["task_adapter"] == "runs/tiny/pipeline/task_add_en/snapshots"
     assert set(merge["reference_adapters"]) == {"en", "es", "de"}
-    assert merge["oracle_adapters"] == {"de": "runs/tiny/pipeline/oracle_de/snapshots"}
-    assert plan[-1].depends == ("task_en", "reference_en", "reference_es", "reference_de", "oracle_de")
+    assert merge["oracle_adapters"] == {"de": "runs/tiny/pipeline/task_add_de/snapshots"}
+    assert plan[-1].depends == ("task_add_en", "task_add_de", "reference_en", "reference_es", "reference_de")
+    val = plan[-1].config["data"]["init_args"]["val"]  # the {lang} template, one source per language
+    assert [v["path"] for v in val] == [f"builtin:tiny/add_{lang}.jsonl" for lang in ("en", "es", "de")]
 
 
 def test_changing_a_setting_reruns_exactly_the_stages_it_affects():
@@ -81,7 +94,7 @@ def test_changing_a_setting_reruns_exactly_the_stages_it_affects():
     assert [name for name in before if before[name] != after[name]] == [
         "reference_en",
         "reference_es",
-        "evaluate",
+        "evaluate_add",
     ]
 
 
@@ -89,8 +102,11 @@ def test_a_stage_whose_inputs_are_not_done_is_refused(tmp_path, monkeypatch, cap
     from adamergex_pl.cli import main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["pipeline", "--config", str(TINY), "--stage", "[evaluate]"]) == 2
-    assert "stage evaluate needs ['task_en', 'reference_en', 'reference_es'] first" in capsys.readouterr().err
+    assert main(["pipeline", "--config", str(TINY), "--stage", "[evaluate_add]"]) == 2
+    assert (
+        "stage evaluate_add needs ['task_add_en', 'reference_en', 'reference_es'] first"
+        in capsys.readouterr().err
+    )
     assert main(["pipeline", "--config", str(TINY), "--stage", "[nope]"]) == 2
     assert "--stage ['nope'] are not stages of this pipeline" in capsys.readouterr().err
 
@@ -116,7 +132,7 @@ def test_the_embedded_default_runs_end_to_end_and_a_second_run_skips_everything(
         assert (run_dir / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     base = AutoModelForCausalLM.from_pretrained(str(REPO_ROOT / "adamergex_pl/assets/demo-bilingual"))
-    merged = PeftModel.from_pretrained(base, str(run_dir / "evaluate/merge_results/best/es")).eval()
+    merged = PeftModel.from_pretrained(base, str(run_dir / "evaluate_count/merge_results/best/es")).eval()
     with torch.no_grad():
         assert torch.isfinite(merged(input_ids=torch.tensor([[1, 5, 6, 7]])).logits).all()
 

@@ -26,21 +26,25 @@ def test_pipeline_submission_evaluates_only_after_every_fit_succeeded(tmp_path, 
         command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True
     ).stdout
     jobs = dict(line.split("\t") for line in out.strip().splitlines())
-    assert list(jobs) == ["task_en", "reference_en", "reference_es", "evaluate"]
+    assert list(jobs) == ["reference_en", "reference_es", "task_add_en", "evaluate_add", "report"]
     try:
-        pending = job_info(jobs["evaluate"])
+        pending = job_info(jobs["evaluate_add"])
         assert "afterok" in pending.get("Dependency", "") or pending["JobState"] in (
             "PENDING",
             "RUNNING",
             "COMPLETED",
         )
         fits = {
-            name: wait_for_job(job_id, timeout=400) for name, job_id in jobs.items() if name != "evaluate"
+            name: wait_for_job(job_id, timeout=400)
+            for name, job_id in jobs.items()
+            if name not in ("evaluate_add", "report")
         }
         assert {info["JobState"] for info in fits.values()} == {"COMPLETED"}, fits
-        evaluate = wait_for_job(jobs["evaluate"], timeout=400)
+        evaluate = wait_for_job(jobs["evaluate_add"], timeout=400)
         assert evaluate["JobState"] == "COMPLETED", evaluate
         assert _time(evaluate["StartTime"]) >= max(_time(info["EndTime"]) for info in fits.values())
+        report = wait_for_job(jobs["report"], timeout=200)
+        assert report["JobState"] == "COMPLETED", report
     finally:
         cancel(list(jobs.values()))
     table = (tmp_path / "runs/tiny/pipeline/results.md").read_text()

@@ -20,6 +20,9 @@ from pathlib import Path
 from adamergex_pl.assets.builtin import ASSETS_DIR
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.pipeline import stages as st
+from adamergex_pl.pipeline.budget import FitBudget, fit_budget
+from adamergex_pl.pipeline.diagnosis import write_diagnosis
+from adamergex_pl.pipeline.experiment_table import write_experiment_table
 from adamergex_pl.pipeline.report import write_report
 from adamergex_pl.pipeline.spec import PipelineSpec
 
@@ -66,7 +69,9 @@ def parse(argv: list[str]) -> tuple[PipelineSpec, object, list[str]]:
 
 
 def describe(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -> str:
-    lines = [f"AdaMergeX pipeline in {spec.run_dir}: {spec.src_lang} -> {', '.join(spec.tgt_langs)}"]
+    tasks = "; ".join(f"{n}: {t.src_lang} -> {', '.join(t.tgt_langs)}" for n, t in spec.tasks.items())
+    lines = [f"AdaMergeX pipeline in {spec.run_dir}: {tasks}"]
+    budgets: list[FitBudget] = []
     for stage in plan:
         if st.is_done(spec, stage, prints[stage.name]):
             state = "done"
@@ -75,7 +80,19 @@ def describe(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -
         else:
             state = "to run"
         config = Path(spec.run_dir) / "configs" / f"{stage.name}.yaml"
-        lines.append(f"  {stage.name:<18} {state:<7} adamergex {stage.command} --config {config}")
+        line = f"{stage.name:<28} {state:<7} adamergex {stage.command} --config {config}"
+        if stage.is_fit:
+            budget = fit_budget(stage.config)
+            budgets.append(budget)
+            line += f"  [{budget.describe()}]"
+        lines.append(line)
+    known = [b for b in budgets if b.examples is not None]
+    unknown = len(budgets) - len(known)
+    lines.append(
+        f"total: {len(plan)} stages, {len(budgets)} fits: {sum(b.examples for b in known):,} examples, "
+        f"{sum(b.tokens for b in known):,} tokens"
+        + (f" (+{unknown} fits whose data is not readable here)" if unknown else "")
+    )
     return "\n".join(lines)
 
 
@@ -99,25 +116,28 @@ def run_stage(spec: PipelineSpec, stage: st.Stage, fingerprint: str) -> None:
 
 
 def submit(spec: PipelineSpec, plan: list[st.Stage], resources, spec_argv: list[str], dry_run: bool) -> int:
-    """The fits as parallel jobs, then the evaluation and report after all of them succeeded.
+    """Every stage as a SLURM job that waits (``afterok``) for the stages it uses: the fits run in parallel,
+    each evaluation starts once its own inputs are done, and a last job writes the report.
 
-    Each job runs ``adamergex pipeline`` on the same YAML (a fit job with ``--stage``), so finished stages are
-    recorded and skipped exactly as in a local run.
+    Each job runs ``adamergex pipeline`` on the same YAML (a stage job with ``--stage``), so finished stages
+    are recorded and skipped exactly as in a local run.
     """
-    from adamergex_pl.slurm.jobs import SlurmJob, adamergex_command, submit_chain
+    from adamergex_pl.slurm.jobs import SlurmJob, adamergex_command, submit_jobs
 
-    fits = [
+    stages = [
         SlurmJob(
             adamergex_command(["pipeline", *spec_argv, "--stage", f"[{s.name}]"]),
             dataclasses.replace(resources, job_name=s.name),
+            after=list(s.depends),
         )
         for s in plan
-        if s.is_fit
     ]
-    final = SlurmJob(
-        adamergex_command(["pipeline", *spec_argv]), dataclasses.replace(resources, job_name="evaluate")
+    final = SlurmJob(  # every stage is done by then: this run only writes the report
+        adamergex_command(["pipeline", *spec_argv]),
+        dataclasses.replace(resources, job_name="report"),
+        after=[s.name for s in plan if not s.is_fit],
     )
-    submissions = submit_chain(fits, [final], jobs_dir=str(Path(spec.run_dir) / "slurm"), dry_run=dry_run)
+    submissions = submit_jobs([*stages, final], jobs_dir=str(Path(spec.run_dir) / "slurm"), dry_run=dry_run)
     for job in submissions:
         if dry_run:
             print(f"# ---- {job.name}: sbatch {' '.join(job.sbatch_args)} {job.script_path}\n{job.script}")
@@ -158,12 +178,34 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[pipeline] {stage.name}: done, skipped", flush=True)
             continue
         run_stage(spec, stage, prints[stage.name])
-    evaluate = next(s for s in plan if s.name == "evaluate")
-    if st.is_done(spec, evaluate, prints["evaluate"]):
-        results = st.stage_dir(spec, "evaluate") / "merge_results"
-        table = write_report(results, Path(spec.run_dir), spec.metric, spec.src_lang)
-        print(f"\n{table}\nResults: {spec.run_dir}/results.{{csv,json,md}}, plots in {spec.run_dir}/plots/")
+    report(spec, plan, prints)
     return 0
+
+
+def report(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -> None:
+    """Write the report once every evaluation is done: one task's table in ``<run_dir>/``; with several
+    tasks, each task's in ``<run_dir>/<task>/`` and the whole table (tasks × languages) in ``<run_dir>/``."""
+    by_name = {stage.name: stage for stage in plan}
+    done = {
+        name: st.stage_dir(spec, f"evaluate_{name}") / "merge_results"
+        for name in spec.tasks
+        if st.is_done(spec, by_name[f"evaluate_{name}"], prints[f"evaluate_{name}"])
+    }
+    if len(done) < len(spec.tasks):
+        return
+    run_dir = Path(spec.run_dir)
+    if len(spec.tasks) == 1:
+        (name, task), results = next(iter(spec.tasks.items())), next(iter(done.values()))
+        table = write_report(results, run_dir, task.metric, task.src_lang)
+        write_diagnosis(spec, run_dir)
+        print(f"\n{table}\nResults: {run_dir}/results.{{csv,json,md}}, plots in {run_dir}/plots/")
+        return
+    for name, task in spec.tasks.items():
+        (run_dir / name).mkdir(parents=True, exist_ok=True)
+        write_report(done[name], run_dir / name, task.metric, task.src_lang)
+    table = write_experiment_table(spec, run_dir)
+    write_diagnosis(spec, run_dir)
+    print(f"\n{table}\nResults: {run_dir}/results.{{csv,json,md}}; per task in {run_dir}/<task>/")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What ``adamergex pipeline`` reads: one YAML for the whole AdaMergeX recipe.
+"""What ``adamergex pipeline`` reads: one YAML for the whole AdaMergeX experiment, one task or many.
 
 The recipe (arXiv 2402.18913, section 3): fine-tune the task adapter ``A(T,src)`` in the source language, the
 reference adapters ``A(R,lang)`` (causal LM on Wikipedia) in the source and every target language, and, where
@@ -9,6 +9,11 @@ Each fit is an ordinary ``adamergex fit`` whose config the pipeline writes from 
 ``trainer`` and ``model`` settings, the stage's own overrides, and its ``data``, in which every string's
 ``{lang}`` is replaced by the stage's language. The evaluation is an ``adamergex validate`` of a
 ``MergeModule`` on ``evaluation.data``.
+
+A pipeline runs one task (``task``, ``evaluation``, ``tgt_langs``, ``oracle_langs``, ``metric`` at the top
+level) or several (``tasks: {xnli: {fit: ..., evaluation: ..., tgt_langs: ...}, mgsm: ...}``); the reference
+adapters are trained once per language for all tasks. An evaluation ``val`` may be one source with ``{lang}``
+in it: it is expanded to one source per language of its task, so the languages are named once.
 """
 
 from __future__ import annotations
@@ -55,36 +60,102 @@ class EvaluationSpec:
 
 
 @dataclass
-class PipelineSpec:
-    """The AdaMergeX recipe end to end.
+class TaskSpec:
+    """One task of a multi-task pipeline (its name is its key under ``tasks``).
 
     Args:
-        task: the task fits (source language, and oracles in ``oracle_langs``).
-        reference: the reference-task fits, in ``src_lang`` and every ``tgt_langs``.
-        evaluation: the comparison of methods per language.
+        fit: the task fits: ``A(T,src)`` and, in ``oracle_langs``, the oracles ``A(T,tgt)``.
+        evaluation: the comparison of methods on this task's languages.
+        tgt_langs: the languages to transfer this task to.
+        oracle_langs: target languages with task training data (an oracle is trained there).
+        metric: the task's main metric (e.g. ``accuracy``); default: the first that is not a loss.
+        src_lang: the task's source language (default: the pipeline's ``src_lang``).
+
+    Raises:
+        ValueError: no target language, a target equal to the source, or oracle languages that are not targets.
+    """
+
+    fit: FitSpec
+    evaluation: EvaluationSpec
+    tgt_langs: list[str]
+    oracle_langs: list[str] = field(default_factory=list)
+    metric: str | None = None
+    src_lang: str | None = None
+
+    @property
+    def languages(self) -> list[str]:
+        """The source language, then the targets (``src_lang`` must be set: :class:`PipelineSpec` does)."""
+        return [self.src_lang, *self.tgt_langs]
+
+    def check(self, name: str) -> None:
+        where = f"tasks.{name}." if name else ""
+        if not self.tgt_langs:
+            raise InvalidValueError(
+                f"{where}tgt_langs is empty; name at least one target language, e.g. [es]"
+            )
+        if self.src_lang in self.tgt_langs:
+            raise InvalidValueError(
+                f"src_lang={self.src_lang!r} is also in {where}tgt_langs={self.tgt_langs}; drop it there"
+            )
+        stray = [lang for lang in self.oracle_langs if lang not in self.tgt_langs]
+        if stray:
+            raise InvalidValueError(
+                f"{where}oracle_langs {stray} are not in {where}tgt_langs={self.tgt_langs}"
+            )
+        self._check_evaluation_languages(where)
+
+    def _check_evaluation_languages(self, where: str) -> None:
+        """An evaluation ``val`` list must validate on exactly this task's languages: checked before any fit,
+        rather than after every fit when the comparison finds a language missing."""
+        init = self.evaluation.data.get("init_args") or {}
+        if isinstance(init.get("languages"), list) and sorted(init["languages"]) != sorted(self.languages):
+            raise InvalidValueError(
+                f"{where}evaluation.data languages {init['languages']} differ from the task's languages "
+                f"{self.languages} (src_lang + tgt_langs); drop languages there: the pipeline fills it in"
+            )
+        sources = init.get("val")
+        if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
+            return  # one {lang} template (expanded per language), or a DataModule that names them otherwise
+        found = [s.get("language") for s in sources]
+        if sorted(map(str, found)) != sorted(self.languages):
+            raise InvalidValueError(
+                f"{where}evaluation.data validates on languages {found}, but the task's languages are "
+                f"{self.languages} (src_lang + tgt_langs); give one val source per language, each with its "
+                "language, or one source with {lang} in it"
+            )
+
+
+@dataclass
+class PipelineSpec:
+    """The AdaMergeX experiment end to end: reference adapters per language, and one or more tasks.
+
+    Args:
+        reference: the reference-task fits, in every language any task uses.
+        task: one task's fits (the single-task form; or use ``tasks``).
+        evaluation: that task's comparison of methods per language.
+        tasks: several tasks by name (the multi-task form: each a :class:`TaskSpec`).
         run_dir: where every stage writes (``<run_dir>/<stage>/``) and the report goes.
         src_lang: the language of the task training data.
-        tgt_langs: the languages to transfer the task to.
-        oracle_langs: target languages that have task training data: a task adapter is trained there too
-            (the ``oracle`` method, an upper bound).
-        methods: what to compare: ``adamergex``, ``adamergex_factor`` (LoRA), ``arimerge``, ``zero_shot``,
-            ``base``, ``oracle``.
+        tgt_langs: single-task form: the languages to transfer the task to.
+        oracle_langs: single-task form: target languages with task training data: a task adapter is trained
+            there too (the ``oracle`` method, an upper bound).
+        methods: what to compare, by their registry names (:mod:`adamergex_pl.merging.methods`).
         scales: the values of ``t`` to sweep.
-        metric: the report's main metric (e.g. ``accuracy``); default: the first that is not a loss.
+        metric: single-task form: the report's main metric (e.g. ``accuracy``).
         trainer: ``Trainer`` arguments shared by every stage.
         model: ``AdapterModule`` arguments shared by every fit (``base_model``, ``adapter_type``,
-            ``quantization``, ranks, learning rate, ...); ``base_model`` and ``quantization`` also go to the
-            evaluation.
+            ``quantization``, ranks, learning rate, ...); the base-model options also go to the evaluation.
         seed: ``seed_everything`` of every stage.
 
     Raises:
-        ValueError: unknown methods, a target language equal to the source, oracle languages that are not
-            targets, ``oracle`` without oracle languages, or a model without ``base_model``.
+        ValueError: both forms or neither, unknown methods, a target language equal to the source, oracle
+            languages that are not targets, ``oracle`` without any oracle language, or no ``base_model``.
     """
 
-    task: FitSpec
     reference: FitSpec
-    evaluation: EvaluationSpec
+    task: FitSpec | None = None
+    evaluation: EvaluationSpec | None = None
+    tasks: dict[str, TaskSpec] = field(default_factory=dict)
     run_dir: str = "runs/adamergex"
     src_lang: str = "en"
     tgt_langs: list[str] = field(default_factory=list)
@@ -99,16 +170,34 @@ class PipelineSpec:
     def __post_init__(self) -> None:
         check_methods(self.methods)
         check_sweeps(self.methods, ("scale",), "the pipeline")
-        if not self.tgt_langs:
-            raise InvalidValueError("tgt_langs is empty; name at least one target language, e.g. [es]")
-        if self.src_lang in self.tgt_langs:
+        single = {"task": self.task, "evaluation": self.evaluation, "tgt_langs": self.tgt_langs}
+        single.update(oracle_langs=self.oracle_langs, metric=self.metric)
+        given = [key for key, value in single.items() if value]
+        if self.tasks and given:
             raise InvalidValueError(
-                f"src_lang={self.src_lang!r} is also in tgt_langs={self.tgt_langs}; drop it there"
+                f"give either tasks: (several tasks) or the single-task keys {given}, not both; move them under "
+                "tasks.<name>"
             )
-        stray = [lang for lang in self.oracle_langs if lang not in self.tgt_langs]
-        if stray:
-            raise InvalidValueError(f"oracle_langs {stray} are not in tgt_langs={self.tgt_langs}")
-        if "oracle" in self.methods and not self.oracle_langs:
+        if not self.tasks:
+            if self.task is None or self.evaluation is None:
+                raise InvalidValueError(
+                    "no task: give task: and evaluation: (one task) or tasks: {<name>: {fit, evaluation, "
+                    "tgt_langs}}"
+                )
+            self.tasks = {
+                self.task.name: TaskSpec(
+                    self.task, self.evaluation, list(self.tgt_langs), list(self.oracle_langs), self.metric
+                )
+            }
+            where = ""
+        else:
+            where = None
+        for name, task in self.tasks.items():
+            if task.src_lang is None:
+                task.src_lang = self.src_lang
+            task.fit.name = name if where is None else task.fit.name
+            task.check(name if where is None else "")
+        if "oracle" in self.methods and not any(t.oracle_langs for t in self.tasks.values()):
             raise InvalidValueError(
                 "methods include 'oracle' but oracle_langs is empty; list the target languages with task data"
             )
@@ -119,22 +208,9 @@ class PipelineSpec:
         if not self.scales and any(METHODS[m].sweep == "scale" for m in self.methods):
             raise InvalidValueError("scales is empty; give at least one t, e.g. [1.0]")
 
-        self._check_evaluation_languages()
-
     @property
     def languages(self) -> list[str]:
-        return [self.src_lang, *self.tgt_langs]
-
-    def _check_evaluation_languages(self) -> None:
-        """The evaluation data must validate on exactly ``src_lang`` and ``tgt_langs``: checked here, before
-        any fit, rather than after every fit when the comparison finds a language missing."""
-        sources = (self.evaluation.data.get("init_args") or {}).get("val")
-        if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
-            return  # a DataModule that names its languages otherwise: the evaluation checks them
-        found = [s.get("language") for s in sources]
-        if sorted(map(str, found)) != sorted(self.languages):
-            raise InvalidValueError(
-                f"evaluation.data validates on languages {found}, but the pipeline's languages are "
-                f"{self.languages} (src_lang + tgt_langs); give one evaluation.data val source per language, "
-                "each with its language"
-            )
+        """Every language any task uses, sources first, in order of appearance."""
+        found = [t.src_lang for t in self.tasks.values()]
+        found += [lang for t in self.tasks.values() for lang in t.tgt_langs]
+        return list(dict.fromkeys(found))

@@ -1,9 +1,10 @@
 """The stages of the AdaMergeX recipe: their ``adamergex`` configs, what is done, and running them.
 
-    task_<src>        adamergex fit       A(T,src)
-    reference_<lang>  adamergex fit       A(R,lang) for the source and every target language
-    oracle_<tgt>      adamergex fit       A(T,tgt), where target-language task data exists
-    evaluate          adamergex validate  MergeModule: every method and scale on every language
+    reference_<lang>            adamergex fit       A(R,lang), once per language for every task
+    task_<task>_<src>           adamergex fit       A(T,src)
+    task_<task>_<src>_stacked   adamergex fit       A(T,src) on top of a frozen A(R,src) (the stack method)
+    task_<task>_<tgt>           adamergex fit       the oracle A(T,tgt), where target-language task data exists
+    evaluate_<task>             adamergex validate  MergeModule: every method and scale on the task's languages
 
 Each stage writes ``<run_dir>/<stage>/`` and, when it finishes, ``stage.json`` with a fingerprint of its
 config and of the stages it uses: a stage whose fingerprint matches is skipped, so running the pipeline twice
@@ -59,7 +60,14 @@ def stage_dir(spec: PipelineSpec, name: str) -> Path:
     return Path(spec.run_dir) / name
 
 
-def _fit_stage(spec: PipelineSpec, fit: FitSpec, name: str, lang: str) -> Stage:
+def _fit_stage(
+    spec: PipelineSpec,
+    fit: FitSpec,
+    name: str,
+    lang: str,
+    depends: tuple[str, ...] = (),
+    **model_args: Any,
+) -> Stage:
     root = str(stage_dir(spec, name))
     callbacks = [
         {"class_path": "callbacks.AdapterSnapshot", "init_args": {"dirpath": f"{root}/snapshots"}},
@@ -78,6 +86,7 @@ def _fit_stage(spec: PipelineSpec, fit: FitSpec, name: str, lang: str) -> Stage:
         },
     )
     model = {**copy.deepcopy(spec.model), **copy.deepcopy(fit.model), "task": fit.name, "language": lang}
+    model.update(model_args)
     return Stage(
         name,
         "fit",
@@ -87,51 +96,90 @@ def _fit_stage(spec: PipelineSpec, fit: FitSpec, name: str, lang: str) -> Stage:
             "model": {"class_path": "adamergex_pl.AdapterModule", "init_args": model},
             "data": substitute(copy.deepcopy(fit.data), lang),
         },
+        depends=depends,
     )
+
+
+def snapshots(spec: PipelineSpec, stage_name: str) -> str:
+    """Where a fit stage's ``AdapterSnapshot`` writes (its ``last`` is the adapter a later stage uses)."""
+    return f"{stage_dir(spec, stage_name)}/snapshots"
 
 
 def plan(spec: PipelineSpec) -> list[Stage]:
-    """Every stage of ``spec``, in an order that respects their dependencies."""
-    task = _fit_stage(spec, spec.task, f"task_{spec.src_lang}", spec.src_lang)
-    references = [_fit_stage(spec, spec.reference, f"reference_{lang}", lang) for lang in spec.languages]
-    oracles = [_fit_stage(spec, spec.task, f"oracle_{lang}", lang) for lang in spec.oracle_langs]
-    snapshots = lambda stage: f"{stage_dir(spec, stage.name)}/snapshots"  # noqa: E731
+    """Every stage of ``spec``, in an order that respects their dependencies.
+
+    ``reference_<lang>`` once per language over all tasks; per task ``task_<task>_<src>``, with the ``stack``
+    method also ``task_<task>_<src>_stacked`` (trained on top of ``reference_<src>``), the oracles
+    ``task_<task>_<lang>``, and ``evaluate_<task>``.
+    """
+    references = {
+        lang: _fit_stage(spec, spec.reference, f"reference_{lang}", lang) for lang in spec.languages
+    }
+    stages = list(references.values())
+    for name, task in spec.tasks.items():
+        src = task.src_lang
+        fits = [_fit_stage(spec, task.fit, f"task_{name}_{src}", src)]
+        if "stack" in spec.methods:
+            beneath = references[src].name
+            fits.append(
+                _fit_stage(
+                    spec,
+                    task.fit,
+                    f"task_{name}_{src}_stacked",
+                    src,
+                    (beneath,),
+                    stack_on=snapshots(spec, beneath),
+                )
+            )
+        oracles = [_fit_stage(spec, task.fit, f"task_{name}_{lang}", lang) for lang in task.oracle_langs]
+        stages += [*fits, *oracles, _evaluate_stage(spec, name, task, fits, oracles, references)]
+    return stages
+
+
+def _evaluate_stage(spec, name: str, task, fits: list[Stage], oracles: list[Stage], references) -> Stage:
+    methods = [m for m in spec.methods if m != "oracle" or oracles]  # a task without target data: no oracle
     merge = {key: spec.model[key] for key in BASE_MODEL_KEYS if key in spec.model}
     merge.update(
-        task_adapter=snapshots(task),
-        reference_adapters={
-            lang: snapshots(stage) for lang, stage in zip(spec.languages, references, strict=True)
-        },
-        src_lang=spec.src_lang,
-        methods=list(spec.methods),
+        task_adapter=snapshots(spec, fits[0].name),
+        reference_adapters={lang: snapshots(spec, references[lang].name) for lang in task.languages},
+        src_lang=task.src_lang,
+        methods=methods,
         scales=list(spec.scales),
-        task=spec.task.name,
-        results_dir=str(stage_dir(spec, "evaluate") / "merge_results"),
+        task=name,
+        results_dir=str(stage_dir(spec, f"evaluate_{name}") / "merge_results"),
     )
-    if oracles and "oracle" in spec.methods:
+    if len(fits) > 1:
+        merge["stacked_task_adapter"] = snapshots(spec, fits[1].name)
+    if oracles and "oracle" in methods:
         merge["oracle_adapters"] = {
-            lang: snapshots(stage) for lang, stage in zip(spec.oracle_langs, oracles, strict=True)
+            lang: snapshots(spec, stage.name) for lang, stage in zip(task.oracle_langs, oracles, strict=True)
         }
-    merge.update(copy.deepcopy(spec.evaluation.merge))
-    trainer = {**copy.deepcopy(spec.trainer), **copy.deepcopy(spec.evaluation.trainer)}
+    merge.update(copy.deepcopy(task.evaluation.merge))
+    trainer = {**copy.deepcopy(spec.trainer), **copy.deepcopy(task.evaluation.trainer)}
     trainer = {k: v for k, v in trainer.items() if k not in ("max_epochs", "max_steps", "callbacks")}
-    root = str(stage_dir(spec, "evaluate"))
+    root = str(stage_dir(spec, f"evaluate_{name}"))
     trainer.update(default_root_dir=root, logger={
         "class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": root, "name": "logs"}
     })  # fmt: skip
-    evaluate = Stage(
-        "evaluate",
+    data = copy.deepcopy(task.evaluation.data)
+    init = data.setdefault("init_args", {})
+    if isinstance(init.get("val"), dict):  # one {lang} template: a source per language of the task
+        init["val"] = [substitute(init["val"], lang) for lang in task.languages]
+    elif "val" not in init and "languages" not in init:  # TaskDataModule, CrossXDataModule: name them here
+        init["languages"] = list(task.languages)
+    inputs = [*fits, *oracles, *(references[lang] for lang in task.languages)]
+    return Stage(
+        f"evaluate_{name}",
         "validate",
         {
             "seed_everything": spec.seed,
             "verbose": False,
             "trainer": trainer,
             "model": {"class_path": "adamergex_pl.MergeModule", "init_args": merge},
-            "data": copy.deepcopy(spec.evaluation.data),
+            "data": data,
         },
-        depends=tuple(s.name for s in (task, *references, *oracles)),
+        depends=tuple(dict.fromkeys(stage.name for stage in inputs)),
     )
-    return [task, *references, *oracles, evaluate]
 
 
 def fingerprints(stages: list[Stage]) -> dict[str, str]:

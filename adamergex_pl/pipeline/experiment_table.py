@@ -1,0 +1,146 @@
+"""The whole experiment in one table: methods as rows, task × target language as columns, a per-task average.
+
+This is the shape of the AdaMergeX paper's main table. Each task's own report (``<run_dir>/<task>/results.json``,
+written by :func:`adamergex_pl.pipeline.report.write_report`) holds every method at every ``t``; here each
+merge method appears at its best ``t`` per task and language (chosen on the evaluation items themselves, which
+flatters the merge methods: the table says so), and the fixed methods (``zero_shot``, ``oracle``, ...) as they
+are. The average of a task is over its target languages; a method missing a language (an oracle where no
+target data exists) has no average for that task.
+
+Files: ``<run_dir>/results.md`` (the table), ``results.csv`` and ``results.json`` (one row per method, task and
+language: ``task, method, language, metric, value, scale``), ``plots/overview.png`` (per-task averages).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from adamergex_pl.merging.methods import METHODS, merge_method_names
+from adamergex_pl.pipeline.report import best_scales
+from adamergex_pl.results.files import write_text_atomic
+from adamergex_pl.results.tables import format_value, markdown_table
+
+FIELDS = ("task", "method", "language", "metric", "value", "scale")
+
+
+def experiment_rows(spec, run_dir: Path) -> list[dict[str, Any]]:
+    """One row per task, method and target language, from each task's report."""
+    rows: list[dict[str, Any]] = []
+    for name, task in spec.tasks.items():
+        document = json.loads((run_dir / name / "results.json").read_text())
+        metric, task_rows = document["main_metric"], document["rows"]
+        best = best_scales(task_rows, metric, task.tgt_langs)
+        for method in dict.fromkeys(r["method"] for r in task_rows):
+            for lang in task.tgt_langs:
+                if method in merge_method_names() and METHODS[method].sweep == "scale":
+                    if (method, lang) not in best:
+                        continue
+                    scale, value = best[(method, lang)]
+                else:
+                    found = [
+                        r
+                        for r in task_rows
+                        if (r["method"], r["language"], r["metric"]) == (method, lang, metric)
+                    ]
+                    if not found:
+                        continue
+                    scale, value = found[0]["scale"], found[0]["value"]
+                rows.append(
+                    {
+                        "task": name,
+                        "method": method,
+                        "language": lang,
+                        "metric": metric,
+                        "value": value,
+                        "scale": scale,
+                    }
+                )
+    return rows
+
+
+def averages(rows: list[dict[str, Any]], spec) -> dict[tuple[str, str], float]:
+    """``{(method, task): mean over the task's target languages}`` where the method covers all of them."""
+    found: dict[tuple[str, str], float] = {}
+    for name, task in spec.tasks.items():
+        for method in dict.fromkeys(r["method"] for r in rows if r["task"] == name):
+            values = [r["value"] for r in rows if (r["task"], r["method"]) == (name, method)]
+            if len(values) == len(task.tgt_langs):
+                found[(method, name)] = sum(values) / len(values)
+    return found
+
+
+def markdown(rows: list[dict[str, Any]], spec) -> str:
+    means = averages(rows, spec)
+    header = ["method"]
+    for name, task in spec.tasks.items():
+        header += [f"{name}/{lang}" for lang in task.tgt_langs] + [f"{name}/avg"]
+    body = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        cells = [method]
+        for name, task in spec.tasks.items():
+            for lang in task.tgt_langs:
+                value = next(
+                    (
+                        r["value"]
+                        for r in rows
+                        if (r["task"], r["method"], r["language"]) == (name, method, lang)
+                    ),
+                    None,
+                )
+                cells.append(format_value(value))
+            cells.append(format_value(means.get((method, name))))
+        body.append(cells)
+    metrics = ", ".join(
+        f"{name}: {next(r['metric'] for r in rows if r['task'] == name)}" for name in spec.tasks
+    )
+    return (
+        f"## The experiment: {len(spec.tasks)} tasks, target languages only ({metrics})\n\n"
+        + markdown_table(header, body)
+        + "\n\nMerge methods at their best t per task and language, chosen on these same items.\n"
+    )
+
+
+def plot(rows: list[dict[str, Any]], spec, out: Path) -> Path:
+    """Grouped bars: per task, each method's average over the task's target languages."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    means = averages(rows, spec)
+    methods = list(dict.fromkeys(m for m, _ in means))
+    tasks = list(spec.tasks)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(tasks) * max(1, len(methods)) / 3), 4.2))
+    width = 0.8 / max(1, len(methods))
+    for i, method in enumerate(methods):
+        positions = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(tasks))]
+        ax.bar(positions, [means.get((method, t), float("nan")) for t in tasks], width, label=method)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylabel("main metric, mean over target languages")
+    ax.set_title("Every task: each method's average over its target languages", fontsize=10)
+    ax.legend(fontsize=7, ncols=min(4, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def write_experiment_table(spec, run_dir: Path) -> str:
+    """Write ``results.{md,csv,json}`` and ``plots/overview.png`` of the whole experiment; return the table."""
+    rows = experiment_rows(spec, run_dir)
+    table = markdown(rows, spec)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({**r, "scale": "" if r["scale"] is None else r["scale"]} for r in rows)
+    write_text_atomic(run_dir / "results.csv", text.getvalue())
+    document = {"tasks": {n: t.tgt_langs for n, t in spec.tasks.items()}, "rows": rows}
+    write_text_atomic(run_dir / "results.json", json.dumps(document, indent=2) + "\n")
+    write_text_atomic(run_dir / "results.md", table)
+    plot(rows, spec, run_dir / "plots" / "overview.png")
+    return table
