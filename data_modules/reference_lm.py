@@ -4,18 +4,26 @@ AdaMergeX fine-tunes a "reference" adapter per language on plain text (Wikipedia
 ``A(R,tgt) ⊖ A(R,src)`` captures the language gap. The text is tokenized, concatenated into one stream and cut
 into windows of exactly ``window_tokens`` tokens (tokens, not characters or words: the released script cut
 by characters or words, so its windows had unequal token lengths). The loss covers every token.
+
+With ``max_windows``, the corpus is read lazily: documents come in a seeded order and are tokenized until enough
+windows exist (``read_counter`` and ``documents_tokenized`` say how much the last ``setup`` read), so the
+preparation cost does not grow with the corpus size.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 from typing_extensions import override
 
-from adamergex_pl.data.sources import DataSource, load_records
+from adamergex_pl.data.sources import DataSource, ReadCounter, iter_records
 from adamergex_pl.errors import InvalidValueError
 from data_modules.base import Examples, TokenizedDataModule
+
+_TOKENIZE_BATCH = 8  # documents per tokenizer call when reading lazily
 
 
 class ReferenceLMDataModule(TokenizedDataModule):
@@ -32,9 +40,16 @@ class ReferenceLMDataModule(TokenizedDataModule):
             (independent documents); a string such as ``" "`` joins them as one text (records that continue
             each other, like the AdaMergeX demo windows).
         window_tokens: tokens per window.
-        max_windows: keep a seeded random subset of this many training windows.
-        max_val_windows: keep at most this many windows per validation language.
-        val_fraction: with no ``val`` sources, hold out this fraction of the training windows.
+        max_windows: keep this many training windows: documents are read in a seeded order (row groups of a
+            Parquet file, byte ranges of a JSONL file, row-group shards and a shuffle buffer of a streamed hub
+            dataset) and tokenized only until that many windows exist, so a 6.4M-article Wikipedia costs what
+            a small corpus costs. The windows depend only on ``seed``, never on the DDP rank. ``null`` reads the
+            whole text in order. (With a ``record_separator`` the records are one text: it is read whole and a
+            seeded subset of its windows kept.)
+        max_val_windows: keep at most this many windows per validation language (read the same way).
+        val_fraction: with no ``val`` sources, hold out this fraction of the training windows (with
+            ``max_windows``: of the ``max_windows / (1 - val_fraction)`` windows read, so that ``max_windows``
+            remain for training).
         language: the language of the text (and of sources that name none).
         tokenizer: see :class:`~data_modules.base.TokenizedDataModule` (as are the remaining arguments).
         batch_size: training batch size per device.
@@ -93,34 +108,67 @@ class ReferenceLMDataModule(TokenizedDataModule):
         self.max_windows, self.max_val_windows = max_windows, max_val_windows
         self.val_fraction = val_fraction
         self.language = language
+        self.read_counter, self.documents_tokenized = ReadCounter(), 0  # what the last setup read
 
-    def _texts(self, source: DataSource) -> list[str]:
-        records = load_records(source)
-        if not records:
-            raise InvalidValueError(f"{source.describe()} holds no records")
-        missing = [f for f in self.text_fields if f not in records[0]]
-        if missing:
-            raise InvalidValueError(
-                f"text_fields {missing} are not fields of {source.describe()}; its fields are {list(records[0])}"
-            )
-        return [" ".join(str(r.get(f) or "") for f in self.text_fields) for r in records]
+    def _documents(self, source: DataSource, seed: int | None) -> Iterator[str]:
+        """The text of each record of ``source`` (its ``text_fields`` joined by a space), read lazily."""
+        records = iter_records(source, seed=seed, counter=self.read_counter)
+        try:
+            first = next(records, None)
+            if first is None:
+                raise InvalidValueError(f"{source.describe()} holds no records")
+            missing = [f for f in self.text_fields if f not in first]
+            if missing:
+                raise InvalidValueError(
+                    f"text_fields {missing} are not fields of {source.describe()}; its fields are {list(first)}"
+                )
+            yield self._text(first)
+            for record in records:
+                yield self._text(record)
+        finally:
+            records.close()
 
-    def windows(self, source: DataSource) -> list[list[int]]:
-        """Token windows of ``source``'s text, in order."""
-        texts = self._texts(source)
+    def _text(self, record: dict[str, Any]) -> str:
+        return " ".join(str(record.get(f) or "") for f in self.text_fields)
+
+    def windows(self, source: DataSource, limit: int | None = None) -> list[list[int]]:
+        """Token windows of ``source``'s text.
+
+        Without ``limit``: every window of the whole text, in order. With ``limit`` (and independent records,
+        ``record_separator: null``): documents are read in a seeded order (see
+        :func:`~adamergex_pl.data.sources.iter_records`) and tokenized only until ``limit`` windows exist, so the cost
+        does not grow with the corpus. Records joined by ``record_separator`` form one text, read whole.
+        """
+        n, eos = self.window_tokens, self.tokenizer.eos_token_id
         if self.record_separator is not None:
-            texts = [self.record_separator.join(texts)]
-        token_lists = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        stream: list[int] = []
-        for ids in token_lists:
-            stream.extend(ids)
-            if self.record_separator is None:
-                stream.append(self.tokenizer.eos_token_id)
-        n = self.window_tokens
-        windows = [stream[i : i + n] for i in range(0, len(stream) - n + 1, n)]
+            texts = list(self._documents(source, None))
+            self.documents_tokenized += len(texts)
+            stream = self.tokenizer(self.record_separator.join(texts), add_special_tokens=False)["input_ids"]
+            windows = [stream[i : i + n] for i in range(0, len(stream) - n + 1, n)]
+            total = len(stream)
+        else:
+            documents = self._documents(source, None if limit is None else self.seed)
+            windows, stream, total = [], [], 0
+            try:
+                while limit is None or len(windows) < limit:
+                    batch = list(islice(documents, _TOKENIZE_BATCH))
+                    if not batch:
+                        break
+                    self.documents_tokenized += len(batch)
+                    for ids in self.tokenizer(batch, add_special_tokens=False)["input_ids"]:
+                        stream.extend(ids)
+                        stream.append(eos)
+                        total += len(ids) + 1
+                    cut = len(stream) - len(stream) % n
+                    windows.extend(stream[i : i + n] for i in range(0, cut, n))
+                    del stream[:cut]
+            finally:
+                documents.close()
+            if limit is not None:
+                windows = windows[:limit]
         if not windows:
             raise InvalidValueError(
-                f"{source.describe()} has {len(stream)} tokens, fewer than one window of window_tokens={n}; "
+                f"{source.describe()} has {total} tokens, fewer than one window of window_tokens={n}; "
                 "give more text or lower window_tokens"
             )
         return windows
@@ -139,25 +187,40 @@ class ReferenceLMDataModule(TokenizedDataModule):
                 raise InvalidValueError(
                     f"two {what} sources have language {lang!r}; give one source per language"
                 )
-            grouped[lang] = _examples(self._subsample(self.windows(source), self.max_val_windows))
+            windows = self.windows(source, self.max_val_windows)
+            grouped[lang] = _examples(self._subsample(windows, self.max_val_windows))
         return grouped
+
+    def _windows_to_read(self) -> tuple[int | None, int]:
+        """How many training windows to read (``None``: all) and how many of them to hold out."""
+        if self.max_windows is None:
+            return None, 0
+        held_out = 0
+        if self.val_fraction:
+            held_out = max(1, round(self.val_fraction * self.max_windows / (1 - self.val_fraction)))
+            if self.max_val_windows is not None:
+                held_out = min(held_out, self.max_val_windows)
+        return self.max_windows + held_out, held_out
 
     @override
     def build_examples(self) -> tuple[Examples, dict[str, Examples], dict[str, Examples]]:
+        self.read_counter, self.documents_tokenized = ReadCounter(), 0
         val = self._by_language(self.val_sources, "val")
         train_windows: list[list[int]] = []
         if self.train_source is not None:
-            train_windows = self.windows(self.train_source)
+            limit, held_out = self._windows_to_read()
+            train_windows = self.windows(self.train_source, limit)
             if self.val_fraction:
                 order = list(range(len(train_windows)))
                 random.Random(self.seed).shuffle(order)
-                n_val = max(1, round(self.val_fraction * len(order)))
+                n_val = held_out if limit is not None and len(order) == limit else 0
+                n_val = n_val or max(1, round(self.val_fraction * len(order)))
                 if n_val >= len(order):
                     raise InvalidValueError(
                         f"val_fraction={self.val_fraction} leaves no training windows out of {len(order)}"
                     )
-                held_out = [train_windows[i] for i in sorted(order[:n_val])]
-                val[self.language] = _examples(self._subsample(held_out, self.max_val_windows))
+                held = [train_windows[i] for i in sorted(order[:n_val])]
+                val[self.language] = _examples(self._subsample(held, self.max_val_windows))
                 train_windows = [train_windows[i] for i in sorted(order[n_val:])]
             train_windows = self._subsample(train_windows, self.max_windows)
         return _examples(train_windows), val, self._by_language(self.test_sources, "test")

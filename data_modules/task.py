@@ -14,6 +14,7 @@ data is only loaded for ``fit``. The task table lives in ``data_modules/tasks/``
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import Any, Literal
 
 from lightning.pytorch.utilities import rank_zero_info
@@ -190,16 +191,21 @@ class TaskDataModule(TokenizedDataModule):
             sources[source.language] = source
         return sources
 
-    def _records(self, source: DataSource, language: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    def _records(
+        self, source: DataSource, language: str, fields: tuple[str, ...]
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """``(index in the split, record)`` of the usable rows of ``source``: rows the dataset marks invalid
+        (an unlabelled ``-1`` row, an empty sentence) are dropped, and their count is logged once per source."""
         where = f"task {self.task!r}, language {language!r}: {source.describe()}"
         try:
             records = load_records(source)
-        except InvalidValueError as err:  # a hub dataset that cannot be loaded, a malformed file
+        except InvalidValueError as err:  # a dataset that cannot be loaded, a malformed file
             raise InvalidValueError(f"task {self.task!r}, language {language!r}: {err}") from err
         if not records:
             raise InvalidValueError(
                 f"{where} holds no records (an empty split); check the split and the file"
             )
+        usable, dropped = [], Counter()
         for index, record in enumerate(records):
             missing = [f for f in fields if f not in record]
             if missing:
@@ -207,14 +213,30 @@ class TaskDataModule(TokenizedDataModule):
                     f"{where}: record {index} lacks field(s) {missing}; the task needs {list(fields)} and the "
                     f"record has {sorted(record)}"
                 )
-        return records
+            reason = self.spec.invalid_reason(record)
+            if reason is None:
+                usable.append((index, record))
+            else:
+                dropped[reason] += 1
+        if dropped:
+            count = sum(dropped.values())
+            reasons = (
+                f"with {next(iter(dropped))}"
+                if len(dropped) == 1
+                else "(" + ", ".join(f"{n} with {reason}" for reason, n in dropped.most_common()) + ")"
+            )
+            rank_zero_info(f"{source.describe()}: dropped {count} of {len(records)} rows {reasons}")
+        if not usable:
+            raise InvalidValueError(
+                f"{where}: all {len(records)} rows are marked invalid ({', '.join(dropped)}); check the split"
+            )
+        return usable
 
-    def _sample(self, records: list, limit: int | None) -> list[tuple[int, Any]]:
-        """``(index in the split, record)`` pairs: a seeded sample of ``limit`` (the same for equal sizes)."""
-        indices = range(len(records))
-        if limit is not None and len(records) > limit:
-            indices = sorted(random.Random(self.seed).sample(indices, limit))
-        return [(i, records[i]) for i in indices]
+    def _sample(self, records: list[tuple[int, Any]], limit: int | None) -> list[tuple[int, Any]]:
+        """A seeded sample of ``limit`` of the ``(index, record)`` pairs, in order (the same for equal sizes)."""
+        if limit is None or len(records) <= limit:
+            return records
+        return [records[i] for i in sorted(random.Random(self.seed).sample(range(len(records)), limit))]
 
     def _checked(self, where: tuple[str, DataSource, int], what: str, function, *args):
         """``function(*args)``, with a bad value reported by task, language, record and field."""

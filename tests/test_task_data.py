@@ -72,7 +72,11 @@ def test_task_table_matches_the_paper_and_the_hub_layouts():
     )
     assert "de" not in xlsum and "el" not in xlsum  # XL-Sum has neither German nor Greek
     assert TASKS["xquad"].eval_source("th").name == "xquad.th"
-    assert TASKS["mgsm"].eval_source("sw").revision == "refs/convert/parquet"  # main still has a script
+    assert TASKS["mgsm"].eval_source("sw").revision is None  # main is Parquet with a dataset card now
+    xlsum_es = TASKS["xlsum"].eval_source(
+        "es"
+    )  # main has a script: its Parquet export, name read as data_dir
+    assert (xlsum_es.name, xlsum_es.revision) == ("spanish", "refs/convert/parquet")
     assert TASKS["xcopa"].train_source.path == "pkavumba/balanced-copa"
     assert TASKS["xcopa"].train_source.split == "train"  # its test split is COPA's test = XCOPA's source
 
@@ -222,3 +226,27 @@ def test_the_cli_prints_one_line_for_a_language_the_dataset_lacks(tmp_path, caps
 def test_task_collator_refuses_an_unknown_kind():
     with pytest.raises(ValueError, match="kind='ranking'"):
         TaskCollator("ranking", pad_token_id=0)
+
+
+def test_rows_the_dataset_marks_invalid_are_dropped_and_counted(tmp_path, caplog):
+    import logging
+
+    rows = [
+        {"id": 1, "sentence1": "a", "sentence2": "b", "label": 1},
+        {"id": 2, "sentence1": "c", "sentence2": "d", "label": -1},
+        {"id": 3, "sentence1": "e", "sentence2": "  ", "label": 0},
+        {"id": 4, "sentence1": "g", "sentence2": "h", "label": 0},
+    ]
+    val = [DataSource(write_jsonl(tmp_path / "de.jsonl", rows), language="de")]
+    with caplog.at_level(logging.INFO):
+        data = datamodule("pawsx", val=val)
+    assert [e["index"] for e in data.val_examples["de"]] == [0, 3]  # indices in the split
+    assert f"{tmp_path / 'de.jsonl'}: dropped 2 of 4 rows (1 with label -1, 1 with an empty sentence2)" in [
+        r.getMessage() for r in caplog.records
+    ]
+    unlabelled = [{**row, "label": -1} for row in rows]
+    val = [DataSource(write_jsonl(tmp_path / "zh.jsonl", unlabelled), language="zh")]
+    with pytest.raises(
+        ValueError, match=r"language 'zh': .*zh\.jsonl: all 4 rows are marked invalid \(label -1"
+    ):
+        datamodule("pawsx", val=val)

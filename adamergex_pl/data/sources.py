@@ -1,22 +1,38 @@
-"""Where records come from: local JSON/JSONL/CSV/Parquet/text files, or a dataset on the Hugging Face hub.
+"""Where records come from: local JSON/JSONL/CSV/Parquet/text files, a folder laid out as a hub dataset, or a
+dataset on the Hugging Face hub.
 
 A :class:`DataSource` is written in YAML as ``{path: data/train.jsonl}``, ``{path: builtin:tiny/add_en.jsonl}`` or
-``{path: facebook/xnli, name: en, split: train}``. A path that ends in a known suffix, or that exists on
-disk, is read locally; anything else is loaded with ``datasets.load_dataset(path, name, split=split)``.
+``{path: facebook/xnli, name: en, split: train}``. A path that ends in a known suffix, or that is a file on
+disk, is read as that file; a folder on disk, or a hub dataset id, is loaded with ``datasets.load_dataset`` and
+resolved the same way in both cases (the dataset card's ``configs``, ``data_dir``, split names from file names).
+
+:func:`load_records` returns a whole split as a list; :func:`iter_records` reads it one record at a time, in file
+order or in a seeded order, so that a reader that needs only part of a large corpus (6.4M Wikipedia articles)
+stops early instead of loading it whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
+import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+from urllib.parse import quote
 
 from adamergex_pl.assets.builtin import ASSETS_DIR, BUILTIN_PREFIX
 from adamergex_pl.errors import InputNotFoundError, InvalidValueError
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
+MIRROR_ENV = "ADAMERGEX_DATASET_MIRROR"
+PARQUET_EXPORT = "refs/convert/parquet"
+# seeded reading: records a shuffle buffer of a streamed dataset holds, and the byte chunks of a JSONL file
+STREAM_SHUFFLE_BUFFER = 1_000
+JSONL_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -24,15 +40,29 @@ class DataSource:
     """One split of one dataset.
 
     Args:
-        path: ``builtin:<file>`` for data shipped with the package (e.g. ``builtin:tiny/add_en.jsonl``), a
+        path: ``builtin:<file>`` for data shipped with the package (e.g. ``builtin:tiny/add_en.jsonl``); a
             local ``.json`` (array of objects, or an object with a list under ``field``), ``.jsonl``,
-            ``.csv``, ``.parquet`` or ``.txt`` file, or a hub dataset name such as ``facebook/xnli``.
-        name: the hub dataset's configuration (e.g. ``en``, or ``20231101.es`` for ``wikimedia/wikipedia``).
-        split: the hub dataset's split (local files are one split).
+            ``.csv``, ``.parquet`` or ``.txt`` file; a local folder laid out as a hub dataset repository; or a
+            hub dataset id such as ``facebook/xnli``.
+        name: the dataset's configuration (e.g. ``en``, or ``20231101.es`` for ``wikimedia/wikipedia``), as
+            listed under ``configs`` in its dataset card.
+        split: the dataset's split (a local file is one split).
         language: the language of these records (validation metrics are logged under it).
         field: for a ``.json`` file holding an object, the key of the record list.
-        revision: the hub dataset's git revision, e.g. ``refs/convert/parquet`` for a dataset that still ships
-            a loading script on ``main`` (``datasets`` >= 4 no longer runs those scripts).
+        revision: the hub dataset's git revision. ``refs/convert/parquet`` is the hub's Parquet export of a
+            dataset that still ships a loading script on ``main`` (``datasets`` >= 4 no longer runs those
+            scripts). That branch has no dataset card and lays files out as ``<config>/<split>/0000.parquet``,
+            so ``datasets`` knows no configuration there ("BuilderConfig 'en' not found"): with this revision,
+            ``name`` is read as ``data_dir`` (``{name: spanish}`` reads ``spanish/<split>/*.parquet``).
+        data_dir: a folder inside the dataset repository to read instead of its configurations' files (passed to
+            ``datasets.load_dataset(..., data_dir=...)``); relative, e.g. ``spanish``.
+
+    Offline mirror: when the environment variable ``ADAMERGEX_DATASET_MIRROR`` names a folder, a hub id
+    ``<org>/<name>`` is loaded from ``$ADAMERGEX_DATASET_MIRROR/<org>/<name>/`` if that folder exists (for a
+    ``revision`` other than ``main``: ``<org>/<name>@<revision with '/' written %2F>/``, e.g.
+    ``csebuetnlp/xlsum@refs%2Fconvert%2Fparquet/``), and from the hub otherwise. The folder holds the repository's
+    files as the hub serves them (dataset card included), so ``name``, ``data_dir`` and ``split`` resolve as
+    they would on the hub. ``tests/hub_fixtures.py`` writes such a mirror of tiny datasets.
     """
 
     path: str
@@ -40,15 +70,21 @@ class DataSource:
     split: str = "train"
     language: str | None = None
     field: str | None = None
-    # Added for the task suite (juletxara/mgsm and csebuetnlp/xlsum load from their Parquet export branch).
+    # Added for the task suite (csebuetnlp/xlsum loads from its Parquet export branch).
     revision: str | None = None
+    data_dir: str | None = None
 
     @property
     def is_local(self) -> bool:
+        """A file (or folder) on disk: shipped with the package, a known suffix, or an existing path."""
+        return self.is_file or Path(self.path).expanduser().exists()
+
+    @property
+    def is_file(self) -> bool:
         return (
             self.path.startswith(BUILTIN_PREFIX)
             or Path(self.path).suffix in LOCAL_SUFFIXES
-            or Path(self.path).expanduser().exists()
+            or Path(self.path).expanduser().is_file()
         )
 
     def local_path(self) -> Path:
@@ -58,10 +94,87 @@ class DataSource:
         return Path(self.path).expanduser()
 
     def describe(self) -> str:
-        if self.is_local:
+        if self.is_file:
             return self.path
-        revision = f" @{self.revision}" if self.revision else ""
-        return f"{self.path}" + (f" ({self.name})" if self.name else "") + f" [{self.split}]{revision}"
+        text = self.path + (f" ({self.name})" if self.name else "")
+        text += (f" data_dir={self.data_dir}" if self.data_dir else "") + f" [{self.split}]"
+        return text + (f" @{self.revision}" if self.revision else "")
+
+    def resolve(self) -> ResolvedSource:
+        """Where and how this source is loaded (a file, a folder, or a hub repository), checked.
+
+        Raises:
+            ValueError: a malformed ``data_dir`` or ``split``, or a combination that cannot be loaded.
+        """
+        if self.is_file:
+            return ResolvedSource("file", str(self.local_path()))
+        if not self.split or not self.split.strip():
+            raise InvalidValueError(
+                f"{self.path}: split={self.split!r}; expected a split name such as train, validation or test"
+            )
+        name, data_dir = self.name, self.data_dir
+        if data_dir is not None:
+            parts = PurePosixPath(data_dir.replace("\\", "/")).parts
+            if not data_dir.strip() or PurePosixPath(data_dir).is_absolute() or ".." in parts:
+                raise InvalidValueError(
+                    f"{self.path}: data_dir={data_dir!r}; expected a folder inside the dataset repository, "
+                    "relative and without '..' (e.g. data_dir: spanish)"
+                )
+        if self.revision == PARQUET_EXPORT and name is not None:
+            if data_dir is not None and data_dir.strip("/") != name:
+                raise InvalidValueError(
+                    f"{self.path}: name={name!r} and data_dir={data_dir!r} on revision {PARQUET_EXPORT}, where a "
+                    "configuration is the folder of its files; give one of them"
+                )
+            name, data_dir = None, name
+        local = Path(self.path).expanduser()
+        if local.is_dir():
+            if self.revision not in (None, "main", PARQUET_EXPORT):
+                raise InvalidValueError(
+                    f"{self.path} is a local folder, which has no revision {self.revision!r}; drop revision (or "
+                    f"keep {PARQUET_EXPORT} for a copy of that branch, to read name as data_dir)"
+                )
+            return ResolvedSource("directory", str(local), name, data_dir)
+        mirror = os.environ.get(MIRROR_ENV)
+        if mirror and _is_hub_id(self.path):
+            folder = mirror_folder(mirror, self.path, self.revision)
+            if folder.is_dir():
+                return ResolvedSource("directory", str(folder), name, data_dir, mirror=True)
+        return ResolvedSource("hub", self.path, name, data_dir, self.revision)
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """What :meth:`DataSource.resolve` found: ``kind`` is ``file``, ``directory`` or ``hub``."""
+
+    kind: Literal["file", "directory", "hub"]
+    target: str
+    name: str | None = None
+    data_dir: str | None = None
+    revision: str | None = None
+    mirror: bool = False
+
+
+@dataclass
+class ReadCounter:
+    """What readers took from their sources: ``rows`` decoded (whole row groups or byte ranges when read in a
+    seeded order; records pulled from a stream) and ``emitted`` records handed out."""
+
+    rows: int = 0
+    emitted: int = 0
+
+
+def mirror_folder(root: str | os.PathLike, hub_id: str, revision: str | None = None) -> Path:
+    """The folder of ``hub_id`` (at ``revision``) in a dataset mirror rooted at ``root`` (see :class:`DataSource`)."""
+    folder = Path(root).expanduser() / hub_id
+    if revision not in (None, "main"):
+        folder = folder.with_name(f"{folder.name}@{quote(revision, safe='')}")
+    return folder
+
+
+def _is_hub_id(path: str) -> bool:
+    parts = path.split("/")
+    return 1 <= len(parts) <= 2 and all(parts) and not path.startswith((".", "~")) and "\\" not in path
 
 
 def load_records(source: DataSource) -> list[dict[str, Any]]:
@@ -69,22 +182,132 @@ def load_records(source: DataSource) -> list[dict[str, Any]]:
 
     Raises:
         FileNotFoundError: a local file that does not exist.
-        ValueError: a file in an unexpected shape, or a hub dataset that cannot be loaded.
+        ValueError: a file in an unexpected shape, or a dataset that cannot be loaded.
     """
-    if not source.is_local:
-        return _load_hub(source)
+    resolved = source.resolve()
+    if resolved.kind != "file":
+        return _load_dataset(source, resolved, streaming=False).to_list()
+    path = _existing_file(source)
+    suffix = path.suffix
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if suffix == ".jsonl":
+        return list(_jsonl_lines(source, path))
+    return _whole_file(source, path)
+
+
+def iter_records(
+    source: DataSource, seed: int | None = None, counter: ReadCounter | None = None
+) -> Iterator[dict[str, Any]]:
+    """The records of ``source`` one at a time, read incrementally: stop iterating and the rest is never read.
+
+    With ``seed=None`` the records come in file order (the order of :func:`load_records`). With a seed they come
+    in an order that depends only on the seed (the same in every process, whatever its DDP rank):
+
+    * a local Parquet file: its row groups in a seeded order, each row group's rows shuffled;
+    * a local JSONL file: 1 MiB byte ranges in a seeded order, each range's lines shuffled;
+    * a folder or a hub dataset: streamed (``streaming=True``), row groups in a seeded order through a seeded
+      shuffle buffer of ``STREAM_SHUFFLE_BUFFER`` records;
+    * ``.json``, ``.csv`` and ``.txt`` files are read whole and shuffled.
+
+    Raises:
+        FileNotFoundError: a local file that does not exist.
+        ValueError: a file in an unexpected shape, or a dataset that cannot be loaded.
+    """
+    counter = counter if counter is not None else ReadCounter()
+    for record in _records(source, seed, counter):
+        counter.emitted += 1
+        yield record
+
+
+def _records(source: DataSource, seed: int | None, counter: ReadCounter) -> Iterator[dict[str, Any]]:
+    resolved = source.resolve()
+    if resolved.kind != "file":
+        dataset = _load_dataset(source, resolved, streaming=True)
+        if seed is not None:  # count the rows the shuffle buffer pulls, not only those it hands out
+            dataset = _shuffled_stream(dataset.map(_counting(counter)), seed)
+        for record in _hub_iteration(source, resolved, dataset):
+            if seed is None:
+                counter.rows += 1
+            yield record
+        return
+    path = _existing_file(source)
+    if path.suffix == ".parquet":
+        yield from _parquet_records(source, path, seed, counter)
+    elif path.suffix == ".jsonl" and seed is not None:
+        yield from _jsonl_chunks(source, path, seed, counter)
+    elif path.suffix == ".jsonl":
+        for record in _jsonl_lines(source, path):
+            counter.rows += 1
+            yield record
+    else:
+        records = _whole_file(source, path)
+        counter.rows += len(records)
+        if seed is not None:
+            random.Random(seed).shuffle(records)
+        yield from records
+
+
+def _counting(counter: ReadCounter):
+    def count(record: dict[str, Any]) -> dict[str, Any]:
+        counter.rows += 1
+        return record
+
+    return count
+
+
+def _shuffled_stream(dataset, seed: int):
+    """A streamed dataset in a seeded order: its shards (Parquet row groups, once resharded) shuffled, then a
+    seeded buffer. One shard feeds the buffer at a time: interleaving several (``datasets``' default) reads
+    them in threads and sleeps 5 s whenever a stream is left early."""
+    reshard = getattr(dataset, "reshard", None)  # datasets >= 5: one shard per row group instead of per file
+    if reshard is not None:
+        with contextlib.suppress(NotImplementedError):
+            dataset = reshard()
+    try:
+        return dataset.shuffle(seed=seed, buffer_size=STREAM_SHUFFLE_BUFFER, max_buffer_input_shards=1)
+    except TypeError:  # datasets without max_buffer_input_shards
+        return dataset.shuffle(seed=seed, buffer_size=STREAM_SHUFFLE_BUFFER)
+
+
+def _hub_iteration(source: DataSource, resolved: ResolvedSource, dataset) -> Iterator[dict[str, Any]]:
+    iterator = iter(dataset)
+    try:
+        while True:
+            try:
+                record = next(iterator)
+            except StopIteration:
+                return
+            except Exception as err:  # a streamed file that cannot be read, a connection lost mid-way
+                raise _load_error(source, resolved, err) from err
+            yield record
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()  # release the stream's open files now, not at interpreter shutdown
+
+
+def _existing_file(source: DataSource) -> Path:
     path = source.local_path()
     if not path.is_file():
         raise InputNotFoundError(
             f"data file {source.path!r} does not exist (resolved to {path.resolve()}); expected a "
-            f"{'/'.join(LOCAL_SUFFIXES)} file or a hub dataset name"
+            f"{'/'.join(LOCAL_SUFFIXES)} file, a dataset folder or a hub dataset id"
         )
+    if path.suffix not in LOCAL_SUFFIXES:
+        raise InvalidValueError(
+            f"data file {source.path!r} has an unknown suffix; expected one of {LOCAL_SUFFIXES}"
+        )
+    return path
+
+
+def _whole_file(source: DataSource, path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix
     if suffix == ".txt":
         return [{"text": path.read_text(encoding="utf-8")}]
-    if suffix == ".jsonl":
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    elif suffix == ".json":
+    if suffix == ".json":
         records = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(records, dict):
             if source.field is None or source.field not in records:
@@ -93,32 +316,119 @@ def load_records(source: DataSource) -> list[dict[str, Any]]:
                     "record list>, or store a JSON array of records"
                 )
             records = records[source.field]
-    elif suffix == ".csv":
+    else:  # .csv
         with path.open(newline="", encoding="utf-8") as handle:
             records = list(csv.DictReader(handle))
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        records = pq.read_table(path).to_pylist()
-    else:
-        raise InvalidValueError(
-            f"data file {source.path!r} has an unknown suffix; expected one of {LOCAL_SUFFIXES}"
-        )
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise InvalidValueError(f"{source.path} must hold a list of records (objects), one per example")
     return records
 
 
-def _load_hub(source: DataSource) -> list[dict[str, Any]]:
-    import datasets
+def _json_record(source: DataSource, line: bytes | str, where: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise InvalidValueError(
+            f"{source.path} {where} is not valid JSON ({err}); expected one object per line"
+        ) from err
+    if not isinstance(record, dict):
+        raise InvalidValueError(
+            f"{source.path} {where} holds {type(record).__name__}; expected one object per line"
+        )
+    return record
+
+
+def _jsonl_lines(source: DataSource, path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                yield _json_record(source, line, f"line {number}")
+
+
+def _jsonl_chunks(
+    source: DataSource, path: Path, seed: int, counter: ReadCounter
+) -> Iterator[dict[str, Any]]:
+    """Lines of a JSONL file by byte ranges in a seeded order; a line belongs to the range it starts in."""
+    size = path.stat().st_size
+    starts = list(range(0, size, JSONL_CHUNK_BYTES))
+    rng = random.Random(seed)
+    rng.shuffle(starts)
+    with path.open("rb") as handle:
+        for start in starts:
+            end = start + JSONL_CHUNK_BYTES
+            if start:
+                handle.seek(start - 1)
+                handle.readline()  # the end of the line that byte start-1 belongs to
+            else:
+                handle.seek(0)
+            lines = []
+            while handle.tell() < min(end, size):
+                line = handle.readline()
+                if line.strip():
+                    lines.append(line)
+            counter.rows += len(lines)
+            rng.shuffle(lines)
+            for line in lines:
+                yield _json_record(source, line, f"byte range {start}-{end}")
+
+
+def _parquet_records(
+    source: DataSource, path: Path, seed: int | None, counter: ReadCounter
+) -> Iterator[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     try:
-        dataset = datasets.load_dataset(
-            source.path, source.name, split=source.split, revision=source.revision
-        )
+        parquet = pq.ParquetFile(path)
+    except pa.ArrowException as err:
+        raise InvalidValueError(f"{source.path} is not a readable Parquet file: {err}") from err
+    with parquet:
+        if seed is None:
+            for batch in parquet.iter_batches(batch_size=1024):
+                counter.rows += batch.num_rows
+                yield from batch.to_pylist()
+            return
+        rng = random.Random(seed)
+        groups = list(range(parquet.num_row_groups))
+        rng.shuffle(groups)
+        for group in groups:
+            rows = parquet.read_row_group(group).to_pylist()
+            counter.rows += len(rows)
+            rng.shuffle(rows)
+            yield from rows
+
+
+def _load_dataset(source: DataSource, resolved: ResolvedSource, streaming: bool):
+    import datasets
+
+    kwargs: dict[str, Any] = {"split": source.split, "streaming": streaming}
+    if resolved.data_dir is not None:
+        kwargs["data_dir"] = resolved.data_dir
+    if resolved.kind == "hub" and resolved.revision is not None:
+        kwargs["revision"] = resolved.revision
+    try:
+        return datasets.load_dataset(resolved.target, resolved.name, **kwargs)
     except Exception as err:  # offline, unknown name, unknown config or split: one message for all
-        raise InvalidValueError(
-            f"could not load hub dataset {source.describe()}: {type(err).__name__}: {err}. For a local file, "
-            f"use a path ending in one of {', '.join(LOCAL_SUFFIXES)}; offline, download the dataset first"
-        ) from err
-    return dataset.to_list()
+        raise _load_error(source, resolved, err) from err
+
+
+def _load_error(source: DataSource, resolved: ResolvedSource, err: Exception) -> InvalidValueError:
+    reason = " ".join(f"{type(err).__name__}: {err}".split())
+    if len(reason) > 400:
+        reason = reason[:400] + " ..."
+    if resolved.kind == "directory":
+        where = f"the mirror folder {resolved.target}" if resolved.mirror else "that folder"
+        return InvalidValueError(
+            f"could not load dataset {source.describe()} from {where}: {reason}. Check name, data_dir and split "
+            "against the folder's dataset card (README.md configs) and its file names"
+        )
+    mirror = os.environ.get(MIRROR_ENV)
+    hint = (
+        f"{MIRROR_ENV}={mirror} has no folder {mirror_folder(mirror, source.path, source.revision)}"
+        if mirror
+        else f"offline, download the dataset first or set {MIRROR_ENV} to a folder holding <org>/<name>/"
+    )
+    return InvalidValueError(
+        f"could not load hub dataset {source.describe()}: {reason}. For a local file, use a path ending in one "
+        f"of {', '.join(LOCAL_SUFFIXES)}; {hint}"
+    )

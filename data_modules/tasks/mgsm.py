@@ -3,8 +3,8 @@
 Hub: ``juletxara/mgsm``, one configuration per language (``bn``, ``de``, ``en``, ``es``, ``fr``, ``ja``,
 ``ru``, ``sw``, ``te``, ``th``, ``zh``); fields ``question``, ``answer`` (empty in ``test``),
 ``answer_number`` (the gold number) and ``equation_solution``; splits ``train`` (8 exemplars) and ``test``
-(250). The repository still ships a loading script on ``main``, which ``datasets`` >= 4 refuses to run, so
-the data is read from its Parquet export (revision ``refs/convert/parquet``).
+(250). ``main`` holds Parquet files and a dataset card with one configuration per language, so no
+``revision`` is needed (its ``refs/convert/parquet`` branch has no card, so a configuration name fails there).
 
 Training: MGSM's English counterpart GSM8K (``openai/gsm8k``, configuration ``main``, ``train``: 7,473
 problems; fields ``question`` and ``answer``, a worked solution with ``<<48/2=24>>`` calculator annotations
@@ -69,5 +69,4 @@ MGSM = TaskSpec(
     metric="final_number",
     max_new_tokens=256,
     stops=("\nQuestion:",),
-    revision="refs/convert/parquet",
 )

@@ -75,6 +75,10 @@ class TaskSpec:
         stops: a completion is cut at the first of these strings (generated text only).
         truncate_field: the long field that is shortened when a prompt does not fit (``context``, ``text``).
         revision: the hub revision of ``hub_path`` (``refs/convert/parquet`` for datasets with a script).
+        required_text: fields that must hold non-empty text; a row where one is empty is dropped as invalid.
+        label_field: the field holding a choice task's label; a row whose label is ``-1`` or missing (how
+            ``datasets`` marks an unlabelled row) is dropped as invalid. Other labels outside the label set
+            are errors.
     """
 
     name: str
@@ -102,6 +106,21 @@ class TaskSpec:
     stops: tuple[str, ...] = field(default_factory=tuple)
     truncate_field: str | None = None
     revision: str | None = None
+    required_text: tuple[str, ...] = ()
+    label_field: str | None = None
+
+    def invalid_reason(self, record: Record) -> str | None:
+        """Why ``record`` is a row the dataset marks invalid (``"label -1"``, ``"an empty sentence2"``), or
+        ``None`` for a usable row."""
+        if self.label_field is not None:
+            value = record.get(self.label_field)
+            if value is None or (not isinstance(value, bool) and value in (-1, "-1")):
+                return f"{self.label_field} {'null' if value is None else -1}"
+        for name in self.required_text:
+            value = record.get(name)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                return f"an empty {name}"
+        return None
 
     @property
     def languages(self) -> list[str]:

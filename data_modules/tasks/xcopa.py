@@ -69,4 +69,6 @@ XCOPA = TaskSpec(
     label=_label,
     num_options=2,
     metric="accuracy",
+    label_field="label",
+    required_text=("premise", "choice1", "choice2"),
 )

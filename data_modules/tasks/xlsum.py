@@ -4,9 +4,11 @@ Hub: ``csebuetnlp/xlsum``; one configuration per language, named by the language
 code: ``chinese_simplified`` (not ``chinese``), ``english``, ``serbian_latin``, ... XL-Sum has no German and
 no Greek (the AdaMergeX release asked for configurations that do not exist for zh, de and el); asking for
 them here is refused with the list of languages XL-Sum has. Fields ``id``, ``url``, ``title``, ``summary``,
-``text``; splits ``train``, ``validation``, ``test``. The repository still ships a loading script on
-``main``, so the data is read from its Parquet export (revision ``refs/convert/parquet``). AdaMergeX
-evaluates 500 test examples sampled per language.
+``text``; splits ``train``, ``validation``, ``test``. The repository ships a loading script on ``main``,
+which ``datasets`` >= 4 refuses to run, so the data is read from its Parquet export (revision
+``refs/convert/parquet``). That branch has no dataset card and lays files out as
+``<configuration>/<split>/0000.parquet``: :class:`~adamergex_pl.data.sources.DataSource` reads ``name`` there as
+``data_dir`` (``spanish/test/*.parquet``). AdaMergeX evaluates 500 test examples sampled per language.
 
 Training: the English ``train`` split. Long articles are cut (from the end, in tokens) to fit ``max_length``.
 Scoring: ROUGE-L F1 (also precision and recall) of the generated summary's first line, on script-aware tokens

@@ -50,4 +50,6 @@ XNLI = TaskSpec(
     label=_label,
     num_options=len(LABELS),
     metric="accuracy",
+    label_field="label",
+    required_text=("premise", "hypothesis"),
 )
