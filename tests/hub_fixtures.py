@@ -59,7 +59,23 @@ from data_modules.tasks.xnli import LANGUAGES as XNLI_LANGUAGES  # noqa: E402
 from data_modules.tasks.xquad import LANGUAGES as XQUAD_LANGUAGES  # noqa: E402
 
 WIKIPEDIA_DUMP = "20231101"
-WIKIPEDIA_LANGUAGES = ("ar", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "vi", "zh")
+WIKIPEDIA_LANGUAGES = (
+    "ar",
+    "de",
+    "el",
+    "en",
+    "es",
+    "fr",
+    "hi",
+    "ja",
+    "ko",
+    "ru",
+    "sw",
+    "th",
+    "tr",
+    "vi",
+    "zh",
+)
 # rows per split of each fixture (the real splits are far larger; the names and dtypes are what matter)
 SIZES = {
     "xnli": {"train": 9, "validation": 6, "test": 12},

@@ -217,6 +217,11 @@ def merge_method_names() -> tuple[str, ...]:
     return tuple(name for name, method in METHODS.items() if method.is_merge)
 
 
+def swept_method_names(sweep: str = "scale") -> tuple[str, ...]:
+    """The merge methods that sweep ``sweep`` (``scale``: every method with a ``t``)."""
+    return tuple(name for name, method in METHODS.items() if method.sweep == sweep)
+
+
 def fixed_method_names() -> tuple[str, ...]:
     """The fixed points of comparison (no merge): ``base``, ``zero_shot``, ``oracle``."""
     return tuple(name for name, method in METHODS.items() if not method.is_merge)

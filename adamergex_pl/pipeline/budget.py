@@ -4,7 +4,8 @@
 config (the same ``class_path`` and ``init_args`` the fit will get) and prepared, so the counts are exact:
 examples per epoch times ``trainer.max_epochs`` (or ``max_steps`` optimizer steps of ``batch_size ×
 accumulate_grad_batches`` examples), and the tokens of those examples (padding excluded). A stage whose data
-cannot be read here (a hub dataset offline) is reported as unknown, with the reason, and left out of the total.
+cannot be read here is reported as unknown, with the reason, and left out of the total. Counting never
+downloads: the hub is read offline, so only local files, the dataset mirror and the local cache are counted.
 """
 
 from __future__ import annotations
@@ -15,16 +16,32 @@ from typing import Any
 
 @dataclass(frozen=True)
 class FitBudget:
-    """Examples and tokens a fit trains on (``None`` when unknown, with ``reason``)."""
+    """Examples and tokens a fit trains on (``None`` when unknown, with ``reason``).
+
+    ``upper_bound`` marks counts that come from the config alone (``max_windows × window_tokens``, or
+    ``max_train_samples × max_length``, times the epochs) because the data could not be read.
+    """
 
     examples: int | None
     tokens: int | None
     reason: str = ""
+    upper_bound: bool = False
 
     def describe(self) -> str:
         if self.examples is None:
             return f"examples ? tokens ? ({self.reason})"
+        if self.upper_bound:
+            return f"examples <={self.examples:,} tokens <={self.tokens:,} (from the config: {self.reason})"
         return f"examples {self.examples:,} tokens {self.tokens:,}"
+
+
+def count_offline() -> None:
+    """Make the hub libraries offline for this process (before they are imported): a dry run must be quick
+    and never download, so hub data counts only if it is cached or mirrored."""
+    import os
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(name, "1")
 
 
 def fit_budget(config: dict[str, Any]) -> FitBudget:
@@ -37,11 +54,12 @@ def fit_budget(config: dict[str, Any]) -> FitBudget:
     try:
         parser = ArgumentParser(exit_on_error=False)
         parser.add_subclass_arguments(LightningDataModule, "data")
-        datamodule = parser.instantiate_classes(parser.parse_object({"data": data})).data
+        datamodule = parser.instantiate(parser.parse_object({"data": data})).data
         datamodule.setup("fit")
         examples = list(datamodule.train_examples)
     except Exception as err:  # offline hub data, a missing file: the dry run still lists the stage
-        return FitBudget(None, None, f"{type(err).__name__}: {str(err).splitlines()[0][:90]}")
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0][:70]}"
+        return _bound_from_config(data["init_args"], config.get("trainer") or {}, reason)
     per_epoch = len(examples)
     tokens_per_epoch = sum(len(example["input_ids"]) for example in examples)
     trainer = config.get("trainer") or {}
@@ -52,3 +70,17 @@ def fit_budget(config: dict[str, Any]) -> FitBudget:
         return FitBudget(seen, round(seen * mean))
     epochs = int(trainer.get("max_epochs") or 1)
     return FitBudget(per_epoch * epochs, tokens_per_epoch * epochs)
+
+
+def _bound_from_config(init: dict[str, Any], trainer: dict[str, Any], reason: str) -> FitBudget:
+    """What the config alone caps a fit at, when its data cannot be read here."""
+    epochs = int(trainer.get("max_epochs") or 1)
+    if init.get("max_windows"):
+        examples = int(init["max_windows"]) * epochs
+        return FitBudget(
+            examples, examples * int(init.get("window_tokens", 512)), "data not readable here", True
+        )
+    if init.get("max_train_samples") and init.get("max_length"):
+        examples = int(init["max_train_samples"]) * epochs
+        return FitBudget(examples, examples * int(init["max_length"]), "data not readable here", True)
+    return FitBudget(None, None, reason)

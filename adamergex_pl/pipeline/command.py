@@ -18,11 +18,12 @@ import sys
 from pathlib import Path
 
 from adamergex_pl.assets.builtin import ASSETS_DIR
-from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.errors import InputNotFoundError, InvalidValueError
 from adamergex_pl.pipeline import stages as st
-from adamergex_pl.pipeline.budget import FitBudget, fit_budget
+from adamergex_pl.pipeline.budget import FitBudget, count_offline, fit_budget
 from adamergex_pl.pipeline.diagnosis import write_diagnosis
 from adamergex_pl.pipeline.experiment_table import write_experiment_table
+from adamergex_pl.pipeline.rehearsal import rehearse
 from adamergex_pl.pipeline.report import write_report
 from adamergex_pl.pipeline.spec import PipelineSpec
 
@@ -50,8 +51,48 @@ def build_parser():
     parser.add_argument(
         "--submit", action="store_true", help="submit the stages as SLURM jobs instead of running"
     )
+    parser.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="run the recipe's every stage tiny: builtin:tiny-llama, 2 steps per fit, 4 items per language, "
+        "CPU, outputs in <run_dir>/rehearsal (adamergex_pl/pipeline/rehearsal.py)",
+    )
     parser.add_class_arguments(JobResources, "slurm", help="SLURM resources of every job (with --submit)")
     return parser
+
+
+def merge_configs(argv: list[str]) -> list[str]:
+    """``argv`` with several ``--config`` files merged into one, deeply and in order: a later file (an overlay
+    such as ``configs/pipeline/paper_llama2_7b_ia3.yaml``) changes only the keys it names; lists replace."""
+    paths, rest, i = [], [], 0
+    while i < len(argv):
+        if argv[i] == "--config" and i + 1 < len(argv):
+            paths.append(argv[i + 1])
+            i += 2
+            continue
+        if argv[i].startswith("--config="):
+            paths.append(argv[i].split("=", 1)[1])
+        else:
+            rest.append(argv[i])
+        i += 1
+    if len(paths) < 2:
+        return argv
+    import yaml
+
+    merged: dict = {}
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputNotFoundError(f"--config {path!r}: no such file; expected a pipeline YAML")
+        _deep_update(merged, yaml.safe_load(Path(path).read_text()) or {})
+    return ["--config", yaml.safe_dump(merged, sort_keys=False, allow_unicode=True), *rest]
+
+
+def _deep_update(into: dict, overlay: dict) -> None:
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_update(into[key], value)
+        else:
+            into[key] = value
 
 
 def parse(argv: list[str]) -> tuple[PipelineSpec, object, list[str]]:
@@ -61,10 +102,12 @@ def parse(argv: list[str]) -> tuple[PipelineSpec, object, list[str]]:
     ):
         argv = ["--config", str(DEFAULT_CONFIG), *argv]
     parser = build_parser()
-    config = parser.parse_args(argv)
+    config = parser.parse_args(merge_configs(argv))
     init = parser.instantiate(config)
     spec = PipelineSpec(**{f.name: getattr(init, f.name) for f in dataclasses.fields(PipelineSpec)})
-    spec_argv = [a for a in argv if a not in ("--dry-run", "--submit")]
+    if init.rehearse:
+        spec = rehearse(spec)
+    spec_argv = [a for a in argv if a not in ("--dry-run", "--submit")]  # --rehearse stays: jobs rehearse too
     return spec, init, spec_argv
 
 
@@ -88,10 +131,11 @@ def describe(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -
         lines.append(line)
     known = [b for b in budgets if b.examples is not None]
     unknown = len(budgets) - len(known)
+    bound = "<=" if any(b.upper_bound for b in known) else ""
     lines.append(
-        f"total: {len(plan)} stages, {len(budgets)} fits: {sum(b.examples for b in known):,} examples, "
-        f"{sum(b.tokens for b in known):,} tokens"
-        + (f" (+{unknown} fits whose data is not readable here)" if unknown else "")
+        f"total: {len(plan)} stages, {len(budgets)} fits: {bound}{sum(b.examples for b in known):,} examples, "
+        f"{bound}{sum(b.tokens for b in known):,} tokens"
+        + (f" (+{unknown} fits that could not be counted here)" if unknown else "")
     )
     return "\n".join(lines)
 
@@ -148,7 +192,10 @@ def submit(spec: PipelineSpec, plan: list[st.Stage], resources, spec_argv: list[
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``adamergex pipeline``."""
-    spec, options, spec_argv = parse(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--dry-run" in argv and "--submit" not in argv:
+        count_offline()
+    spec, options, spec_argv = parse(argv)
     plan = st.plan(spec)
     prints = st.fingerprints(plan)
     names = {s.name for s in plan}

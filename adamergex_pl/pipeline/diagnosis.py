@@ -70,6 +70,9 @@ def _plot(curves: dict[str, dict[int, float]], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for label, layers in curves.items():
         ax.plot(list(layers), list(layers.values()), marker="o", label=label)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_ylim(-1.05, 1.05)
     ax.set_xlabel("layer")

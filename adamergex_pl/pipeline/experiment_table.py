@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adamergex_pl.merging.methods import METHODS, merge_method_names
+from adamergex_pl.merging.methods import swept_method_names
 from adamergex_pl.pipeline.report import best_scales
 from adamergex_pl.results.files import write_text_atomic
 from adamergex_pl.results.tables import format_value, markdown_table
@@ -36,7 +36,7 @@ def experiment_rows(spec, run_dir: Path) -> list[dict[str, Any]]:
         best = best_scales(task_rows, metric, task.tgt_langs)
         for method in dict.fromkeys(r["method"] for r in task_rows):
             for lang in task.tgt_langs:
-                if method in merge_method_names() and METHODS[method].sweep == "scale":
+                if method in swept_method_names():
                     if (method, lang) not in best:
                         continue
                     scale, value = best[(method, lang)]
@@ -73,35 +73,42 @@ def averages(rows: list[dict[str, Any]], spec) -> dict[tuple[str, str], float]:
     return found
 
 
-def markdown(rows: list[dict[str, Any]], spec) -> str:
+def summary(rows: list[dict[str, Any]], spec) -> str:
+    """Methods × tasks: each method's average over a task's target languages (what the run prints)."""
     means = averages(rows, spec)
-    header = ["method"]
-    for name, task in spec.tasks.items():
-        header += [f"{name}/{lang}" for lang in task.tgt_langs] + [f"{name}/avg"]
-    body = []
-    for method in dict.fromkeys(r["method"] for r in rows):
-        cells = [method]
-        for name, task in spec.tasks.items():
-            for lang in task.tgt_langs:
-                value = next(
-                    (
-                        r["value"]
-                        for r in rows
-                        if (r["task"], r["method"], r["language"]) == (name, method, lang)
-                    ),
-                    None,
-                )
-                cells.append(format_value(value))
-            cells.append(format_value(means.get((method, name))))
-        body.append(cells)
-    metrics = ", ".join(
-        f"{name}: {next(r['metric'] for r in rows if r['task'] == name)}" for name in spec.tasks
-    )
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    body = [[method, *(format_value(means.get((method, name))) for name in spec.tasks)] for method in methods]
+    metrics = ", ".join(f"{name}: {_metric(rows, name)}" for name in spec.tasks)
     return (
-        f"## The experiment: {len(spec.tasks)} tasks, target languages only ({metrics})\n\n"
-        + markdown_table(header, body)
-        + "\n\nMerge methods at their best t per task and language, chosen on these same items.\n"
+        f"## The experiment: {len(spec.tasks)} tasks, mean over each task's target languages ({metrics})\n\n"
+        + markdown_table(["method", *spec.tasks], body)
+        + "\n\nMerge methods at their best t per task and language, chosen on these same items; a method "
+        "that misses a language (an oracle) has no mean.\n"
     )
+
+
+def markdown(rows: list[dict[str, Any]], spec) -> str:
+    """The summary, then per task: methods × target languages and their mean (the paper's table)."""
+    means = averages(rows, spec)
+    blocks = [summary(rows, spec)]
+    for name, task in spec.tasks.items():
+        methods = list(dict.fromkeys(r["method"] for r in rows if r["task"] == name))
+        values = {(r["method"], r["language"]): r["value"] for r in rows if r["task"] == name}
+        body = [
+            [
+                method,
+                *(format_value(values.get((method, lang))) for lang in task.tgt_langs),
+                format_value(means.get((method, name))),
+            ]
+            for method in methods
+        ]
+        header = ["method", *task.tgt_langs, "avg"]
+        blocks.append(f"### {name} ({_metric(rows, name)})\n\n" + markdown_table(header, body))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _metric(rows: list[dict[str, Any]], task: str) -> str:
+    return next(r["metric"] for r in rows if r["task"] == task)
 
 
 def plot(rows: list[dict[str, Any]], spec, out: Path) -> Path:
@@ -114,7 +121,7 @@ def plot(rows: list[dict[str, Any]], spec, out: Path) -> Path:
     means = averages(rows, spec)
     methods = list(dict.fromkeys(m for m, _ in means))
     tasks = list(spec.tasks)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(tasks) * max(1, len(methods)) / 3), 4.2))
+    fig, ax = plt.subplots(figsize=(min(11.0, max(6.0, 0.35 * len(tasks) * max(1, len(methods)))), 4.2))
     width = 0.8 / max(1, len(methods))
     for i, method in enumerate(methods):
         positions = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(tasks))]
@@ -143,4 +150,4 @@ def write_experiment_table(spec, run_dir: Path) -> str:
     write_text_atomic(run_dir / "results.json", json.dumps(document, indent=2) + "\n")
     write_text_atomic(run_dir / "results.md", table)
     plot(rows, spec, run_dir / "plots" / "overview.png")
-    return table
+    return summary(rows, spec)

@@ -16,7 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
-from adamergex_pl.merging.methods import merge_method_names
+from adamergex_pl.merging.methods import swept_method_names
 from adamergex_pl.results.files import write_text_atomic
 from adamergex_pl.results.selection import best_per_language, lower_is_better, main_metric
 from adamergex_pl.results.tables import format_value, markdown_table
@@ -31,7 +31,7 @@ def _value(rows, method, scale, language, metric) -> float | None:
 
 def best_scales(rows, metric: str, languages: list[str]) -> dict[tuple[str, str], tuple[float, float]]:
     """``{(method, lang): (t, value)}``: each merge method's best scale per language."""
-    best = best_per_language(rows, metric, languages, merge_method_names())
+    best = best_per_language(rows, metric, languages, swept_method_names())
     return {key: (row["scale"], row["value"]) for key, row in best.items()}
 
 
@@ -76,7 +76,7 @@ def plot(rows, metric: str, languages: list[str], src_lang: str, out_dir: Path) 
     for i, method in enumerate(methods):
         values, labels = [], []
         for lang in languages:
-            if method in merge_method_names():
+            if method in swept_method_names():
                 scale, value = best.get((method, lang), (None, float("nan")))
                 labels.append("" if scale is None else f"t={scale:g}")
             else:

@@ -70,6 +70,8 @@ class TaskSpec:
         oracle_langs: target languages with task training data (an oracle is trained there).
         metric: the task's main metric (e.g. ``accuracy``); default: the first that is not a loss.
         src_lang: the task's source language (default: the pipeline's ``src_lang``).
+        evaluate_src: evaluate the source language too (``false`` for a task whose evaluation data has none,
+            e.g. XCOPA).
 
     Raises:
         ValueError: no target language, a target equal to the source, or oracle languages that are not targets.
@@ -81,11 +83,17 @@ class TaskSpec:
     oracle_langs: list[str] = field(default_factory=list)
     metric: str | None = None
     src_lang: str | None = None
+    evaluate_src: bool = True
 
     @property
     def languages(self) -> list[str]:
         """The source language, then the targets (``src_lang`` must be set: :class:`PipelineSpec` does)."""
         return [self.src_lang, *self.tgt_langs]
+
+    @property
+    def eval_languages(self) -> list[str]:
+        """The languages the comparison is evaluated on."""
+        return self.languages if self.evaluate_src else list(self.tgt_langs)
 
     def check(self, name: str) -> None:
         where = f"tasks.{name}." if name else ""
@@ -108,20 +116,22 @@ class TaskSpec:
         """An evaluation ``val`` list must validate on exactly this task's languages: checked before any fit,
         rather than after every fit when the comparison finds a language missing."""
         init = self.evaluation.data.get("init_args") or {}
-        if isinstance(init.get("languages"), list) and sorted(init["languages"]) != sorted(self.languages):
+        if isinstance(init.get("languages"), list) and sorted(init["languages"]) != sorted(
+            self.eval_languages
+        ):
             raise InvalidValueError(
                 f"{where}evaluation.data languages {init['languages']} differ from the task's languages "
-                f"{self.languages} (src_lang + tgt_langs); drop languages there: the pipeline fills it in"
+                f"{self.eval_languages}; drop languages there: the pipeline fills it in"
             )
         sources = init.get("val")
         if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
             return  # one {lang} template (expanded per language), or a DataModule that names them otherwise
         found = [s.get("language") for s in sources]
-        if sorted(map(str, found)) != sorted(self.languages):
+        if sorted(map(str, found)) != sorted(self.eval_languages):
             raise InvalidValueError(
                 f"{where}evaluation.data validates on languages {found}, but the task's languages are "
-                f"{self.languages} (src_lang + tgt_langs); give one val source per language, each with its "
-                "language, or one source with {lang} in it"
+                f"{self.eval_languages} (src_lang + tgt_langs); give one val source per language, each with "
+                "its language, or one source with {lang} in it"
             )
 
 

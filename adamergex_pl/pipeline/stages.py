@@ -164,9 +164,9 @@ def _evaluate_stage(spec, name: str, task, fits: list[Stage], oracles: list[Stag
     data = copy.deepcopy(task.evaluation.data)
     init = data.setdefault("init_args", {})
     if isinstance(init.get("val"), dict):  # one {lang} template: a source per language of the task
-        init["val"] = [substitute(init["val"], lang) for lang in task.languages]
+        init["val"] = [substitute(init["val"], lang) for lang in task.eval_languages]
     elif "val" not in init and "languages" not in init:  # TaskDataModule, CrossXDataModule: name them here
-        init["languages"] = list(task.languages)
+        init["languages"] = list(task.eval_languages)
     inputs = [*fits, *oracles, *(references[lang] for lang in task.languages)]
     return Stage(
         f"evaluate_{name}",
