@@ -24,8 +24,9 @@ from adamergex_pl.merging.methods import merge_method_names
 from adamergex_pl.results.comparison_table import comparison_table
 from adamergex_pl.results.files import write_text_atomic
 from adamergex_pl.results.selection import best_per_language, in_split, lower_is_better, main_metric, splits
-from adamergex_pl.results.statistics import finite
+from adamergex_pl.results.statistics import BASELINE, finite
 
+_MARKERS = ("o", "s", "^", "D", "v", "P")
 _WORDS = {
     "accuracy": "accuracy (share of items answered correctly)",
     "exact_match": "exact match (share of items)",
@@ -37,9 +38,10 @@ _WORDS = {
 
 
 def metric_in_words(metric: str) -> str:
-    """An axis label for ``metric``: ``count/accuracy`` -> ``count: accuracy (share of items answered correctly)``."""
+    """An axis label for ``metric``: ``count/accuracy`` -> ``count: accuracy`` and, on a second line,
+    ``(share of items answered correctly)``."""
     *task, name = metric.split("/")
-    words = _WORDS.get(name, name.replace("_", " "))
+    words = _WORDS.get(name, name.replace("_", " ")).replace(" (", "\n(")  # two lines: fits a short axis
     return f"{task[0]}: {words}" if task else words
 
 
@@ -99,7 +101,7 @@ def _by_method(plt, rows, metric, languages, src_lang, path: Path) -> None:
                             fontsize=7, rotation=90, annotation_clip=False)  # fmt: skip
     ticks = [f"{lang} (source)" if lang == src_lang else f"{lang} (target)" for lang in languages]
     ax.set_xticks(range(len(languages)), ticks)
-    ax.tick_params(axis="x", pad=34)  # room for the t labels under the bars
+    ax.tick_params(axis="x", pad=34, length=0)  # room for the t labels under the bars
     ax.set_xlabel("evaluation language")
     ax.set_ylabel(metric_in_words(metric))
     if not loss:
@@ -133,6 +135,9 @@ def _scale_sweep(plt, rows, metric, languages, src_lang, path: Path) -> None:
     fig, axes = plt.subplots(
         1, len(panels), figsize=(4.2 * len(panels) + 0.6, 4.2), squeeze=False, sharey=share
     )
+    scales = sorted({s for _, s, _ in shown if s is not None}) or [0.0, 1.0]
+    merges = [m for m in methods if any(mm == m and s is not None for mm, s, _ in shown)]
+    step = 0.015 * ((scales[-1] - scales[0]) or 1.0)  # merge methods side by side: equal values stay visible
     for ax, lang in zip(axes[0], panels, strict=True):
         for i, method in enumerate(methods):
             points = sorted(
@@ -141,17 +146,24 @@ def _scale_sweep(plt, rows, metric, languages, src_lang, path: Path) -> None:
                 if m == method and g == lang and s is not None
             )
             if points:
-                xs, values = [p[0] for p in points], [p[1]["value"] for p in points]
-                ax.plot(xs, values, marker="o", color=f"C{i}", label=method)
-                bands = [(_errors(p[1]), p[1]["value"]) for p in points]
-                ax.fill_between(
-                    xs, [v - e[0] for e, v in bands], [v + e[1] for e, v in bands], color=f"C{i}", alpha=0.12
+                shift = (merges.index(method) - (len(merges) - 1) / 2) * step
+                errors = [_errors(row) for _, row in points]
+                ax.errorbar(
+                    [scale + shift for scale, _ in points],
+                    [row["value"] for _, row in points],
+                    yerr=[[e[0] for e in errors], [e[1] for e in errors]],
+                    marker=_MARKERS[merges.index(method) % len(_MARKERS)],
+                    color=f"C{i}",
+                    capsize=2,
+                    linewidth=1.4,
+                    elinewidth=0.8,
+                    label=method,
                 )
             elif (row := shown.get((method, None, lang))) is not None:
                 ax.axhline(row["value"], linestyle="--", linewidth=1.2, color=f"C{i}", label=method)
                 low, high = _errors(row)
-                if low or high:
-                    ax.axhspan(row["value"] - low, row["value"] + high, color=f"C{i}", alpha=0.06)
+                if method == BASELINE and (low or high):  # the baseline's interval, as a band
+                    ax.axhspan(row["value"] - low, row["value"] + high, color=f"C{i}", alpha=0.12)
         role = "source language" if lang == src_lang else "target language"
         ax.set_title(f"{lang} ({role})", fontsize=10)
         ax.set_xlabel("merge scale t")
@@ -167,7 +179,8 @@ def _scale_sweep(plt, rows, metric, languages, src_lang, path: Path) -> None:
                 labels.append(label)
     fig.legend(handles, labels, loc="lower center", ncols=min(len(labels), 6), fontsize=8, frameon=False)
     fig.suptitle(
-        "Main metric against the merge scale t (bands: 95% bootstrap intervals; dashed: no scale)",
+        "Main metric against the merge scale t, source language beside each target\n"
+        f"error bars: 95% bootstrap intervals · dashed: methods without a scale (band: {BASELINE}'s interval)",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.1, 1, 1))

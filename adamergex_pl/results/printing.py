@@ -71,12 +71,18 @@ def finish_evaluation(trainer, prefix: str, predictions: list[dict[str, Any]]) -
         print_report("\n".join([f"{title} results by language", table, *lines]))
 
 
-def fit_summary(trainer, last_validation: dict[str, float]) -> None:
+def fit_summary(trainer, last_validation: dict[str, float], epoch: int, step: int) -> None:
     """At the end of ``fit``: the last validation's metrics as a table by language (rank zero; nothing when
-    the fit never validated)."""
+    the fit never validated).
+
+    Args:
+        trainer: the running ``Trainer``.
+        last_validation: ``{"val/<...>": value}`` of the last validation of the fit.
+        epoch: the (0-based) epoch that validation ran in.
+        step: the global step it ran at.
+    """
     table = format_results_table(last_validation, "val")
     if table and trainer.is_global_zero:
-        epoch, step = trainer.current_epoch, trainer.global_step
         print_report(
             f"Validation results by language (last validation of fit; epoch {epoch}, step {step})\n{table}"
         )

@@ -10,7 +10,8 @@ The per-language table of logged metrics, printed at the end of ``adamergex vali
 Keys ``<prefix>/<task>/<lang>/<metric>`` become one row per language and one column per ``<task>/<metric>``;
 the macro averages ``<prefix>/<task>/<metric>`` fill a final ``mean`` row. Keys of the form
 ``<prefix>/<lang>/<metric>`` (the causal-LM evaluator's ``val/es/loss``) are shown as column ``<metric>``, and
-``<prefix>/<metric>`` overall values (``val/loss``) in the ``mean`` row. Values print with four decimals.
+``<prefix>/<metric>`` overall values (``val/loss``) in the ``mean`` row, which a table of one language leaves
+out. Values print with four decimals.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def format_results_table(metrics: Mapping[str, Any], prefix: str = "val") -> str
     columns, rows = results_grid(metrics, prefix)
     if not rows:
         return ""
+    if len(rows) == 2 and MEAN_ROW in rows:  # one language: its "mean" would repeat it
+        rows.pop(MEAN_ROW)
     body = [[row, *(format_value(values.get(c)) for c in columns)] for row, values in rows.items()]
     return text_table(["language", *columns], body)
 

@@ -160,6 +160,7 @@ class AdapterModule(LightningModule):
         self._last_log_time: float | None = None
         self._loss_read_every_step = True
         self._last_validation: dict[str, float] = {}  # for the summary at the end of fit
+        self._last_validation_at = (0, 0)  # its epoch and global step
         self._predictions: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ model
@@ -285,6 +286,7 @@ class AdapterModule(LightningModule):
             )
         if prefix == "val" and not self.trainer.sanity_checking:
             self._last_validation = {f"val/{key}": float(value) for key, value in results.items()}
+            self._last_validation_at = (self.trainer.current_epoch, self.trainer.global_step)
 
     @override
     def validation_step(
@@ -303,7 +305,7 @@ class AdapterModule(LightningModule):
 
     @override
     def on_fit_end(self) -> None:
-        fit_summary(self.trainer, self._last_validation)
+        fit_summary(self.trainer, self._last_validation, *self._last_validation_at)
 
     @override
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
