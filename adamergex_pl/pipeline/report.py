@@ -27,6 +27,7 @@ from adamergex_pl.results.selection import best_per_language, in_split, lower_is
 from adamergex_pl.results.statistics import BASELINE, finite
 
 _MARKERS = ("o", "s", "^", "D", "v", "P")
+_NO_INTERVALS = "no intervals: a token-weighted loss is not a mean over items"
 _WORDS = {
     "accuracy": "accuracy (share of items answered correctly)",
     "exact_match": "exact match (share of items)",
@@ -97,8 +98,18 @@ def _by_method(plt, rows, metric, languages, src_lang, path: Path) -> None:
                     x, row["value"], yerr=[[low], [high]], fmt="none", ecolor="black", capsize=3, lw=1
                 )
             if label:
-                ax.annotate(label, (x, 0), xytext=(0, -4), textcoords="offset points", ha="center", va="top",
-                            fontsize=7, rotation=90, annotation_clip=False)  # fmt: skip
+                ax.annotate(
+                    label,
+                    (x, 0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(0, -4),
+                    textcoords="offset points",
+                    ha="center",
+                    va="top",
+                    fontsize=7,
+                    rotation=90,
+                    annotation_clip=False,
+                )  # fmt: skip  (under the axis, whatever the y range)
     ticks = [f"{lang} (source)" if lang == src_lang else f"{lang} (target)" for lang in languages]
     ax.set_xticks(range(len(languages)), ticks)
     ax.tick_params(axis="x", pad=34, length=0)  # room for the t labels under the bars
@@ -107,8 +118,9 @@ def _by_method(plt, rows, metric, languages, src_lang, path: Path) -> None:
     if not loss:
         ax.set_ylim(0, 1.05 if _bounded(shown) else None)
     where = "held-out selection items" if chosen_on == "selection" else "the same items (flatters them)"
-    ax.set_title(f"Each method per language; merge methods at their best t, chosen on {where}\n"
-                 "error bars: 95% bootstrap interval over items", fontsize=9)  # fmt: skip
+    bars = "error bars: 95% bootstrap interval over items" if _has_intervals(shown) else _NO_INTERVALS
+    ax.set_title(f"Each method per language; merge methods at their best t, chosen on {where}\n{bars}",
+                 fontsize=9)  # fmt: skip
     ax.legend(title="method", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -119,6 +131,10 @@ def _has(shown, best, method, lang) -> bool:
     if method in merge_method_names():
         return (method, lang) in best
     return (method, None, lang) in shown
+
+
+def _has_intervals(shown) -> bool:
+    return any(_errors(row) != (0.0, 0.0) for row in shown.values())
 
 
 def _bounded(shown) -> bool:
@@ -180,7 +196,11 @@ def _scale_sweep(plt, rows, metric, languages, src_lang, path: Path) -> None:
     fig.legend(handles, labels, loc="lower center", ncols=min(len(labels), 6), fontsize=8, frameon=False)
     fig.suptitle(
         "Main metric against the merge scale t, source language beside each target\n"
-        f"error bars: 95% bootstrap intervals · dashed: methods without a scale (band: {BASELINE}'s interval)",
+        + (
+            f"error bars: 95% bootstrap intervals · dashed: methods without a scale (band: {BASELINE}'s interval)"
+            if _has_intervals(shown)
+            else f"dashed: methods without a scale · {_NO_INTERVALS}"
+        ),
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.1, 1, 1))

@@ -122,11 +122,18 @@ def comparison_table(
     targets = [lang for lang in languages if lang != src_lang]
     percent = f"{confidence * 100:g}%"
     direction = "lower is better" if lower_is_better(metric) else "higher is better"
-    caption = (
-        f"**{task}: {metric}** ({direction}) · value [{percent} bootstrap interval over items] · Δ: paired "
-        f"difference with {BASELINE} on the same items [{percent} interval], two-sided bootstrap p"
-    )
+    intervals = any(finite(r.get("ci_low")) for r in shown)
+    compared = any(finite(r.get(f"diff_vs_{BASELINE}")) for r in shown)
+    caption = f"**{task}: {metric}** ({direction})"
+    if intervals:
+        caption += f" · value [{percent} bootstrap interval over items]"
+    if compared:
+        caption += (
+            f" · Δ: paired difference with {BASELINE} on the same items [{percent} interval], two-sided "
+            "bootstrap p"
+        )
     header = ["method", "t", *(_header_language(lang, shown) for lang in languages)]
+    targets = targets if compared else []  # a table without paired comparisons (losses) has no Δ columns
     header += [f"Δ {lang} vs {BASELINE}" for lang in targets]
     body = []
     for method, scale in variants:
