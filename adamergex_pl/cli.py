@@ -7,18 +7,21 @@
 ``model`` and ``data`` take any LightningModule / LightningDataModule by ``class_path`` (``AdapterModule``,
 ``MergeModule``, the DataModules in ``data_modules``). The DataModule's tokenizer follows the model's
 ``base_model``. Bad input ends with one ``adamergex: error: ...`` line and exit code 2.
+
+Output is quiet by default (:mod:`adamergex_pl.quiet`; ``adamergex --verbose <command>`` shows everything), and
+``validate``/``test`` end with the modules' own table on stdout instead of Lightning's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
-import logging
 import os
 import sys
 import traceback
-import warnings
 
+from adamergex_pl import quiet
 from adamergex_pl.errors import UserInputError
 from adamergex_pl.slurm.preemption import RequeueStop
 
@@ -31,6 +34,26 @@ EXTRA_COMMANDS: dict[str, str] = {
     "submit": "adamergex_pl.slurm.submit:main",  # sbatch jobs for any adamergex command
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+# One line per command, for `adamergex --help`.
+COMMAND_HELP: dict[str, str] = {
+    "fit": "fine-tune a LoRA or (IA)³ adapter (AdapterModule), with a PEFT snapshot per epoch",
+    "validate": "evaluate an adapter per language, or compare merge methods per language (MergeModule)",
+    "test": "like validate, on the DataModule's test sets",
+    "predict": "greedy completions of the DataModule's predict data",
+    "pipeline": "the whole AdaMergeX recipe from one YAML, resumable (no arguments: the embedded demo)",
+    "merge": "merge a task adapter with reference adapters into one PEFT adapter (AdaMergeX, AriMerge, ...)",
+    "diagnose": "does the language gap of the reference adapters transfer to the task? (cosine per module)",
+    "crossin": "'crossin build': write a CrossIn instruction-tuning mixture to JSONL",
+    "submit": "run any adamergex command as SLURM jobs (sbatch; --dry-run prints the script)",
+}
+# `adamergex <command> --help` also lists the arguments of the module that command is mostly used with
+# (LightningCLI's subclass mode shows only `--model CLASS_PATH`; `--model.help <class>` shows a class's).
+HELP_MODULES = {
+    "fit": "adamergex_pl.AdapterModule",
+    "validate": "adamergex_pl.MergeModule",
+    "test": "adamergex_pl.AdapterModule",
+    "predict": "adamergex_pl.AdapterModule",
+}
 
 
 def _lightning_cli():
@@ -38,6 +61,8 @@ def _lightning_cli():
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
     from lightning.pytorch.utilities import rank_zero_info
+
+    quiet.apply()  # again: importing Lightning put its own filter for its deprecations in front of ours
 
     class AdaMergeXCLI(LightningCLI):
         """LightningCLI with the tokenizer linked to the base model and the run config given to snapshots."""
@@ -99,42 +124,47 @@ def _lightning_cli():
 
 
 def _usage() -> str:
-    extra = "".join(f"\n  adamergex {name} ..." for name in EXTRA_COMMANDS)
+    width = max(len(name) for name in COMMAND_HELP)
+    commands = "\n".join(f"  {name:<{width}}  {line}" for name, line in COMMAND_HELP.items())
     return (
-        "usage: adamergex {fit,validate,test,predict} --config CONFIG.yaml [--key value ...]"
-        f"{extra}\n\nRun 'adamergex <command> --help' for the options of a command."
+        "usage: adamergex [--verbose] <command> [options]\n"
+        "       adamergex {fit,validate,test,predict} --config CONFIG.yaml [--key value ...]\n\n"
+        f"commands:\n{commands}\n\n"
+        "options:\n  --verbose  show every third-party warning and notice (also ADAMERGEX_VERBOSE=1)\n\n"
+        "Run 'adamergex <command> --help' for the options of a command; for a model or DataModule class:\n"
+        "'adamergex fit --model.help adamergex_pl.AdapterModule', "
+        "'adamergex validate --data.help data_modules.TaskDataModule'."
     )
 
 
-def _quiet_lightning() -> None:
-    """Drop two start-up messages that do not apply to adamergex runs.
+def _help_requested(argv: list[str]) -> bool:
+    return bool(argv) and argv[0] in LIGHTNING_COMMANDS and bool({"-h", "--help"} & set(argv))
 
-    * the ``srun`` hint: on a machine with SLURM installed, Lightning warns in every process that is not a
-      SLURM step, including the tests and ``--dry-run``; jobs from ``adamergex submit`` do use ``srun``;
-    * the LitLogger advertisement printed by every Trainer, and the note that the default logger is a
-      CSVLogger when tensorboard is not installed;
-    * LightningCLI's warning when ``main(argv)`` is called in process while ``sys.argv`` holds something else.
-    """
-    warnings.filterwarnings("ignore", message="The `srun` command is available on your system")
-    # without tensorboard installed, Lightning's default logger is the CSVLogger; that is what adamergex wants
-    warnings.filterwarnings("ignore", message="Starting from v1.9.0, `tensorboardX` has been removed")
-    # main(argv) is called in process by the pipeline and the tests, whose own sys.argv means nothing here
-    warnings.filterwarnings(
-        "ignore", message="LightningCLI's args parameter is intended to run from within Python"
+
+def _module_help(command: str) -> None:
+    """After LightningCLI's help: the arguments of the command's usual module, with their docstrings."""
+    module = HELP_MODULES[command]
+    print(
+        f"\n{'=' * 100}\nThe arguments of {module} (`--model.init_args.<name>`, or `model.init_args` in YAML):\n"
     )
-
-    class _DropTip(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return "litlogger" not in record.getMessage()
-
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch"):
-        logging.getLogger(name).addFilter(_DropTip())
+    with contextlib.suppress(SystemExit):  # jsonargparse exits after printing a help
+        _lightning_cli()([command, "--model.help", module])
+    others = [m for m in sorted(set(HELP_MODULES.values())) if m != module]
+    print(
+        f"\nOther classes: adamergex {command} --model.help {others[0]}; DataModules: adamergex {command} "
+        "--data.help data_modules.<TaskDataModule|InstructionDataModule|ReferenceLMDataModule|"
+        "CrossInDataModule|CrossXDataModule>"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``adamergex`` console script."""
     from_sys_argv = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--verbose":  # passed on to child processes (pipeline stages, DDP ranks, jobs)
+        argv, from_sys_argv = argv[1:], False
+        os.environ[quiet.VERBOSE_ENV] = "1"
+    quiet.apply()
     try:
         if argv and argv[0] in EXTRA_COMMANDS:
             module_name, function_name = EXTRA_COMMANDS[argv[0]].split(":")
@@ -143,8 +173,15 @@ def main(argv: list[str] | None = None) -> int:
         if not argv or (argv[0] in ("-h", "--help") and len(argv) == 1):
             print(_usage())
             return 0 if argv else 2
-        _quiet_lightning()
         _arm_requeue_signal()
+        if _help_requested(argv) and not any(a.startswith(("--model", "--data")) for a in argv):
+            try:
+                _lightning_cli()(argv)
+            except SystemExit as done:
+                if done.code not in (0, None):
+                    raise
+            _module_help(argv[0])
+            return 0
         # LightningCLI reads sys.argv itself when given None, and warns when given both
         _lightning_cli()(None if from_sys_argv else argv)
         return 0

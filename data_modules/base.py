@@ -168,9 +168,11 @@ class TokenizedDataModule(LightningDataModule):
         # Each loader draws its worker seed from a generator of its own: without one, every iterator takes a
         # number from the global RNG, and a validation pass inside fit would shift the dropout masks of every
         # later training step (a fit that validates would train differently from one that does not).
+        # Every evaluation example carries its position as ``index`` (the item id of per-item scores, the same
+        # on every rank and for every method), unless it has one already.
         return [
             DataLoader(
-                examples,
+                [e if "index" in e else {**e, "index": i} for i, e in enumerate(examples)],
                 batch_size=self.eval_batch_size,
                 sampler=EvalShardSampler(examples, world_size, rank),
                 collate_fn=self.eval_collator(),

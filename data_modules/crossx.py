@@ -75,6 +75,7 @@ class CrossXDataModule(TokenizedDataModule):
         num_workers: dataloader workers.
         seed: seed of ``max_items``.
         pad_to_multiple_of: unused (option rows are padded to the longest row).
+        write_predictions: keep every item's chosen letter for ``predictions.jsonl`` (written by the module).
 
     Raises:
         InvalidValueError: fewer than two languages, duplicate or malformed benchmark names, templates with
@@ -108,10 +109,12 @@ class CrossXDataModule(TokenizedDataModule):
         num_workers: int = 0,
         seed: int = 0,
         pad_to_multiple_of: int | None = None,
+        write_predictions: bool = False,
     ) -> None:
         super().__init__(
             tokenizer, batch_size, eval_batch_size, max_length, num_workers, seed, pad_to_multiple_of
         )
+        self.write_predictions = write_predictions
         self.sources = list(benchmarks) if benchmarks else [DataSource(DEMO_BENCHMARK)]
         self.benchmark_names = [self._label(source) for source in self.sources]
         duplicates = sorted({n for n in self.benchmark_names if self.benchmark_names.count(n) > 1})
@@ -183,7 +186,10 @@ class CrossXDataModule(TokenizedDataModule):
     # ------------------------------------------------------------------ evaluation
     @override
     def build_evaluator(self) -> CrossXEvaluator:
-        return CrossXEvaluator(self.benchmark_sizes, self.languages, self.length_normalized)
+        evaluator = CrossXEvaluator(self.benchmark_sizes, self.languages, self.length_normalized)
+        if self.write_predictions:
+            evaluator.keep_predictions(f"crossx:{self.prompt_format}")
+        return evaluator
 
     @override
     def collator(self, padding_side: str = "right") -> ChoiceCollator:

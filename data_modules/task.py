@@ -13,6 +13,7 @@ data is only loaded for ``fit``. The task table lives in ``data_modules/tasks/``
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import Counter
 from typing import Any, Literal
@@ -66,6 +67,8 @@ class TaskDataModule(TokenizedDataModule):
         seed: sampling and shuffling seed.
         pad_to_multiple_of: pad lengths to a multiple of this.
         pack_sequences: pack training batches into shared rows (``data_modules/packing.py``).
+        write_predictions: keep every item's prediction for ``predictions.jsonl`` (written by the module: in
+            ``default_root_dir``, or ``results_dir`` with the method and t of each record for ``MergeModule``).
 
     Raises:
         ValueError: an unknown task, prompt style or language, conflicting options, or data the task cannot
@@ -110,6 +113,7 @@ class TaskDataModule(TokenizedDataModule):
         seed: int = 42,
         pad_to_multiple_of: int | None = None,
         pack_sequences: bool = False,
+        write_predictions: bool = False,
     ) -> None:
         super().__init__(
             tokenizer,
@@ -161,6 +165,9 @@ class TaskDataModule(TokenizedDataModule):
         self.length_normalized = length_normalized
         self.share_prompt = share_prompt
         self.max_new_tokens = max_new_tokens or spec.max_new_tokens
+        self.write_predictions = write_predictions
+        custom = prompt_template and hashlib.sha256(prompt_template.encode()).hexdigest()[:8]
+        self.prompt_id = f"template:{custom}" if custom else prompt_style  # named in prediction records
         self._fitting = False
 
     # ------------------------------------------------------------------ sources and records
@@ -350,17 +357,16 @@ class TaskDataModule(TokenizedDataModule):
     def build_evaluator(self) -> Evaluator:
         """Option ranking for choice tasks, greedy generation and the task's text metric otherwise."""
         languages = self.val_languages or self.test_languages
-        if self.spec.kind == "choice":
-            from adamergex_pl.evaluation.choice_evaluator import ChoiceEvaluator
-
-            return ChoiceEvaluator(self.task, languages, self.spec.num_options, self.length_normalized)
+        from adamergex_pl.evaluation.choice_evaluator import ChoiceEvaluator
         from adamergex_pl.evaluation.generation_evaluator import GenerationEvaluator
 
-        return GenerationEvaluator(
-            self.task,
-            languages,
-            self.tokenizer,
-            self.max_new_tokens,
-            self.spec.metric,
-            self.spec.stop_strings(self.prompt_style),
-        )
+        spec = self.spec
+        if spec.kind == "choice":
+            args = (spec.num_options, self.length_normalized, self.tokenizer)
+            evaluator = ChoiceEvaluator(self.task, languages, *args)
+        else:
+            args = (self.max_new_tokens, spec.metric, spec.stop_strings(self.prompt_style))
+            evaluator = GenerationEvaluator(self.task, languages, self.tokenizer, *args)
+        if self.write_predictions:
+            evaluator.keep_predictions(self.prompt_id)
+        return evaluator

@@ -86,6 +86,7 @@ def test_each_method_scores_what_its_adapter_scores_alone(
     assert {(r["method"], r["language"]) for r in rows} >= {
         (m, lang) for m in methods for lang in ("en", "es")
     }
+    assert all(r["n"] == 12 and r["ci_low"] is None for r in rows if r["metric"] == "loss")  # 12 examples
     best = json.loads((tmp_path / "results/results.json").read_text())["best"]["es"]
     assert best["method"] in ("adamergex", "arimerge") and (tmp_path / "results/best/es/merge.json").is_file()
 
@@ -111,8 +112,10 @@ def test_refusals_name_the_option(tiny_llama_path, tmp_path):
 
 @pytest.mark.slow
 def test_merge_validation_through_the_cli_writes_the_per_language_table(tiny_llama_path, tmp_path):
+    import csv
+
     task, ref_en, ref_es = (make_lora(tiny_llama_path, seed=s, r=4, lora_alpha=8) for s in (4, 5, 6))
-    run_adamergex(
+    result = run_adamergex(
         "validate", "--config", str(REPO_ROOT / "configs/merge/tiny_lora.yaml"),
         "--model.init_args.task_adapter", str(task),
         "--model.init_args.reference_adapters", json.dumps({"en": str(ref_en), "es": str(ref_es)}),
@@ -120,14 +123,23 @@ def test_merge_validation_through_the_cli_writes_the_per_language_table(tiny_lla
     )  # fmt: skip
     results = tmp_path / "runs/tiny/merge_lora/merge_results"
     table = (results / "results.md").read_text()
-    for label in ("base", "zero_shot", "arimerge (t=0.5)", "adamergex (t=1)", "adamergex_factor (t=0.5)"):
-        assert f"| {label} |" in table
-    rows = [line.split(",") for line in (results / "results.csv").read_text().splitlines()[1:]]
-    assert {(r[0], r[2]) for r in rows if r[3] == "loss" and r[2]} == {
+    for label in ("| base |  |", "| zero_shot |  |", "| arimerge | 0.5 |", "| adamergex | 1 |"):
+        assert label in table, label
+    assert "| adamergex_factor | 0.5 |" in table
+    # stdout (what `> out.txt` keeps) ends with ONE table, the main metric's, and the path of the files
+    assert result.stdout.count("| method | t |") == 1 and "| method | t |" not in result.stderr
+    assert f"Results: {results.relative_to(tmp_path)}/results.{{csv,json,md}}" in result.stdout
+    assert "dataloader_idx" not in result.stdout + result.stderr
+    with (results / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    loss = [r for r in rows if r["metric"] == "loss" and r["language"]]
+    assert {(r["method"], r["language"]) for r in loss} == {
         (m, lang)
         for m in ("base", "zero_shot", "arimerge", "adamergex", "adamergex_factor")
         for lang in ("en", "es")
     }
-    assert all(torch.isfinite(torch.tensor(float(r[4]))) for r in rows)
+    assert all(torch.isfinite(torch.tensor(float(r["value"]))) for r in rows)
+    assert all(r["n"] == "16" and r["ci_low"] == "" for r in loss)  # 16 examples; a token-weighted ratio
     best = PeftModel.from_pretrained(load_base(tiny_llama_path), str(results / "best/es"))
     assert best.peft_config["default"].peft_type.value == "LORA"
+    assert json.loads((results / "results.json").read_text())["best"]["es"]["adapter_dir"] == "best/es"

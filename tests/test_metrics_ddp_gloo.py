@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from adamergex_pl.metrics import CrossLingualConsistency, SquadMetric, consistency_scores
+from adamergex_pl.metrics.item_score_metric import ItemScoreMetric
 
 LANGUAGES = ["en", "zh", "vi", "es"]
 NUM_ITEMS = 23
@@ -84,6 +85,19 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             name: {key: float(value) for key, value in metric.compute().items()}
             for name, metric in (("sharded", sharded), ("idle", idle), ("squad", squad))
         }
+        items, idle_items = ItemScoreMetric(["en", "zh"], ["em", "f1"]), ItemScoreMetric(["en", "zh"], ["em"])
+        for item, (pred, gold, language) in _shard(list(enumerate(_qa())), rank):  # padded: a repeat
+            items.update(
+                language, [item], [SquadMetric(["en", "zh"]).score_items([pred], [gold], language)[0]]
+            )
+        if rank == 0:
+            idle_items.update("zh", [5, 2], [[1.0], [0.0]])  # rank 1 records nothing
+        results["items"] = {
+            name: {
+                lang: [ids.tolist(), scores.tolist()] for lang, (ids, scores) in metric.per_language().items()
+            }
+            for name, metric in (("sharded", items), ("idle", idle_items))
+        }
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
     finally:
         dist.destroy_process_group()
@@ -133,3 +147,15 @@ def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
             for key, value in expected.items():
                 assert results[name][key] == pytest.approx(value, abs=1e-12), (rank, name, key)
     assert torch.tensor(expected_consistency["consistency_2"]).isfinite()
+    squad = SquadMetric(["en", "zh"])
+    expected_items = {"en": [[], []], "zh": [[], []]}
+    for item, (one_pred, one_gold, language) in enumerate(_qa()):
+        expected_items[language][0].append(item)
+        expected_items[language][1].append(list(squad.score_items([one_pred], [one_gold], language)[0]))
+    for rank in range(WORLD):  # every item once, on every rank, also with one rank idle
+        items = json.loads((tmp_path / f"rank{rank}.json").read_text())["items"]
+        assert items["sharded"].keys() == expected_items.keys(), rank
+        for language, (ids, scores) in expected_items.items():  # fixed-point records: within 1e-12
+            assert items["sharded"][language][0] == ids, (rank, language)
+            assert items["sharded"][language][1] == [pytest.approx(row, abs=1e-12) for row in scores]
+        assert items["idle"] == {"zh": [[2, 5], [[0.0], [1.0]]]}, rank

@@ -122,12 +122,21 @@ def test_the_embedded_default_runs_end_to_end_and_a_second_run_skips_everything(
     methods, languages = spec["methods"], [spec["src_lang"], *spec["tgt_langs"]]
     table = (run_dir / "results.md").read_text()
     assert table in first.stdout
-    rows = yaml.safe_load((run_dir / "results.json").read_text())["rows"]
+    assert first.stdout.count("| method | t |") == 1 and "| method | t |" not in first.stderr  # ONE table
+    document = yaml.safe_load((run_dir / "results.json").read_text())
+    rows = document["rows"]
     accuracy = [r for r in rows if r["metric"] == "count/accuracy" and r["language"]]
     for method in methods:
         covered = {r["language"] for r in accuracy if r["method"] == method}
         assert covered == ({"es"} if method == "oracle" else set(languages)), method
     assert all(math.isfinite(r["value"]) and 0 <= r["value"] <= 1 for r in accuracy)
+    assert len(accuracy) == len(rows)  # no summary over languages among the rows
+    for row in accuracy:  # 59 items per language, a 95% interval around every value, a paired test
+        assert row["n"] == 59 and row["ci_low"] <= row["value"] <= row["ci_high"], row
+        assert (row["p_value"] is None) == (row["method"] == "zero_shot"), row
+    assert "chosen on these same items" in table  # the demo has no selection split, and says so
+    best = document["best"]["es"]
+    assert (run_dir / best["adapter_dir"] / "adapter_config.json").is_file()  # relative to results.json
     for plot in ("by_method.png", "scale_sweep.png"):
         assert (run_dir / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -39,6 +39,7 @@ def test_validate_logs_per_language_metrics_and_prints_a_table(tmp_path, task):
         mean = sum(metrics[f"val/{task}/{lang}/{name}"] for lang in languages) / len(languages)
         assert math.isclose(metrics[f"val/{task}/{name}"], mean, rel_tol=1e-6, abs_tol=1e-7)
 
+    assert result.stdout.count("Validation results by language") == 1  # one table, on stdout
     table = result.stdout[result.stdout.index("Validation results by language") :].splitlines()
     assert table[1].split() == ["language", *(f"{task}/{name}" for name in names)]
     assert [line.split()[0] for line in table[3 : 3 + len(languages) + 1]] == [*sorted(languages), "mean"]
@@ -52,4 +53,7 @@ def test_fit_trains_on_the_english_file_and_validates_by_generation(tmp_path):
     metrics = logged(tmp_path / "runs/tiny/mgsm")
     assert "train/loss" in metrics and math.isfinite(metrics["train/loss"])
     assert {"val/mgsm/de/accuracy", "val/mgsm/zh/accuracy", "val/mgsm/accuracy"} <= set(metrics)
-    assert "Validation results by language" not in result.stdout  # the table ends `validate` only
+    # fit ends with its last validation's table (once), not with one per validation epoch
+    assert result.stdout.count("Validation results by language") == 1
+    summary = result.stdout[result.stdout.index("Validation results by language (last validation of fit") :]
+    assert summary.splitlines()[1].split() == ["language", "mgsm/accuracy", "mgsm/no_number_rate"]

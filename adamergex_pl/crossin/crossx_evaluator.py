@@ -12,7 +12,9 @@ Formulas (SeaEval, arXiv:2309.04766; CrossIn, arXiv:2404.11932), for languages `
 answered identically in every language of ``S``; ``AC3_k = 2·Acc·Consistency_k / (Acc + Consistency_k)``.
 
 Keys of ``compute()`` (logged under ``val/``): ``<benchmark>/<lang>/accuracy``, ``<benchmark>/accuracy``,
-``<benchmark>/consistency_k`` and ``<benchmark>/ac3_k`` for ``k = 2..|L|``.
+``<benchmark>/consistency_k`` and ``<benchmark>/ac3_k`` for ``k = 2..|L|``. Per-item scores
+(:meth:`CrossXEvaluator.item_scores`) exist for the per-language accuracies; consistency couples languages
+and has none.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation.language_modeling import Evaluator
 from adamergex_pl.evaluation.option_scoring import choice_scores
 from adamergex_pl.metrics import CrossLingualConsistency, index_to_letter
+from adamergex_pl.metrics.item_score_metric import ItemScoreMetric
+from adamergex_pl.metrics.item_scores import ItemScores
 
 # Batches from the CrossX DataModule carry the option-token labels under this key rather than ``labels``:
 # AdapterModule rewrites ``labels`` for modules trained with ``loss_on_prompt``, which would score the prompt.
@@ -77,6 +81,7 @@ class CrossXEvaluator(Evaluator):
                 for name, (num_items, num_options) in benchmarks.items()
             }
         )
+        self.items = ItemScoreMetric(self.languages, ["accuracy"])
 
     @torch.no_grad()
     def update(self, model: nn.Module, batch: dict[str, Tensor], language: str) -> None:
@@ -105,6 +110,14 @@ class CrossXEvaluator(Evaluator):
         benchmark, lang = language.rsplit("/", 1)
         predicted = predicted.tolist() if isinstance(predicted, Tensor) else list(predicted)
         gold = batch["label"].tolist()
+        correct = [float(int(p) == int(g)) for p, g in zip(predicted, gold, strict=True)]
+        self.items.update(language, batch["index"], [[c] for c in correct])
+        for item, p, g in zip(torch.as_tensor(batch["index"]).tolist(), predicted, gold, strict=True):
+            letter = index_to_letter(int(p))
+            self.records.add(
+                id=item, language=language, output=letter, parsed=letter, gold=index_to_letter(int(g)),
+                correct=int(p) == int(g),
+            )  # fmt: skip
         self.metrics[benchmark].update(
             [index_to_letter(int(p)) for p in predicted],
             [index_to_letter(int(g)) for g in gold],
@@ -123,3 +136,10 @@ class CrossXEvaluator(Evaluator):
                 continue  # nothing of this benchmark was evaluated (e.g. limit_val_batches)
             results.update({f"{name}/{key}": value for key, value in values.items()})
         return results
+
+    def item_scores(self) -> dict[str, ItemScores]:
+        """``<benchmark>/<lang>/accuracy``: each item's 0/1 correctness, by item index."""
+        return {
+            f"{label}/accuracy": ItemScores(ids, values[:, 0])
+            for label, (ids, values) in self.items.per_language().items()
+        }

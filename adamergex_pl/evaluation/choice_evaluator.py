@@ -12,7 +12,10 @@ over languages. The score reads only the model's probabilities of option tokens 
 no text is generated and nothing is parsed, so a prompt that contains every label word gives every option the
 same context and cannot score. Ties go to the first option.
 
-States are torchmetrics ``MulticlassAccuracy`` counters (integers, summed across DDP ranks).
+States are torchmetrics ``MulticlassAccuracy`` counters (integers, summed across DDP ranks), and one record
+per item (its id and 0/1 correctness, :class:`~adamergex_pl.metrics.item_score_metric.ItemScoreMetric`) for
+intervals and paired comparisons; with :meth:`~adamergex_pl.evaluation.language_modeling.Evaluator.keep_predictions`
+also the chosen option of every item.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from adamergex_pl.evaluation.language_modeling import Evaluator
 from adamergex_pl.evaluation.option_scoring import choice_scores
 from adamergex_pl.evaluation.shared_prompt_scoring import shared_prompt_scores
+from adamergex_pl.metrics.item_score_metric import ItemScoreMetric
+from adamergex_pl.metrics.item_scores import ItemScores
 
 
 class ChoiceEvaluator(Evaluator):
@@ -39,6 +44,8 @@ class ChoiceEvaluator(Evaluator):
         languages: the validation languages, in dataloader order.
         num_options: options per example (2 for XCOPA and PAWS-X, 3 for XNLI).
         length_normalized: rank by mean instead of summed token log-likelihood.
+        tokenizer: decodes the chosen option into prediction records (optional; without it a record has the
+            option's index only).
 
     Raises:
         ValueError: no languages, a language twice, or fewer than two options.
@@ -50,7 +57,12 @@ class ChoiceEvaluator(Evaluator):
     """
 
     def __init__(
-        self, task: str, languages: list[str], num_options: int, length_normalized: bool = False
+        self,
+        task: str,
+        languages: list[str],
+        num_options: int,
+        length_normalized: bool = False,
+        tokenizer=None,
     ) -> None:
         super().__init__(languages)
         if num_options < 2:
@@ -61,17 +73,61 @@ class ChoiceEvaluator(Evaluator):
         self.accuracy = nn.ModuleDict(
             {lang: MulticlassAccuracy(num_classes=num_options, average="micro") for lang in self.languages}
         )
+        self.items = ItemScoreMetric(self.languages, ["accuracy"])
+        self.tokenizer = tokenizer
+
+    def option_scores(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        """The (summed or mean) log-likelihood of every option of every example, ``[B, K]``."""
+        if "prompt_input_ids" in batch:  # each prompt once (SharedPromptCollator)
+            return shared_prompt_scores(model, batch, self.length_normalized)
+        rows = {**batch, "labels": batch["option_labels"]}  # option tokens only (see TaskCollator)
+        return choice_scores(model, rows, self.length_normalized)
 
     def predict(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         """The index of the best-scoring option of every example, ``[B]``."""
-        if "prompt_input_ids" in batch:  # each prompt once (SharedPromptCollator)
-            return shared_prompt_scores(model, batch, self.length_normalized).argmax(dim=-1)
-        rows = {**batch, "labels": batch["option_labels"]}  # option tokens only (see TaskCollator)
-        return choice_scores(model, rows, self.length_normalized).argmax(dim=-1)
+        return self.option_scores(model, batch).argmax(dim=-1)
 
     @torch.no_grad()
     def update(self, model: nn.Module, batch: dict[str, Tensor], language: str) -> None:
-        self.accuracy[language].update(self.predict(model, batch), batch["label"])
+        scores = self.option_scores(model, batch)
+        predicted = scores.argmax(dim=-1)
+        self.accuracy[language].update(predicted, batch["label"])
+        correct = (predicted == batch["label"]).to(torch.float64)
+        self.items.update(language, batch.get("index"), correct.unsqueeze(1))
+        if self.records.enabled:
+            self._record(batch, language, scores, predicted)
+
+    def _record(self, batch: dict[str, Tensor], language: str, scores: Tensor, predicted: Tensor) -> None:
+        gold = batch["label"].tolist()
+        ids = batch["index"].tolist() if "index" in batch else [None] * len(gold)
+        for e, (item, choice) in enumerate(zip(ids, predicted.tolist(), strict=True)):
+            self.records.add(
+                id=item,
+                language=language,
+                output=self._option_text(batch, e, choice),
+                parsed=choice,
+                gold=gold[e],
+                correct=choice == gold[e],
+                scores={"option_log_likelihoods": [round(float(v), 6) for v in scores[e].tolist()]},
+            )
+
+    def _option_text(self, batch: dict[str, Tensor], example: int, option: int) -> str | None:
+        """The text of one option of one example (None without a tokenizer)."""
+        if self.tokenizer is None:
+            return None
+        row = int(((batch["row_example"] == example) & (batch["row_option"] == option)).nonzero()[0])
+        if "option_input_ids" in batch:
+            tokens = batch["option_input_ids"][row][batch["option_attention_mask"][row] == 1]
+        else:
+            tokens = batch["input_ids"][row][batch["option_labels"][row] != -100]
+        return self.tokenizer.decode(tokens.tolist(), skip_special_tokens=True)
+
+    def item_scores(self) -> dict[str, ItemScores]:
+        """``<task>/<lang>/accuracy``: every item's 0/1 correctness, by item id."""
+        return {
+            f"{self.task}/{lang}/accuracy": ItemScores(ids, values[:, 0])
+            for lang, (ids, values) in self.items.per_language().items()
+        }
 
     def compute(self) -> dict[str, Tensor]:
         results: dict[str, Tensor] = {}

@@ -12,6 +12,9 @@ Metrics (from :mod:`adamergex_pl.metrics`, per-language torchmetrics states summ
   and ``no_number_rate``;
 * ``squad`` (XQuAD): ``exact_match`` and ``f1`` (SQuAD, maximum over gold answers, script-aware tokens);
 * ``rouge_l`` (XL-Sum): ``rouge_l_f1``, ``rouge_l_precision``, ``rouge_l_recall`` (LCS on script-aware tokens).
+
+Every item's scores are also recorded by item id (:meth:`GenerationEvaluator.item_scores`: the means above are
+their means), and with ``keep_predictions`` every item's completion, parsed answer and gold.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from torch import Tensor, nn
 
 from adamergex_pl.evaluation.generation import greedy_completions
 from adamergex_pl.evaluation.language_modeling import Evaluator
-from adamergex_pl.metrics import NumberMatchAccuracy, RougeLMetric, SquadMetric
+from adamergex_pl.metrics import NumberMatchAccuracy, RougeLMetric, SquadMetric, extract_final_number
+from adamergex_pl.metrics.item_score_metric import ItemScoreMetric
+from adamergex_pl.metrics.item_scores import ItemScores
 
 _METRICS = {"final_number": NumberMatchAccuracy, "squad": SquadMetric, "rouge_l": RougeLMetric}
 
@@ -81,16 +86,57 @@ class GenerationEvaluator(Evaluator):
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.stops = tuple(stops)
+        self.metric = metric
         self.scores = _METRICS[metric](languages=self.languages)
+        self.items = ItemScoreMetric(self.languages, list(self.scores.score_names))
 
     def answers(self, model: nn.Module, batch: dict[str, Tensor]) -> list[str]:
         """The model's answers to a batch: generated text only, cut at the first stop string."""
-        completions = greedy_completions(model, self.tokenizer, batch, self.max_new_tokens)
-        return [cut_at_stops(c, self.stops) for c in completions]
+        return [cut_at_stops(c, self.stops) for c in self._completions(model, batch)]
+
+    def _completions(self, model: nn.Module, batch: dict[str, Tensor]) -> list[str]:
+        return greedy_completions(model, self.tokenizer, batch, self.max_new_tokens)
 
     @torch.no_grad()
     def update(self, model: nn.Module, batch: dict[str, Tensor], language: str) -> None:
-        self.scores.update(self.answers(model, batch), batch["references"], language)
+        completions = self._completions(model, batch)
+        answers = [cut_at_stops(c, self.stops) for c in completions]
+        rows = self.scores.score_items(answers, batch["references"], language)
+        self.scores.update(answers, batch["references"], language, scores=rows)
+        self.items.update(language, batch.get("index"), rows)
+        if self.records.enabled:
+            self._record(batch, language, completions, answers, rows)
+
+    def _record(self, batch, language: str, completions: list[str], answers: list[str], rows) -> None:
+        ids = batch["index"].tolist() if "index" in batch else [None] * len(answers)
+        names = self.scores.score_names
+        for item, completion, answer, gold, scores in zip(
+            ids, completions, answers, batch["references"], rows, strict=True
+        ):
+            if self.metric == "final_number":
+                number = extract_final_number(
+                    answer, self.scores.language_codes[self.languages.index(language)]
+                )
+                parsed, correct = (None if number is None else str(number)), bool(scores[0])
+            else:  # the answer as scored; exact match is the right-or-wrong of extractive QA, ROUGE has none
+                parsed, correct = answer, (bool(scores[0]) if self.metric == "squad" else None)
+            self.records.add(
+                id=item,
+                language=language,
+                output=completion,
+                parsed=parsed,
+                gold=list(gold),
+                correct=correct,
+                scores={name: round(float(value), 6) for name, value in zip(names, scores, strict=True)},
+            )
+
+    def item_scores(self) -> dict[str, ItemScores]:
+        """``<task>/<lang>/<score>`` for every score of the metric: each item's score, by item id."""
+        scores: dict[str, ItemScores] = {}
+        for lang, (ids, values) in self.items.per_language().items():
+            for j, name in enumerate(self.scores.score_names):
+                scores[f"{self.task}/{lang}/{name}"] = ItemScores(ids, values[:, j])
+        return scores
 
     def compute(self) -> dict[str, Tensor]:
         return {

@@ -10,6 +10,13 @@ Causal-LM loss over the labelled tokens of a batch (labels ``-100`` are ignored,
     loss = − Σ_t log p(y_t | y_<t) / #labelled tokens,        perplexity = exp(loss)
 
 summed over all batches of a language before dividing, so the result does not depend on the batch size.
+
+Per-item scores (:meth:`Evaluator.item_scores`, for intervals and paired comparisons): an item of the loss is
+one example (one row of a padded batch), with its summed negative log-likelihood ``v_i`` and labelled-token
+count ``w_i``; the loss of any set of items is ``Σ v_i / Σ w_i``. That is a ratio, not a mean over items, so
+its per-item scores give ``n`` and the value of a subset but no bootstrap interval of a mean
+(:class:`~adamergex_pl.metrics.item_scores.ItemScores`). Packed batches have no per-example rows and record
+no items.
 """
 
 from __future__ import annotations
@@ -20,6 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric, SumMetric
+
+from adamergex_pl.evaluation.prediction_records import PredictionRecords
+from adamergex_pl.metrics.item_score_metric import ItemScoreMetric
+from adamergex_pl.metrics.item_scores import ItemScores
 
 IGNORE_INDEX = -100
 
@@ -46,6 +57,18 @@ def causal_lm_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     return nll, (targets != IGNORE_INDEX).sum()
 
 
+def causal_lm_nll_per_row(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`causal_lm_nll` per row of the batch: ``(nll [batch], n_tokens [batch])``."""
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    nll = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(targets.shape)
+    return nll.sum(dim=1), (targets != IGNORE_INDEX).sum(dim=1)
+
+
 def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     """The keys of a batch that a causal LM's forward takes.
 
@@ -68,6 +91,8 @@ class Evaluator(nn.Module):
 
     Subclasses implement :meth:`update` and :meth:`compute`; ``compute`` returns ``<lang>/<metric>`` keys, and
     may add cross-language keys. Register metrics as child modules so that they move with the model.
+    :meth:`item_scores` gives the per-item scores behind the per-language keys, and
+    :meth:`keep_predictions` turns on per-item prediction records (:meth:`predictions`).
 
     Args:
         languages: the validation languages, in dataloader order.
@@ -83,6 +108,7 @@ class Evaluator(nn.Module):
         if len(set(languages)) != len(languages):
             raise ValueError(f"validation languages must be distinct, got {languages}")
         self.languages = list(languages)
+        self.records = PredictionRecords()
 
     def update(self, model: nn.Module, batch: dict[str, Tensor], language: str) -> None:
         raise NotImplementedError
@@ -90,10 +116,31 @@ class Evaluator(nn.Module):
     def compute(self) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def item_scores(self) -> dict[str, ItemScores]:
+        """The per-item scores behind :meth:`compute`'s per-language keys, under the same keys.
+
+        A key without per-item scores (a cross-language score such as ``consistency_3``) is absent. Under
+        DDP a collective, like :meth:`compute`: call it on every rank.
+        """
+        return {}
+
+    def keep_predictions(self, prompt_id: str | None = None) -> None:
+        """Keep a record of every item's prediction from now on (for ``predictions.jsonl``).
+
+        Args:
+            prompt_id: the name of the prompt the items were rendered with, written into every record.
+        """
+        self.records.enable(prompt_id)
+
+    def predictions(self) -> list[dict]:
+        """The prediction records since the last :meth:`reset` (all ranks'; empty unless kept)."""
+        return self.records.gathered()
+
     def reset(self) -> None:
         for module in self.modules():
             if isinstance(module, Metric):
                 module.reset()
+        self.records.clear()
 
 
 class LanguageModelingEvaluator(Evaluator):
@@ -109,12 +156,25 @@ class LanguageModelingEvaluator(Evaluator):
         super().__init__(languages)
         self.nll = nn.ModuleDict({lang: SumMetric() for lang in self.languages})
         self.tokens = nn.ModuleDict({lang: SumMetric() for lang in self.languages})
+        self.items = ItemScoreMetric(self.languages, ["nll", "tokens"])
 
     @torch.no_grad()
     def update(self, model: nn.Module, batch: dict[str, Tensor], language: str) -> None:
-        nll, count = causal_lm_nll(forward_logits(model, batch), batch["labels"])
-        self.nll[language].update(nll)
-        self.tokens[language].update(count.float())
+        nll, count = causal_lm_nll_per_row(forward_logits(model, batch), batch["labels"])
+        self.nll[language].update(nll.sum())
+        self.tokens[language].update(count.sum().float())
+        if "position_ids" not in batch:  # a packed row holds several examples: no per-item scores
+            self.items.update(language, batch.get("index"), torch.stack([nll, count.float()], dim=1))
+
+    def item_scores(self) -> dict[str, ItemScores]:
+        """``<lang>/loss`` and ``<lang>/perplexity`` per example (token-weighted: no interval of a mean)."""
+        scores: dict[str, ItemScores] = {}
+        for lang, (ids, values) in self.items.per_language().items():
+            labelled = values[:, 1] > 0  # an example without a labelled token adds nothing to the loss
+            ids, nll, tokens = ids[labelled], values[labelled, 0], values[labelled, 1]
+            scores[f"{lang}/loss"] = ItemScores(ids, nll, tokens)
+            scores[f"{lang}/perplexity"] = ItemScores(ids, nll, tokens, transform="exp")
+        return scores
 
     def compute(self) -> dict[str, Tensor]:
         results: dict[str, Tensor] = {}

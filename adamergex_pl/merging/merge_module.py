@@ -11,17 +11,20 @@ and compares them with ``zero_shot`` (the source-language task adapter as it is)
 of one ``PeftModel`` over a base model loaded once (4-bit if asked): switching is ``set_adapter``, and no dense
 copy of the base weights is ever made. A language's merged adapters are built when its first validation batch
 arrives and dropped when the next language starts, so memory holds one language's adapters at a time.
+
+Every result carries ``n``, a 95% bootstrap interval over items and a paired comparison with ``zero_shot`` on
+the same items (:mod:`adamergex_pl.results.statistics`); with ``selection_fraction`` the best ``t`` is chosen
+on held-out items and reported on the rest. ``adamergex validate`` ends with one table on stdout
+(:mod:`adamergex_pl.results.comparison_table`) and the paths of the files (``verbose: false`` keeps it quiet).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
@@ -38,29 +41,15 @@ from adamergex_pl.merging.methods import (
     check_methods,
     check_sweeps,
 )
+from adamergex_pl.merging.variant import Variant
+from adamergex_pl.results.files import write_jsonl_atomic
+from adamergex_pl.results.printing import claim_results_printing, print_report
+from adamergex_pl.results.statistics import StatisticsOptions
 from adamergex_pl.training.base_options import BaseModelOptions
 from adamergex_pl.training.snapshots import resolve_adapter_dir
 from adamergex_pl.training.strategy_support import check_strategy
 
 TASK_ADAPTER = "zero_shot"
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One column of the comparison: a method at a scale (``None`` for methods without one)."""
-
-    method: str
-    scale: float | None
-
-    @property
-    def label(self) -> str:
-        """How the variant appears in metric names: ``adamergex/0.5``, ``zero_shot/none``."""
-        return f"{self.method}/{'none' if self.scale is None else f'{self.scale:g}'}"
-
-    @property
-    def key(self) -> str:
-        """A module and adapter name (no dots or slashes)."""
-        return self.label.replace("/", "__").replace(".", "_").replace("-", "m")
 
 
 class MergeModule(LightningModule):
@@ -94,11 +83,15 @@ class MergeModule(LightningModule):
         dtype: dtype of unquantized base weights.
         attn_implementation: transformers attention backend.
         results_dir: where the result tables and best adapters go (default ``<default_root_dir>/merge_results``).
-        save_best: write, per language, the merged adapter that scored best on ``selection_metric`` to
-            ``<results_dir>/best/<lang>/`` (selected on the evaluation data itself: use held-out data for it).
-        selection_metric: the metric that picks the best adapter, e.g. ``accuracy`` (higher is better) or
-            ``loss`` (lower is better). Default: the first metric that is not a loss or perplexity, else loss.
+        save_best: write each target language's best merge by ``selection_metric`` to ``<results_dir>/best/<lang>/``.
+        selection_metric: the metric that picks the best merge and that the printed table shows, e.g.
+            ``accuracy`` or ``loss``. Default: the first metric that is not a loss or perplexity, else loss.
         task: the task's name, recorded in the results.
+        selection_fraction: choose the best ``t`` on this share of each language's items and report on the
+            others. Default: no split (``t`` is chosen on the reported items, and the table says so).
+        confidence: coverage of the bootstrap intervals.
+        bootstrap_resamples: resamples of every bootstrap.
+        stats_seed: seed of the bootstrap and of the selection split.
 
     Raises:
         ValueError: an unknown method, no scales for a merge method, ``adamergex_factor`` with (IA)³ adapters,
@@ -132,6 +125,10 @@ class MergeModule(LightningModule):
         save_best: bool = False,
         selection_metric: str | None = None,
         task: str = "task",
+        selection_fraction: float | None = None,
+        confidence: float = 0.95,
+        bootstrap_resamples: int = 2000,
+        stats_seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -150,6 +147,7 @@ class MergeModule(LightningModule):
                 f"reference_adapters has no entry for src_lang={src_lang!r} (it has {sorted(reference_adapters)}); "
                 "AdaMergeX subtracts the source-language reference adapter"
             )
+        self.statistics = StatisticsOptions(confidence, bootstrap_resamples, stats_seed, selection_fraction)
         self.base_options = BaseModelOptions.from_args(
             base_model, quantization, double_quant, compute_dtype, quant_storage, dtype, attn_implementation
         )
@@ -181,6 +179,7 @@ class MergeModule(LightningModule):
         self.results: MergeResults | None = None
         self._weights: dict[str, Any] = {}
         self._loaded_language: str | None = None
+        self._predictions: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ model and adapters
     @override
@@ -270,8 +269,11 @@ class MergeModule(LightningModule):
                 else LanguageModelingEvaluator(self._languages)
             )
             self.evaluators[variant.key] = evaluator
-        results_dir = self.hparams.results_dir or str(Path(self.trainer.default_root_dir) / "merge_results")
-        self.results = MergeResults(results_dir, self._languages, self.hparams.task)
+        hp = self.hparams
+        results_dir = hp.results_dir or str(Path(self.trainer.default_root_dir) / "merge_results")
+        self.results = MergeResults(
+            results_dir, self._languages, hp.task, hp.src_lang, self.statistics, hp.selection_metric
+        )
 
     def _step(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
         language = self._languages[dataloader_idx]
@@ -298,6 +300,7 @@ class MergeModule(LightningModule):
         for variant in self.variants:
             evaluator = self.evaluators[variant.key]
             skipped = {lang for lang in self._languages if not self.covers(variant, lang)}
+            items = evaluator.item_scores()  # collectives under DDP: every rank computes every variant
             for key, value in evaluator.compute().items():
                 parts = set(key.split("/"))
                 if parts & skipped or (skipped and not parts & set(self._languages)):
@@ -305,7 +308,12 @@ class MergeModule(LightningModule):
                 if torch.isnan(torch.as_tensor(value)).all():
                     continue
                 self.log(f"{prefix}/{variant.label}/{key}", value, add_dataloader_idx=False)
-                self.results.add(variant.method, variant.scale, key, float(value))
+                self.results.add(variant.method, variant.scale, key, float(value), items.get(key))
+            self._predictions += [
+                {"method": variant.method, "scale": variant.scale, **record}
+                for record in evaluator.predictions()
+                if record.get("language") not in skipped
+            ]
             evaluator.reset()
         self._loaded_language = None
 
@@ -326,22 +334,18 @@ class MergeModule(LightningModule):
         self._write_results()
 
     def _write_results(self) -> None:
+        show = claim_results_printing(self.trainer)  # on every rank: Lightning's own table is switched off
         if not self.trainer.is_global_zero or self.results is None or not self.results.rows:
             return
+        directory = Path(self.results.directory)
         self.results.write()
-        rank_zero_info(self.results.markdown())
-        if self.hparams.save_best:
-            self._save_best()
-
-    def _save_best(self) -> None:
-        from adamergex_pl.merging import write_merged
-
-        chosen = self.results.best_merges(self.hparams.selection_metric, src_lang=self.hparams.src_lang)
-        for language, (method, scale, metric, value) in chosen.items():
-            variant = Variant(method, scale)
-            out = Path(self.results.directory) / "best" / language
-            write_merged(self.merged_adapter(variant, language), out, overwrite=True)
-            rank_zero_info(
-                f"MergeModule: best merge for {language} is {variant.label} ({metric}={value:.4g}) -> {out}"
-            )
-        self.results.record_best(chosen)
+        lines = [f"Results: {directory}/results.{{csv,json,md}}"]
+        if self._predictions:
+            write_jsonl_atomic(directory / "predictions.jsonl", self._predictions)
+            lines.append(f"Predictions: {directory / 'predictions.jsonl'}")
+            self._predictions = []
+        if self.hparams.save_best:  # the best merged adapter per target language, as a PEFT adapter
+            hp = self.hparams
+            lines += self.results.save_best(hp.selection_metric, hp.src_lang, self.merged_adapter)
+        if show:
+            print_report("\n\n".join([self.results.table(), "\n".join(lines)]))

@@ -44,10 +44,10 @@ class NumberMatchAccuracy(PerLanguageMeanMetric):
 
     score_names: ClassVar[tuple[str, ...]] = ("accuracy", "no_number_rate")
 
-    def update(
+    def score_items(
         self, preds: Sequence[str], targets: Sequence[GoldNumber | Sequence[GoldNumber]], language: str
-    ) -> None:
-        """Score a batch of generations of one language.
+    ) -> list[tuple[float, ...]]:
+        """Score a batch of generations of one language: ``(correct, no_number)`` per generation.
 
         Args:
             preds: The generated text only, never the prompt (numbers in the question must not be read).
@@ -69,4 +69,4 @@ class NumberMatchAccuracy(PerLanguageMeanMetric):
             number = extract_final_number(pred, code)
             correct = any(numbers_equal(number, gold, code) for gold in gold_numbers)
             rows.append((float(correct), float(number is None)))
-        self._accumulate(position, rows)
+        return rows

@@ -40,7 +40,9 @@ _SCALE = 2**40
 class PerLanguageMeanMetric(Metric):
     """Per-language means of named per-example scores; subclasses score a batch in ``update``.
 
-    Subclasses set :attr:`score_names` and call :meth:`_accumulate` from ``update``.
+    Subclasses set :attr:`score_names` and implement :meth:`score_items` (one tuple of scores per example);
+    ``update`` scores a batch and adds it. A caller that also wants the per-example scores (for intervals)
+    calls :meth:`score_items` and passes them to ``update(..., scores=...)``.
 
     Args:
         languages: The languages this metric will see, as labels used in the output keys (``"de"``,
@@ -104,6 +106,31 @@ class PerLanguageMeanMetric(Metric):
                 "them, or add it to `languages` when creating the metric"
             )
         return position
+
+    def update(
+        self,
+        preds: Sequence[str],
+        targets: Sequence[Any],
+        language: str,
+        scores: Sequence[Sequence[float]] | None = None,
+    ) -> None:
+        """Score a batch of one language and add the scores (arguments: see :meth:`score_items`).
+
+        Args:
+            preds: the generated texts.
+            targets: per example, the gold answer(s).
+            language: one of :attr:`languages`.
+            scores: the batch's :meth:`score_items`, when the caller has computed them already (to keep the
+                per-example scores too); they are added as they are.
+        """
+        rows = self.score_items(preds, targets, language) if scores is None else scores
+        self._accumulate(self._language_position(language), rows)
+
+    def score_items(
+        self, preds: Sequence[str], targets: Sequence[Any], language: str
+    ) -> list[tuple[float, ...]]:
+        """One tuple of scores (ordered as :attr:`score_names`) per example; subclasses implement it."""
+        raise NotImplementedError
 
     def _accumulate(self, position: int, scores: Sequence[Sequence[float]]) -> None:
         """Add a batch of per-example score vectors (ordered as :attr:`score_names`) to one language."""

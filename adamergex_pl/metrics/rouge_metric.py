@@ -36,8 +36,10 @@ class RougeLMetric(PerLanguageMeanMetric):
 
     score_names: ClassVar[tuple[str, ...]] = ("rouge_l_f1", "rouge_l_precision", "rouge_l_recall")
 
-    def update(self, preds: Sequence[str], targets: Sequence[str | Sequence[str]], language: str) -> None:
-        """Score a batch of generated summaries of one language.
+    def score_items(
+        self, preds: Sequence[str], targets: Sequence[str | Sequence[str]], language: str
+    ) -> list[tuple[float, ...]]:
+        """Score a batch of generated summaries of one language: ``(f1, precision, recall)`` each.
 
         Args:
             preds: Generated summaries (generated text only, not the prompt), one per example.
@@ -48,11 +50,11 @@ class RougeLMetric(PerLanguageMeanMetric):
             TypeError: If an input has the wrong type.
             ValueError: If lengths differ, a reference list is empty, or the language is not the metric's.
         """
-        position = self._language_position(language)
+        self._language_position(language)  # refuses a language this metric does not know
         preds = check_predictions(preds)
         references = reference_lists(preds, targets, lambda value: isinstance(value, str), "a string")
         rows = []
         for pred, refs in zip(preds, references, strict=True):
             precision, recall, f1 = max((rouge_l(pred, ref) for ref in refs), key=lambda scores: scores[2])
             rows.append((f1, precision, recall))
-        self._accumulate(position, rows)
+        return rows

@@ -36,8 +36,10 @@ class SquadMetric(PerLanguageMeanMetric):
 
     score_names: ClassVar[tuple[str, ...]] = ("exact_match", "f1")
 
-    def update(self, preds: Sequence[str], targets: Sequence[str | Sequence[str]], language: str) -> None:
-        """Score a batch of generated answers of one language.
+    def score_items(
+        self, preds: Sequence[str], targets: Sequence[str | Sequence[str]], language: str
+    ) -> list[tuple[float, ...]]:
+        """Score a batch of generated answers of one language: ``(exact_match, f1)`` each.
 
         Args:
             preds: Generated answers (generated text only, not the prompt), one per example.
@@ -52,6 +54,4 @@ class SquadMetric(PerLanguageMeanMetric):
         preds = check_predictions(preds)
         golds = reference_lists(preds, targets, lambda value: isinstance(value, str), "a string")
         code = self.language_codes[position]
-        self._accumulate(
-            position, [squad_scores(pred, refs, code) for pred, refs in zip(preds, golds, strict=True)]
-        )
+        return [squad_scores(pred, refs, code) for pred, refs in zip(preds, golds, strict=True)]

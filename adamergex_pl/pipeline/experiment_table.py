@@ -22,6 +22,7 @@ from typing import Any
 from adamergex_pl.merging.methods import swept_method_names
 from adamergex_pl.pipeline.report import best_scales
 from adamergex_pl.results.files import write_text_atomic
+from adamergex_pl.results.selection import in_split, splits
 from adamergex_pl.results.tables import format_value, markdown_table
 
 FIELDS = ("task", "method", "language", "metric", "value", "scale")
@@ -32,8 +33,9 @@ def experiment_rows(spec, run_dir: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for name, task in spec.tasks.items():
         document = json.loads((run_dir / name / "results.json").read_text())
-        metric, task_rows = document["main_metric"], document["rows"]
-        best = best_scales(task_rows, metric, task.tgt_langs)
+        metric = document["main_metric"]
+        task_rows = in_split(document["rows"], splits(document["rows"])[1])  # the reported items
+        best = best_scales(document["rows"], metric, task.tgt_langs)
         for method in dict.fromkeys(r["method"] for r in task_rows):
             for lang in task.tgt_langs:
                 if method in swept_method_names():

@@ -10,9 +10,12 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, mode: int | None = None) -> Path:
@@ -49,3 +52,17 @@ def current_umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def write_jsonl_atomic(path: str | os.PathLike[str], records: Iterable[Mapping[str, Any]]) -> Path:
+    """Write ``records`` as JSON Lines (one object per line, UTF-8, non-ASCII kept) atomically.
+
+    Args:
+        path: the file to (re)place.
+        records: JSON-serialisable mappings (numbers, strings, lists, None); other values are written as text.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    text = "".join(json.dumps(dict(record), ensure_ascii=False, default=str) + "\n" for record in records)
+    return write_text_atomic(path, text)

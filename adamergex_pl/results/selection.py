@@ -5,7 +5,9 @@ every other metric (accuracy, exact match, F1, ROUGE-L, consistency) is better w
 metric is the one asked for (by its full name or its last part), else the first recorded metric that is not a
 loss, else the first one.
 
-Rows are the comparison's tidy rows: ``{"method", "scale", "language", "metric", "value", ...}``.
+Rows are the comparison's tidy rows: ``{"method", "scale", "language", "metric", "split", "value", ...}``.
+With a selection split (:mod:`adamergex_pl.results.statistics`) the best scale is chosen on the ``selection``
+rows and reported on the ``test`` rows (:func:`splits`); without one both are the ``all`` rows.
 
 Example:
     >>> main_metric(["xnli/loss", "xnli/accuracy"], None)
@@ -48,6 +50,22 @@ def main_metric(metrics: Sequence[str], wanted: str | None, *, what: str = "metr
         if metric == wanted or metric.endswith("/" + wanted):
             return metric
     raise InvalidValueError(f"{what}={wanted!r} was not recorded; the evaluation has {metrics}")
+
+
+def splits(rows: Iterable[dict[str, Any]]) -> tuple[str, str]:
+    """``(the split t is chosen on, the split results are reported on)``.
+
+    Example:
+        >>> splits([{"split": "selection"}, {"split": "test"}]), splits([{"split": "all"}]), splits([{}])
+        (('selection', 'test'), ('all', 'all'), ('all', 'all'))
+    """
+    found = {row.get("split", "all") for row in rows}
+    return ("selection", "test") if "selection" in found else ("all", "all")
+
+
+def in_split(rows: Iterable[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+    """The rows of one split (rows without a ``split`` are ``all``); rows without items are in every split."""
+    return [row for row in rows if row.get("split", "all") in (split, "all")]
 
 
 def best_per_language(

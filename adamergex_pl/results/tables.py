@@ -2,14 +2,16 @@
 
 :func:`markdown_table` and :func:`text_table` render any grid (a header and rows of cells); every results table
 of the package (``results.md`` of a merge comparison and of a pipeline, the table ``validate`` prints) goes
-through them, and :func:`format_value` writes every number.
+through them, and :func:`format_value` (with :func:`format_difference` for paired differences) writes every
+number. The comparison of methods (:mod:`adamergex_pl.results.comparison_table`) builds its grid here too.
 
 The per-language table of logged metrics, printed at the end of ``adamergex validate``:
 
 Keys ``<prefix>/<task>/<lang>/<metric>`` become one row per language and one column per ``<task>/<metric>``;
 the macro averages ``<prefix>/<task>/<metric>`` fill a final ``mean`` row. Keys of the form
 ``<prefix>/<lang>/<metric>`` (the causal-LM evaluator's ``val/es/loss``) are shown as column ``<metric>``, and
-``<prefix>/<metric>`` overall values (``val/loss``) in the ``mean`` row. Values print with four decimals.
+``<prefix>/<metric>`` overall values (``val/loss``) in the ``mean`` row, which a table of one language leaves
+out. Values print with four decimals.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from adamergex_pl.metrics.interval_format import format_with_interval
 
 MEAN_ROW = "mean"
 
@@ -77,15 +81,40 @@ def format_results_table(metrics: Mapping[str, Any], prefix: str = "val") -> str
     columns, rows = results_grid(metrics, prefix)
     if not rows:
         return ""
+    if len(rows) == 2 and MEAN_ROW in rows:  # one language: its "mean" would repeat it
+        rows.pop(MEAN_ROW)
     body = [[row, *(format_value(values.get(c)) for c in columns)] for row, values in rows.items()]
     return text_table(["language", *columns], body)
 
 
-def format_value(value: float | None) -> str:
-    """A result as every table shows it: four decimals, ``nan``, or empty for a missing value."""
+def format_value(value: float | None, ci_low: float | None = None, ci_high: float | None = None) -> str:
+    """A result as every table shows it: four decimals, ``nan``, or empty for a missing value; with an
+    interval, three decimals and the interval (:func:`~adamergex_pl.metrics.interval_format.format_with_interval`).
+
+    Example:
+        >>> format_value(0.18644), format_value(0.18644, 0.0983, 0.2881), format_value(None)
+        ('0.1864', '0.186 [0.098, 0.288]', '')
+    """
     if value is None:
         return ""
+    if ci_low is not None and ci_high is not None:
+        return format_with_interval(value, ci_low, ci_high, digits=3)
     return "nan" if math.isnan(value) else f"{value:.4f}"
+
+
+def format_difference(difference: float, ci_low: float, ci_high: float, p_value: float) -> str:
+    """A paired difference with its interval and p-value: ``+0.068 [0.000, 0.136] p=0.096``.
+
+    p-values below 0.001 print as ``p<0.001`` (the bootstrap cannot resolve smaller ones).
+
+    Example:
+        >>> format_difference(0.0678, 0.0, 0.1356, 0.0955), format_difference(-0.5, -0.6, -0.4, 0.0004)
+        ('+0.068 [0.000, 0.136] p=0.096', '-0.500 [-0.600, -0.400] p<0.001')
+    """
+    text = format_with_interval(difference, ci_low, ci_high, digits=3)
+    if not text.startswith("-") and round(difference, 3) != 0:
+        text = "+" + text
+    return f"{text} {'p<0.001' if p_value < 0.001 else f'p={p_value:.3f}'}"
 
 
 def text_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:

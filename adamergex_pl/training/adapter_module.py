@@ -19,7 +19,7 @@ from adamergex_pl.evaluation.language_modeling import (
     causal_lm_nll,
     forward_logits,
 )
-from adamergex_pl.results.tables import format_results_table
+from adamergex_pl.results.printing import finish_evaluation, fit_summary
 from adamergex_pl.training.adapter_spec import AdapterSpec
 from adamergex_pl.training.base_options import BaseModelOptions
 from adamergex_pl.training.optim import OptimizerSpec
@@ -38,7 +38,9 @@ class AdapterModule(LightningModule):
 
     Logged: ``train/loss``, ``train/perplexity``, ``train/lr``, ``train/tokens_per_sec``; per validation
     language ``val/<lang>/loss`` and ``val/<lang>/perplexity`` (plus whatever the DataModule's evaluator adds),
-    and ``val/loss`` over all languages.
+    and ``val/loss`` over all languages. ``validate``/``test`` end with those as a table by language on stdout
+    (unless ``verbose: false``), ``fit`` with the last validation's; an evaluator that keeps predictions (a task
+    DataModule's ``write_predictions``) has them written to ``<default_root_dir>/predictions.jsonl``.
 
     Args:
         base_model: hub name, local directory, or ``builtin:tiny-llama`` / ``builtin:<demo model>``.
@@ -157,6 +159,9 @@ class AdapterModule(LightningModule):
         self._tokens_since_log: torch.Tensor | int = 0
         self._last_log_time: float | None = None
         self._loss_read_every_step = True
+        self._last_validation: dict[str, float] = {}  # for the summary at the end of fit
+        self._last_validation_at = (0, 0)  # its epoch and global step
+        self._predictions: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ model
     @override
@@ -273,11 +278,15 @@ class AdapterModule(LightningModule):
         if self.evaluator is None:
             return
         results = self.evaluator.compute()
+        self._predictions = self.evaluator.predictions()  # a collective under DDP, like compute()
         self.evaluator.reset()
         for key, value in results.items():
             self.log(
                 f"{prefix}/{key}", value, add_dataloader_idx=False, sync_dist=False, rank_zero_only=False
             )
+        if prefix == "val" and not self.trainer.sanity_checking:
+            self._last_validation = {f"val/{key}": float(value) for key, value in results.items()}
+            self._last_validation_at = (self.trainer.current_epoch, self.trainer.global_step)
 
     @override
     def validation_step(
@@ -291,16 +300,12 @@ class AdapterModule(LightningModule):
 
     @override
     def on_validation_end(self) -> None:
-        # `adamergex validate` ends with the metrics as a language x metric table (task suite: one row per
-        # language, one column per <task>/<metric>); rank zero only, and not during fit's validation epochs.
-        if (
-            self.trainer.state.fn == "validate"
-            and self.trainer.is_global_zero
-            and not self.trainer.sanity_checking
-        ):
-            table = format_results_table(self.trainer.callback_metrics, "val")
-            if table:
-                print(f"\nValidation results by language\n{table}", flush=True)
+        finish_evaluation(self.trainer, "val", self._predictions)
+        self._predictions = []
+
+    @override
+    def on_fit_end(self) -> None:
+        fit_summary(self.trainer, self._last_validation, *self._last_validation_at)
 
     @override
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -309,6 +314,11 @@ class AdapterModule(LightningModule):
     @override
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test")
+
+    @override
+    def on_test_end(self) -> None:
+        finish_evaluation(self.trainer, "test", self._predictions)
+        self._predictions = []
 
     @override
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict]:

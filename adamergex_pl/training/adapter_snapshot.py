@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -16,6 +17,8 @@ from typing_extensions import override
 
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.training.snapshots import LAST_LINK, SNAPSHOT_JSON, list_snapshots, read_snapshot_info
+
+log = logging.getLogger(__name__)
 
 
 class AdapterSnapshot(Callback):
@@ -69,6 +72,7 @@ class AdapterSnapshot(Callback):
         self.run_config: dict[str, Any] | None = None  # set by the adamergex CLI
         self.last_step: int | None = None
         self.last_epoch: int | None = None
+        self._written: list[str] = []  # this fit's snapshots, for the one line at its end
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -91,6 +95,15 @@ class AdapterSnapshot(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.save_on_fit_end and trainer.global_step != self.last_step and trainer.global_step > 0:
             self._snapshot(trainer, pl_module)
+        if self._written and trainer.is_global_zero:  # one line per fit, not one per epoch
+            names = (
+                self._written[0] if len(self._written) == 1 else f"{self._written[0]} … {self._written[-1]}"
+            )
+            rank_zero_info(
+                f"AdapterSnapshot: wrote {len(self._written)} snapshot(s) to {self.dirpath} ({names}); "
+                f"last -> {self._written[-1]}"
+            )
+        self._written = []
 
     def _snapshot(self, trainer: Trainer, pl_module: LightningModule) -> None:
         epoch, step = trainer.current_epoch, trainer.global_step
@@ -111,7 +124,8 @@ class AdapterSnapshot(Callback):
             shutil.rmtree(tmp, ignore_errors=True)
         _point_last(root, target.name)
         self._prune(root, keep=target)
-        rank_zero_info(f"AdapterSnapshot: wrote {target} (epoch {epoch}, step {step})")
+        self._written.append(target.name)
+        log.debug("AdapterSnapshot: wrote %s (epoch %s, step %s)", target, epoch, step)
 
     def _drop_snapshots_after(self, root: Path, step: int) -> None:
         """Remove snapshots of a global step beyond ``step`` (the resumed one) and re-point ``last``."""
