@@ -69,6 +69,8 @@ class MergeModule(LightningModule):
             (:mod:`adamergex_pl.merging.methods`): ``adamergex``, ``adamergex_factor`` (LoRA only),
             ``arimerge``, ``zero_shot``, ``base``, ``oracle``.
         scales: the values of ``t`` for the merge methods.
+        swaps: ``layer_swap``: the layer counts ``K`` to sweep (``K`` bottom and ``K`` top layers from
+            ``A(R,tgt)``); results show ``K`` in the ``t`` column.
         oracle_adapters: task adapters trained in a target language, ``{es: dir}`` (for ``oracle``).
         stacked_task_adapter: the task adapter trained with ``stack_on`` set to ``A(R,src)`` (for ``stack``,
             the MAD-X baseline: evaluated with ``A(R,tgt)`` beneath it instead).
@@ -109,6 +111,7 @@ class MergeModule(LightningModule):
         src_lang: str = "en",
         methods: list[str] | None = None,
         scales: list[float] | None = None,
+        swaps: list[int] | None = None,
         oracle_adapters: dict[str, str] | None = None,
         stacked_task_adapter: str | None = None,
         lora_mode: Literal["exact", "svd"] = "exact",
@@ -135,7 +138,12 @@ class MergeModule(LightningModule):
         methods = list(methods or ["zero_shot", "arimerge", "adamergex"])
         scales = [float(s) for s in (scales or [1.0])]
         check_methods(methods)
-        check_sweeps(methods, ("scale",), "MergeModule")
+        check_sweeps(methods, ("scale", "swap"), "MergeModule")
+        if "layer_swap" in methods and not swaps:
+            raise InvalidValueError(
+                "methods include 'layer_swap' but swaps is empty; give the layer counts K to sweep, e.g. [1, 2]"
+            )
+        sweeps = {"scale": scales, "swap": [float(k) for k in (swaps or [])]}
         if "oracle" in methods and not oracle_adapters:
             raise InvalidValueError(
                 "methods include 'oracle' but oracle_adapters is empty; give {lang: adapter_dir}"
@@ -171,9 +179,7 @@ class MergeModule(LightningModule):
             lang: resolve_adapter_dir(path, f"oracle_adapters.{lang}")
             for lang, path in (oracle_adapters or {}).items()
         }
-        self.variants = [
-            Variant(m, s) for m in methods for s in (scales if METHODS[m].sweep == "scale" else [None])
-        ]
+        self.variants = [Variant(m, s) for m in methods for s in sweeps.get(METHODS[m].sweep, [None])]
         self.model: nn.Module | None = None
         self.evaluators = nn.ModuleDict()
         self.results: MergeResults | None = None

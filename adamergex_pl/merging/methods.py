@@ -106,16 +106,14 @@ def _arimerge(adapters, scale, options):
 def _layer_swap(adapters, value, options):
     from adamergex_pl.merging.layer_swap import layer_swap
 
-    if options.get("swap_bottom") is None or options.get("swap_top") is None:
+    bottom, top = options.get("swap_bottom"), options.get("swap_top")
+    if bottom is None and top is None and value is not None:  # a comparison's sweep: K layers at each end
+        bottom = top = int(value)
+    if bottom is None or top is None:
         raise InvalidValueError(
             "method 'layer_swap' needs swap_bottom and swap_top (layer counts, e.g. 2 and 2)"
         )
-    return layer_swap(
-        adapters[TASK_SRC],
-        adapters[REF_TGT],
-        swap_bottom=options["swap_bottom"],
-        swap_top=options["swap_top"],
-    )
+    return layer_swap(adapters[TASK_SRC], adapters[REF_TGT], swap_bottom=bottom, swap_top=top)
 
 
 def _stack(adapters, value, options):
@@ -217,9 +215,12 @@ def merge_method_names() -> tuple[str, ...]:
     return tuple(name for name, method in METHODS.items() if method.is_merge)
 
 
-def swept_method_names(sweep: str = "scale") -> tuple[str, ...]:
-    """The merge methods that sweep ``sweep`` (``scale``: every method with a ``t``)."""
-    return tuple(name for name, method in METHODS.items() if method.sweep == sweep)
+def swept_method_names(sweep: str | None = None) -> tuple[str, ...]:
+    """The merge methods that sweep ``sweep`` (``scale``: a ``t``; ``swap``: layer_swap's ``K``), or any
+    parameter when ``sweep`` is ``None``: the methods a comparison reports at their best setting."""
+    return tuple(
+        name for name, method in METHODS.items() if method.sweep is not None and sweep in (None, method.sweep)
+    )
 
 
 def fixed_method_names() -> tuple[str, ...]:

@@ -87,7 +87,8 @@ def _by_method(plt, rows, metric, languages, src_lang, path: Path) -> None:
             if method in swept_method_names():
                 pick = best.get((method, lang))
                 row = None if pick is None else shown.get((method, pick["scale"], lang))
-                label = "" if row is None else f"t={row['scale']:g}"
+                name = "K" if method in swept_method_names("swap") else "t"
+                label = "" if row is None else f"{name}={row['scale']:g}"
             else:
                 row, label = shown.get((method, None, lang)), ""
             if row is None:
@@ -162,6 +163,8 @@ def _scale_sweep(plt, rows, metric, languages, src_lang, path: Path) -> None:
     fig, axes = plt.subplots(
         1, len(panels), figsize=(4.2 * len(panels) + 0.6, 4.2), squeeze=False, sharey=share
     )
+    shown = {key: row for key, row in shown.items() if key[0] not in swept_method_names("swap")}  # K is no t
+    methods = [m for m in methods if m not in swept_method_names("swap")]
     scales = sorted({s for _, s, _ in shown if s is not None}) or [0.0, 1.0]
     merges = [m for m in methods if any(mm == m and s is not None for mm, s, _ in shown)]
     step = 0.015 * ((scales[-1] - scales[0]) or 1.0)  # merge methods side by side: equal values stay visible

@@ -151,6 +151,7 @@ class PipelineSpec:
             there too (the ``oracle`` method, an upper bound).
         methods: what to compare, by their registry names (:mod:`adamergex_pl.merging.methods`).
         scales: the values of ``t`` to sweep.
+        swaps: ``layer_swap``: the layer counts ``K`` to sweep (``K`` bottom and ``K`` top layers swapped).
         metric: single-task form: the report's main metric (e.g. ``accuracy``).
         trainer: ``Trainer`` arguments shared by every stage.
         model: ``AdapterModule`` arguments shared by every fit (``base_model``, ``adapter_type``,
@@ -172,6 +173,7 @@ class PipelineSpec:
     oracle_langs: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=lambda: ["base", "zero_shot", "arimerge", "adamergex"])
     scales: list[float] = field(default_factory=lambda: [1.0])
+    swaps: list[int] = field(default_factory=list)
     metric: str | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
@@ -179,7 +181,11 @@ class PipelineSpec:
 
     def __post_init__(self) -> None:
         check_methods(self.methods)
-        check_sweeps(self.methods, ("scale",), "the pipeline")
+        check_sweeps(self.methods, ("scale", "swap"), "the pipeline")
+        if "layer_swap" in self.methods and not self.swaps:
+            raise InvalidValueError(
+                "methods include 'layer_swap' but swaps is empty; give K values, e.g. [1, 2]"
+            )
         single = {"task": self.task, "evaluation": self.evaluation, "tgt_langs": self.tgt_langs}
         single.update(oracle_langs=self.oracle_langs, metric=self.metric)
         given = [key for key, value in single.items() if value]

@@ -145,6 +145,7 @@ def _evaluate_stage(spec, name: str, task, fits: list[Stage], oracles: list[Stag
         src_lang=task.src_lang,
         methods=methods,
         scales=list(spec.scales),
+        **({"swaps": list(spec.swaps)} if "layer_swap" in methods else {}),
         task=name,
         results_dir=str(stage_dir(spec, f"evaluate_{name}") / "merge_results"),
     )
