@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from merge_factories import make_lora
 from safetensors.torch import load_file
 
+from adamergex_pl.merging import AdapterWeights
 from adamergex_pl.merging.command import main
+from adamergex_pl.merging.layer_swap import layer_swap
 from adamergex_pl.merging.methods import METHODS
 
 
@@ -71,8 +74,30 @@ def test_bad_method_options_are_one_line_and_write_nothing(dirs, tmp_path, capsy
     assert not out.exists()
 
 
-def test_the_comparison_refuses_a_method_whose_sweep_it_cannot_run():
+def test_the_comparison_sweeps_layer_swaps_k_and_needs_it(dirs):
     from adamergex_pl.merging.merge_module import MergeModule
 
-    with pytest.raises(ValueError, match="'layer_swap' sweeps swap, which MergeModule does not sweep yet"):
-        MergeModule("builtin:tiny-llama", "x", {"en": "y"}, methods=["layer_swap"])
+    refs = {"en": str(dirs["S"]), "es": str(dirs["G"])}
+    module = MergeModule(
+        "builtin:tiny-llama", str(dirs["T"]), refs, methods=["layer_swap", "adamergex"], swaps=[0, 1]
+    )
+    assert [(v.method, v.scale) for v in module.variants] == [
+        ("layer_swap", 0.0),
+        ("layer_swap", 1.0),
+        ("adamergex", 1.0),
+    ]
+    module._weights = {
+        name: AdapterWeights.load(path)
+        for name, path in (("task", dirs["T"]), ("ref:en", dirs["S"]), ("ref:es", dirs["G"]))
+    }
+    # K = 1: the bottom and the top layer (of 2) from A(R,es)
+    swapped = module.merged_adapter(module.variants[1], "es").adapter
+    direct = layer_swap(dirs["T"], dirs["G"], swap_bottom=1, swap_top=1).adapter
+    assert swapped.tensors.keys() == direct.tensors.keys()
+    assert all(
+        torch.equal(swapped.tensors[m][p], direct.tensors[m][p])
+        for m in direct.tensors
+        for p in direct.tensors[m]
+    )
+    with pytest.raises(ValueError, match="'layer_swap' but swaps is empty"):
+        MergeModule("builtin:tiny-llama", str(dirs["T"]), refs, methods=["layer_swap"])

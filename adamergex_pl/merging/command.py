@@ -143,7 +143,7 @@ def _run(args: argparse.Namespace):
         "density": args.density,
         "seed": args.seed,
     }
-    result = method.build(adapters, args.scale, options)
+    result = method.build(adapters, args.scale if method.sweep == "scale" else None, options)
     write_merged(result, args.out, overwrite=args.overwrite)
     return result
 
