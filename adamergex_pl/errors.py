@@ -8,6 +8,8 @@ A message names the offending value, the expected form, and the fix where one is
 
 from __future__ import annotations
 
+import errno
+
 
 class UserInputError(Exception):
     """Marker base class: raised for bad user input, never for a bug in the package."""
@@ -23,3 +25,47 @@ class InvalidTypeError(UserInputError, TypeError):
 
 class InputNotFoundError(UserInputError, FileNotFoundError):
     """A file or directory that the input names does not exist or lacks what is needed."""
+
+
+class OutputNotWritableError(UserInputError, OSError):
+    """A file or directory cannot be written or read where the input says: read-only, not a directory,
+    permission denied, or the disk is full. Raised with the path, what it is for, and the fix."""
+
+
+# errno -> (what happened, the fix): the operating-system errors that the user's paths and disks cause
+_OS_REASONS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("no space left on the device", "free space there or choose another directory"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free space there or choose another directory"),
+    errno.EROFS: ("the file system is read-only", "choose a writable directory"),
+    errno.EACCES: ("permission denied", "fix the permissions or choose another path"),
+    errno.EPERM: ("operation not permitted", "fix the permissions or choose another path"),
+    errno.ENOTDIR: ("a part of the path is a file, not a directory", "choose another path"),
+    errno.EISDIR: ("it is a directory, not a file", "choose another path"),
+    errno.EEXIST: ("it exists and is in the way", "remove it or choose another path"),
+}
+
+
+def os_error_reason(err: OSError) -> tuple[str, str] | None:
+    """``(what happened, the fix)`` for an ``OSError`` that the user's paths or disk caused, else ``None``.
+
+    Example:
+        >>> os_error_reason(OSError(errno.ENOSPC, "No space left on device"))[0]
+        'no space left on the device'
+    """
+    return _OS_REASONS.get(getattr(err, "errno", None))
+
+
+def not_writable(err: OSError, what: str, path: object) -> OSError:
+    """The one-line error for ``err``, raised while writing ``what`` at ``path``; ``err`` itself when it is not
+    an error of the user's paths or disk (a bug keeps its traceback).
+
+    Example:
+        >>> str(not_writable(OSError(errno.EROFS, "Read-only file system"), "checkpoint", "/ro/last.ckpt"))
+        "cannot write checkpoint '/ro/last.ckpt': the file system is read-only; choose a writable directory"
+    """
+    reason = os_error_reason(err)
+    if reason is None or isinstance(err, UserInputError):
+        return err
+    where = getattr(err, "filename", None)
+    detail = f" ({where})" if where and str(where) != str(path) else ""
+    return OutputNotWritableError(f"cannot write {what} {str(path)!r}{detail}: {reason[0]}; {reason[1]}")
