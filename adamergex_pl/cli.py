@@ -209,9 +209,10 @@ def _user_input_error(err: BaseException) -> UserInputError | None:
         chain.append(err)
         err = err.__cause__ or err.__context__
     for cause in chain:
-        reason = os_error_reason(cause) if isinstance(cause, OSError) else None
+        reason = os_error_reason(cause)
         if reason is not None:
-            where = f" {str(cause.filename)!r}" if cause.filename else ""
+            filename = getattr(cause, "filename", None)
+            where = f" {str(filename)!r}" if filename else ""
             return OutputNotWritableError(f"cannot write or read{where}: {reason[0]}; {reason[1]}")
     return None
 

@@ -9,6 +9,8 @@ A message names the offending value, the expected form, and the fix where one is
 from __future__ import annotations
 
 import errno
+import os
+import re
 
 
 class UserInputError(Exception):
@@ -45,27 +47,45 @@ _OS_REASONS: dict[int, tuple[str, str]] = {
 }
 
 
-def os_error_reason(err: OSError) -> tuple[str, str] | None:
-    """``(what happened, the fix)`` for an ``OSError`` that the user's paths or disk caused, else ``None``.
+def as_os_error(err: BaseException) -> OSError | None:
+    """``err`` if it is an ``OSError``; for a Rust library's error that carries one in its message
+    (safetensors: ``"... No space left on device (os error 28)"``) an equivalent ``OSError``; else ``None``."""
+    if isinstance(err, OSError):
+        return err
+    match = re.search(r"\(os error (\d+)\)", str(err))
+    return OSError(int(match.group(1)), os.strerror(int(match.group(1)))) if match else None
+
+
+def os_error_reason(err: BaseException) -> tuple[str, str] | None:
+    """``(what happened, the fix)`` for an OS error that the user's paths or disk caused, else ``None``.
 
     Example:
         >>> os_error_reason(OSError(errno.ENOSPC, "No space left on device"))[0]
         'no space left on the device'
     """
-    return _OS_REASONS.get(getattr(err, "errno", None))
+    os_err = as_os_error(err)
+    return _OS_REASONS.get(getattr(os_err, "errno", None)) if os_err is not None else None
 
 
-def not_writable(err: OSError, what: str, path: object) -> OSError:
-    """The one-line error for ``err``, raised while writing ``what`` at ``path``; ``err`` itself when it is not
-    an error of the user's paths or disk (a bug keeps its traceback).
+def user_os_error(err: BaseException, what: str, path: object) -> OutputNotWritableError | None:
+    """The one-line error for ``err``, raised while writing ``what`` at ``path``; ``None`` when ``err`` is not
+    an OS error of the user's paths or disk (a bug keeps its traceback).
 
     Example:
-        >>> str(not_writable(OSError(errno.EROFS, "Read-only file system"), "checkpoint", "/ro/last.ckpt"))
+        >>> str(user_os_error(OSError(errno.EROFS, "Read-only file system"), "checkpoint", "/ro/last.ckpt"))
         "cannot write checkpoint '/ro/last.ckpt': the file system is read-only; choose a writable directory"
     """
     reason = os_error_reason(err)
     if reason is None or isinstance(err, UserInputError):
-        return err
-    where = getattr(err, "filename", None)
+        return None
+    where = getattr(as_os_error(err), "filename", None)
     detail = f" ({where})" if where and str(where) != str(path) else ""
     return OutputNotWritableError(f"cannot write {what} {str(path)!r}{detail}: {reason[0]}; {reason[1]}")
+
+
+def reraise_os_error(err: BaseException, what: str, path: object) -> None:
+    """In an ``except`` block: raise :func:`user_os_error` of ``err`` when there is one, else ``err`` itself."""
+    user = user_os_error(err, what, path)
+    if user is not None:
+        raise user from err
+    raise err

@@ -14,7 +14,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from adamergex_pl.errors import InvalidValueError, not_writable
+from adamergex_pl.errors import InvalidValueError, reraise_os_error
 from adamergex_pl.training.snapshot_files import (
     finish_interrupted_writes,
     is_within,
@@ -103,8 +103,8 @@ class AdapterSnapshot(Callback):
         if root.is_dir():
             try:
                 finish_interrupted_writes(root)
-            except OSError as err:
-                raise not_writable(err, "snapshot folder", root) from err
+            except Exception as err:
+                reraise_os_error(err, "snapshot folder", root)
 
     def check_fresh_run(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """For a fit that resumes nothing: refuse a ``dirpath`` that holds snapshots, or, with ``overwrite``,
@@ -137,8 +137,8 @@ class AdapterSnapshot(Callback):
             (root / LAST_LINK).unlink(missing_ok=True)
             for name in names:
                 remove_dir(root / name)
-        except OSError as err:
-            raise not_writable(err, "snapshot folder", root) from err
+        except Exception as err:
+            reraise_os_error(err, "snapshot folder", root)
         rank_zero_info(
             f"AdapterSnapshot: removed the snapshots of an earlier run in {root}: {', '.join(names)}"
         )
@@ -172,8 +172,8 @@ class AdapterSnapshot(Callback):
         try:
             root.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=root))
-        except OSError as err:
-            raise not_writable(err, "snapshot", target) from err
+        except Exception as err:
+            reraise_os_error(err, "snapshot", target)
         try:
             tmp.chmod(0o755)  # mkdtemp makes it private
             pl_module.model.save_pretrained(str(tmp))
@@ -181,8 +181,8 @@ class AdapterSnapshot(Callback):
             (tmp / SNAPSHOT_JSON).write_text(json.dumps(info, indent=2, default=str) + "\n")
             replace_dir(tmp, target)
             point_last(root, target.name)
-        except OSError as err:
-            raise not_writable(err, "snapshot", target) from err
+        except Exception as err:
+            reraise_os_error(err, "snapshot", target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self._prune(root, keep=target)

@@ -16,6 +16,8 @@ configured.
 
 from __future__ import annotations
 
+import glob
+import io
 import os
 import tempfile
 import zipfile
@@ -26,7 +28,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from typing_extensions import override
 
-from adamergex_pl.errors import InputNotFoundError, InvalidValueError, not_writable
+from adamergex_pl.errors import InputNotFoundError, InvalidValueError, reraise_os_error
 from adamergex_pl.results.files import current_umask
 
 _FIX = "resume from another checkpoint (e.g. an hpc_ckpt_<n>.ckpt) or start the fit again without --ckpt_path"
@@ -103,26 +105,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"AtomicCheckpointIO does not take storage_options (got {storage_options!r}); drop them"
             )
         target = Path(path)
+        buffer = io.BytesIO()  # serialised first: a full disk is then a plain OSError of the write below
+        torch.save(checkpoint, buffer)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            for stale in target.parent.glob(partial_prefix(target.name) + "*"):
+            for stale in target.parent.glob(glob.escape(partial_prefix(target.name)) + "*"):
                 stale.unlink(missing_ok=True)  # left by a process killed while writing this checkpoint
             handle, tmp = tempfile.mkstemp(prefix=partial_prefix(target.name), dir=target.parent)
-        except OSError as err:
-            raise not_writable(err, "checkpoint", target) from err
+        except Exception as err:
+            reraise_os_error(err, "checkpoint", target)
         try:
             with os.fdopen(handle, "wb") as stream:
-                torch.save(checkpoint, stream)
+                stream.write(buffer.getbuffer())
                 stream.flush()
                 os.fsync(stream.fileno())
             os.chmod(tmp, 0o666 & ~current_umask())
             os.replace(tmp, target)
-        except OSError as err:
+        except BaseException as err:
             Path(tmp).unlink(missing_ok=True)
-            raise not_writable(err, "checkpoint", target) from err
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            reraise_os_error(err, "checkpoint", target)
         _sync_directory(target.parent)
 
     @override

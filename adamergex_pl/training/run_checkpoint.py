@@ -18,7 +18,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from adamergex_pl.errors import InputNotFoundError, InvalidValueError, not_writable
+from adamergex_pl.errors import InputNotFoundError, InvalidValueError, reraise_os_error
 from adamergex_pl.training.checkpoint_io import partial_prefix
 
 LAST_CHECKPOINT = "last.ckpt"
@@ -96,8 +96,8 @@ class RunCheckpoint(ModelCheckpoint):
         try:
             for stale in directory.glob(f".*{partial_prefix('')[1:]}*"):
                 stale.unlink(missing_ok=True)  # a temporary file of a write that was killed
-        except OSError as err:
-            raise not_writable(err, "checkpoint folder", directory) from err
+        except Exception as err:
+            reraise_os_error(err, "checkpoint folder", directory)
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -129,8 +129,8 @@ class RunCheckpoint(ModelCheckpoint):
         try:
             for name in earlier:
                 (directory / name).unlink(missing_ok=True)
-        except OSError as err:
-            raise not_writable(err, "checkpoint folder", directory) from err
+        except Exception as err:
+            reraise_os_error(err, "checkpoint folder", directory)
         rank_zero_info(
             f"RunCheckpoint: removed {len(earlier)} checkpoint(s) of an earlier run in {directory}"
         )
