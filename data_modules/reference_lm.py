@@ -9,10 +9,12 @@ by characters or words, so its windows had unequal token lengths). The loss cove
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 from typing import Any
 
 from typing_extensions import override
 
+from adamergex_pl.data.record_checks import check_records
 from adamergex_pl.data.sources import DataSource, load_records
 from adamergex_pl.errors import InvalidValueError
 from data_modules.base import Examples, TokenizedDataModule
@@ -103,6 +105,10 @@ class ReferenceLMDataModule(TokenizedDataModule):
             raise InvalidValueError(
                 f"text_fields {missing} are not fields of {source.describe()}; its fields are {list(records[0])}"
             )
+        fields = SimpleNamespace(
+            fields=tuple(self.text_fields), option="text_fields", template=self.text_fields
+        )
+        check_records(records, source, [fields])  # every record, not only the first
         return [" ".join(str(r.get(f) or "") for f in self.text_fields) for r in records]
 
     def windows(self, source: DataSource) -> list[list[int]]:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
+from adamergex_pl.data.readers import record_location
 from adamergex_pl.data.sources import DataSource, load_records
 from adamergex_pl.data.templates import PromptTemplate
 from adamergex_pl.errors import InvalidValueError
@@ -203,9 +204,10 @@ class TaskDataModule(TokenizedDataModule):
         for index, record in enumerate(records):
             missing = [f for f in fields if f not in record]
             if missing:
+                place = f" ({record_location(source.local_path(), index)})" if source.is_local else ""
                 raise InvalidValueError(
-                    f"{where}: record {index} lacks field(s) {missing}; the task needs {list(fields)} and the "
-                    f"record has {sorted(record)}"
+                    f"{where}: record {index} lacks field(s) {missing}{place}; the task needs {list(fields)} and "
+                    f"the record has {sorted(record)}"
                 )
         return records
 

@@ -243,7 +243,7 @@ def test_non_finite_tensors_are_never_written(loaded, tmp_path):
     )
     # a merge result with such a tensor is refused when it is made (issue 17: the overflow check) ...
     with pytest.raises(
-        ValueError, match=rf"the adamergex merge would overflow: module '{module}' .* up to inf"
+        ValueError, match=rf"the adamergex merge could overflow: module '{module}' .* up to inf"
     ):
         type(result)(broken, "adamergex", "exact", 1.0, result.inputs)
     # ... and writing one made without that check is refused too

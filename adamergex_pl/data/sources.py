@@ -7,13 +7,12 @@ disk, is read locally; anything else is loaded with ``datasets.load_dataset(path
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adamergex_pl.assets.builtin import ASSETS_DIR, BUILTIN_PREFIX
+from adamergex_pl.data import readers
 from adamergex_pl.errors import InputNotFoundError, InvalidValueError
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
@@ -69,7 +68,8 @@ def load_records(source: DataSource) -> list[dict[str, Any]]:
 
     Raises:
         FileNotFoundError: a local file that does not exist.
-        ValueError: a file in an unexpected shape, or a hub dataset that cannot be loaded.
+        ValueError: a file in an unexpected shape, a malformed line or byte that is not UTF-8 (named by its
+            line, :mod:`adamergex_pl.data.readers`), or a hub dataset that cannot be loaded.
     """
     if not source.is_local:
         return _load_hub(source)
@@ -81,11 +81,11 @@ def load_records(source: DataSource) -> list[dict[str, Any]]:
         )
     suffix = path.suffix
     if suffix == ".txt":
-        return [{"text": path.read_text(encoding="utf-8")}]
+        return [{"text": readers.read_text(path, source.path)}]
     if suffix == ".jsonl":
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = readers.read_jsonl(path, source.path)
     elif suffix == ".json":
-        records = json.loads(path.read_text(encoding="utf-8"))
+        records = readers.read_json(path, source.path)
         if isinstance(records, dict):
             if source.field is None or source.field not in records:
                 raise InvalidValueError(
@@ -94,12 +94,9 @@ def load_records(source: DataSource) -> list[dict[str, Any]]:
                 )
             records = records[source.field]
     elif suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            records = list(csv.DictReader(handle))
+        records = readers.read_csv(path, source.path)
     elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        records = pq.read_table(path).to_pylist()
+        records = readers.read_parquet(path, source.path)
     else:
         raise InvalidValueError(
             f"data file {source.path!r} has an unknown suffix; expected one of {LOCAL_SUFFIXES}"

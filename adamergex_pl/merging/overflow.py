@@ -72,7 +72,7 @@ def refuse_overflowing(adapter, scale: float | None, method: str) -> None:
     worst = max(bad, key=lambda module: bad[module] if math.isfinite(bad[module]) else math.inf)
     fix = f"use a smaller |t| than scale={scale:g}" if scale is not None else "check the inputs' weights"
     raise InvalidValueError(
-        f"the {method} merge would overflow: module {worst!r} (and {len(bad) - 1} more) can add up to "
+        f"the {method} merge could overflow: module {worst!r} (and {len(bad) - 1} more) can add up to "
         f"{bad[worst]:.3g} to a unit-scale activation, beyond {OVERFLOW_LIMIT:.3g}, where float32 activations "
-        f"overflow to inf and the logits become NaN; {fix}"
+        f"can overflow to inf and the logits become NaN; {fix}"
     )
