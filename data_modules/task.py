@@ -327,6 +327,19 @@ class TaskDataModule(TokenizedDataModule):
         )
 
     @override
+    @override
+    def planned_val_languages(self) -> list[str]:
+        return list(self._eval_sources())
+
+    @override
+    def metric_names(self) -> tuple[str, ...]:
+        if self.spec.kind == "choice":
+            return (f"{self.task}/accuracy",)
+        from adamergex_pl.metrics import NumberMatchAccuracy, RougeLMetric, SquadMetric
+
+        scores = {"final_number": NumberMatchAccuracy, "squad": SquadMetric, "rouge_l": RougeLMetric}
+        return tuple(f"{self.task}/{name}" for name in scores[self.spec.metric].score_names)
+
     def build_evaluator(self) -> Evaluator:
         """Option ranking for choice tasks, greedy generation and the task's text metric otherwise."""
         languages = self.val_languages or self.test_languages

@@ -20,6 +20,7 @@ from pathlib import Path
 from adamergex_pl.assets.builtin import ASSETS_DIR
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.pipeline import stages as st
+from adamergex_pl.pipeline.plan_checks import check_plan
 from adamergex_pl.pipeline.report import write_report
 from adamergex_pl.pipeline.spec import PipelineSpec
 
@@ -80,7 +81,11 @@ def describe(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -
 
 
 def run_stage(spec: PipelineSpec, stage: st.Stage, fingerprint: str) -> None:
-    """Run one stage in process; mark it done only when it succeeded."""
+    """Run one stage in process; mark it done only when it succeeded and left its outputs.
+
+    An interrupted fit resumes from its checkpoint; otherwise (or when that checkpoint is damaged) what
+    earlier attempts left is removed first, so the stage starts from scratch and never mixes with them.
+    """
     from adamergex_pl.cli import main as adamergex
 
     path = st.write_config(spec, stage)
@@ -89,10 +94,23 @@ def run_stage(spec: PipelineSpec, stage: st.Stage, fingerprint: str) -> None:
     if checkpoint is not None:
         args += ["--ckpt_path", str(checkpoint)]
         print(f"[pipeline] {stage.name}: resuming from {checkpoint}", flush=True)
+    else:
+        damaged = st.damaged_checkpoint(spec, stage, fingerprint)
+        if damaged:
+            print(f"[pipeline] {stage.name}: cannot resume from {damaged}; fitting it again", flush=True)
+        removed = st.clear_outputs(spec, stage)
+        if removed:
+            print(f"[pipeline] {stage.name}: removed {', '.join(removed)} of an earlier attempt", flush=True)
     print(f"[pipeline] {stage.name}: adamergex {' '.join(args[:3])}", flush=True)
     st.mark(spec, stage, st.ATTEMPT_RECORD, fingerprint)
     code = adamergex(args)
     gc.collect()
+    if code == 0 and checkpoint is not None and not st.has_outputs(spec, stage):
+        # the checkpoint was of a finished fit whose snapshots are gone: resuming it trains nothing
+        print(f"[pipeline] {stage.name}: its checkpoint is of a finished fit; fitting it again", flush=True)
+        st.clear_outputs(spec, stage)
+        code = adamergex(args[:3])
+        gc.collect()
     if code != 0:
         raise InvalidValueError(f"stage {stage.name} failed (exit code {code}); its config is {path}")
     st.mark(spec, stage, st.STAGE_RECORD, fingerprint)
@@ -138,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         raise InvalidValueError(
             f"--stage {unknown} are not stages of this pipeline; its stages are {sorted(names)}"
         )
+    check_plan(spec, plan)  # languages, metrics, methods and data files: before the first fit
     if options.submit:
         return submit(spec, plan, options.slurm, spec_argv, options.dry_run)
     if options.dry_run:
@@ -154,9 +173,12 @@ def main(argv: list[str] | None = None) -> int:
             raise InvalidValueError(
                 f"stage {stage.name} needs {missing} first; run them (or the whole pipeline)"
             )
-        if st.is_done(spec, stage, prints[stage.name]):
+        reason = st.not_done_reason(spec, stage, prints[stage.name])
+        if reason is None:
             print(f"[pipeline] {stage.name}: done, skipped", flush=True)
             continue
+        if reason != "never finished":
+            print(f"[pipeline] {stage.name}: runs again: {reason}", flush=True)
         run_stage(spec, stage, prints[stage.name])
     evaluate = next(s for s in plan if s.name == "evaluate")
     if st.is_done(spec, evaluate, prints["evaluate"]):

@@ -76,6 +76,8 @@ class PipelineSpec:
             ``quantization``, ranks, learning rate, ...); ``base_model`` and ``quantization`` also go to the
             evaluation.
         seed: ``seed_everything`` of every stage.
+        checkpoint_every_n_train_steps: every fit writes its ``last.ckpt`` this often (in optimizer steps) and
+            at every epoch end (``callbacks.RunCheckpoint``), so that a killed pipeline resumes its fit.
 
     Raises:
         ValueError: unknown methods, a target language equal to the source, oracle languages that are not
@@ -95,6 +97,7 @@ class PipelineSpec:
     trainer: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    checkpoint_every_n_train_steps: int = 50
 
     def __post_init__(self) -> None:
         check_methods(self.methods)
@@ -119,6 +122,11 @@ class PipelineSpec:
         if not self.scales and any(METHODS[m].sweep == "scale" for m in self.methods):
             raise InvalidValueError("scales is empty; give at least one t, e.g. [1.0]")
 
+        every = self.checkpoint_every_n_train_steps
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise InvalidValueError(
+                f"checkpoint_every_n_train_steps={every!r} must be a positive integer, e.g. 50"
+            )
         self._check_evaluation_languages()
 
     @property
