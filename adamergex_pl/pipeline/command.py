@@ -80,8 +80,9 @@ def describe(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -
     return "\n".join(lines)
 
 
-def run_stage(spec: PipelineSpec, stage: st.Stage, fingerprint: str) -> None:
-    """Run one stage in process; mark it done only when it succeeded and left its outputs.
+def run_stage(spec: PipelineSpec, stage: st.Stage, fingerprint: str) -> int:
+    """Run one stage in process; mark it done only when it succeeded and left its outputs; return its exit
+    code.
 
     An interrupted fit resumes from its checkpoint; otherwise (or when that checkpoint is damaged) what
     earlier attempts left is removed first, so the stage starts from scratch and never mixes with them.
@@ -111,9 +112,11 @@ def run_stage(spec: PipelineSpec, stage: st.Stage, fingerprint: str) -> None:
         st.clear_outputs(spec, stage)
         code = adamergex(args[:3])
         gc.collect()
-    if code != 0:
-        raise InvalidValueError(f"stage {stage.name} failed (exit code {code}); its config is {path}")
+    if code != 0:  # the stage printed its own one-line error: say which stage, and stop
+        print(f"[pipeline] {stage.name}: failed (exit code {code}); its config is {path}", flush=True)
+        return code
     st.mark(spec, stage, st.STAGE_RECORD, fingerprint)
+    return 0
 
 
 def submit(spec: PipelineSpec, plan: list[st.Stage], resources, spec_argv: list[str], dry_run: bool) -> int:
@@ -179,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if reason != "never finished":
             print(f"[pipeline] {stage.name}: runs again: {reason}", flush=True)
-        run_stage(spec, stage, prints[stage.name])
+        code = run_stage(spec, stage, prints[stage.name])
+        if code != 0:
+            return code
     evaluate = next(s for s in plan if s.name == "evaluate")
     if st.is_done(spec, evaluate, prints["evaluate"]):
         results = st.stage_dir(spec, "evaluate") / "merge_results"
