@@ -118,3 +118,19 @@ def leftovers(root: Path) -> list[str]:
     return sorted(
         str(p.relative_to(root)) for p in root.rglob(".*") if ".tmp-" in p.name or ".old-" in p.name
     )
+
+
+def small_pipeline(path: Path, **overrides) -> Path:
+    """``configs/pipeline/tiny.yaml`` made smaller (one task epoch, 24 reference windows, two methods, one
+    ``t``, a checkpoint every 2 steps), with ``overrides`` of its top-level keys, written to ``path``."""
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).parents[1] / "configs/pipeline/tiny.yaml").read_text())
+    raw.update(methods=["zero_shot", "adamergex"], scales=[1.0], checkpoint_every_n_train_steps=2)
+    raw["task"]["trainer"] = {"max_epochs": 1}
+    raw["reference"]["data"]["init_args"]["max_windows"] = 24
+    raw["evaluation"]["data"]["init_args"]["max_val_samples"] = 4
+    raw["trainer"]["enable_progress_bar"] = False
+    raw.update(overrides)
+    path.write_text(yaml.safe_dump(raw))
+    return path

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from conftest import REPO_ROOT
 from fault_injection import (
     KILLED,
@@ -31,6 +30,7 @@ from fault_injection import (
     leftovers,
     run_forked,
     seconds,
+    small_pipeline,
     snapshot_weights,
     timed,
 )
@@ -251,16 +251,7 @@ def snapshot_weights_of(directory: Path) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------------------- pipeline
 @pytest.fixture(scope="module")
 def pipeline_config(tmp_path_factory) -> Path:
-    """The tiny pipeline, smaller: one task epoch, 24 reference windows, two methods, one t."""
-    raw = yaml.safe_load((REPO_ROOT / "configs/pipeline/tiny.yaml").read_text())
-    raw.update(methods=["zero_shot", "adamergex"], scales=[1.0], checkpoint_every_n_train_steps=2)
-    raw["task"]["trainer"] = {"max_epochs": 1}
-    raw["reference"]["data"]["init_args"]["max_windows"] = 24
-    raw["evaluation"]["data"]["init_args"]["max_val_samples"] = 4
-    raw["trainer"]["enable_progress_bar"] = False
-    path = tmp_path_factory.mktemp("pipeline") / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return small_pipeline(tmp_path_factory.mktemp("pipeline") / "pipeline.yaml")
 
 
 def run_pipeline(config: Path, cwd: Path, kill_after: float | None = None) -> int:

@@ -61,8 +61,23 @@ def build_datamodule(config: dict[str, Any], what: str):
     except UserInputError as err:
         raise InvalidValueError(f"{what}: data: {err}") from err
     except Exception as err:  # jsonargparse's parse errors: unknown keys, wrong types, unknown classes
-        reason = str(err).strip().splitlines()[0]
-        raise InvalidValueError(f"{what}: data ({config.get('class_path')}): {reason}") from err
+        raise InvalidValueError(f"{what}: data ({config.get('class_path')}): {_reason(str(err))}") from err
+
+
+def _reason(message: str) -> str:
+    """The part of a jsonargparse error that says what is wrong with the class's arguments, on one line."""
+    lines = [line.strip() for line in message.strip().splitlines()]
+    start = next(
+        (i for i, line in enumerate(lines) if line.startswith("- Problem with given class_path")), None
+    )
+    if start is None:
+        return lines[0] if lines else message
+    detail = []
+    for line in lines[start + 1 :]:
+        if line.startswith("- "):
+            break
+        detail.append(line)
+    return " ".join(detail) or lines[start]
 
 
 def _check_local_files(datamodule, stage: str) -> None:
