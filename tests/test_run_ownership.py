@@ -75,7 +75,7 @@ def test_resuming_another_runs_checkpoint_writes_and_prunes_only_the_current_run
         (("--model.init_args.adapter_type", "ia3"), "an ia3 adapter on down_proj, k_proj, v_proj"),
         (
             ("--model.init_args.lora_r", "2"),
-            "a lora adapter of rank 2 on down_proj, gate_proj, k_proj, o_proj",
+            "a lora adapter of rank 2 on down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj",
         ),
         (
             ("--model.init_args.target_modules", "[q_proj, v_proj]"),
