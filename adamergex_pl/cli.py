@@ -22,7 +22,7 @@ import sys
 import traceback
 
 from adamergex_pl import quiet
-from adamergex_pl.errors import UserInputError
+from adamergex_pl.errors import OutputNotWritableError, UserInputError, os_error_reason
 from adamergex_pl.slurm.preemption import RequeueStop
 
 # Extra commands: name -> "module:function" taking argv (without the command name) and returning an exit code.
@@ -70,6 +70,17 @@ def _lightning_cli():
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             parser.link_arguments("model.init_args.base_model", "data.init_args.tokenizer", apply_on="parse")
 
+        def _parse_ckpt_path(self) -> None:
+            # LightningCLI would replace model.init_args by the checkpoint's hyperparameters (a LoRA config
+            # silently turning into (IA)³); the config stays what the user wrote, AdapterModule refuses a
+            # checkpoint of another adapter naming both, and a missing or damaged file is one line.
+            from adamergex_pl.training.checkpoint_io import check_checkpoint
+
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if ckpt_path and ckpt_path not in ("last", "best", "hpc"):
+                check_checkpoint(ckpt_path)
+
         def before_instantiate_classes(self) -> None:
             # In a job from `adamergex submit`: output into the pinned run dir, fixed logger versions, and
             # `fit` resumes from the run dir's HPC checkpoint on a restart (adamergex_pl/slurm/pinning.py).
@@ -95,6 +106,14 @@ def _lightning_cli():
                     **kwargs,
                 }
             return super().instantiate_trainer(**kwargs)
+
+        def before_fit(self) -> None:
+            # a fresh fit into a folder that holds another run is refused (one line) before the base model
+            # loads and before anything is written; the callbacks check again when training starts
+            if self.config[self.subcommand].get("ckpt_path") is None:
+                for callback in self.trainer.callbacks:
+                    if callable(getattr(callback, "check_fresh_run", None)):
+                        callback.check_fresh_run(self.trainer, self.model)
 
         def after_instantiate_classes(self) -> None:
             from adamergex_pl.training.adapter_snapshot import AdapterSnapshot
@@ -217,13 +236,21 @@ def _arm_requeue_signal() -> None:
 
 
 def _user_input_error(err: BaseException) -> UserInputError | None:
-    """The ``UserInputError`` behind ``err``: jsonargparse wraps errors raised while instantiating classes."""
-    seen = set()
+    """The ``UserInputError`` behind ``err`` (jsonargparse wraps errors raised while instantiating classes), or
+    one made of an ``OSError`` that the user's paths or disk caused (read-only, full, not a directory)."""
+    seen, chain = set(), []
     while err is not None and id(err) not in seen:
         if isinstance(err, UserInputError):
             return err
         seen.add(id(err))
+        chain.append(err)
         err = err.__cause__ or err.__context__
+    for cause in chain:
+        reason = os_error_reason(cause)
+        if reason is not None:
+            filename = getattr(cause, "filename", None)
+            where = f" {str(filename)!r}" if filename else ""
+            return OutputNotWritableError(f"cannot write or read{where}: {reason[0]}; {reason[1]}")
     return None
 
 

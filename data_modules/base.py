@@ -93,6 +93,24 @@ class TokenizedDataModule(LightningDataModule):
         languages = self.val_languages or self.test_languages
         return LanguageModelingEvaluator(languages) if languages else None
 
+    # ------------------------------------------------------------------ known before any data is read
+    def planned_val_languages(self) -> list[str] | None:
+        """The validation languages, from the arguments alone (``None`` when only the data tells): what
+        ``adamergex pipeline`` checks against its languages before the first fit. Default: each ``val``
+        source's ``language`` (or the module's ``language``), plus ``language`` for a ``val_fraction``."""
+        if not hasattr(self, "val_sources"):
+            return None
+        default = getattr(self, "language", None)
+        languages = [source.language or default for source in self.val_sources]
+        if not languages and getattr(self, "val_fraction", 0.0):
+            languages = [default]
+        return [str(lang) for lang in languages]
+
+    def metric_names(self) -> tuple[str, ...] | None:
+        """The metrics :meth:`build_evaluator`'s evaluator reports per language (``<lang>/<metric>`` keys),
+        from the arguments alone; ``None`` when unknown. Default: ``loss`` and ``perplexity``."""
+        return ("loss", "perplexity")
+
     # ------------------------------------------------------------------ lifecycle
     @override
     def setup(self, stage: str) -> None:

@@ -185,6 +185,14 @@ class CrossXDataModule(TokenizedDataModule):
 
     # ------------------------------------------------------------------ evaluation
     @override
+    @override
+    def planned_val_languages(self) -> list[str]:
+        return list(self.languages)
+
+    @override
+    def metric_names(self) -> None:
+        return None  # accuracy, consistency_<k> and ac3_<k> per benchmark: known once the items are read
+
     def build_evaluator(self) -> CrossXEvaluator:
         evaluator = CrossXEvaluator(self.benchmark_sizes, self.languages, self.length_normalized)
         if self.write_predictions:

@@ -9,6 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
+from adamergex_pl.data.record_checks import check_records
 from adamergex_pl.data.sources import DataSource, load_records
 from adamergex_pl.data.templates import PromptTemplate
 from adamergex_pl.errors import InvalidValueError
@@ -117,6 +118,8 @@ class InstructionDataModule(TokenizedDataModule):
         self.prompt.check_fields(records[0], source.describe())
         if with_completion:
             self.completion.check_fields(records[0], source.describe())
+        completion = [self.completion] if with_completion else []
+        check_records(records, source, [self.prompt, *completion], needs_value=completion)  # every record
         return records
 
     def _subsample(self, records: list, limit: int | None) -> list:

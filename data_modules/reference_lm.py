@@ -123,7 +123,13 @@ class ReferenceLMDataModule(TokenizedDataModule):
                     f"text_fields {missing} are not fields of {source.describe()}; its fields are {list(first)}"
                 )
             yield self._text(first)
-            for record in records:
+            for number, record in enumerate(records, start=2):
+                empty = [f for f in self.text_fields if record.get(f) is None]
+                if empty:  # every record is checked, not only the first
+                    raise InvalidValueError(
+                        f"{source.describe()}, record {number} read ({'file' if seed is None else 'seeded'} "
+                        f"order): text_fields {empty} are missing or null; fix or drop that record"
+                    )
                 yield self._text(record)
         finally:
             records.close()

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
+from adamergex_pl.data.readers import record_location
 from adamergex_pl.data.sources import DataSource, load_records
 from adamergex_pl.data.templates import PromptTemplate
 from adamergex_pl.errors import InvalidValueError
@@ -216,9 +217,10 @@ class TaskDataModule(TokenizedDataModule):
         for index, record in enumerate(records):
             missing = [f for f in fields if f not in record]
             if missing:
+                place = f" ({record_location(source.local_path(), index)})" if source.is_local else ""
                 raise InvalidValueError(
-                    f"{where}: record {index} lacks field(s) {missing}; the task needs {list(fields)} and the "
-                    f"record has {sorted(record)}"
+                    f"{where}: record {index} lacks field(s) {missing}{place}; the task needs {list(fields)} and "
+                    f"the record has {sorted(record)}"
                 )
             reason = self.spec.invalid_reason(record)
             if reason is None:
@@ -354,6 +356,19 @@ class TaskDataModule(TokenizedDataModule):
         )
 
     @override
+    @override
+    def planned_val_languages(self) -> list[str]:
+        return list(self._eval_sources())
+
+    @override
+    def metric_names(self) -> tuple[str, ...]:
+        if self.spec.kind == "choice":
+            return (f"{self.task}/accuracy",)
+        from adamergex_pl.metrics import NumberMatchAccuracy, RougeLMetric, SquadMetric
+
+        scores = {"final_number": NumberMatchAccuracy, "squad": SquadMetric, "rouge_l": RougeLMetric}
+        return tuple(f"{self.task}/{name}" for name in scores[self.spec.metric].score_names)
+
     def build_evaluator(self) -> Evaluator:
         """Option ranking for choice tasks, greedy generation and the task's text metric otherwise."""
         languages = self.val_languages or self.test_languages

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -117,3 +118,19 @@ def slurm_cluster():
         pytest.fail(str(err))
     yield cluster
     cluster.release()
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder that cannot be written: a read-only tmpfs as root (root ignores permission bits)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)]).returncode:
+            pytest.skip("mounting a read-only tmpfs failed (no CAP_SYS_ADMIN)")
+        yield folder
+        subprocess.run(["umount", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)

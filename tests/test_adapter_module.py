@@ -102,6 +102,14 @@ def test_checkpoints_hold_only_the_adapter_and_refuse_a_different_one(tmp_path):
 
     other = AdapterModule("builtin:tiny-llama", adapter_type="ia3")
     other.configure_model()
+    # the recorded signature names both adapters (issue 17; before, only the tensor names were compared)
+    with pytest.raises(
+        ValueError,
+        match=r"the checkpoint holds a lora adapter of rank 4 on down_proj, .*, but this config trains an "
+        r"ia3 adapter on down_proj, k_proj, v_proj",
+    ):
+        other.on_load_checkpoint(checkpoint)
+    del checkpoint["adamergex"]["adapter"]  # a checkpoint written before signatures: the tensor names
     with pytest.raises(
         ValueError, match=r"checkpoint's adapter does not match this model's: \d+ adapter tensors"
     ):

@@ -55,3 +55,12 @@ def test_config_parses_through_its_header_command(path, capsys, monkeypatch):
         printed = yaml.safe_load(capsys.readouterr().out)
         assert printed["model"]["class_path"].startswith("adamergex_pl.")
         assert printed["data"]["class_path"].startswith("data_modules.")
+        if command[0] == "fit":  # resumable after a kill at any moment: a step interval and every epoch end
+            callbacks = printed["trainer"]["callbacks"] or []
+            every = [
+                c["init_args"]["every_n_train_steps"]
+                for c in callbacks
+                if c["class_path"].endswith("RunCheckpoint")
+            ]
+            assert every and every[0] >= 1, f"{path}: fit without callbacks.RunCheckpoint"
+            assert not any(c["class_path"].endswith(".ModelCheckpoint") for c in callbacks), path

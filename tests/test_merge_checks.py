@@ -237,11 +237,26 @@ def test_non_finite_tensors_are_never_written(loaded, tmp_path):
     ):
         merge_adapters(loaded["a"], loaded["c"], poisoned)
     result = merge_adapters(loaded["a"], loaded["c"], loaded["b"])
-    broken = _replace(result.adapter, module=module, part="lora_A", tensor=torch.full((12, 64), float("inf")))
+    merged_a = result.adapter.tensors[module]["lora_A"]
+    broken = _replace(
+        result.adapter, module=module, part="lora_A", tensor=torch.full_like(merged_a, float("inf"))
+    )
+    # a merge result with such a tensor is refused when it is made (issue 17: the overflow check) ...
     with pytest.raises(
-        ValueError, match=r"refusing to write .*v_proj.lora_A.weight: it has 768 of 768 entries NaN or inf"
+        ValueError, match=rf"the adamergex merge could overflow: module '{module}' .* up to inf"
     ):
-        write_merged(type(result)(broken, "adamergex", "exact", 1.0, result.inputs), tmp_path / "out")
+        type(result)(broken, "adamergex", "exact", 1.0, result.inputs)
+    # ... and writing one made without that check is refused too
+    unchecked = object.__new__(type(result))
+    for name, value in zip(("adapter", "method", "mode", "scale", "inputs", "partial_modules", "svd"),
+                           (broken, "adamergex", "exact", 1.0, result.inputs, {}, None), strict=True):  # fmt: skip
+        object.__setattr__(unchecked, name, value)
+    with pytest.raises(
+        ValueError,
+        match=rf"refusing to write .*v_proj.lora_A.weight: it has {merged_a.numel()} of "
+        rf"{merged_a.numel()} entries NaN or inf",
+    ):
+        write_merged(unchecked, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -113,12 +113,14 @@ def test_snapshots_newer_than_the_resumed_step_are_dropped_and_last_repointed(tm
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_run_from_scratch_leaves_existing_snapshots_alone(tmp_path):
+def test_a_run_from_scratch_is_refused_over_existing_snapshots_and_leaves_them_alone(tmp_path):
+    # behaviour changed (issue 17): a fresh run no longer writes its epochs among an earlier run's
     fake_snapshot(tmp_path / "snapshots", 0, 9)
     callback = AdapterSnapshot()
     trainer = Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False)
     callback.setup(trainer, None, "fit")
-    callback.on_train_start(trainer, None)  # no ckpt_path: nothing is being redone
+    with pytest.raises(ValueError, match=r"snapshots already holds the snapshots of a run \(epoch=0\)"):
+        callback.on_train_start(trainer, None)  # no ckpt_path: a fresh run
     assert (tmp_path / "snapshots" / "epoch=0").is_dir()
 
 

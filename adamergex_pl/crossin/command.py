@@ -65,9 +65,13 @@ def _tokenizer_name(config: Any) -> str | None:
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    from adamergex_pl.errors import reraise_os_error
     from adamergex_pl.results.files import write_text_atomic
 
-    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    try:
+        write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    except Exception as err:  # a read-only folder or a full disk is one line; nothing is left behind
+        reraise_os_error(err, "--out", path)
 
 
 def build(argv: list[str]) -> int:

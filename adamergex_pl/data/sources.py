@@ -14,7 +14,6 @@ stops early instead of loading it whole.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import random
@@ -25,6 +24,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from adamergex_pl.assets.builtin import ASSETS_DIR, BUILTIN_PREFIX
+from adamergex_pl.data import readers
 from adamergex_pl.errors import InputNotFoundError, InvalidValueError
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
@@ -182,7 +182,8 @@ def load_records(source: DataSource) -> list[dict[str, Any]]:
 
     Raises:
         FileNotFoundError: a local file that does not exist.
-        ValueError: a file in an unexpected shape, or a dataset that cannot be loaded.
+        ValueError: a file in an unexpected shape, a malformed line or byte that is not UTF-8 (named by its
+            line, :mod:`adamergex_pl.data.readers`), or a dataset that cannot be loaded.
     """
     resolved = source.resolve()
     if resolved.kind != "file":
@@ -190,9 +191,7 @@ def load_records(source: DataSource) -> list[dict[str, Any]]:
     path = _existing_file(source)
     suffix = path.suffix
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
+        return readers.read_parquet(path, source.path)
     if suffix == ".jsonl":
         return list(_jsonl_lines(source, path))
     return _whole_file(source, path)
@@ -306,9 +305,9 @@ def _existing_file(source: DataSource) -> Path:
 def _whole_file(source: DataSource, path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix
     if suffix == ".txt":
-        return [{"text": path.read_text(encoding="utf-8")}]
+        return [{"text": readers.read_text(path, source.path)}]
     if suffix == ".json":
-        records = json.loads(path.read_text(encoding="utf-8"))
+        records = readers.read_json(path, source.path)
         if isinstance(records, dict):
             if source.field is None or source.field not in records:
                 raise InvalidValueError(
@@ -317,8 +316,7 @@ def _whole_file(source: DataSource, path: Path) -> list[dict[str, Any]]:
                 )
             records = records[source.field]
     else:  # .csv
-        with path.open(newline="", encoding="utf-8") as handle:
-            records = list(csv.DictReader(handle))
+        records = readers.read_csv(path, source.path)
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise InvalidValueError(f"{source.path} must hold a list of records (objects), one per example")
     return records
@@ -339,10 +337,12 @@ def _json_record(source: DataSource, line: bytes | str, where: str) -> dict[str,
 
 
 def _jsonl_lines(source: DataSource, path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                yield _json_record(source, line, f"line {number}")
+    for number, record in readers.iter_jsonl(path, source.path):
+        if not isinstance(record, dict):
+            raise InvalidValueError(
+                f"{source.path}, line {number} holds {type(record).__name__}; expected one object per line"
+            )
+        yield record
 
 
 def _jsonl_chunks(

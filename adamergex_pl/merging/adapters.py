@@ -168,7 +168,13 @@ class AdapterWeights:
                 f"{directory / ADAPTER_CONFIG_FILE} holds {type(config).__name__}; expected an object"
             )
         raw = (directory / ADAPTER_WEIGHTS_FILE).read_bytes()
-        state_dict = load_safetensors_bytes(raw)
+        try:
+            state_dict = load_safetensors_bytes(raw)
+        except Exception as err:  # safetensors' own error type: a damaged file, not a bug here
+            raise InvalidValueError(
+                f"adapter weights {str(directory / ADAPTER_WEIGHTS_FILE)!r} are corrupt ({err}); re-create them "
+                "(re-run the fit or the merge that wrote them) or pass another adapter"
+            ) from None
         digest = hashlib.sha256(raw).hexdigest()
         return cls.from_state_dict(config, state_dict, path=str(directory), sha256=digest)
 

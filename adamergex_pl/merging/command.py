@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.errors import InvalidValueError, UserInputError
 from adamergex_pl.merging.adapters import AdapterWeights
 from adamergex_pl.merging.merge import IA3_MODES, LORA_MODES
 from adamergex_pl.merging.methods import METHODS, REF_SRC, check_adapter_type, merge_method_names
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(stop.code or 0)
     try:
         result = _run(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, UserInputError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     print(f"{result.summary()} -> {args.out}")

@@ -2,18 +2,21 @@
 
 The directory is built in a temporary directory beside the target and renamed into place, so a refused or
 failed write leaves no output directory behind, and an overwritten one is replaced whole (the old directory is
-moved aside first and removed after the rename).
+moved aside first and removed after the rename). A write killed half-way leaves ``.<out>.tmp-*`` (the staging
+directory) or ``.<out>.old-*`` (the old output, moved aside); the next write to the same ``out_dir`` removes
+the first and puts the second back when ``out_dir`` is missing, so that nothing is lost or left behind.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.errors import InvalidValueError, reraise_os_error
 from adamergex_pl.merging.result import MergeResult
 from adamergex_pl.results.files import current_umask
 
@@ -36,6 +39,8 @@ def write_merged(result: MergeResult, out_dir: str | Path, *, overwrite: bool = 
     Raises:
         FileExistsError: ``out_dir`` exists and ``overwrite`` is false, or it is a file or a link.
         ValueError: ``out_dir`` is (or contains) one of the merge's inputs, or a tensor is not finite.
+        OSError: (``adamergex_pl.errors.OutputNotWritableError``) the folder is read-only or the disk is full;
+            nothing is left behind.
 
     Example:
         >>> result = merge_adapters("xnli_en", "wiki_en", "wiki_de", scale=0.5)  # doctest: +SKIP
@@ -43,6 +48,10 @@ def write_merged(result: MergeResult, out_dir: str | Path, *, overwrite: bool = 
         PosixPath('xnli_de')
     """
     out = Path(out_dir)
+    try:
+        _finish_interrupted_write(out)
+    except Exception as err:
+        reraise_os_error(err, "merged adapter", out)
     resolved = out.resolve()
     for entry in result.inputs:
         if entry["path"] and _is_within(Path(entry["path"]).resolve(), resolved):
@@ -58,8 +67,11 @@ def write_merged(result: MergeResult, out_dir: str | Path, *, overwrite: bool = 
                 f"out_dir {str(out)!r} already exists; pass overwrite=True (--overwrite) to replace it, or "
                 "choose another directory"
             )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except Exception as err:
+        reraise_os_error(err, "merged adapter", out)
     try:
         result.adapter.save(staging)
         record = json.dumps(result.record(), indent=2, ensure_ascii=False, allow_nan=False)
@@ -77,10 +89,25 @@ def write_merged(result: MergeResult, out_dir: str | Path, *, overwrite: bool = 
             shutil.rmtree(retired, ignore_errors=True)
         else:
             staging.rename(out)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
+        reraise_os_error(err, "merged adapter", out)
     return out
+
+
+def _finish_interrupted_write(out: Path) -> None:
+    """Remove what a killed write to ``out`` left beside it; put back an old output moved aside but not
+    replaced (``out`` missing)."""
+    if not out.parent.is_dir():
+        return
+    name = glob.escape(out.name)
+    for retired in sorted(out.parent.glob(f".{name}.old-*")):
+        kept = retired / out.name
+        if kept.is_dir() and not (out.exists() or out.is_symlink()):
+            kept.rename(out)
+        shutil.rmtree(retired, ignore_errors=True)
+    for staging in out.parent.glob(f".{name}.tmp-*"):
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _is_within(path: Path, directory: Path) -> bool:

@@ -32,6 +32,10 @@ class MergeResult:
         svd: for ``svd`` mode, ``{"rank", "relative_error", "max_module_error", "per_module"}`` (relative
             Frobenius errors of ``ΔW``; the overall one is over all modules together).
 
+    Raises:
+        ValueError: the merged adapter would overflow float32 activations
+            (:mod:`adamergex_pl.merging.overflow`).
+
     Example:
         >>> result = merge_adapters("task_en", "wiki_en", "wiki_de", scale=0.5)  # doctest: +SKIP
         >>> result.summary()  # doctest: +SKIP
@@ -45,6 +49,13 @@ class MergeResult:
     inputs: tuple[dict[str, Any], ...]
     partial_modules: dict[str, list[str]] = field(default_factory=dict)
     svd: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # every merge ends here: its inputs were checked for NaN and inf, and so were its tensors; this checks
+        # what the adapter does to an activation (finite factors may still overflow the forward pass)
+        from adamergex_pl.merging.overflow import refuse_overflowing
+
+        refuse_overflowing(self.adapter, self.scale, self.method)
 
     def record(self) -> dict[str, Any]:
         """The ``merge.json`` content: inputs, hashes, method, mode, ``t``, partial modules, svd error."""

@@ -23,6 +23,7 @@ from adamergex_pl.pipeline import stages as st
 from adamergex_pl.pipeline.budget import FitBudget, count_offline, fit_budget
 from adamergex_pl.pipeline.diagnosis import write_diagnosis
 from adamergex_pl.pipeline.experiment_table import write_experiment_table
+from adamergex_pl.pipeline.plan_checks import check_plan
 from adamergex_pl.pipeline.rehearsal import rehearse
 from adamergex_pl.pipeline.report import write_report
 from adamergex_pl.pipeline.spec import PipelineSpec
@@ -140,8 +141,13 @@ def describe(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -
     return "\n".join(lines)
 
 
-def run_stage(spec: PipelineSpec, stage: st.Stage, fingerprint: str) -> None:
-    """Run one stage in process; mark it done only when it succeeded."""
+def run_stage(spec: PipelineSpec, stage: st.Stage, fingerprint: str) -> int:
+    """Run one stage in process; mark it done only when it succeeded and left its outputs; return its exit
+    code.
+
+    An interrupted fit resumes from its checkpoint; otherwise (or when that checkpoint is damaged) what
+    earlier attempts left is removed first, so the stage starts from scratch and never mixes with them.
+    """
     from adamergex_pl.cli import main as adamergex
 
     path = st.write_config(spec, stage)
@@ -150,13 +156,28 @@ def run_stage(spec: PipelineSpec, stage: st.Stage, fingerprint: str) -> None:
     if checkpoint is not None:
         args += ["--ckpt_path", str(checkpoint)]
         print(f"[pipeline] {stage.name}: resuming from {checkpoint}", flush=True)
+    else:
+        damaged = st.damaged_checkpoint(spec, stage, fingerprint)
+        if damaged:
+            print(f"[pipeline] {stage.name}: cannot resume from {damaged}; fitting it again", flush=True)
+        removed = st.clear_outputs(spec, stage)
+        if removed:
+            print(f"[pipeline] {stage.name}: removed {', '.join(removed)} of an earlier attempt", flush=True)
     print(f"[pipeline] {stage.name}: adamergex {' '.join(args[:3])}", flush=True)
     st.mark(spec, stage, st.ATTEMPT_RECORD, fingerprint)
     code = adamergex(args)
     gc.collect()
-    if code != 0:
-        raise InvalidValueError(f"stage {stage.name} failed (exit code {code}); its config is {path}")
+    if code == 0 and checkpoint is not None and not st.has_outputs(spec, stage):
+        # the checkpoint was of a finished fit whose snapshots are gone: resuming it trains nothing
+        print(f"[pipeline] {stage.name}: its checkpoint is of a finished fit; fitting it again", flush=True)
+        st.clear_outputs(spec, stage)
+        code = adamergex(args[:3])
+        gc.collect()
+    if code != 0:  # the stage printed its own one-line error: say which stage, and stop
+        print(f"[pipeline] {stage.name}: failed (exit code {code}); its config is {path}", flush=True)
+        return code
     st.mark(spec, stage, st.STAGE_RECORD, fingerprint)
+    return 0
 
 
 def submit(spec: PipelineSpec, plan: list[st.Stage], resources, spec_argv: list[str], dry_run: bool) -> int:
@@ -205,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         raise InvalidValueError(
             f"--stage {unknown} are not stages of this pipeline; its stages are {sorted(names)}"
         )
+    check_plan(spec, plan)  # languages, metrics, methods and data files: before the first fit
     if options.submit:
         return submit(spec, plan, options.slurm, spec_argv, options.dry_run)
     if options.dry_run:
@@ -221,10 +243,15 @@ def main(argv: list[str] | None = None) -> int:
             raise InvalidValueError(
                 f"stage {stage.name} needs {missing} first; run them (or the whole pipeline)"
             )
-        if st.is_done(spec, stage, prints[stage.name]):
+        reason = st.not_done_reason(spec, stage, prints[stage.name])
+        if reason is None:
             print(f"[pipeline] {stage.name}: done, skipped", flush=True)
             continue
-        run_stage(spec, stage, prints[stage.name])
+        if reason != "never finished":
+            print(f"[pipeline] {stage.name}: runs again: {reason}", flush=True)
+        code = run_stage(spec, stage, prints[stage.name])
+        if code != 0:
+            return code
     report(spec, plan, prints)
     return 0
 

@@ -157,6 +157,8 @@ class PipelineSpec:
         model: ``AdapterModule`` arguments shared by every fit (``base_model``, ``adapter_type``,
             ``quantization``, ranks, learning rate, ...); the base-model options also go to the evaluation.
         seed: ``seed_everything`` of every stage.
+        checkpoint_every_n_train_steps: every fit writes its ``last.ckpt`` this often (in optimizer steps) and
+            at every epoch end (``callbacks.RunCheckpoint``), so that a killed pipeline resumes its fit.
 
     Raises:
         ValueError: both forms or neither, unknown methods, a target language equal to the source, oracle
@@ -178,6 +180,7 @@ class PipelineSpec:
     trainer: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    checkpoint_every_n_train_steps: int = 50
 
     def __post_init__(self) -> None:
         check_methods(self.methods)
@@ -223,6 +226,12 @@ class PipelineSpec:
             )
         if not self.scales and any(METHODS[m].sweep == "scale" for m in self.methods):
             raise InvalidValueError("scales is empty; give at least one t, e.g. [1.0]")
+
+        every = self.checkpoint_every_n_train_steps
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise InvalidValueError(
+                f"checkpoint_every_n_train_steps={every!r} must be a positive integer, e.g. 50"
+            )
 
     @property
     def languages(self) -> list[str]:

@@ -7,9 +7,12 @@
     evaluate_<task>             adamergex validate  MergeModule: every method and scale on the task's languages
 
 Each stage writes ``<run_dir>/<stage>/`` and, when it finishes, ``stage.json`` with a fingerprint of its
-config and of the stages it uses: a stage whose fingerprint matches is skipped, so running the pipeline twice
-does nothing the second time, and changing a setting re-runs exactly the stages it affects. A fit that was
-interrupted resumes from its last adapter-only checkpoint.
+config and of the stages it uses, and digests of its outputs and of the outputs it used
+(:mod:`adamergex_pl.pipeline.stage_records`): a stage whose record still matches its config *and* the disk is
+skipped, so running the pipeline twice does nothing the second time, changing a setting re-runs exactly the
+stages it affects, and deleted or replaced outputs are made again. A fit that was interrupted resumes from its
+last adapter-only checkpoint (``callbacks.RunCheckpoint``: a step interval and every epoch end); a damaged
+checkpoint is reported and the fit starts again from scratch.
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ from typing import Any
 
 import yaml
 
+from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.pipeline import stage_records as records
 from adamergex_pl.pipeline.spec import FitSpec, PipelineSpec
 from adamergex_pl.results.files import write_text_atomic
 from adamergex_pl.training.base_options import BASE_MODEL_KEYS
+from adamergex_pl.training.checkpoint_io import checkpoint_problem
+from adamergex_pl.training.snapshot_files import remove_dir
 
-STAGE_RECORD = "stage.json"
+STAGE_RECORD = records.STAGE_RECORD
 ATTEMPT_RECORD = "attempt.json"
 
 
@@ -69,11 +76,12 @@ def _fit_stage(
     **model_args: Any,
 ) -> Stage:
     root = str(stage_dir(spec, name))
+    every = spec.checkpoint_every_n_train_steps
     callbacks = [
         {"class_path": "callbacks.AdapterSnapshot", "init_args": {"dirpath": f"{root}/snapshots"}},
         {
-            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-            "init_args": {"dirpath": f"{root}/checkpoints", "save_last": True, "save_top_k": 0},
+            "class_path": "callbacks.RunCheckpoint",
+            "init_args": {"dirpath": f"{root}/checkpoints", "every_n_train_steps": every},
         },
     ]
     trainer = {**copy.deepcopy(spec.trainer), **copy.deepcopy(fit.trainer), "default_root_dir": root}
@@ -196,17 +204,50 @@ def fingerprints(stages: list[Stage]) -> dict[str, str]:
 
 
 def is_done(spec: PipelineSpec, stage: Stage, fingerprint: str) -> bool:
-    record = stage_dir(spec, stage.name) / STAGE_RECORD
-    return record.is_file() and json.loads(record.read_text()).get("fingerprint") == fingerprint
+    """Whether ``stage`` finished with this fingerprint and its outputs (and its inputs') are unchanged."""
+    return not_done_reason(spec, stage, fingerprint) is None
+
+
+def not_done_reason(spec: PipelineSpec, stage: Stage, fingerprint: str) -> str | None:
+    """Why ``stage`` must run (``"never finished"``, ``"its outputs ... are missing ..."``), ``None`` if done."""
+    inputs = {name: records.recorded_outputs(stage_dir(spec, name)) for name in stage.depends}
+    return records.not_done_reason(stage_dir(spec, stage.name), stage.is_fit, fingerprint, inputs)
 
 
 def resume_checkpoint(spec: PipelineSpec, stage: Stage, fingerprint: str) -> Path | None:
-    """The last checkpoint of an interrupted attempt at this same stage config, if there is one."""
+    """The last checkpoint of an interrupted attempt at this same stage config, if there is a whole one."""
+    last = _attempt_checkpoint(spec, stage, fingerprint)
+    return last if last is not None and checkpoint_problem(last) is None else None
+
+
+def damaged_checkpoint(spec: PipelineSpec, stage: Stage, fingerprint: str) -> str | None:
+    """What is wrong with the interrupted attempt's checkpoint (``"<path>: it is truncated ..."``), if it
+    cannot be resumed from."""
+    last = _attempt_checkpoint(spec, stage, fingerprint)
+    problem = checkpoint_problem(last, thorough=True) if last is not None else None
+    return f"{last}: {problem}" if problem else None
+
+
+def _attempt_checkpoint(spec: PipelineSpec, stage: Stage, fingerprint: str) -> Path | None:
     root = stage_dir(spec, stage.name)
     attempt, last = root / ATTEMPT_RECORD, root / "checkpoints" / "last.ckpt"
     if not stage.is_fit or not attempt.is_file() or not last.is_file():
         return None
-    return last if json.loads(attempt.read_text()).get("fingerprint") == fingerprint else None
+    record = records.read_record(root, ATTEMPT_RECORD)
+    return last if record is not None and record.get("fingerprint") == fingerprint else None
+
+
+def clear_outputs(spec: PipelineSpec, stage: Stage) -> list[str]:
+    """Remove what earlier attempts at ``stage`` left (snapshots, checkpoints, results) before it starts from
+    scratch, so that its run is not refused and never mixes with them; return what was removed."""
+    root = stage_dir(spec, stage.name)
+    removed = []
+    for name in ("snapshots", "checkpoints", records.RESULTS_DIR):
+        if (root / name).exists():
+            remove_dir(root / name)
+            removed.append(name)
+    (root / STAGE_RECORD).unlink(missing_ok=True)
+    return removed
 
 
 def write_config(spec: PipelineSpec, stage: Stage) -> Path:
@@ -222,6 +263,28 @@ def write_config(spec: PipelineSpec, stage: Stage) -> Path:
 
 
 def mark(spec: PipelineSpec, stage: Stage, record: str, fingerprint: str) -> None:
+    """Write ``attempt.json`` (``record=ATTEMPT_RECORD``) or, for a finished stage, ``stage.json`` with the
+    digests of its outputs and inputs.
+
+    Raises:
+        ValueError: a finished stage whose outputs are missing (it wrote no snapshot, or no results).
+    """
     root = stage_dir(spec, stage.name)
     root.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(root / record, json.dumps({"stage": stage.name, "fingerprint": fingerprint}) + "\n")
+    if record != STAGE_RECORD:
+        write_text_atomic(root / record, json.dumps({"stage": stage.name, "fingerprint": fingerprint}) + "\n")
+        return
+    outputs = records.output_digest(root, stage.is_fit)
+    if outputs is None:
+        raise InvalidValueError(
+            f"stage {stage.name} finished but left no {records.outputs_dir(root, stage.is_fit)}; it cannot be "
+            "marked done (did the fit run any step?)"
+        )
+    inputs = {name: records.recorded_outputs(stage_dir(spec, name)) for name in stage.depends}
+    write_text_atomic(root / STAGE_RECORD, records.record_entry(stage.name, fingerprint, outputs, inputs))
+    (root / ATTEMPT_RECORD).unlink(missing_ok=True)  # the attempt is over: nothing to resume any more
+
+
+def has_outputs(spec: PipelineSpec, stage: Stage) -> bool:
+    """Whether ``stage`` has its outputs on disk now (whatever its record says)."""
+    return records.output_digest(stage_dir(spec, stage.name), stage.is_fit) is not None

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.slurm.resources import JobResources
 from adamergex_pl.slurm.sbatch import SbatchError, find_sbatch, make_log_dirs, sbatch_submit, write_script
 from adamergex_pl.slurm.script import render_sbatch_script
@@ -124,7 +125,7 @@ def adamergex_command(args: Sequence[str], program: str | None = None) -> list[s
         program: the program to run; defaults to :func:`default_program`.
 
     Raises:
-        ValueError: ``args`` is empty.
+        ValueError: ``args`` is empty, or its first word is no adamergex subcommand (``fitt``).
 
     Example:
         >>> adamergex_command(["adamergex", "validate", "--config", "v.yaml"], program="adamergex")
@@ -138,7 +139,25 @@ def adamergex_command(args: Sequence[str], program: str | None = None) -> list[s
             "no adamergex command given; expected e.g. ['fit', '--config', 'fit.yaml'] "
             "(on the command line: adamergex submit [options] -- fit --config fit.yaml)"
         )
+    _check_subcommand(words[0])
     return [program or default_program(), *words]
+
+
+def _check_subcommand(word: str) -> None:
+    """Refuse a job whose command is no ``adamergex`` subcommand (a typo would only fail on the cluster)."""
+    import difflib
+
+    from adamergex_pl.cli import EXTRA_COMMANDS, LIGHTNING_COMMANDS
+
+    known = [*LIGHTNING_COMMANDS, *EXTRA_COMMANDS]
+    if word in known:
+        return
+    close = difflib.get_close_matches(word, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise InvalidValueError(
+        f"{word!r} is not an adamergex command; {hint}expected one of {', '.join(known)} (to run another "
+        "program, give adamergex submit --program PROGRAM)"
+    )
 
 
 def submit_jobs(

@@ -13,7 +13,8 @@ is set:
     without tensorboard) and a configured ``CSVLogger`` become
     :class:`~adamergex_pl.slurm.resumable_csv_logger.ResumableCSVLogger`, because ``CSVLogger`` deletes the
     ``metrics.csv`` it finds in its version directory;
-  * ``fit`` resumes from the newest ``hpc_ckpt_<n>.ckpt`` in the run dir when there is one (a restart), and
+  * ``fit`` resumes from the newest ``hpc_ckpt_<n>.ckpt`` in the run dir, or from ``checkpoints/last.ckpt``
+    (``callbacks.RunCheckpoint``) when that is newer (a job killed without the signal and restarted), and
     starts cleanly when there is none (the first run), where ``ckpt_path="hpc"`` would fail.
 
 * :func:`requeue_trainer_kwargs`, added to the Trainer's arguments (not to the saved config, which must stay
@@ -70,10 +71,32 @@ def pin_config(config: Namespace, subcommand: str, run_dir: Path, version: str |
     trainer.logger = _pin_loggers(trainer.logger, run_dir, version or logger_version())
     if subcommand != "fit":
         return None
-    checkpoint = hpc_checkpoint(run_dir)
+    checkpoint = _newest_checkpoint(run_dir)
     if checkpoint is not None:
         config.ckpt_path = str(checkpoint)  # a restart: this wins over a ckpt_path given for the first run
     return checkpoint
+
+
+def _newest_checkpoint(run_dir: Path) -> Path | None:
+    """The HPC checkpoint (a requeue) or ``checkpoints/last.ckpt`` (``callbacks.RunCheckpoint``: a job killed
+    without the requeue signal, e.g. by a node failure, and restarted by SLURM), whichever is further on; the
+    HPC checkpoint on a tie."""
+    hpc, last = hpc_checkpoint(run_dir), run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return hpc
+    if hpc is None:
+        return last
+    return last if _global_step(last) > _global_step(hpc) else hpc
+
+
+def _global_step(path: Path) -> int:
+    """A checkpoint's ``global_step``, read without loading its tensors (memory-mapped); -1 if unreadable."""
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=True).get("global_step", -1))
+    except Exception:  # a damaged file: the other one wins, and loading it later says what is wrong
+        return -1
 
 
 def _pin_loggers(logger: Any, run_dir: Path, version: str) -> Any:

@@ -22,6 +22,8 @@ from adamergex_pl.evaluation.language_modeling import (
 from adamergex_pl.results.printing import finish_evaluation, fit_summary
 from adamergex_pl.training.adapter_spec import AdapterSpec
 from adamergex_pl.training.base_options import BaseModelOptions
+from adamergex_pl.training.checkpoint_io import install as install_checkpoint_io
+from adamergex_pl.training.checkpoint_signature import adapter_signature, check_checkpoint_fits
 from adamergex_pl.training.optim import OptimizerSpec
 from adamergex_pl.training.snapshots import resolve_adapter_dir
 from adamergex_pl.training.strategy_support import check_strategy
@@ -189,6 +191,7 @@ class AdapterModule(LightningModule):
     def setup(self, stage: str) -> None:
         if self._trainer is not None:  # before configure_model loads the base: refuse what cannot work
             check_strategy(self.trainer.strategy, self.quantization)
+            install_checkpoint_io(self.trainer.strategy)  # atomic writes, one-line errors for bad files
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if stage == "predict":
             return
@@ -335,15 +338,15 @@ class AdapterModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep = self.adapter_state_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-        checkpoint["adamergex"] = {"format": "adapter-only", "adapter_type": self.hparams.adapter_type}
+        checkpoint["adamergex"] = {
+            "format": "adapter-only",
+            "adapter_type": self.hparams.adapter_type,
+            "adapter": adapter_signature(self.hparams.adapter_type, checkpoint["state_dict"]),
+        }
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        expected, found = self.adapter_state_keys(), set(checkpoint.get("state_dict", {}))
-        if found != expected:
-            missing, unexpected = sorted(expected - found), sorted(found - expected)
-            raise InvalidValueError(
-                f"the checkpoint's adapter does not match this model's: {len(missing)} adapter tensors missing "
-                f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}); resume with the "
-                "same adapter_type, target_modules and rank that wrote the checkpoint"
-            )
+        where = f"checkpoint {self.trainer.ckpt_path}" if self._trainer is not None else "the checkpoint"
+        check_checkpoint_fits(
+            checkpoint, self.hparams.adapter_type, self.state_dict(), self.adapter_state_keys(), where
+        )

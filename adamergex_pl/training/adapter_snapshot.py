@@ -15,7 +15,14 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.errors import InvalidValueError, reraise_os_error
+from adamergex_pl.training.snapshot_files import (
+    finish_interrupted_writes,
+    is_within,
+    point_last,
+    remove_dir,
+    replace_dir,
+)
 from adamergex_pl.training.snapshots import LAST_LINK, SNAPSHOT_JSON, list_snapshots, read_snapshot_info
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,12 @@ class AdapterSnapshot(Callback):
     checkpoint it is resumed from) belong to a timeline that is being redone: they are removed when training
     starts and ``last`` points at the newest remaining one, so ``last`` never runs ahead of training.
 
+    A run's snapshots are its own: they always go under the *current* run's ``dirpath`` (resuming a checkpoint
+    of another run never writes to, nor prunes, that run's snapshots), and a fresh fit (no ``--ckpt_path``)
+    into a ``dirpath`` that holds snapshots is refused unless ``overwrite`` is set, so two runs never mix their
+    epochs. Removals rename a snapshot away before deleting it, so a kill at any moment leaves only complete
+    snapshots and a ``last`` that points at one; the next run finishes what a killed one left.
+
     ``snapshot.json`` records the epoch, global step, the metrics logged so far (``trainer.callback_metrics``),
     the base model, adapter type, task, language, and the run's configuration (the full CLI config when run
     through ``adamergex``, otherwise the module's hyperparameters).
@@ -45,9 +58,11 @@ class AdapterSnapshot(Callback):
             versions and requeued jobs).
         keep_last: keep only the newest ``keep_last`` snapshots (``None`` keeps all).
         save_on_fit_end: also snapshot at the end of fit when the last epoch ended early.
+        overwrite: let a fresh fit remove the snapshots of an earlier run in ``dirpath`` instead of refusing.
 
     Raises:
-        ValueError: ``keep_last`` is not a positive integer.
+        ValueError: ``keep_last`` is not a positive integer; a fresh fit into a ``dirpath`` that holds
+            snapshots (without ``overwrite``).
 
     Example:
         .. code-block:: yaml
@@ -59,16 +74,20 @@ class AdapterSnapshot(Callback):
     """
 
     def __init__(
-        self, dirpath: str | None = None, keep_last: int | None = None, save_on_fit_end: bool = True
+        self,
+        dirpath: str | None = None,
+        keep_last: int | None = None,
+        save_on_fit_end: bool = True,
+        overwrite: bool = False,
     ):
         if keep_last is not None and keep_last < 1:
             raise InvalidValueError(
                 f"AdapterSnapshot(keep_last={keep_last!r}) must be a positive integer, or None to keep every snapshot"
             )
         self.dirpath = dirpath
-        self._dirpath_given = dirpath is not None
         self.keep_last = keep_last
         self.save_on_fit_end = save_on_fit_end
+        self.overwrite = overwrite
         self.run_config: dict[str, Any] | None = None  # set by the adamergex CLI
         self.last_step: int | None = None
         self.last_epoch: int | None = None
@@ -78,13 +97,64 @@ class AdapterSnapshot(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.default_root_dir, "snapshots")
-        if trainer.is_global_zero and Path(self.dirpath).is_dir():
-            for stale in Path(self.dirpath).glob(".tmp-*"):  # left by a run that was killed mid-write
-                shutil.rmtree(stale, ignore_errors=True)
+        root = Path(self.dirpath)
+        if not trainer.is_global_zero or stage != "fit":
+            return
+        if root.exists() and not root.is_dir():
+            raise InvalidValueError(
+                f"AdapterSnapshot dirpath {str(root)!r} is a file; choose another --trainer.default_root_dir"
+            )
+        if root.is_dir():
+            try:
+                finish_interrupted_writes(root)
+            except Exception as err:
+                reraise_os_error(err, "snapshot folder", root)
+
+    def check_fresh_run(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """For a fit that resumes nothing: refuse a ``dirpath`` that holds snapshots, or, with ``overwrite``,
+        remove them (the CLI calls this before the trainer starts; :meth:`on_train_start` again).
+
+        Raises:
+            ValueError: ``dirpath`` holds snapshots and ``overwrite`` is false, or the module starts from one
+                of the snapshots that ``overwrite`` would remove.
+        """
+        root = Path(self.dirpath or os.path.join(trainer.default_root_dir, "snapshots"))
+        names = [path.name for _, path in list_snapshots(root)]
+        if not names:
+            return
+        if not self.overwrite:
+            raise InvalidValueError(
+                f"{root} already holds the snapshots of a run ({', '.join(names)}); resume it with --ckpt_path "
+                "last, remove that run's folder, choose another --trainer.default_root_dir, or set overwrite: "
+                "true on callbacks.AdapterSnapshot to start over"
+            )
+        for option in ("adapter_dir", "stack_on"):
+            start = getattr(pl_module, option, None)
+            if start and is_within(Path(start).resolve(), root.resolve()):
+                raise InvalidValueError(
+                    f"{option}={start!r} is one of the snapshots in {root} that overwrite: true would remove "
+                    "before it is loaded; copy it elsewhere or write this fit to another --trainer.default_root_dir"
+                )
+        if not trainer.is_global_zero:
+            return
+        try:
+            (root / LAST_LINK).unlink(missing_ok=True)
+            for name in names:
+                remove_dir(root / name)
+        except Exception as err:
+            reraise_os_error(err, "snapshot folder", root)
+        rank_zero_info(
+            f"AdapterSnapshot: removed the snapshots of an earlier run in {root}: {', '.join(names)}"
+        )
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.ckpt_path is not None and trainer.is_global_zero:
+        # here, not in setup: only now does the trainer know whether it resumed from a checkpoint
+        if not trainer.is_global_zero:
+            return
+        if trainer.ckpt_path is None:
+            self.check_fresh_run(trainer, pl_module)
+        else:
             self._drop_snapshots_after(Path(self.dirpath), trainer.global_step)
 
     @override
@@ -111,18 +181,23 @@ class AdapterSnapshot(Callback):
         if not trainer.is_global_zero:
             return
         root = Path(self.dirpath)
-        root.mkdir(parents=True, exist_ok=True)
         target = root / f"epoch={epoch}"
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=root))
-        tmp.chmod(0o755)  # mkdtemp makes it private
         try:
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=root))
+        except Exception as err:
+            reraise_os_error(err, "snapshot", target)
+        try:
+            tmp.chmod(0o755)  # mkdtemp makes it private
             pl_module.model.save_pretrained(str(tmp))
             info = self._describe(trainer, pl_module, epoch, step)
             (tmp / SNAPSHOT_JSON).write_text(json.dumps(info, indent=2, default=str) + "\n")
-            _replace_dir(tmp, target)
+            replace_dir(tmp, target)
+            point_last(root, target.name)
+        except Exception as err:
+            reraise_os_error(err, "snapshot", target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        _point_last(root, target.name)
         self._prune(root, keep=target)
         self._written.append(target.name)
         log.debug("AdapterSnapshot: wrote %s (epoch %s, step %s)", target, epoch, step)
@@ -134,14 +209,14 @@ class AdapterSnapshot(Callback):
             for _, path in list_snapshots(root)
             if int(read_snapshot_info(path).get("global_step", -1)) > step
         ]
-        for path in dropped:
-            shutil.rmtree(path, ignore_errors=True)
         if dropped:
-            remaining = list_snapshots(root)
-            if remaining:
-                _point_last(root, remaining[-1][1].name)
+            remaining = [path for _, path in list_snapshots(root) if path not in dropped]
+            if remaining:  # re-point `last` first: it never dangles, whenever the run is killed
+                point_last(root, remaining[-1].name)
             else:
                 (root / LAST_LINK).unlink(missing_ok=True)
+            for path in dropped:
+                remove_dir(path)
             names = ", ".join(path.name for path in dropped)
             rank_zero_info(
                 f"AdapterSnapshot: removed {names} under {root}: newer than the resumed step {step}"
@@ -173,7 +248,7 @@ class AdapterSnapshot(Callback):
         snapshots = [path for _, path in list_snapshots(root)]
         for path in snapshots[: max(0, len(snapshots) - self.keep_last)]:
             if path != keep:
-                shutil.rmtree(path, ignore_errors=True)
+                remove_dir(path)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -181,27 +256,7 @@ class AdapterSnapshot(Callback):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if not self._dirpath_given and state_dict.get("dirpath"):
-            self.dirpath = state_dict["dirpath"]  # a resumed run keeps writing where it started
+        # the checkpoint's dirpath is not restored: a run resumed from another run's checkpoint writes (and
+        # prunes) its own snapshots, never the other run's
         self.last_step = state_dict.get("last_step")
         self.last_epoch = state_dict.get("last_epoch")
-
-
-def _point_last(root: Path, name: str) -> None:
-    """Atomically make ``<root>/last`` a relative symlink to ``name``."""
-    link_tmp = root / f".tmp-{LAST_LINK}"
-    link_tmp.unlink(missing_ok=True)
-    link_tmp.symlink_to(name)
-    os.replace(link_tmp, root / LAST_LINK)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``, replacing an existing ``target`` (a re-run epoch) without a gap."""
-    if not target.exists():
-        new.rename(target)
-        return
-    trash = target.with_name(f".tmp-old-{target.name}")
-    shutil.rmtree(trash, ignore_errors=True)
-    target.rename(trash)
-    new.rename(target)
-    shutil.rmtree(trash, ignore_errors=True)

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
-from adamergex_pl.errors import InputNotFoundError
+from adamergex_pl.errors import InputNotFoundError, InvalidValueError
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -45,6 +46,8 @@ def resolve_adapter_dir(path: str | Path, what: str = "adapter path") -> Path:
     Raises:
         FileNotFoundError: ``path`` does not exist, is a file, lacks the adapter files (a pickled
             ``adapter_model.bin`` is named), or is a snapshot root whose ``last`` link is missing or dangling.
+        ValueError: ``adapter_config.json`` is not a JSON object, or ``adapter_model.safetensors`` is
+            truncated or its header is damaged.
 
     Example:
         >>> resolve_adapter_dir("runs/xnli_en/snapshots")  # doctest: +SKIP
@@ -83,7 +86,58 @@ def _checked_adapter_dir(directory: Path) -> Path:
             if name == ADAPTER_WEIGHTS and (directory / "adapter_model.bin").is_file():
                 hint = "; it has the pickle adapter_model.bin: re-save it with safe_serialization=True"
             raise InputNotFoundError(f"adapter directory {str(directory)!r} has no {name}{hint}")
+    fix = "re-create it (re-run the fit or the merge that wrote it) or pass another adapter"
+    try:
+        config = json.loads((directory / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InvalidValueError(f"{directory / ADAPTER_CONFIG} is not valid JSON ({err}); {fix}") from None
+    except OSError as err:
+        raise InvalidValueError(
+            f"{directory / ADAPTER_CONFIG} cannot be read ({err.strerror}); {fix}"
+        ) from None
+    if not isinstance(config, dict):
+        raise InvalidValueError(
+            f"{directory / ADAPTER_CONFIG} holds {type(config).__name__}, not an object; {fix}"
+        )
+    problem = safetensors_problem(directory / ADAPTER_WEIGHTS)
+    if problem is not None:
+        raise InvalidValueError(f"adapter weights {str(directory / ADAPTER_WEIGHTS)!r} {problem}; {fix}")
     return directory
+
+
+def safetensors_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file (truncated, or a damaged header), or ``None``.
+
+    Reads the 8-byte header length and the JSON header only: every tensor's byte range must lie inside the
+    file and the last one must end where the file ends, which any truncation breaks.
+
+    Example:
+        >>> safetensors_problem(__file__)  # a Python file is no safetensors file
+        'is not a safetensors file (its header length exceeds the file)'
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                return f"is truncated ({size} bytes, less than a safetensors header)"
+            length = struct.unpack("<Q", head)[0]
+            if length > size - 8:
+                return "is not a safetensors file (its header length exceeds the file)"
+            header = json.loads(handle.read(length).decode("utf-8"))
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "is corrupt (its header is not valid JSON)"
+    try:
+        ends = [int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"]
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        return "is corrupt (its header does not describe tensors)"
+    expected = 8 + length + max(ends, default=0)
+    if expected != size:
+        return f"is truncated or corrupt ({size} bytes, its header describes {expected})"
+    return None
 
 
 def list_snapshots(root: str | Path) -> list[tuple[int, Path]]:

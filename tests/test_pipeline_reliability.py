@@ -1,0 +1,157 @@
+"""``adamergex pipeline`` trusts the disk, not only its records: a skipped stage's outputs must exist and be
+the ones it recorded, a damaged checkpoint is reported and refitted, and a recipe that cannot run to its end
+(evaluation languages, metric names, method requirements, data files) is refused before the first fit."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+
+import pytest
+import yaml
+from conftest import REPO_ROOT
+from fault_injection import small_pipeline
+from safetensors.torch import load_file, save_file
+
+from adamergex_pl.cli import main
+
+RUN = "runs/tiny/pipeline"
+
+
+def pipeline(config, capsys) -> tuple[int, str]:
+    code = main(["pipeline", "--config", str(config)])
+    return code, capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished small pipeline: its folder, config and table."""
+    cwd = tmp_path_factory.mktemp("pipeline")
+    config = small_pipeline(cwd / "pipeline.yaml")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)
+        assert main(["pipeline", "--config", str(config)]) == 0
+    return cwd, config, (cwd / RUN / "results.md").read_text()
+
+
+def test_deleted_outputs_of_a_finished_stage_are_made_again(finished, capsys, monkeypatch):
+    cwd, config, table = finished
+    monkeypatch.chdir(cwd)
+    shutil.rmtree(cwd / RUN / "reference_es/snapshots")
+    code, out = pipeline(config, capsys)
+    assert code == 0
+    assert (
+        f"reference_es: runs again: its outputs ({RUN}/reference_es/snapshots) are missing or incomplete"
+        in out
+    )
+    assert "reference_es: removed checkpoints of an earlier attempt" in out  # a fresh fit, not a no-op resume
+    assert "task_en: done, skipped" in out and (cwd / RUN / "results.md").read_text() == table
+    assert pipeline(config, capsys)[1].count("done, skipped") == 4
+
+
+def test_a_replaced_adapter_or_a_changed_input_makes_its_stages_run_again(finished, capsys, monkeypatch):
+    cwd, config, table = finished
+    monkeypatch.chdir(cwd)
+    weights = cwd / RUN / "task_en/snapshots/last/adapter_model.safetensors"
+    original = weights.read_bytes()
+    tensors = load_file(weights)
+    save_file({k: v * 1.5 for k, v in tensors.items()}, str(weights))  # replaced behind the record's back
+    code, out = pipeline(config, capsys)
+    assert (
+        code == 0
+        and f"task_en: runs again: its outputs ({RUN}/task_en/snapshots) changed since it finished" in out
+    )
+    assert weights.read_bytes() == original and (cwd / RUN / "results.md").read_text() == table
+    # a dependency that finished again with other weights (its record agrees): the evaluation runs again
+    record_path = cwd / RUN / "task_en/stage.json"
+    record = json.loads(record_path.read_text())
+    save_file({k: v * 1.5 for k, v in tensors.items()}, str(weights))
+    from adamergex_pl.pipeline.stage_records import output_digest
+
+    record_path.write_text(json.dumps({**record, "outputs": output_digest(cwd / RUN / "task_en", True)}))
+    code, out = pipeline(config, capsys)
+    assert code == 0 and "evaluate: runs again: the outputs of task_en changed since it ran" in out
+    assert "task_en: done, skipped" in out and (cwd / RUN / "results.md").read_text() != table
+
+
+def test_a_damaged_checkpoint_of_an_interrupted_fit_is_reported_and_refitted(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = small_pipeline(tmp_path / "pipeline.yaml")
+    assert pipeline(config, capsys)[0] == 0
+    table = (tmp_path / RUN / "results.md").read_text()
+    stage = tmp_path / RUN / "reference_en"
+    fingerprint = json.loads((stage / "stage.json").read_text())["fingerprint"]
+    (stage / "stage.json").unlink()  # as if killed mid-fit: an attempt and its checkpoint
+    (stage / "attempt.json").write_text(json.dumps({"stage": "reference_en", "fingerprint": fingerprint}))
+    with (stage / "checkpoints/last.ckpt").open("r+b") as handle:
+        handle.truncate(3000)  # what a full disk left before checkpoints were atomic
+    code, out = pipeline(config, capsys)
+    assert code == 0, out
+    assert (
+        f"reference_en: cannot resume from {RUN}/reference_en/checkpoints/last.ckpt: it is truncated or not a "
+        "checkpoint" in out
+    )
+    assert "fitting it again" in out and "removed snapshots, checkpoints of an earlier attempt" in out
+    assert (tmp_path / RUN / "results.md").read_text() == table
+
+
+def _refused_before_any_fit(tmp_path, capsys, monkeypatch, **overrides) -> str:
+    monkeypatch.chdir(tmp_path)
+    config = small_pipeline(tmp_path / "pipeline.yaml", **overrides)
+    assert main(["pipeline", "--config", str(config)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("adamergex: error:") == 1 and "Traceback" not in captured.err, captured.err
+    assert "adamergex fit" not in captured.out and not (tmp_path / RUN).exists(), "a fit ran first"
+    return captured.err.strip()
+
+
+def _tiny(section: str) -> dict:
+    """A section of ``configs/pipeline/tiny.yaml``, to change one thing in it."""
+    return copy.deepcopy(yaml.safe_load((REPO_ROOT / "configs/pipeline/tiny.yaml").read_text())[section])
+
+
+def test_evaluation_data_without_a_target_language_is_refused_before_any_fit(tmp_path, capsys, monkeypatch):
+    evaluation = {
+        "data": {
+            "class_path": "data_modules.TaskDataModule",
+            "init_args": {"task": "xnli", "languages": ["en", "de"]},
+        }
+    }
+    err = _refused_before_any_fit(tmp_path, capsys, monkeypatch, evaluation=evaluation)
+    assert (
+        "stage evaluate: evaluation.data validates on ['en', 'de'], so the table would have no column for ['es']"
+        in err
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"metric": "accuracy"},
+         "metric='accuracy' is not a metric the evaluation reports; it reports loss, perplexity"),
+        ({"metric": None, "evaluation": {**_tiny("evaluation"), "merge": {"selection_metric": "f1"}}},
+         "evaluation.merge.selection_metric='f1' is not a metric the evaluation reports"),
+        ({"model": {**_tiny("model"), "adapter_type": "ia3"}, "methods": ["adamergex", "adamergex_factor"]},
+         "method 'adamergex_factor'"),
+        ({"methods": ["zero_shot", "stack"]}, "method 'stack' needs a task adapter trained stacked on A(R,src)"),
+        ({"evaluation": {**_tiny("evaluation"), "merge": {"lora_mode": "svd"}}}, "lora_mode: svd but no svd_rank"),
+    ],
+)  # fmt: skip
+def test_metrics_and_method_requirements_are_checked_before_any_fit(
+    tmp_path, capsys, monkeypatch, overrides, expected
+):
+    assert expected in _refused_before_any_fit(tmp_path, capsys, monkeypatch, **overrides)
+
+
+def test_a_missing_data_file_or_a_bad_data_option_is_refused_before_any_fit(tmp_path, capsys, monkeypatch):
+    reference = _tiny("reference")
+    reference["data"]["init_args"]["train"] = {"path": "data/wiki_{lang}.jsonl"}
+    err = _refused_before_any_fit(tmp_path, capsys, monkeypatch, reference=reference)
+    assert "stage reference_en: data file 'data/wiki_en.jsonl' does not exist" in err
+    task = _tiny("task")
+    task["data"]["init_args"]["batch_sise"] = 8
+    err = _refused_before_any_fit(tmp_path, capsys, monkeypatch, task=task)
+    assert (
+        "stage task_en: data (data_modules.InstructionDataModule): Option 'batch_sise' is not accepted" in err
+    )
