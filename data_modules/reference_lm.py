@@ -15,10 +15,13 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from itertools import islice
+from types import SimpleNamespace
 from typing import Any
 
 from typing_extensions import override
 
+from adamergex_pl.data.readers import record_location
+from adamergex_pl.data.record_checks import record_problem
 from adamergex_pl.data.sources import DataSource, ReadCounter, iter_records
 from adamergex_pl.errors import InvalidValueError
 from data_modules.base import Examples, TokenizedDataModule
@@ -123,12 +126,19 @@ class ReferenceLMDataModule(TokenizedDataModule):
                     f"text_fields {missing} are not fields of {source.describe()}; its fields are {list(first)}"
                 )
             yield self._text(first)
-            for number, record in enumerate(records, start=2):
-                empty = [f for f in self.text_fields if record.get(f) is None]
-                if empty:  # every record is checked, not only the first
+            template = SimpleNamespace(
+                fields=tuple(self.text_fields), option="text_fields", template=self.text_fields
+            )
+            for index, record in enumerate(records, start=1):
+                problem = record_problem(record, [template])
+                if problem is not None:  # every record is checked, not only the first
+                    where = (
+                        record_location(source.local_path(), index)
+                        if source.is_local and seed is None
+                        else f"record {index + 1} read (in the seeded order)"
+                    )
                     raise InvalidValueError(
-                        f"{source.describe()}, record {number} read ({'file' if seed is None else 'seeded'} "
-                        f"order): text_fields {empty} are missing or null; fix or drop that record"
+                        f"{source.describe()}, {where}: {problem}; fix the record or drop it"
                     )
                 yield self._text(record)
         finally:

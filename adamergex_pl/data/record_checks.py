@@ -51,7 +51,7 @@ def check_records(
         if not isinstance(record, dict):
             problem = f"is a {type(record).__name__}, not an object with fields"
         else:
-            problem = _problem(record, templates, needs_value)
+            problem = record_problem(record, templates, needs_value)
         if problem is not None:
             count += 1
             first = first or (index, problem)
@@ -63,7 +63,9 @@ def check_records(
     raise InvalidValueError(f"{source.describe()}, {where}: {problem}{more}; fix the record or drop it")
 
 
-def _problem(record: dict, templates: list[PromptTemplate], needs_value: list[PromptTemplate]) -> str | None:
+def record_problem(
+    record: dict, templates: list[PromptTemplate], needs_value: list[PromptTemplate] = ()
+) -> str | None:
     for template in templates:
         for name in template.fields:
             if name not in record:
