@@ -34,11 +34,11 @@ from typing import Any
 
 import torch
 
-from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.merging.adapter_config import lora_module_scaling
 from adamergex_pl.merging.adapters import AdapterWeights
 from adamergex_pl.merging.checks import check_mergeable
 from adamergex_pl.merging.finite import refuse_nonfinite
+from adamergex_pl.merging.ia3 import checked_log
 from adamergex_pl.merging.lora import concat_factors
 from adamergex_pl.merging.merge import AdapterInput, _as_adapter, _union
 
@@ -161,16 +161,9 @@ def _ia3_gap(named: Mapping[str, AdapterWeights], tgt: str, src: str, module: st
         if module not in adapter.tensors:
             logs.append(None)
             continue
-        vector = adapter.tensors[module]["ia3_l"]
         what = f"{role} ({adapter.label}) (IA)³ module {module!r}"
-        refuse_nonfinite(f"{what}: ia3_l", vector)
-        bad = int((vector <= 0).sum())
-        if bad:
-            raise InvalidValueError(
-                f"{what} has {bad} of {vector.numel()} entries ≤ 0, so its logarithm is undefined; the gap "
-                "of (IA)³ adapters is measured on log-vectors and needs l > 0"
-            )
-        logs.append(vector.double().log())
+        purpose = "the gap of (IA)³ adapters is measured on log-vectors"
+        logs.append(checked_log(adapter.tensors[module]["ia3_l"], what, purpose))
     shape = next(a.tensors[module]["ia3_l"].shape for a in named.values() if module in a.tensors)
     l_tgt, l_src = (v if v is not None else torch.zeros(shape, dtype=torch.float64) for v in logs)
     size = float(l_tgt.norm()) + float(l_src.norm())

@@ -159,3 +159,24 @@ def ia3_product(
             _refuse_nonpositive(vector, what, module)
         result = result * vector.double().pow(weight)
     return _finished(result, vectors[0].dtype, module)
+
+
+def checked_log(vector: torch.Tensor, what: str, purpose: str) -> torch.Tensor:
+    """``log l`` in float64, for methods that work on (IA)³ log-vectors (TIES, the gap diagnosis).
+
+    Args:
+        vector: an (IA)³ vector ``l``.
+        what: how messages name it (role, adapter, module).
+        purpose: what needs the logarithm, for the message (e.g. ``TIES merges (IA)³ vectors as log-vectors``).
+
+    Raises:
+        ValueError: a non-finite entry, or an entry ≤ 0 (its logarithm is undefined).
+    """
+    refuse_nonfinite(f"{what}: ia3_l", vector)
+    bad = int((vector <= 0).sum())
+    if bad:
+        raise InvalidValueError(
+            f"{what} has {bad} of {vector.numel()} entries ≤ 0, so its logarithm is undefined; {purpose} and "
+            "needs l > 0"
+        )
+    return vector.double().log()

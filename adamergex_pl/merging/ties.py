@@ -53,6 +53,7 @@ from adamergex_pl.merging.adapter_config import (
 from adamergex_pl.merging.adapters import AdapterWeights
 from adamergex_pl.merging.checks import check_mergeable
 from adamergex_pl.merging.finite import refuse_nonfinite
+from adamergex_pl.merging.ia3 import checked_log
 from adamergex_pl.merging.lora import lora_delta
 from adamergex_pl.merging.merge import (
     AdapterInput,
@@ -265,13 +266,6 @@ def _ties_ia3(
 def _log_vector(adapter: AdapterWeights, role: str, module: str) -> torch.Tensor | None:
     if module not in adapter.tensors:
         return None  # the identity l = 1, log l = 0
-    vector = adapter.tensors[module]["ia3_l"]
     what = f"{role} ({adapter.label}) (IA)³ module {module!r}"
-    refuse_nonfinite(f"{what}: ia3_l", vector)
-    bad = int((vector <= 0).sum())
-    if bad:
-        raise InvalidValueError(
-            f"{what} has {bad} of {vector.numel()} entries ≤ 0, so its logarithm is undefined; TIES merges "
-            "(IA)³ vectors as log-vectors and needs l > 0 (use merge_adapters with ia3_mode='paper')"
-        )
-    return vector.double().log()
+    purpose = "TIES merges (IA)³ vectors as log-vectors (or use merge_adapters with ia3_mode='paper')"
+    return checked_log(adapter.tensors[module]["ia3_l"], what, purpose)
