@@ -114,10 +114,10 @@ def test_iter_records_reads_in_file_order_or_in_a_seeded_order(tmp_path, monkeyp
 def test_a_bad_jsonl_line_is_named(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "a"}\n[1, 2]\n')
-    with pytest.raises(ValueError, match=r"bad\.jsonl line 2 holds list; expected one object per line"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl, line 2: holds a list, not an object"):
         load_records(DataSource(str(path)))
     path.write_text('{"text": "a"}\n{"text": \n')
-    with pytest.raises(ValueError, match=r"bad\.jsonl line 2 is not valid JSON"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl, line 2, column 10: not valid JSON"):
         load_records(DataSource(str(path)))
 
 

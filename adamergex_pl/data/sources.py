@@ -340,7 +340,8 @@ def _jsonl_lines(source: DataSource, path: Path) -> Iterator[dict[str, Any]]:
     for number, record in readers.iter_jsonl(path, source.path):
         if not isinstance(record, dict):
             raise InvalidValueError(
-                f"{source.path}, line {number} holds {type(record).__name__}; expected one object per line"
+                f"{source.path}, line {number}: holds a {type(record).__name__}, not an object; each line must "
+                "be one JSON object"
             )
         yield record
 

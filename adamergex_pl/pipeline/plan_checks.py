@@ -14,7 +14,7 @@ from typing import Any
 
 from adamergex_pl.data.sources import DataSource
 from adamergex_pl.errors import InputNotFoundError, InvalidValueError, UserInputError
-from adamergex_pl.merging.methods import METHODS, TASK_SRC_STACKED, check_adapter_type
+from adamergex_pl.merging.methods import check_adapter_type
 
 
 def check_plan(spec, plan) -> None:
@@ -127,11 +127,5 @@ def _check_methods(spec, task, merge: dict[str, Any]) -> None:
     adapter_types |= {spec.reference.model.get("adapter_type")}
     for adapter_type in sorted(t for t in adapter_types if t):
         check_adapter_type(merge["methods"], adapter_type)
-    for name in merge["methods"]:
-        if TASK_SRC_STACKED in METHODS[name].needs and not merge.get("stacked_task_adapter"):
-            raise InvalidValueError(
-                f"method {name!r} needs a task adapter trained stacked on A(R,src), which this pipeline does not "
-                f"train; drop it from methods, or run it with 'adamergex merge --method {name}'"
-            )
     if merge.get("lora_mode") == "svd" and not merge.get("svd_rank"):
         raise InvalidValueError("evaluation.merge has lora_mode: svd but no svd_rank; add svd_rank: 8 (say)")
