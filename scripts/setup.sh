@@ -21,4 +21,4 @@ uv pip install -q --python .venv/bin/python --compile-bytecode "${find_links[@]}
   -r requirements.lock -e ".[dev]"
 # the editable project itself is not covered by --compile-bytecode
 .venv/bin/python -m compileall -q -j 0 adamergex_pl callbacks data_modules >/dev/null
-echo "environment ready: $(.venv/bin/python -c 'import torch, lightning, transformers, peft; print(f"torch {torch.__version__}, lightning {lightning.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")')"
+echo "environment ready: $(.venv/bin/python -c 'import logging; logging.disable(logging.WARNING); import torch, lightning, transformers, peft; print(f"torch {torch.__version__}, lightning {lightning.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")')"
