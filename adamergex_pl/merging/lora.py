@@ -144,3 +144,15 @@ def truncate_factors(lora_A: torch.Tensor, lora_B: torch.Tensor, rank: int) -> t
     new_A = (root[:, None] * vh[:keep]) @ q_a.T
     squares = s.square()
     return new_A.to(lora_A.dtype), new_B.to(lora_B.dtype), squares[keep:].sum(), squares.sum()
+
+
+def svd_record(rank: int, discarded: float, total: float, errors: dict[str, float]) -> dict:
+    """What ``merge.json`` records of a merge stored by truncated SVD: the rank, the relative Frobenius error of
+    all modules together (``sqrt(Σ discarded / Σ total)`` of squared singular values), the largest and every
+    module's own error."""
+    return {
+        "rank": rank,
+        "relative_error": math.sqrt(discarded / total) if total > 0 else 0.0,
+        "max_module_error": max(errors.values()),
+        "per_module": errors,
+    }

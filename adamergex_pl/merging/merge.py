@@ -39,7 +39,7 @@ from adamergex_pl.merging.adapters import AdapterWeights
 from adamergex_pl.merging.checks import check_mergeable
 from adamergex_pl.merging.finite import refuse_nonfinite
 from adamergex_pl.merging.ia3 import ia3_adamergex, ia3_arimerge, ia3_product
-from adamergex_pl.merging.lora import combine_factors, concat_factors, truncate_factors
+from adamergex_pl.merging.lora import combine_factors, concat_factors, svd_record, truncate_factors
 from adamergex_pl.merging.result import MergeResult
 
 # The two formulas merge_adapters computes; the method registry (methods.py) maps every method onto them.
@@ -302,14 +302,7 @@ def _combine_lora(
     ranks = {module: parts["lora_A"].shape[0] for module, parts in tensors.items()}
     template = next(iter(named.values())).config
     config = merged_lora_config(template, ranks, _keep_targeting(named, list(tensors), partial))
-    svd = None
-    if mode == "svd":
-        svd = {
-            "rank": svd_rank,
-            "relative_error": math.sqrt(discarded / total) if total > 0 else 0.0,
-            "max_module_error": max(errors.values()),
-            "per_module": errors,
-        }
+    svd = svd_record(svd_rank, discarded, total, errors) if mode == "svd" else None
     return AdapterWeights(config, tensors), svd
 
 

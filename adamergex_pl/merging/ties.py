@@ -54,7 +54,7 @@ from adamergex_pl.merging.adapters import AdapterWeights
 from adamergex_pl.merging.checks import check_mergeable
 from adamergex_pl.merging.finite import refuse_nonfinite
 from adamergex_pl.merging.ia3 import checked_log
-from adamergex_pl.merging.lora import lora_delta
+from adamergex_pl.merging.lora import lora_delta, svd_record
 from adamergex_pl.merging.merge import (
     AdapterInput,
     _as_adapter,
@@ -217,13 +217,7 @@ def _ties_lora(
     ranks = {module: parts["lora_A"].shape[0] for module, parts in tensors.items()}
     template = named["task_src"].config
     config = merged_lora_config(template, ranks, _keep_targeting(named, list(tensors), partial))
-    svd = {
-        "rank": svd_rank,
-        "relative_error": math.sqrt(discarded / total) if total > 0 else 0.0,
-        "max_module_error": max(errors.values()),
-        "per_module": errors,
-    }
-    return AdapterWeights(config, tensors), svd
+    return AdapterWeights(config, tensors), svd_record(svd_rank, discarded, total, errors)
 
 
 def _lora_delta(adapter: AdapterWeights, role: str, module: str) -> torch.Tensor | None:
