@@ -96,7 +96,7 @@ def tiny_llama_with_layers(directory: Path, num_layers: int) -> str:
     """``builtin:tiny-llama``'s shape with ``num_layers`` layers, random weights, saved to ``directory``."""
     from transformers import LlamaForCausalLM
 
-    from adamergex_pl.builtin_models import build_byte_tokenizer, tiny_llama_config
+    from adamergex_pl.assets.builtin import build_byte_tokenizer, tiny_llama_config
 
     with torch.random.fork_rng():
         torch.manual_seed(123)

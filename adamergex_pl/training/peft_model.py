@@ -9,7 +9,7 @@ from torch import nn
 
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.training.adapter_spec import AdapterSpec
-from adamergex_pl.training.snapshots import ADAPTER_CONFIG
+from callbacks.adapter_snapshot import ADAPTER_CONFIG
 
 _PEFT_TYPES = {"LORA": "lora", "IA3": "ia3"}
 
