@@ -82,11 +82,15 @@ def _lightning_cli():
                 check_checkpoint(ckpt_path)
 
         def before_instantiate_classes(self) -> None:
-            # In a job from `adamergex submit`: output into the pinned run dir, fixed logger versions, and
-            # `fit` resumes from the run dir's HPC checkpoint on a restart (adamergex_pl/slurm/pinning.py).
+            # A run that names no logger logs to CSV and TensorBoard. In a job from `adamergex submit`: output
+            # into the pinned run dir, fixed logger versions, and `fit` resumes from the run dir's HPC
+            # checkpoint on a restart (adamergex_pl/slurm/pinning.py).
             from adamergex_pl.slurm.pinning import pin_config, pinned_run_dir, restart_count
 
             run_dir = pinned_run_dir()
+            trainer = self.config[self.subcommand].trainer
+            if trainer.logger is None or trainer.logger is True:
+                trainer.logger = _default_loggers(str(run_dir or trainer.default_root_dir or os.getcwd()))
             if run_dir is not None:
                 resume = pin_config(self.config[self.subcommand], self.subcommand, run_dir)
                 if resume is not None:
@@ -138,6 +142,18 @@ def _lightning_cli():
         )
 
     return run
+
+
+def _default_loggers(root: str) -> list:
+    """The loggers of a run whose config names none (Lightning's default is one of the two):
+    ``<root>/lightning_logs/version_<n>/metrics.csv`` and TensorBoard's ``<root>/tensorboard/version_<n>/``."""
+    from jsonargparse import Namespace
+
+    loggers = {"CSVLogger": "lightning_logs", "TensorBoardLogger": "tensorboard"}
+    return [
+        Namespace(class_path=f"lightning.pytorch.loggers.{name}", init_args=Namespace(save_dir=root, name=folder))
+        for name, folder in loggers.items()
+    ]
 
 
 def _usage() -> str:

@@ -7,11 +7,16 @@
   ``DeprecationWarning``, transformers' ``is_gradient_checkpointing`` / ``gradient_checkpointing_enable``
   FutureWarnings (whose second line is the stray ``warnings.warn(``), torch's ``LeafSpec`` deprecation that
   Lightning triggers, and Lightning's ``srun`` hint on machines with SLURM installed;
-* :data:`CLI_WARNING_FILTERS`: Lightning's note that the default logger is a CSVLogger without tensorboard,
-  and LightningCLI's warning when ``main(argv)`` runs in process (the pipeline does);
+* :data:`CLI_WARNING_FILTERS`: LightningCLI's warning when ``main(argv)`` runs in process (the pipeline does),
+  and Lightning's warning that an epoch has fewer batches than ``log_every_n_steps`` (with a site-packages
+  path; the steps are counted across epochs, so a short epoch loses no logged point);
 * :data:`LOG_FILTERS`: log records dropped by their logger: bitsandbytes' "Failed to load CPU
-  gemm_4bit_forward ... kernels" (logged when bitsandbytes is imported, in every process, quantized or not)
-  and Lightning's litlogger / litmodels tips.
+  gemm_4bit_forward ... kernels" (logged when bitsandbytes is imported, in every process, quantized or not),
+  Lightning's litlogger / litmodels tips, its ``GPU available: ...`` / ``TPU available: ...`` lines and
+  its "Loading `train_dataloader` to estimate number of stepping batches" (every fit, whatever the device);
+* :data:`QUIET_PROGRESS_BARS`: transformers' progress bars by description: ``Loading weights`` (every model
+  load, even of a 1M-parameter model) and ``Writing model shards`` (building a ``builtin:`` model); download
+  bars stay.
 
 ``adamergex --verbose <command> ...`` (or ``ADAMERGEX_VERBOSE=1``) applies none of them; the flag is passed on
 to child processes through ``ADAMERGEX_VERBOSE``.
@@ -22,9 +27,18 @@ from __future__ import annotations
 import builtins
 import logging
 import os
+import sys
 import warnings
 
-__all__ = ["CLI_WARNING_FILTERS", "LOG_FILTERS", "VERBOSE_ENV", "WARNING_FILTERS", "apply", "is_verbose"]
+__all__ = [
+    "CLI_WARNING_FILTERS",
+    "LOG_FILTERS",
+    "QUIET_PROGRESS_BARS",
+    "VERBOSE_ENV",
+    "WARNING_FILTERS",
+    "apply",
+    "is_verbose",
+]
 
 VERBOSE_ENV = "ADAMERGEX_VERBOSE"
 
@@ -37,14 +51,21 @@ WARNING_FILTERS: tuple[str, ...] = (
     "ignore:.*LeafSpec.* is deprecated",
 )
 CLI_WARNING_FILTERS: tuple[str, ...] = (
-    "ignore:Starting from v1.9.0, `tensorboardX` has been removed",
     "ignore:LightningCLI's args parameter is intended to run from within Python",
+    "ignore:The number of training batches .* is smaller than the logging interval",
 )
 LOG_FILTERS: dict[str, tuple[str, ...]] = {
     "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward",),
-    "lightning.pytorch.utilities.rank_zero": ("litlogger", "litmodels"),
+    "lightning.pytorch.utilities.rank_zero": (
+        "litlogger",
+        "litmodels",
+        "GPU available: ",
+        "TPU available: ",
+        "to estimate number of stepping batches",
+    ),
     "lightning.pytorch": ("litlogger", "litmodels"),
 }
+QUIET_PROGRESS_BARS: tuple[str, ...] = ("Loading weights", "Writing model shards")
 
 
 class _DropMessages(logging.Filter):
@@ -71,9 +92,18 @@ def _filter_warnings(spec: str) -> None:
     warnings.filterwarnings(action, message=message, category=kind)
 
 
+def _quiet_bar(factory, args, kwargs):
+    """transformers' tqdm hook: the bars of :data:`QUIET_PROGRESS_BARS` are built disabled."""
+    if kwargs.get("desc") in QUIET_PROGRESS_BARS:
+        kwargs = {**kwargs, "disable": True}
+    return factory(*args, **kwargs)
+
+
 def apply() -> None:
     """Apply the filters (nothing when verbose). Idempotent: call it again after importing Lightning, which
-    puts its own ``default`` filter for its deprecations in front of earlier ones."""
+    puts its own ``default`` filter for its deprecations in front of earlier ones, and imports transformers
+    (whose progress bars are quietened only once it is imported: importing it here would slow every command).
+    """
     if is_verbose():
         return
     for spec in (*WARNING_FILTERS, *CLI_WARNING_FILTERS):
@@ -82,3 +112,7 @@ def apply() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) for f in logger.filters):
             logger.addFilter(_DropMessages(fragments))
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_tqdm_hook(_quiet_bar)

@@ -307,8 +307,10 @@ class AdapterModule(LightningModule):
         self._predictions = []
 
     @override
-    def on_fit_end(self) -> None:
-        fit_summary(self.trainer, self._last_validation, *self._last_validation_at)
+    def teardown(self, stage: str) -> None:
+        # after the progress bar has stopped (callbacks tear down first), so that the summary comes after it
+        if stage == "fit":
+            fit_summary(self.trainer, self._last_validation, *self._last_validation_at)
 
     @override
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
