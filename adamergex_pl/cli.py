@@ -151,7 +151,9 @@ def _default_loggers(root: str) -> list:
 
     loggers = {"CSVLogger": "lightning_logs", "TensorBoardLogger": "tensorboard"}
     return [
-        Namespace(class_path=f"lightning.pytorch.loggers.{name}", init_args=Namespace(save_dir=root, name=folder))
+        Namespace(
+            class_path=f"lightning.pytorch.loggers.{name}", init_args=Namespace(save_dir=root, name=folder)
+        )
         for name, folder in loggers.items()
     ]
 
