@@ -5,16 +5,22 @@
     adamergex pipeline --config X --dry-run              # list the stages, their state and commands
     adamergex pipeline --config X --stage task_en        # run one stage (its dependencies must be done)
     adamergex pipeline --config X --submit --slurm.time 04:00:00 --slurm.gpus_per_node 1   # sbatch jobs
+    adamergex pipeline --config X --status               # each stage: done, running, waiting, failed, to run
 
 Stages whose results exist are skipped (see :mod:`adamergex_pl.pipeline.stages`); the report (table and plots)
-is written to the run directory after the evaluation.
+is written to the run directory after the evaluation. Each stage's output starts with
+``[pipeline k/N] <stage>: <command>`` and ends with its elapsed time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
+import json
+import shlex
 import sys
+import time
 from pathlib import Path
 
 from adamergex_pl.assets.builtin import ASSETS_DIR
@@ -25,8 +31,10 @@ from adamergex_pl.pipeline.diagnosis import write_diagnosis
 from adamergex_pl.pipeline.experiment_table import write_experiment_table
 from adamergex_pl.pipeline.plan_checks import check_plan
 from adamergex_pl.pipeline.rehearsal import rehearse
-from adamergex_pl.pipeline.report import write_report
+from adamergex_pl.pipeline.report import plot_training, training_curves, write_report
 from adamergex_pl.pipeline.spec import PipelineSpec
+from adamergex_pl.pipeline.status import SUBMISSION_RECORD, elapsed, status_report
+from adamergex_pl.results.files import write_text_atomic
 
 DEFAULT_CONFIG = ASSETS_DIR / "demo" / "pipeline.yaml"
 
@@ -51,6 +59,12 @@ def build_parser():
     )
     parser.add_argument(
         "--submit", action="store_true", help="submit the stages as SLURM jobs instead of running"
+    )
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="each stage's state (done, running, waiting, failed, to run; from SLURM for a submitted run) and "
+        "the command that continues the run; runs nothing",
     )
     parser.add_argument(
         "--rehearse",
@@ -108,7 +122,7 @@ def parse(argv: list[str]) -> tuple[PipelineSpec, object, list[str]]:
     spec = PipelineSpec(**{f.name: getattr(init, f.name) for f in dataclasses.fields(PipelineSpec)})
     if init.rehearse:
         spec = rehearse(spec)
-    spec_argv = [a for a in argv if a not in ("--dry-run", "--submit")]  # --rehearse stays: jobs rehearse too
+    spec_argv = [a for a in argv if a not in ("--dry-run", "--submit", "--status")]  # jobs --rehearse too
     return spec, init, spec_argv
 
 
@@ -141,43 +155,83 @@ def describe(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -
     return "\n".join(lines)
 
 
-def run_stage(spec: PipelineSpec, stage: st.Stage, fingerprint: str) -> int:
+def run_stage(
+    spec: PipelineSpec, stage: st.Stage, fingerprint: str, tag: str, note: str | None = None
+) -> int:
     """Run one stage in process; mark it done only when it succeeded and left its outputs; return its exit
     code.
 
-    An interrupted fit resumes from its checkpoint; otherwise (or when that checkpoint is damaged) what
-    earlier attempts left is removed first, so the stage starts from scratch and never mixes with them.
+    Its output starts with ``<tag>: adamergex <command> --config <file>`` (``tag`` is ``[pipeline k/N]
+    <stage>``), then ``note`` (why it runs again), and ends with its elapsed time. An interrupted fit resumes
+    from its checkpoint; otherwise (or when that checkpoint is damaged) what earlier attempts left is removed
+    first, so the stage starts from scratch and never mixes with them. A failure is recorded in its
+    ``attempt.json`` with the stage's one-line error, for ``--status``.
     """
-    from adamergex_pl.cli import main as adamergex
-
     path = st.write_config(spec, stage)
     args = [stage.command, "--config", str(path)]
+    print(f"{tag}: adamergex {' '.join(args)}", flush=True)
+    if note:
+        print(f"{tag}: {note}", flush=True)
+    started = time.monotonic()
     checkpoint = st.resume_checkpoint(spec, stage, fingerprint)
     if checkpoint is not None:
         args += ["--ckpt_path", str(checkpoint)]
-        print(f"[pipeline] {stage.name}: resuming from {checkpoint}", flush=True)
+        print(f"{tag}: resuming from {checkpoint}", flush=True)
     else:
         damaged = st.damaged_checkpoint(spec, stage, fingerprint)
         if damaged:
-            print(f"[pipeline] {stage.name}: cannot resume from {damaged}; fitting it again", flush=True)
+            print(f"{tag}: cannot resume from {damaged}; fitting it again", flush=True)
         removed = st.clear_outputs(spec, stage)
         if removed:
-            print(f"[pipeline] {stage.name}: removed {', '.join(removed)} of an earlier attempt", flush=True)
-    print(f"[pipeline] {stage.name}: adamergex {' '.join(args[:3])}", flush=True)
+            print(f"{tag}: removed {', '.join(removed)} of an earlier attempt", flush=True)
     st.mark(spec, stage, st.ATTEMPT_RECORD, fingerprint)
-    code = adamergex(args)
-    gc.collect()
+    code = _run_recording_failure(spec, stage, args)
     if code == 0 and checkpoint is not None and not st.has_outputs(spec, stage):
         # the checkpoint was of a finished fit whose snapshots are gone: resuming it trains nothing
-        print(f"[pipeline] {stage.name}: its checkpoint is of a finished fit; fitting it again", flush=True)
+        print(f"{tag}: its checkpoint is of a finished fit; fitting it again", flush=True)
         st.clear_outputs(spec, stage)
-        code = adamergex(args[:3])
-        gc.collect()
+        code = _run_recording_failure(spec, stage, args[:3])
+    took = elapsed(time.monotonic() - started)
     if code != 0:  # the stage printed its own one-line error: say which stage, and stop
-        print(f"[pipeline] {stage.name}: failed (exit code {code}); its config is {path}", flush=True)
+        print(f"{tag}: failed after {took} (exit code {code}); its config is {path}", flush=True)
         return code
     st.mark(spec, stage, st.STAGE_RECORD, fingerprint)
+    print(f"{tag}: done in {took}", flush=True)
     return 0
+
+
+class _ErrorLine:
+    """``sys.stderr`` as it is, remembering the last ``adamergex: ...`` line written to it (a stage's error)."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.line = stream, None
+
+    def write(self, text: str) -> int:
+        self.line = next(
+            (ln for ln in reversed(text.splitlines()) if ln.startswith("adamergex: ")), self.line
+        )
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+def _run_recording_failure(spec: PipelineSpec, stage: st.Stage, args: list[str]) -> int:
+    """``adamergex <args>`` in process; a failure (an exit code, or an exception) goes into ``attempt.json``."""
+    from adamergex_pl.cli import main as adamergex
+
+    errors = _ErrorLine(sys.stderr)
+    try:
+        with contextlib.redirect_stderr(errors):
+            code = adamergex(args)
+    except Exception as err:
+        st.mark_failed(spec, stage, 1, f"{type(err).__name__}: {err}".splitlines()[0])
+        raise
+    finally:
+        gc.collect()
+    if code != 0:
+        st.mark_failed(spec, stage, code, errors.line)
+    return code
 
 
 def submit(spec: PipelineSpec, plan: list[st.Stage], resources, spec_argv: list[str], dry_run: bool) -> int:
@@ -208,6 +262,14 @@ def submit(spec: PipelineSpec, plan: list[st.Stage], resources, spec_argv: list[
             print(f"# ---- {job.name}: sbatch {' '.join(job.sbatch_args)} {job.script_path}\n{job.script}")
         else:
             print(f"{job.name}\t{job.job_id}")
+    if not dry_run:  # what --status reads: the jobs, their logs, and the command that submits the run again
+        record = {
+            "command": shlex.join(["adamergex", "pipeline", *spec_argv, "--submit"]),
+            "jobs": {
+                job.name: {"id": job.job_id, "log": str(Path(job.log_path).absolute())} for job in submissions
+            },
+        }
+        write_text_atomic(Path(spec.run_dir) / SUBMISSION_RECORD, json.dumps(record, indent=1) + "\n")
     return 0
 
 
@@ -226,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         raise InvalidValueError(
             f"--stage {unknown} are not stages of this pipeline; its stages are {sorted(names)}"
         )
+    if options.status:  # what is on disk and in SLURM now; nothing is checked or run
+        command = shlex.join(["adamergex", "pipeline", *(a for a in argv if a != "--status")])
+        print(status_report(spec, plan, prints, command))
+        return 0
     check_plan(spec, plan)  # languages, metrics, methods and data files: before the first fit
     if options.submit:
         return submit(spec, plan, options.slurm, spec_argv, options.dry_run)
@@ -233,9 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         print(describe(spec, plan, prints))
         return 0
     Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
-    for stage in plan:
+    started = time.monotonic()
+    for k, stage in enumerate(plan, 1):
         if stage.name not in chosen:
             continue
+        tag = f"[pipeline {k}/{len(plan)}] {stage.name}"
         missing = [
             d for d in stage.depends if not st.is_done(spec, next(s for s in plan if s.name == d), prints[d])
         ]
@@ -245,13 +313,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         reason = st.not_done_reason(spec, stage, prints[stage.name])
         if reason is None:
-            print(f"[pipeline] {stage.name}: done, skipped", flush=True)
+            print(f"{tag}: done, skipped", flush=True)
             continue
-        if reason != "never finished":
-            print(f"[pipeline] {stage.name}: runs again: {reason}", flush=True)
-        code = run_stage(spec, stage, prints[stage.name])
+        note = None if reason == "never finished" else f"runs again: {reason}"
+        code = run_stage(spec, stage, prints[stage.name], tag, note)
         if code != 0:
             return code
+    print(f"[pipeline] {len(chosen)} of {len(plan)} stages done in {elapsed(time.monotonic() - started)}")
     report(spec, plan, prints)
     return 0
 
@@ -268,6 +336,8 @@ def report(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -> 
     if len(done) < len(spec.tasks):
         return
     run_dir = Path(spec.run_dir)
+    curves = {stage.name: training_curves(st.metrics_files(spec, stage)) for stage in plan if stage.is_fit}
+    plot_training(curves, run_dir / "plots" / "training.png")
     if len(spec.tasks) == 1:
         (name, task), results = next(iter(spec.tasks.items())), next(iter(done.values()))
         table = write_report(results, run_dir, task.metric, task.src_lang)

@@ -8,14 +8,19 @@
 * ``plots/by_method.png``: per language, each method (merge methods at their best ``t``, written under the
   bar) with its interval: bars from 0 for scores, points for losses and perplexities;
 * ``plots/scale_sweep.png``: the main metric against ``t`` for the merge methods with interval bands, in the
-  source language beside every target, with the methods that have no scale as horizontal lines.
+  source language beside every target, with the methods that have no scale as horizontal lines;
+* ``plots/training.png`` (:func:`plot_training`): the training loss and the validation loss of every fit
+  stage against the optimizer step, one line per stage, from their CSV logs (the same curves are in
+  TensorBoard: ``tensorboard --logdir <run_dir>/tensorboard``).
 
 Choosing ``t`` on the evaluation data itself flatters the merge methods; the table says where ``t`` was chosen.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -257,3 +262,84 @@ def write_report(results_dir: Path, run_dir: Path, metric: str | None, src_lang:
     write_text_atomic(run_dir / "results.md", table + "\n")
     plot(rows, chosen, languages, src_lang, run_dir / "plots")
     return table
+
+
+TRAINING_CURVES = ("train/loss", "val/loss")
+
+
+def training_curves(files: list[Path]) -> dict[str, list[tuple[int, float]]]:
+    """``{metric: [(step, value), ...]}`` of :data:`TRAINING_CURVES` from a stage's ``metrics.csv`` files,
+    oldest first. A later file continues the curve from its first step on (as TensorBoard does): a resumed fit
+    replaces the steps it trained again, and one that started again from scratch replaces the whole curve."""
+    curves: dict[str, dict[int, float]] = {metric: {} for metric in TRAINING_CURVES}
+    for path in files:
+        with path.open(newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if (row.get("step") or "").isdigit()]
+        if not rows:
+            continue
+        first = min(int(row["step"]) for row in rows)
+        for points in curves.values():
+            for step in [step for step in points if step >= first]:
+                del points[step]
+        for row in rows:
+            for metric, points in curves.items():
+                value = row.get(metric) or ""
+                if value and math.isfinite(float(value)):
+                    points[int(row["step"])] = float(value)
+    return {metric: sorted(points.items()) for metric, points in curves.items()}
+
+
+def plot_training(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Path) -> Path:
+    """Write ``path``: the training loss (left) and validation loss (right) of each stage against the step.
+
+    Args:
+        curves: ``{stage: training_curves(...)}`` of the fit stages, in the pipeline's order.
+        path: the PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = math.ceil(len(curves) / 5)  # of the legend, below the panels
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4 + 0.25 * rows))
+    cmap = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20" if len(curves) <= 20 else "turbo")
+    colors = {
+        stage: cmap(i if len(curves) <= 20 else i / max(1, len(curves) - 1)) for i, stage in enumerate(curves)
+    }
+    for ax, metric, name in zip(axes, TRAINING_CURVES, ("training loss", "validation loss"), strict=True):
+        title, missing = f"{name} ({metric})", []
+        for stage, found in curves.items():
+            points = found.get(metric) or []
+            if not points:
+                missing.append(stage)
+                continue
+            steps, values = zip(*points, strict=True)
+            marker = "o" if len(points) <= 12 else None
+            ax.plot(
+                steps, values, color=colors[stage], marker=marker, markersize=4, linewidth=1.4, label=stage
+            )
+        if len(missing) == len(curves):
+            ax.text(0.5, 0.5, f"no fit logged {metric}", ha="center", va="center", transform=ax.transAxes)
+        elif missing:
+            names = ", ".join(missing) if len(missing) <= 4 else f"{len(missing)} of {len(curves)} stages"
+            title += f"\nnot logged by {names}"
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss (negative log-likelihood per token)")
+        ax.grid(alpha=0.3)
+    handles = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(
+        handles.values(), handles.keys(), loc="lower center", ncols=min(5, max(1, len(handles))), fontsize=8
+    )
+    fig.suptitle(
+        "Training curves of the pipeline's fits, one line per stage (from their CSV logs)", fontsize=11
+    )
+    fig.tight_layout(rect=(0, 0.06 * rows / (1 + 0.06 * rows) + 0.04, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -18,8 +18,11 @@ checkpoint is reported and the fit starts again from scratch.
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import json
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,8 @@ from callbacks.run_checkpoint import checkpoint_problem
 
 STAGE_RECORD = records.STAGE_RECORD
 ATTEMPT_RECORD = "attempt.json"
+LOGS = "logs"  # <run_dir>/<stage>/logs/<version>/metrics.csv
+TENSORBOARD = "tensorboard"  # <run_dir>/tensorboard/<fit stage>/
 
 
 @dataclass(frozen=True)
@@ -86,13 +91,7 @@ def _fit_stage(
     ]
     trainer = {**copy.deepcopy(spec.trainer), **copy.deepcopy(fit.trainer), "default_root_dir": root}
     trainer["callbacks"] = callbacks + list(trainer.get("callbacks") or [])
-    trainer.setdefault(
-        "logger",
-        {
-            "class_path": "lightning.pytorch.loggers.CSVLogger",
-            "init_args": {"save_dir": root, "name": "logs"},
-        },
-    )
+    trainer.setdefault("logger", [_csv_logger(root), _tensorboard_logger(spec, name)])
     model = {**copy.deepcopy(spec.model), **copy.deepcopy(fit.model), "task": fit.name, "language": lang}
     model.update(model_args)
     return Stage(
@@ -106,6 +105,29 @@ def _fit_stage(
         },
         depends=depends,
     )
+
+
+def _csv_logger(root: str) -> dict[str, Any]:
+    return {
+        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "init_args": {"save_dir": root, "name": LOGS},
+    }
+
+
+def _tensorboard_logger(spec: PipelineSpec, name: str) -> dict[str, Any]:
+    """A fit's TensorBoard logger: every fit of the run under ``<run_dir>/tensorboard/<stage>/``, side by side
+    (each run of a stage in a ``version_<n>`` of its own, like its CSV logs; ``job_<id>`` in a SLURM job)."""
+    return {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": str(Path(spec.run_dir) / TENSORBOARD), "name": name},
+    }
+
+
+def metrics_files(spec: PipelineSpec, stage: Stage) -> list[Path]:
+    """The stage's ``metrics.csv`` files, oldest first: one per run of it (a resumed fit adds one, and so does
+    one that started again from scratch)."""
+    found = stage_dir(spec, stage.name).glob(f"{LOGS}/*/metrics.csv")
+    return sorted(found, key=lambda path: path.stat().st_mtime_ns)
 
 
 def snapshots(spec: PipelineSpec, stage_name: str) -> str:
@@ -167,9 +189,7 @@ def _evaluate_stage(spec, name: str, task, fits: list[Stage], oracles: list[Stag
     trainer = {**copy.deepcopy(spec.trainer), **copy.deepcopy(task.evaluation.trainer)}
     trainer = {k: v for k, v in trainer.items() if k not in ("max_epochs", "max_steps", "callbacks")}
     root = str(stage_dir(spec, f"evaluate_{name}"))
-    trainer.update(default_root_dir=root, logger={
-        "class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": root, "name": "logs"}
-    })  # fmt: skip
+    trainer.update(default_root_dir=root, logger=_csv_logger(root))
     data = copy.deepcopy(task.evaluation.data)
     init = data.setdefault("init_args", {})
     if isinstance(init.get("val"), dict):  # one {lang} template: a source per language of the task
@@ -271,8 +291,15 @@ def mark(spec: PipelineSpec, stage: Stage, record: str, fingerprint: str) -> Non
     """
     root = stage_dir(spec, stage.name)
     root.mkdir(parents=True, exist_ok=True)
-    if record != STAGE_RECORD:
-        write_text_atomic(root / record, json.dumps({"stage": stage.name, "fingerprint": fingerprint}) + "\n")
+    if record != STAGE_RECORD:  # who runs it, for --status: this process, and its SLURM job if any
+        entry = {
+            "stage": stage.name,
+            "fingerprint": fingerprint,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+        entry.update(started=_now(), slurm_job=os.environ.get("SLURM_JOB_ID"))
+        write_text_atomic(root / record, json.dumps(entry) + "\n")
         return
     outputs = records.output_digest(root, stage.is_fit)
     if outputs is None:
@@ -288,3 +315,16 @@ def mark(spec: PipelineSpec, stage: Stage, record: str, fingerprint: str) -> Non
 def has_outputs(spec: PipelineSpec, stage: Stage) -> bool:
     """Whether ``stage`` has its outputs on disk now (whatever its record says)."""
     return records.output_digest(stage_dir(spec, stage.name), stage.is_fit) is not None
+
+
+def mark_failed(spec: PipelineSpec, stage: Stage, exit_code: int, error: str | None) -> None:
+    """Add to the stage's ``attempt.json`` that it failed, with its one-line error (``--status`` shows it);
+    the next attempt's record replaces it."""
+    root = stage_dir(spec, stage.name)
+    record = records.read_record(root, ATTEMPT_RECORD) or {"stage": stage.name}
+    record["failed"] = {"exit_code": exit_code, "error": error, "at": _now()}
+    write_text_atomic(root / ATTEMPT_RECORD, json.dumps(record) + "\n")
+
+
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
