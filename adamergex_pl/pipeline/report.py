@@ -300,6 +300,7 @@ def plot_training(curves: dict[str, dict[str, list[tuple[int, float]]]], path: P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     rows = math.ceil(len(curves) / 5)  # of the legend, below the panels
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4 + 0.25 * rows))
@@ -319,6 +320,13 @@ def plot_training(curves: dict[str, dict[str, list[tuple[int, float]]]], path: P
             ax.plot(
                 steps, values, color=colors[stage], marker=marker, markersize=4, linewidth=1.4, label=stage
             )
+        shown = [value for line in ax.get_lines() for value in line.get_ydata()]
+        if shown and min(shown) > 0 and max(shown) > 4 * min(shown):  # a first loss far above the rest
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            title += ", log scale"
         if len(missing) == len(curves):
             ax.text(0.5, 0.5, f"no fit logged {metric}", ha="center", va="center", transform=ax.transAxes)
         elif missing:
