@@ -85,13 +85,14 @@ def stage_statuses(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, s
                 StageStatus(stage.name, "running", f"SLURM job {job['id']} {state}; log {job['log']}")
             )
         elif _running_here(attempt):
-            since = attempt.get("started", "?")
+            since = str(attempt.get("started", "?")).replace("T", " ")
             found.append(
                 StageStatus(stage.name, "running", f"process {attempt['pid']} on this machine since {since}")
             )
         elif attempt and attempt.get("failed"):
             failed = attempt["failed"]
-            text = f"{failed.get('error') or 'no error line'} (exit code {failed.get('exit_code')}, {failed.get('at')})"
+            at = str(failed.get("at", "?")).replace("T", " ")
+            text = f"{failed.get('error') or 'no error line'} (exit code {failed.get('exit_code')}, {at})"
             log = f"; log {job['log']}" if job and str(job["id"]) == str(attempt.get("slurm_job")) else ""
             found.append(StageStatus(stage.name, "failed", text + log))
         elif state in _FAILED:
