@@ -30,7 +30,7 @@ from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.pipeline import stage_records as records
 from adamergex_pl.pipeline.spec import FitSpec, PipelineSpec
 from adamergex_pl.results.files import write_text_atomic
-from adamergex_pl.training.base_options import BASE_MODEL_KEYS
+from adamergex_pl.training.base_model import BASE_MODEL_KEYS
 from callbacks.adapter_snapshot import remove_dir
 from callbacks.run_checkpoint import checkpoint_problem
 
