@@ -15,7 +15,6 @@ two ways of saying the same thing would let a composed config say two different 
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 import warnings
@@ -527,11 +526,11 @@ def _tokenizer_name(config: Any) -> str | None:
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    from adamergex_pl.atomic_files import write_jsonl_atomic
     from adamergex_pl.errors import reraise_os_error
-    from adamergex_pl.results.files import write_text_atomic
 
     try:
-        write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        write_jsonl_atomic(path, rows)
     except Exception as err:  # a read-only folder or a full disk is one line; nothing is left behind
         reraise_os_error(err, "--out", path)
 

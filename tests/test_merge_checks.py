@@ -9,7 +9,7 @@ import pytest
 import torch
 from merge_factories import make_ia3, make_lora
 
-from adamergex_pl.merging import resolve_adapter_dir
+from callbacks.adapter_snapshot import resolve_adapter_dir
 from adamergex_pl.merging.adapters import AdapterWeights, sha256_file
 from adamergex_pl.merging.merge import combine_adapters, merge_adapters
 from adamergex_pl.merging.output import write_merged

@@ -28,6 +28,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from typing_extensions import override
 
+from adamergex_pl.atomic_files import write_jsonl_atomic
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator
 from adamergex_pl.merging.merge_results import MergeResults, Variant
@@ -41,7 +42,6 @@ from adamergex_pl.merging.methods import (
     check_methods,
     check_sweeps,
 )
-from adamergex_pl.results.files import write_jsonl_atomic
 from adamergex_pl.results.printing import claim_results_printing, print_report
 from adamergex_pl.results.statistics import StatisticsOptions
 from adamergex_pl.training.base_model import BaseModelOptions

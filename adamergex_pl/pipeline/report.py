@@ -20,9 +20,9 @@ import os
 import shutil
 from pathlib import Path
 
+from adamergex_pl.atomic_files import write_atomic
 from adamergex_pl.merging.methods import swept_method_names
 from adamergex_pl.results.comparison_table import comparison_table
-from adamergex_pl.results.files import write_text_atomic
 from adamergex_pl.results.selection import best_per_language, in_split, lower_is_better, main_metric, splits
 from adamergex_pl.results.statistics import BASELINE, finite
 
@@ -253,7 +253,7 @@ def write_report(results_dir: Path, run_dir: Path, metric: str | None, src_lang:
     }  # relative to the run directory, where this copy of results.json lives
     shutil.copyfile(results_dir / "results.csv", run_dir / "results.csv")
     document = {**document, "main_metric": chosen, "best": best}
-    write_text_atomic(run_dir / "results.json", json.dumps(document, indent=2) + "\n")
-    write_text_atomic(run_dir / "results.md", table + "\n")
+    write_atomic(run_dir / "results.json", json.dumps(document, indent=2) + "\n")
+    write_atomic(run_dir / "results.md", table + "\n")
     plot(rows, chosen, languages, src_lang, run_dir / "plots")
     return table
