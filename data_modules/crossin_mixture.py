@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.metrics.languages import LANGUAGES, normalize_language
+from data_modules.base import check_split_options
 from data_modules.instruction_format import PromptTemplate
 from data_modules.sources import DataSource, load_records
 
@@ -354,8 +355,7 @@ class CrossInMixture:
             n = "all"
         elif isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InvalidValueError(f"n={n!r} must be a positive number of draws per mode, or 'all'")
-        if not 0.0 <= val_fraction < 1.0:
-            raise InvalidValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+        check_split_options(val_fraction=val_fraction)
         if not isinstance(translation_instruction, str) or not translation_instruction.strip():
             raise InvalidValueError("translation_instruction must be a non-empty sentence")
         self.tag = None

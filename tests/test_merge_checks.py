@@ -9,10 +9,10 @@ import pytest
 import torch
 from merge_factories import make_ia3, make_lora
 
-from callbacks.adapter_snapshot import resolve_adapter_dir
 from adamergex_pl.merging.adapters import AdapterWeights, sha256_file
 from adamergex_pl.merging.merge import combine_adapters, merge_adapters
 from adamergex_pl.merging.output import write_merged
+from callbacks.adapter_snapshot import resolve_adapter_dir
 
 
 @pytest.fixture(scope="module")

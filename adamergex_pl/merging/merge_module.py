@@ -15,7 +15,7 @@ arrives and dropped when the next language starts, so memory holds one language'
 Every result carries ``n``, a 95% bootstrap interval over items and a paired comparison with ``zero_shot`` on
 the same items (:mod:`adamergex_pl.results.statistics`); with ``selection_fraction`` the best ``t`` is chosen
 on held-out items and reported on the rest. ``adamergex validate`` ends with one table on stdout
-(:mod:`adamergex_pl.results.comparison_table`) and the paths of the files (``verbose: false`` keeps it quiet).
+(:mod:`adamergex_pl.results.tables`) and the paths of the files (``verbose: false`` keeps it quiet).
 """
 
 from __future__ import annotations

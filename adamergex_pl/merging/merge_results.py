@@ -25,9 +25,9 @@ from typing import Any
 from adamergex_pl.atomic_files import write_atomic
 from adamergex_pl.merging.methods import merge_method_names
 from adamergex_pl.metrics.item_scores import ItemScores
-from adamergex_pl.results.comparison_table import comparison_table
 from adamergex_pl.results.selection import best_overall, best_per_language, in_split, main_metric, splits
 from adamergex_pl.results.statistics import FIELDS, Result, StatisticsOptions, tidy_rows
+from adamergex_pl.results.tables import comparison_table
 
 
 @dataclass(frozen=True)
