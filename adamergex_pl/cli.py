@@ -30,7 +30,7 @@ EXTRA_COMMANDS: dict[str, str] = {
     "pipeline": "adamergex_pl.pipeline.command:main",  # the whole recipe; no arguments: the embedded demo
     "merge": "adamergex_pl.merging.command:main",  # structure-adaptive merge of three adapters
     "diagnose": "adamergex_pl.merging.diagnose:main",  # does the language gap transfer across tasks?
-    "crossin": "adamergex_pl.crossin.command:main",  # `adamergex crossin build` writes a CrossIn mixture to JSONL
+    "crossin": "data_modules.crossin_mixture:main",  # `adamergex crossin build` writes a CrossIn mixture to JSONL
     "submit": "adamergex_pl.slurm.submit:main",  # sbatch jobs for any adamergex command
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")

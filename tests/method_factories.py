@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from adamergex_pl.merging import AdapterWeights
+from adamergex_pl.merging.adapters import AdapterWeights
 
 # module suffix -> (out, in) of the made-up model; down_proj is the (IA)³ feedforward module
 SHAPES = {"self_attn.q_proj": (12, 10), "self_attn.v_proj": (6, 10), "mlp.down_proj": (10, 14)}

@@ -111,7 +111,7 @@ def test_every_consumer_reads_the_one_method_registry():
 def test_both_modules_take_the_shared_base_model_options_with_the_same_defaults():
     from adamergex_pl.merging.merge_module import MergeModule
     from adamergex_pl.training.adapter_module import AdapterModule
-    from adamergex_pl.training.base_options import BASE_MODEL_KEYS, BaseModelOptions
+    from adamergex_pl.training.base_model import BASE_MODEL_KEYS, BaseModelOptions
 
     shared = inspect.signature(BaseModelOptions.from_args).parameters
     assert tuple(shared) == BASE_MODEL_KEYS

@@ -194,8 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``adamergex diagnose``; return the exit code (0 printed, 2 refused or bad arguments)."""
-    from adamergex_pl.merging.diagnose import language_gap_alignment
-
     parser = build_parser()
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from adamergex_pl.assets.builtin import ASSETS_DIR
+from adamergex_pl.atomic_files import write_atomic
 from adamergex_pl.errors import InputNotFoundError, InvalidValueError
 from adamergex_pl.pipeline import stages as st
 from adamergex_pl.pipeline.budget import FitBudget, count_offline, fit_budget
@@ -34,7 +35,6 @@ from adamergex_pl.pipeline.rehearsal import rehearse
 from adamergex_pl.pipeline.report import plot_training, training_curves, write_report
 from adamergex_pl.pipeline.spec import PipelineSpec
 from adamergex_pl.pipeline.status import SUBMISSION_RECORD, elapsed, status_report
-from adamergex_pl.results.files import write_text_atomic
 
 DEFAULT_CONFIG = ASSETS_DIR / "demo" / "pipeline.yaml"
 
@@ -269,7 +269,7 @@ def submit(spec: PipelineSpec, plan: list[st.Stage], resources, spec_argv: list[
                 job.name: {"id": job.job_id, "log": str(Path(job.log_path).absolute())} for job in submissions
             },
         }
-        write_text_atomic(Path(spec.run_dir) / SUBMISSION_RECORD, json.dumps(record, indent=1) + "\n")
+        write_atomic(Path(spec.run_dir) / SUBMISSION_RECORD, json.dumps(record, indent=1) + "\n")
     return 0
 
 

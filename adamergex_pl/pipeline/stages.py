@@ -29,12 +29,11 @@ from typing import Any
 
 import yaml
 
+from adamergex_pl.atomic_files import remove_dir, write_atomic
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.pipeline import stage_records as records
 from adamergex_pl.pipeline.spec import FitSpec, PipelineSpec
-from adamergex_pl.results.files import write_text_atomic
-from adamergex_pl.training.base_options import BASE_MODEL_KEYS
-from callbacks.adapter_snapshot import remove_dir
+from adamergex_pl.training.base_model import BASE_MODEL_KEYS
 from callbacks.run_checkpoint import checkpoint_problem
 
 STAGE_RECORD = records.STAGE_RECORD
@@ -278,7 +277,7 @@ def write_config(spec: PipelineSpec, stage: Stage) -> Path:
         f"# Stage '{stage.name}' of an AdaMergeX pipeline, written by `adamergex pipeline`.\n"
         f"#   adamergex {stage.command} --config {path}\n"
     )
-    write_text_atomic(path, header + yaml.safe_dump(stage.config, sort_keys=False, allow_unicode=True))
+    write_atomic(path, header + yaml.safe_dump(stage.config, sort_keys=False, allow_unicode=True))
     return path
 
 
@@ -299,7 +298,7 @@ def mark(spec: PipelineSpec, stage: Stage, record: str, fingerprint: str) -> Non
             "host": socket.gethostname(),
         }
         entry.update(started=_now(), slurm_job=os.environ.get("SLURM_JOB_ID"))
-        write_text_atomic(root / record, json.dumps(entry) + "\n")
+        write_atomic(root / record, json.dumps(entry) + "\n")
         return
     outputs = records.output_digest(root, stage.is_fit)
     if outputs is None:
@@ -308,7 +307,7 @@ def mark(spec: PipelineSpec, stage: Stage, record: str, fingerprint: str) -> Non
             "marked done (did the fit run any step?)"
         )
     inputs = {name: records.recorded_outputs(stage_dir(spec, name)) for name in stage.depends}
-    write_text_atomic(root / STAGE_RECORD, records.record_entry(stage.name, fingerprint, outputs, inputs))
+    write_atomic(root / STAGE_RECORD, records.record_entry(stage.name, fingerprint, outputs, inputs))
     (root / ATTEMPT_RECORD).unlink(missing_ok=True)  # the attempt is over: nothing to resume any more
 
 
@@ -323,7 +322,7 @@ def mark_failed(spec: PipelineSpec, stage: Stage, exit_code: int, error: str | N
     root = stage_dir(spec, stage.name)
     record = records.read_record(root, ATTEMPT_RECORD) or {"stage": stage.name}
     record["failed"] = {"exit_code": exit_code, "error": error, "at": _now()}
-    write_text_atomic(root / ATTEMPT_RECORD, json.dumps(record) + "\n")
+    write_atomic(root / ATTEMPT_RECORD, json.dumps(record) + "\n")
 
 
 def _now() -> str:
