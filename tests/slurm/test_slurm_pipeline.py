@@ -88,6 +88,12 @@ def test_status_of_a_submitted_run_whose_fits_failed(tmp_path, tiny_llama_path):
                             rf"\(exit code 2, .+\); log {log}", line), line  # fmt: skip
         assert log.is_file()
     assert f"SLURM job {jobs['evaluate_add']} CANCELLED" in status[4]
-    assert status[-1].startswith("Continue with: adamergex pipeline --config ") and status[-1].endswith(
-        "--model.lora_r 0 --submit"
-    ), status[-1]
+    resubmit = [
+        *PIPELINE[1:],
+        "--trainer.enable_progress_bar",
+        "false",
+        "--model.lora_r",
+        "0",
+        "--slurm.time",
+    ]
+    assert status[-1] == f"Continue with: adamergex {' '.join(resubmit)} 00:10:00 --submit", status[-1]
