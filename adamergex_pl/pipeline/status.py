@@ -71,7 +71,7 @@ def stage_statuses(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, s
     found = []
     for stage in plan:
         job, attempt = jobs.get(stage.name), attempts[stage.name]
-        state, reason = queue.get(str(job["id"])) if job else (None, None)
+        state, reason = queue.get(str(job["id"]), (None, None)) if job else (None, None)
         after = [d for d in stage.depends if d not in done]
         on = f"on {', '.join(after)}" if after else ""
         if stage.name in done:
