@@ -62,58 +62,45 @@ class StageStatus:
 
 def stage_statuses(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -> list[StageStatus]:
     """The state of every stage of ``plan``, in its order (see the module docstring)."""
-    submission = _read_json(Path(spec.run_dir) / SUBMISSION_RECORD) or {}
-    jobs = submission.get("jobs") or {}
-    queue, queue_problem = _squeue([str(job["id"]) for job in jobs.values()]) if jobs else ({}, None)
+    jobs = (_read_json(Path(spec.run_dir) / SUBMISSION_RECORD) or {}).get("jobs") or {}
+    queue, problem = _squeue([str(job["id"]) for job in jobs.values()]) if jobs else ({}, None)
     done = {s.name for s in plan if st.is_done(spec, s, prints[s.name])}
     attempts = {s.name: records.read_record(st.stage_dir(spec, s.name), st.ATTEMPT_RECORD) for s in plan}
     local = next((a["pid"] for a in attempts.values() if _running_here(a)), None)
     found = []
     for stage in plan:
-        job, attempt = jobs.get(stage.name), attempts[stage.name]
+        job, attempt = jobs.get(stage.name), attempts[stage.name] or {}
         state, reason = queue.get(str(job["id"]), (None, None)) if job else (None, None)
         after = [d for d in stage.depends if d not in done]
-        on = f"on {', '.join(after)}" if after else ""
+        log = f"; log {job['log']}" if job else ""
         if stage.name in done:
             when = _modified(st.stage_dir(spec, stage.name) / records.STAGE_RECORD)
             found.append(StageStatus(stage.name, "done", f"finished {when}; outputs as recorded"))
         elif state == "PENDING":
             why = "" if reason in ("Dependency", "None") else f": {reason}"
-            found.append(StageStatus(stage.name, "waiting", _join(on, f"SLURM job {job['id']} PENDING{why}")))
+            on = f"on {', '.join(after)}; " if after else ""
+            found.append(StageStatus(stage.name, "waiting", f"{on}SLURM job {job['id']} PENDING{why}"))
         elif state in _RUNNING:
-            found.append(
-                StageStatus(stage.name, "running", f"SLURM job {job['id']} {state}; log {job['log']}")
-            )
+            found.append(StageStatus(stage.name, "running", f"SLURM job {job['id']} {state}{log}"))
         elif _running_here(attempt):
-            since = str(attempt.get("started", "?")).replace("T", " ")
+            since = str(attempt.get("started")).replace("T", " ")
             found.append(
                 StageStatus(stage.name, "running", f"process {attempt['pid']} on this machine since {since}")
             )
-        elif attempt and attempt.get("failed"):
-            failed = attempt["failed"]
-            at = str(failed.get("at", "?")).replace("T", " ")
+        elif attempt.get("failed"):
+            failed, same_job = attempt["failed"], job and str(job["id"]) == str(attempt.get("slurm_job"))
+            at = str(failed.get("at")).replace("T", " ")
             text = f"{failed.get('error') or 'no error line'} (exit code {failed.get('exit_code')}, {at})"
-            log = f"; log {job['log']}" if job and str(job["id"]) == str(attempt.get("slurm_job")) else ""
-            found.append(StageStatus(stage.name, "failed", text + log))
-        elif state in _FAILED:
-            error = _last_error(Path(job["log"]))
-            found.append(
-                StageStatus(stage.name, "failed", f"{error}; SLURM job {job['id']} {state}; log {job['log']}")
-            )
-        elif (
-            job
-            and state is None
-            and attempt
-            and str(attempt.get("slurm_job")) == str(job["id"])
-            and not queue_problem
+            found.append(StageStatus(stage.name, "failed", text + (log if same_job else "")))
+        elif state in _FAILED or (
+            job and not state and not problem and str(attempt.get("slurm_job")) == str(job["id"])
         ):
-            error = _last_error(Path(job["log"]))
-            text = f"{error}; SLURM job {job['id']} ended without finishing it; log {job['log']}"
+            ended = state or "ended without finishing it"  # a job SLURM has forgotten, that left no record
+            text = f"{_last_error(Path(job['log']))}; SLURM job {job['id']} {ended}{log}"
             found.append(StageStatus(stage.name, "failed", text))
         elif local is not None:
-            found.append(
-                StageStatus(stage.name, "waiting", on or f"its turn in the pipeline run by process {local}")
-            )
+            on = f"on {', '.join(after)}" if after else f"its turn in the pipeline run by process {local}"
+            found.append(StageStatus(stage.name, "waiting", on))
         else:
             why = st.not_done_reason(spec, stage, prints[stage.name])
             notes = [f"after {', '.join(after)}" if after else "", "" if why == "never finished" else why]
@@ -121,9 +108,8 @@ def stage_statuses(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, s
                 notes.append("resumes from its checkpoint")
             if state == "CANCELLED":
                 notes.append(f"SLURM job {job['id']} CANCELLED" + (f": {reason}" if reason != "None" else ""))
-            if queue_problem and job:
-                notes.append(queue_problem)
-            found.append(StageStatus(stage.name, "to run", _join(*notes)))
+            notes.append(problem if job and problem else "")
+            found.append(StageStatus(stage.name, "to run", "; ".join(n for n in notes if n)))
     return found
 
 
@@ -162,10 +148,6 @@ def status_report(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, st
     else:
         lines.append(f"Continue with: {again}")
     return "\n".join(lines)
-
-
-def _join(*parts: str) -> str:
-    return "; ".join(p for p in parts if p)
 
 
 def _read_json(path: Path) -> dict | None:
