@@ -154,6 +154,26 @@ def _usage() -> str:
     )
 
 
+def run_function(function, argv: list[str], prog: str) -> int:
+    """Run an extra command: its flags are the typed arguments of ``function`` (jsonargparse, as for the
+    Lightning commands: ``--config`` YAML files, ``--print_config``, types checked), and ``function`` returns the
+    exit code. Bad flags raise ``argparse.ArgumentError``, which :func:`main` prints as one line.
+    """
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    summary = (function.__doc__ or "").strip().split("\n\n")[0]
+    parser = ArgumentParser(prog=prog, description=summary, exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of these options (repeatable)")
+    parser.add_function_arguments(function, fail_untyped=True)
+    try:
+        config = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --print_config
+        return int(done.code or 0)
+    options = config.as_dict()
+    options.pop("config", None)
+    return int(function(**options) or 0)
+
+
 def _help_requested(argv: list[str]) -> bool:
     return bool(argv) and argv[0] in LIGHTNING_COMMANDS and bool({"-h", "--help"} & set(argv))
 
@@ -207,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"adamergex: {stop.message()}", file=sys.stderr)
         return stop.exit_code
     except argparse.ArgumentError as err:
-        command = argv[0] if argv and argv[0] in LIGHTNING_COMMANDS else "<command>"
+        command = (
+            argv[0] if argv and (argv[0] in LIGHTNING_COMMANDS or argv[0] in EXTRA_COMMANDS) else "<command>"
+        )
         print(f"adamergex: error: {err}\n(run 'adamergex {command} --help' for the options)", file=sys.stderr)
         return 2
     except Exception as err:
