@@ -1,38 +1,24 @@
-"""Seeded bootstrap intervals for per-item scores, paired comparisons, and a selection/test split of items.
+"""Seeded percentile-bootstrap intervals of mean per-item scores, paired comparisons and a selection/test split.
 
-Per-item scores are one number per evaluation item: 0/1 correctness (XNLI, MGSM, ...) or a continuous value
-in any range (ROUGE-L F1, SQuAD F1). The statistic is always the MEAN over items.
+Per-item scores are 0/1 correctness or a continuous value (ROUGE-L F1, SQuAD F1); the statistic is the mean.
+One index matrix ``I`` of shape ``[resamples, n]`` (``torch.randint`` under ``torch.Generator().manual_seed(seed)``,
+``8 · resamples · n`` bytes) gives the resampled means ``m*_b = mean_j s[I[b, j]]``. The same
+``(seed, n, resamples)`` gives the same ``I``, so methods scored on the same items are resampled identically.
 
-Resampling. One index matrix ``I`` of shape ``[resamples, n]`` is drawn with
-``torch.randint(0, n, (resamples, n), generator=g)`` on the CPU, ``g = torch.Generator().manual_seed(seed)``;
-row ``b`` is one bootstrap sample of items (with replacement) and ``m*_b = mean_j s[I[b, j]]`` its mean
-(float64). The same ``(seed, n, resamples)`` gives the same ``I``, so results are deterministic, and two
-methods scored on the same ``n`` items with the same seed are resampled identically (common random numbers).
-Memory: ``I`` takes ``8 · resamples · n`` bytes (160 MB for 2000 × 10,000); the means are gathered in row
-blocks, so the scores are never copied ``resamples`` times at once.
+Interval: the ``α/2`` and ``1 − α/2`` quantiles of ``m*_1..m*_B`` with ``α = 1 − confidence`` (percentile
+bootstrap, Efron & Tibshirani 1993, §13.3), linearly interpolated (Hyndman & Fan type 7, as ``numpy.quantile``).
 
-Percentile convention (the percentile bootstrap, Efron & Tibshirani 1993, §13.3). With ``α = 1 − confidence``,
-``ci_low`` and ``ci_high`` are the ``α/2`` and ``1 − α/2`` quantiles of ``m*_1..m*_B`` (``B = resamples``)
-under linear interpolation between order statistics: for sorted ``x_(0) ≤ .. ≤ x_(B−1)`` and ``h = (B − 1)·q``,
-``Q(q) = x_(⌊h⌋) + (h − ⌊h⌋)·(x_(⌊h⌋+1) − x_(⌊h⌋))``. This is Hyndman & Fan's type 7, the default of
-``numpy.quantile`` and ``torch.quantile``. The interval is not forced to contain the point estimate.
-
-Paired comparison. ``method_scores`` and ``baseline_scores`` score the SAME items in the same order; items are
-resampled jointly, so the resampled difference ``d*_b = mean_j (m − b)[I[b, j]]`` keeps the pairing. Its interval
-follows the convention above. Two-sided p-value for "no difference", with ``d̂`` the observed difference:
+Paired comparison: items are resampled jointly, ``d*_b = mean_j (m − b)[I[b, j]]``. Two-sided p-value for
+"no difference", with ``d̂`` the observed difference:
 
     count = #{b : d*_b ≤ 0} if d̂ > 0,   #{b : d*_b ≥ 0} if d̂ < 0;
     p = min(1, 2 · (count + 1) / (B + 1));   p = 1 if d̂ = 0.
 
-That is the share of resampled differences on the other side of 0 (ties at 0 count against the method),
-doubled, with the +1 correction that keeps ``p`` above 0 (the smallest reachable value is ``2 / (B + 1)``,
-about 0.001 for B = 2000; report ``p < 0.001`` rather than a smaller number). It inverts the percentile
-interval: ``p < α`` roughly when the ``1 − α`` interval excludes 0. It is an approximate bootstrap p-value,
-not an exact permutation test.
+The smallest reachable p is ``2 / (B + 1)`` (report ``p < 0.001`` for B = 2000); it is an approximate bootstrap
+p-value, not an exact permutation test.
 
-Selection split. Choosing the merge scale ``t`` on the items that are then reported flatters the merge
-methods. :func:`selection_split` divides the items into a seeded ``selection`` part (to choose ``t``) and a
-``test`` part (to report the chosen ``t``).
+:func:`selection_split` separates the items that choose the merge scale ``t`` from those that report it, since
+choosing ``t`` on the reported items flatters the merge methods.
 """
 
 from __future__ import annotations
@@ -69,10 +55,7 @@ class Interval:
     ci_high: float
 
     def as_dict(self) -> dict[str, Any]:
-        """A tidy row: ``value`` (the mean, as in the results tables), ``n``, ``ci_low``, ``ci_high``.
-
-        Returns:
-            A dict of plain Python numbers, ready for ``csv.DictWriter`` and ``json.dumps``.
+        """A tidy row of plain numbers: ``value`` (the mean), ``n``, ``ci_low``, ``ci_high``.
 
         Example:
             >>> Interval(mean=0.5, n=4, ci_low=0.25, ci_high=0.75).as_dict()
@@ -102,19 +85,13 @@ class PairedComparison:
     def as_dict(self, baseline: str = "zero_shot") -> dict[str, Any]:
         """A tidy row: ``diff_vs_<baseline>``, ``diff_ci_low``, ``diff_ci_high``, ``p_value``, ``n``.
 
-        The keys do not collide with :meth:`Interval.as_dict` except ``n``, which is the same number for the
-        method's interval and its paired comparison (same items), so the two dicts merge into one row.
+        Only ``n`` is shared with :meth:`Interval.as_dict` (same items), so the two dicts merge into one row.
 
         Args:
-            baseline: Name of the baseline method, used in the difference's key (``"zero_shot"``: the
-                source-language task adapter as it is).
-
-        Returns:
-            A dict of plain Python numbers.
+            baseline: Name of the baseline method, used in the difference's key.
 
         Raises:
-            InvalidValueError: If ``baseline`` is empty or holds characters other than letters, digits, ``_``.
-
+            InvalidValueError: If ``baseline`` holds characters other than letters, digits, ``_``.
         Example:
             >>> PairedComparison(difference=0.1, n=50, ci_low=0.02, ci_high=0.18, p_value=0.01).as_dict()
             {'diff_vs_zero_shot': 0.1, 'diff_ci_low': 0.02, 'diff_ci_high': 0.18, 'p_value': 0.01, 'n': 50}
@@ -209,15 +186,13 @@ def bootstrap_interval(
     """The mean of per-item scores and its seeded percentile bootstrap interval.
 
     Args:
-        scores: One score per item (0/1 correctness or a continuous value): a list, a 1-D numpy array
-            or a 1-D tensor.
+        scores: One score per item: a list, a 1-D numpy array or a 1-D tensor.
         confidence: Coverage of the interval, strictly between 0 and 1.
         resamples: Number of bootstrap samples ``B``.
-        seed: Seed of the index matrix; the same seed gives the same interval.
+        seed: Seed of the index matrix.
 
     Returns:
-        An :class:`Interval`. All-equal scores (and so a single item) give a zero-width interval at that
-        value, without resampling.
+        An :class:`Interval`; all-equal scores give a zero-width interval without resampling.
 
     Raises:
         InvalidValueError: If ``scores`` is empty, not 1-D or not finite, or an option is out of range.
@@ -256,15 +231,14 @@ def paired_bootstrap(
         baseline_scores: One score per item for the baseline (e.g. ``zero_shot``).
         confidence: Coverage of the interval, strictly between 0 and 1.
         resamples: Number of bootstrap samples ``B``.
-        seed: Seed of the index matrix (items are resampled jointly for both methods).
+        seed: Seed of the index matrix.
 
     Returns:
-        A :class:`PairedComparison`; see the module docstring for the p-value. Identical scores give
-        difference 0, interval [0, 0] and p = 1.
+        A :class:`PairedComparison`. Identical scores give difference 0, interval [0, 0] and p = 1.
 
     Raises:
-        InvalidValueError: If the two lengths differ, either is empty, not 1-D or not finite, or an option is
-            out of range.
+        InvalidValueError: If the lengths differ, either is empty, not 1-D or not finite, or an option is out
+            of range.
         InvalidTypeError: If either is not a sequence of numbers or a tensor.
 
     Example:
@@ -307,17 +281,15 @@ def selection_split(n_items: int, fraction: float, seed: int) -> tuple[list[int]
     Use one seed for every method and scale of a language, so all are chosen and reported on the same items.
 
     Args:
-        n_items: Number of evaluation items (positions ``0..n_items − 1``).
+        n_items: Number of evaluation items.
         fraction: Share of items in the selection part, strictly between 0 and 1.
         seed: Seed of the permutation.
 
     Returns:
-        ``(selection_indices, test_indices)``: disjoint sorted lists that together cover every position.
+        ``(selection_indices, test_indices)``: disjoint sorted lists covering ``0..n_items − 1``.
 
     Raises:
-        InvalidValueError: If ``fraction`` is not strictly between 0 and 1, ``n_items`` or ``seed`` is not a
-            non-negative integer, or the split would leave either part empty.
-
+        InvalidValueError: If an argument is out of range, or either part would be empty.
     Example:
         >>> selection, test = selection_split(10, 0.3, seed=0)
         >>> len(selection), len(test), sorted(selection + test) == list(range(10))
@@ -355,17 +327,13 @@ def format_with_interval(value: float, ci_low: float | None, ci_high: float | No
 
     Args:
         value: The point estimate (a mean, or a difference of means).
-        ci_low: Lower end of the interval, or None with ``ci_high`` None when there is no interval.
+        ci_low: Lower end of the interval, or None (with ``ci_high`` None) for no interval.
         ci_high: Upper end of the interval, or None.
-        digits: Number of decimals, a non-negative integer.
-
-    Returns:
-        The text for a table cell.
+        digits: Number of decimals.
 
     Raises:
-        InvalidValueError: If ``digits`` is not a non-negative integer, a number is not a real number, or
-            exactly one end of the interval is None.
-
+        InvalidValueError: If ``digits`` is not a non-negative integer, a number is not real, or exactly one
+            end of the interval is None.
     Example:
         >>> format_with_interval(0.1864, 0.0981, 0.2876)
         '0.186 [0.098, 0.288]'

@@ -10,18 +10,13 @@ languages ``L``, items ``i = 1..N`` asked in every language with the same gold o
 * ``AC3_k = 2·Acc·Consistency_k / (Acc + Consistency_k + 1e-10)``.
 
 CrossIn reports ``k = 3`` over en, zh, vi, es; a uniformly random answerer over 4 options scores
-``Consistency_3 = 1/16`` in expectation. SeaEval's scorer compares full choice strings for accuracy and the
-first three characters (the ``"(A)"`` tag) for consistency; when every extracted answer is one of the item's
-choices, as there, comparing option letters gives the same numbers.
+``Consistency_3 = 1/16`` in expectation. Comparing option letters gives SeaEval's numbers whenever every
+extracted answer is one of the item's choices. Beyond the paper:
 
-Conventions beyond the paper (SeaEval never meets these cases):
-
-* No answer (``None`` prediction, e.g. the extractor found no option): wrong, and agrees with nothing, not
-  even another ``None``, so a model that refuses everything scores 0 consistency, not 1.
-* Missing cell (the item was not evaluated in that language, e.g. a partial validation run): the item is
-  left out of ``Acc_l`` for that language and of ``M_S`` for every subset ``S`` containing that language;
-  the denominators count the items present. A language with no item gives NaN accuracy (hence NaN
-  ``Acc`` and ``AC3_k``), a subset with no complete item gives NaN ``M_S``.
+* No answer (``None``) is wrong and agrees with nothing, not even another ``None``.
+* A missing (item, language) cell leaves the item out of ``Acc_l`` and of ``M_S`` for every ``S`` containing
+  that language. A language with no item gives NaN accuracy (and ``AC3_k``); a subset with no complete item
+  gives NaN ``M_S``.
 """
 
 from __future__ import annotations
@@ -44,14 +39,7 @@ _EPSILON = 1e-10
 
 
 def encode_pred(pred: str | None, num_options: int) -> int:
-    """Code of a predicted option: its 0-based index, or :data:`NO_ANSWER` for None.
-
-    Args:
-        pred: ``"B"``, ``"(B)"``, ``"(B) text"``, or None when no option was extracted.
-        num_options: Number of options per item; a letter beyond them is refused.
-
-    Returns:
-        The code.
+    """Code of a predicted option (``"B"``, ``"(B)"``, ``"(B) text"``): its index, or :data:`NO_ANSWER` for None.
 
     Raises:
         TypeError, ValueError: As :func:`adamergex_pl.metrics.options.option_index`.
@@ -77,8 +65,7 @@ def consistency_from_codes(pred: Tensor, gold: Tensor, languages: Sequence[str])
         languages: The ``|L|`` language labels, in column order (at least 2).
 
     Returns:
-        Float64 scalar tensors ``<language>/accuracy``, ``accuracy``, and ``consistency_k``, ``ac3_k`` for
-        ``k = 2..|L|``.
+        Float64 scalars ``<language>/accuracy``, ``accuracy``, ``consistency_k``, ``ac3_k`` (``k = 2..|L|``).
     """
     present = gold >= 0
     answered = present & (pred >= 0) & (pred < NO_ANSWER)
@@ -133,11 +120,10 @@ def consistency_scores(
     """Accuracy, Consistency_k and AC3_k of in-memory predictions (the reference implementation).
 
     Args:
-        pred: Per language (in the order of the output), the predicted option of items ``0..N-1``: ``"B"``,
-            ``"(B)"`` or ``"(B) text"``, or None for no answer. The same item index means the same question
-            in every language.
-        gold: Per language (same keys), the gold options of the same items; None marks an item missing in
-            that language (its prediction must then be None too).
+        pred: Per language (in output order), the predicted option of items ``0..N-1`` (as in
+            :func:`encode_pred`); the same index is the same question in every language.
+        gold: Per language, the gold options of the same items; None marks an item missing in that language
+            (its prediction must then be None too).
         num_options: Number of options per item.
 
     Returns:
@@ -145,8 +131,8 @@ def consistency_scores(
 
     Raises:
         TypeError: If an argument has the wrong type.
-        ValueError: If the languages differ between ``pred`` and ``gold``, lengths differ, a letter is
-            malformed or outside the option set, or a prediction has no gold.
+        ValueError: If the languages or lengths differ, a letter is malformed or out of range, or a
+            prediction has no gold.
 
     Example:
         >>> pred = {"en": ["A", "B"], "zh": ["A", "C"]}
@@ -201,16 +187,15 @@ _ABOVE_ALL = NO_ANSWER + 1  # neutral element of amin over codes
 class CrossLingualConsistency(Metric):
     """Per-language accuracy, ``accuracy``, ``consistency_k`` and ``ac3_k`` of parallel multiple-choice items.
 
-    ``compute()`` returns float64 scalars ``<language>/accuracy`` for every language, ``accuracy``, and
-    ``consistency_k``, ``ac3_k`` for ``k = 2..len(languages)``; the caller adds ``val/<benchmark>/``.
+    The caller adds the ``val/<benchmark>/`` prefix to the keys of ``compute()``.
 
     Args:
-        languages: Language labels in output order, at least two (``["en", "zh", "vi", "es"]``).
-        num_items: Number of parallel items, if known (150 for Cross-MMLU): item indices must then be below
-            it, and ``missing="error"`` checks all of them. None: the items are those recorded.
-        num_options: Options per item (letters ``A`` to the ``num_options``-th letter).
-        missing: What a missing (item, language) cell does at ``compute``: ``"exclude"`` leaves the item out
-            of that language's accuracy and of the subsets containing that language; ``"error"`` raises.
+        languages: Language labels in output order, at least two.
+        num_items: Number of parallel items, if known (150 for Cross-MMLU): item indices must be below it,
+            and ``missing="error"`` checks all of them. None: the items are those recorded.
+        num_options: Options per item (letters ``A`` onwards).
+        missing: What a missing (item, language) cell does at ``compute``: ``"exclude"`` it (module
+            docstring) or ``"error"``.
         **kwargs: Passed to :class:`torchmetrics.Metric`.
 
     Raises:
@@ -331,13 +316,10 @@ class CrossLingualConsistency(Metric):
         """Record predicted and gold options of a batch of (item, language) cells.
 
         Args:
-            preds: Predicted options, ``"B"``, ``"(B)"`` or ``"(B) text"``, or None when no option was
-                extracted (counted wrong and never consistent).
-            targets: Gold options in the same forms (not None).
+            preds: Predicted options (``"B"``, ``"(B)"``, ``"(B) text"``), or None when none was extracted.
+            targets: Gold options in the same forms.
             language: The batch's language label, or one label per prediction.
-            item_index: Per prediction, the item's index in the parallel benchmark (the same question has
-                the same index in every language).
-
+            item_index: Per prediction, the item's index in the parallel benchmark.
         Raises:
             TypeError: If an input has the wrong type.
             ValueError: If lengths differ, a language is not the metric's, an item index is out of range, or
@@ -411,10 +393,7 @@ class CrossLingualConsistency(Metric):
         return pred, gold
 
     def compute(self) -> dict[str, Tensor]:
-        """Accuracy, consistency and AC3 over all recorded cells (after the DDP sync).
-
-        Returns:
-            ``<language>/accuracy``, ``accuracy``, ``consistency_k`` and ``ac3_k`` (float64 scalars).
+        """``<language>/accuracy``, ``accuracy``, ``consistency_k`` and ``ac3_k`` over all recorded cells.
 
         Raises:
             ValueError: If a cell was recorded with two different golds, or ``missing="error"`` and a cell is

@@ -1,15 +1,12 @@
 """Per-item scores of one result: what a bootstrap interval and a paired comparison are computed from.
 
-A result (a method's ``accuracy`` in ``es``, say) is a statistic over evaluation items. For most metrics it is
-the MEAN of one score per item (0/1 correctness, a per-item F1 or ROUGE-L), and the item scores are exactly
-what :func:`~adamergex_pl.metrics.bootstrap.bootstrap_interval` resamples. A token-weighted causal-LM loss is
-not a mean over items: with per-item summed negative log-likelihood ``v_i`` and labelled-token count ``w_i``,
+Most results are the MEAN of one score per item (0/1 correctness, a per-item F1 or ROUGE-L), which
+:func:`~adamergex_pl.metrics.bootstrap.bootstrap_interval` resamples. A token-weighted causal-LM loss is a
+ratio, with per-item summed negative log-likelihood ``v_i`` and labelled-token count ``w_i``:
 
     loss = Σ_i v_i / Σ_i w_i,        perplexity = exp(loss)
 
-so an item (an example) still counts ``n`` and a subset of items still has a value, but the percentile
-bootstrap of a mean does not apply; such scores say so (:attr:`ItemScores.is_mean` is false) and carry no
-interval.
+so such scores (:attr:`ItemScores.is_mean` false) carry no percentile interval.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """Language identifiers accepted by the text metrics, and their normalisation to ISO 639-1 codes.
 
-The text metrics change behaviour with the language in exactly two places: English answers lose their
-articles in SQuAD normalisation (:mod:`adamergex_pl.metrics.squad`), and number extraction reads a lone
-``.`` or ``,`` according to the language's decimal separator (:mod:`adamergex_pl.metrics.numbers`). Word
-segmentation never depends on the language: it follows the script of each character
-(:mod:`adamergex_pl.metrics.text_segmentation`), so code-mixed answers are handled too.
-
-A language is given as an ISO 639-1 code (``"de"``), an ISO 639-3 code (``"deu"``), a BCP 47 tag whose
-primary subtag is one of those (``"zh-CN"``, ``"pt_BR"``, ``"sr-Latn"``), or an English name (``"German"``,
-case-insensitive). The table covers every language of the task suite (XNLI, XCOPA, MGSM, XQuAD, XLSum, PAWS-X)
-and of CrossX; anything else is refused rather than silently treated as "not English".
+The language matters in two places only: English answers lose their articles (:mod:`adamergex_pl.metrics.squad`)
+and a lone ``.`` or ``,`` is read by the decimal separator (:mod:`adamergex_pl.metrics.numbers`). Accepted: ISO
+639-1 (``"de"``) or 639-3 (``"deu"``) codes, BCP 47 tags (``"zh-CN"``), English names (``"German"``); languages
+outside the task suite and CrossX are refused rather than treated as "not English".
 """
 
 from __future__ import annotations
@@ -62,7 +56,7 @@ LANGUAGES: dict[str, tuple[str, str]] = {
     "pt": ("Portuguese", "por"),
     "qu": ("Quechua", "que"),
     "rn": ("Kirundi", "run"),
-    "ro": ("Romanian", "ron"),  # XQuAD has Romanian (xquad.ro); added with the task suite
+    "ro": ("Romanian", "ron"),  # XQuAD (xquad.ro)
     "ru": ("Russian", "rus"),
     "si": ("Sinhala", "sin"),
     "so": ("Somali", "som"),
@@ -115,11 +109,7 @@ _TAG = re.compile(r"^([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]{1,8})*$")
 def normalize_language(language: str) -> str:
     """Return the ISO 639-1 code (``"fil"``/``"pcm"`` where there is none) for a language identifier.
 
-    Args:
-        language: ISO 639-1 or 639-3 code, BCP 47 tag (only the primary subtag is used), or English name.
-
-    Returns:
-        The lowercase code, a key of :data:`LANGUAGES`.
+    Accepts an ISO 639-1 or 639-3 code, a BCP 47 tag (primary subtag) or an English name.
 
     Raises:
         TypeError: If ``language`` is not a string.

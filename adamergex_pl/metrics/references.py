@@ -1,7 +1,6 @@
 """Checking a batch of predictions against its gold references, for the metrics' ``update`` methods.
 
-A batch is ``preds`` (one generated string per example) and ``targets`` (per example either one gold
-reference or a non-empty sequence of them, when an example has several acceptable answers).
+``targets`` hold per example one gold reference or a non-empty sequence of acceptable ones.
 """
 
 from __future__ import annotations
@@ -19,13 +18,7 @@ def _is_sequence(value: object) -> bool:
 
 
 def check_predictions(preds: Sequence[str]) -> list[str]:
-    """Return ``preds`` as a list after checking it is a sequence of strings.
-
-    Args:
-        preds: Generated texts, one per example.
-
-    Returns:
-        The predictions as a list.
+    """Return ``preds`` (generated texts, one per example) as a list after checking it is a sequence of strings.
 
     Raises:
         TypeError: If ``preds`` is a single string, not a sequence, or holds a non-string.
@@ -56,10 +49,7 @@ def reference_lists(
         preds: Generated texts (already checked by :func:`check_predictions`).
         targets: Per example, one reference or a non-empty sequence of references.
         is_reference: Whether a value is a single reference.
-        expected: Human description of a single reference, for error messages (e.g. ``"a string"``).
-
-    Returns:
-        One list of references per prediction.
+        expected: Description of a single reference for error messages (e.g. ``"a string"``).
 
     Raises:
         TypeError: If ``targets`` or one of its entries has the wrong type.

@@ -1,24 +1,18 @@
 """SQuAD exact match and token F1 for extractive QA in any language (XQuAD).
 
-Definitions (Rajpurkar et al., 2016, "SQuAD: 100,000+ Questions for Machine Comprehension of Text",
-arXiv:1606.05250), written here from the definitions for a prediction ``p`` and gold answers ``g_1..g_m``:
+Definitions (Rajpurkar et al., 2016, arXiv:1606.05250) for a prediction ``p`` and gold answers ``g_1..g_m``:
 
-* ``norm(x)``: NFKC, case folding, delete every punctuation or symbol character (Unicode categories ``P*``
-  and ``S*``: the Unicode generalisation of ASCII ``string.punctuation``, which is exactly the ASCII ``P*``
-  and ``S*`` characters), segment (whitespace, and one token per character for scripts written without
-  spaces: :mod:`adamergex_pl.metrics.text_segmentation`), drop the articles of the answer's language
-  (English only: ``a``, ``an``, ``the``), join the tokens with single spaces.
+* ``norm(x)``: NFKC, case folding, delete Unicode punctuation and symbols (``P*``, ``S*``), segment
+  (:mod:`adamergex_pl.metrics.text_segmentation`: one token per character for scripts without spaces), drop
+  the articles ``a``, ``an``, ``the`` of English answers only, join with single spaces.
 * ``EM(p, g) = 1[norm(p) = norm(g)]``.
-* ``F1(p, g)``: with ``P`` and ``G`` the token multisets of ``norm(p)`` and ``norm(g)`` and
-  ``c = |P ∩ G|`` (multiset intersection), ``precision = c/|P|``, ``recall = c/|G|``,
-  ``F1 = 2·precision·recall/(precision + recall)`` and ``F1 = 0`` when ``c = 0``. If ``P`` or ``G`` is empty,
-  ``F1 = 1[P = G]``.
+* ``F1(p, g)``: with token multisets ``P``, ``G`` of ``norm(p)``, ``norm(g)`` and ``c = |P ∩ G|``,
+  ``precision = c/|P|``, ``recall = c/|G|``, ``F1 = 2·precision·recall/(precision + recall)``, 0 when
+  ``c = 0``, and ``F1 = 1[P = G]`` if ``P`` or ``G`` is empty.
 * Several gold answers: ``max_j EM(p, g_j)`` and ``max_j F1(p, g_j)``.
 
-Language awareness. The official SQuAD script removes English articles whatever the language; here articles
-are removed for English only, so a Spanish "a" or a Vietnamese "the" is kept. Segmentation follows the script
-of each character, so ``"北京大学"`` and ``"北京 大学"`` normalise alike, and a Chinese answer is scored per
-character (the common "mixed segmentation" convention for Chinese QA).
+Unlike the official script, articles are removed for English only, and Chinese is scored per character
+("mixed segmentation").
 """
 
 from __future__ import annotations
@@ -45,17 +39,9 @@ def _delete_punctuation(text: str) -> str:
 def answer_tokens(text: str, language: str) -> list[str]:
     """Tokens of a normalised answer: the multiset that F1 compares.
 
-    Args:
-        text: An answer, predicted or gold.
-        language: The answer's language (see :func:`adamergex_pl.metrics.languages.normalize_language`).
-
-    Returns:
-        The tokens of ``norm(text)``.
-
     Raises:
         TypeError: If ``text`` is not a string.
-        ValueError: If ``language`` is unknown.
-
+        ValueError: If ``language`` (see :func:`adamergex_pl.metrics.languages.normalize_language`) is unknown.
     Example:
         >>> answer_tokens("The Eiffel Tower!", "en"), answer_tokens("北京大学。", "zh")
         (['eiffel', 'tower'], ['北', '京', '大', '学'])
@@ -68,17 +54,9 @@ def answer_tokens(text: str, language: str) -> list[str]:
 def normalize_answer(text: str, language: str) -> str:
     """``norm(text)``: the normalised answer that exact match compares.
 
-    Args:
-        text: An answer, predicted or gold.
-        language: The answer's language.
-
-    Returns:
-        The normalised tokens joined by single spaces.
-
     Raises:
         TypeError: If ``text`` is not a string.
         ValueError: If ``language`` is unknown.
-
     Example:
         >>> normalize_answer("  The  Eiffel-Tower. ", "en"), normalize_answer("The Eiffel-Tower", "fr")
         ('eiffeltower', 'the eiffeltower')
@@ -131,7 +109,6 @@ def squad_scores(prediction: str, references: str | Sequence[str], language: str
     Raises:
         TypeError: If the prediction or a gold answer is not a string.
         ValueError: If ``references`` is empty or ``language`` unknown.
-
     Example:
         >>> squad_scores("the Eiffel tower", ["Eiffel Tower", "tower"], "en")
         (1.0, 1.0)
@@ -168,11 +145,10 @@ def f1_score(prediction: str, references: str | Sequence[str], language: str) ->
 class SquadMetric(PerLanguageMeanMetric):
     """Mean SQuAD exact match and token F1 of generated answers, per language and macro-averaged.
 
-    ``compute()`` returns ``<lang>/exact_match``, ``<lang>/f1`` for each language and their macro averages
-    ``exact_match``, ``f1`` (fractions in ``[0, 1]``); the caller adds the ``val/<benchmark>/`` prefix.
+    ``compute()`` returns ``<lang>/exact_match``, ``<lang>/f1`` and their macro averages ``exact_match``, ``f1``.
 
     Args:
-        languages: Language labels this metric will see (see :class:`PerLanguageMeanMetric`).
+        languages: Language labels this metric will see.
         **kwargs: Passed to :class:`torchmetrics.Metric`.
 
     Example:
@@ -192,7 +168,7 @@ class SquadMetric(PerLanguageMeanMetric):
         """Score a batch of generated answers of one language: ``(exact_match, f1)`` each.
 
         Args:
-            preds: Generated answers (generated text only, not the prompt), one per example.
+            preds: Generated answers (not the prompt), one per example.
             targets: Per example, the gold answer or a non-empty list of acceptable gold answers.
             language: One of the metric's ``languages``; selects English article removal.
 
