@@ -1,28 +1,16 @@
 """What ``adamergex`` changes in a run inside a job from ``adamergex submit`` (``$ADAMERGEX_RUN_DIR`` set).
 
-Two steps, both called by the CLI (``adamergex_pl/cli.py``) only when :func:`~adamergex_pl.slurm.pinning.pinned_run_dir`
-is set:
+The CLI calls both steps only when :func:`pinned_run_dir` is set:
 
-* :func:`pin_config`, on the parsed config, before anything is instantiated (so the saved ``config.yaml`` and
-  the snapshots' recorded config say what really ran):
+* :func:`pin_config` (on the parsed config, so the saved ``config.yaml`` says what really ran) sets
+  ``trainer.default_root_dir`` to the run dir; gives loggers a fixed ``version`` (``job_<SLURM_JOB_ID>``) so
+  every run of a requeued job appends to the same logs (a ``CSVLogger`` becomes :class:`ResumableCSVLogger`,
+  since ``CSVLogger`` deletes an existing ``metrics.csv``); and makes ``fit`` resume from the newest
+  ``hpc_ckpt_<n>.ckpt`` or ``checkpoints/last.ckpt``, whichever is newer, or start cleanly on a first run.
+* :func:`requeue_trainer_kwargs` adds ``callbacks.SlurmRequeue`` and ``SLURMEnvironment(auto_requeue=False)``
+  to the Trainer's arguments, not to the saved config (which must stay runnable outside SLURM).
 
-  * ``trainer.default_root_dir`` = the run dir: HPC checkpoints, snapshots (``AdapterSnapshot``'s default
-    ``<root>/snapshots``), the default ``ModelCheckpoint`` and the logs land there;
-  * loggers get a fixed ``version`` (``job_<SLURM_JOB_ID>``) instead of the next free ``version_<n>``, so that
-    every run of a requeued job appends to the same logs. The default logger (Lightning's is a ``CSVLogger``
-    without tensorboard) and a configured ``CSVLogger`` become
-    :class:`~adamergex_pl.slurm.pinning.ResumableCSVLogger`, because ``CSVLogger`` deletes the
-    ``metrics.csv`` it finds in its version directory;
-  * ``fit`` resumes from the newest ``hpc_ckpt_<n>.ckpt`` in the run dir, or from ``checkpoints/last.ckpt``
-    (``callbacks.RunCheckpoint``) when that is newer (a job killed without the signal and restarted), and
-    starts cleanly when there is none (the first run), where ``ckpt_path="hpc"`` would fail.
-
-* :func:`requeue_trainer_kwargs`, added to the Trainer's arguments (not to the saved config, which must stay
-  runnable outside SLURM): the ``callbacks.SlurmRequeue`` callback unless the config has one, and
-  ``SLURMEnvironment(auto_requeue=False)`` so that Lightning's own requeue handler, which checkpoints inside
-  the signal handler, is off (see :mod:`callbacks.slurm_requeue`).
-
-Callback paths set explicitly in the config (e.g. a ``ModelCheckpoint`` ``dirpath``) are the user's and are kept.
+Paths set explicitly in the config (e.g. a ``ModelCheckpoint`` ``dirpath``) are kept.
 
 Example:
     >>> from jsonargparse import Namespace
@@ -82,11 +70,11 @@ class ResumableCSVLogger(CSVLogger):
     """``CSVLogger`` that appends to an existing ``<save_dir>/<name>/<version>/metrics.csv``.
 
     Args:
-        save_dir: the directory that holds ``<name>/<version>/``.
-        name: experiment name (a sub-directory); ``""`` or ``None`` for none.
-        version: the version directory (``version_<n>`` for an int); give a fixed string so restarts find it.
-        prefix: put at the beginning of metric keys.
-        flush_logs_every_n_steps: how often rows are written to disk.
+        save_dir: The directory that holds ``<name>/<version>/``.
+        name: Experiment name (a sub-directory); ``""`` or ``None`` for none.
+        version: The version directory; give a fixed string so restarts find it.
+        prefix: Put at the beginning of metric keys.
+        flush_logs_every_n_steps: How often rows are written to disk.
 
     Example:
         .. code-block:: yaml
@@ -134,13 +122,13 @@ def pin_config(config: Namespace, subcommand: str, run_dir: Path, version: str |
     """Point the parsed config of ``subcommand`` at ``run_dir`` (in place; see the module docstring).
 
     Args:
-        config: the subcommand's part of LightningCLI's parsed config (``cli.config[subcommand]``).
+        config: The subcommand's part of LightningCLI's parsed config (``cli.config[subcommand]``).
         subcommand: ``fit``, ``validate``, ``test`` or ``predict``.
-        run_dir: the pinned run directory (absolute).
-        version: the logger version; default :func:`logger_version`.
+        run_dir: The pinned run directory (absolute).
+        version: The logger version; default :func:`logger_version`.
 
     Returns:
-        The HPC checkpoint that ``fit`` resumes from, or ``None`` (a first run, or not ``fit``).
+        The checkpoint that ``fit`` resumes from, or ``None``.
     """
     trainer = config.trainer
     trainer.default_root_dir = str(run_dir)
@@ -154,9 +142,7 @@ def pin_config(config: Namespace, subcommand: str, run_dir: Path, version: str |
 
 
 def _newest_checkpoint(run_dir: Path) -> Path | None:
-    """The HPC checkpoint (a requeue) or ``checkpoints/last.ckpt`` (``callbacks.RunCheckpoint``: a job killed
-    without the requeue signal, e.g. by a node failure, and restarted by SLURM), whichever is further on; the
-    HPC checkpoint on a tie."""
+    """The HPC checkpoint or ``checkpoints/last.ckpt`` (a job killed without the signal), whichever is further on."""
     hpc, last = hpc_checkpoint(run_dir), run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return hpc
@@ -200,10 +186,10 @@ def requeue_trainer_kwargs(trainer_init: dict[str, Any]) -> dict[str, Any]:
     """Trainer arguments to add: the ``SlurmRequeue`` callback and ``SLURMEnvironment(auto_requeue=False)``.
 
     Args:
-        trainer_init: the instantiated ``trainer`` part of the config (its ``callbacks`` and ``plugins``).
+        trainer_init: The instantiated ``trainer`` part of the config (its ``callbacks`` and ``plugins``).
 
     Returns:
-        ``callbacks`` and/or ``plugins`` lists that extend the configured ones; empty if both are there.
+        ``callbacks`` and/or ``plugins`` lists extending the configured ones; empty if both are there.
     """
     from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
