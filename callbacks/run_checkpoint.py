@@ -1,10 +1,8 @@
 """What adapter a checkpoint holds, and refusing to resume one into a model that trains another.
 
-An ``AdapterModule`` checkpoint records its adapter's *signature*: the adapter type, the LoRA rank and the
-adapted modules (by their last name, e.g. ``q_proj``), read from the saved tensors themselves. Resuming checks
-it against the model the config builds, so a LoRA checkpoint never trains on as an (IA)³ adapter, nor a rank-8
-one as rank 4: the message names both sides. Checkpoints without a signature (older ones) are checked by
-their tensor names and shapes.
+An ``AdapterModule`` checkpoint records its adapter's *signature* (type, LoRA rank, adapted modules such as
+``q_proj``, read from the saved tensors). Resuming checks it against the model the config builds, so a LoRA
+checkpoint never trains on as (IA)³, nor rank 8 as rank 4; checkpoints without one are checked by tensor shapes.
 """
 
 from __future__ import annotations
@@ -35,10 +33,7 @@ _ADAPTED = re.compile(r"(?:^|\.)([^.]+)\.(lora_A|lora_B|ia3_l)(?:\.|$)")
 def adapter_signature(adapter_type: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """``{"adapter_type", "rank", "target_modules"}`` of the adapter tensors in ``state_dict``.
 
-    Args:
-        adapter_type: ``lora`` or ``ia3``.
-        state_dict: the module's (or a checkpoint's) state dict; tensors that are not adapter weights are
-            ignored.
+    Tensors of ``state_dict`` that are not adapter weights are ignored.
 
     Example:
         >>> import torch
@@ -75,15 +70,14 @@ def check_checkpoint_fits(
     """Refuse a checkpoint whose adapter is not the one this model trains.
 
     Args:
-        checkpoint: the loaded checkpoint (``state_dict`` holds only adapter tensors).
-        adapter_type: this model's ``adapter_type``.
-        own_state: this model's state dict.
-        adapter_keys: the names of this model's trainable (adapter) tensors.
-        where: how messages name the checkpoint.
+        checkpoint: The loaded checkpoint (``state_dict`` holds only adapter tensors).
+        adapter_type: This model's ``adapter_type``.
+        own_state: This model's state dict.
+        adapter_keys: The names of this model's trainable (adapter) tensors.
+        where: How messages name the checkpoint.
 
     Raises:
-        ValueError: another adapter type, rank or set of target modules (naming both), other tensors, or
-            tensors of other shapes.
+        ValueError: Another adapter type, rank, target modules, tensors, or tensor shapes (naming both).
     """
     state = checkpoint.get("state_dict", {})
     ours = adapter_signature(adapter_type, {k: v for k, v in own_state.items() if k in adapter_keys})
@@ -119,10 +113,9 @@ def checkpoint_problem(path: str | os.PathLike[str], *, thorough: bool = False) 
     """Why ``path`` cannot be a checkpoint, or ``None`` when it looks whole.
 
     Args:
-        path: the checkpoint file (``torch.save``'s zip format).
-        thorough: also check every member's CRC (reads the whole file); by default only the zip directory at
-            the end of the file is read, which any truncation destroys.
-
+        path: The checkpoint file (``torch.save``'s zip format).
+        thorough: Also check every member's CRC (reads the whole file); by default only the zip directory at
+            the end, which any truncation destroys, is read.
     Example:
         >>> checkpoint_problem("no/such.ckpt")
         'it does not exist'
@@ -201,8 +194,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def install(strategy) -> None:
-    """Make ``strategy`` write and read checkpoints through :class:`AtomicCheckpointIO`, unless a checkpoint
-    plugin other than Lightning's default is configured."""
+    """Route ``strategy``'s checkpoint I/O through :class:`AtomicCheckpointIO` unless another plugin is set."""
     if type(strategy.checkpoint_io) is TorchCheckpointIO:
         strategy.checkpoint_io = AtomicCheckpointIO()
 
@@ -214,20 +206,14 @@ class RunCheckpoint(ModelCheckpoint):
     """Writes ``<dirpath>/last.ckpt`` every ``every_n_train_steps`` optimizer steps, at every epoch end and at
     the end of fit, so that a fit killed at any moment resumes with ``--ckpt_path last``.
 
-    Writes are atomic (a temporary file renamed into place, :mod:`callbacks.run_checkpoint`): a full
-    disk or a kill in the middle of a write leaves the previous ``last.ckpt``, never a truncated one; leftovers
-    of an interrupted write are removed when the next fit starts. With an ``AdapterModule`` a checkpoint holds
-    only the adapter and the optimizer, scheduler and loop state (kilobytes for the tiny model).
-
-    The run's outputs are its own: the folder defaults to ``<trainer.default_root_dir>/checkpoints`` (stable
-    across logger versions and requeued jobs); a *fresh* fit (no ``--ckpt_path``) into a folder that already
-    holds checkpoints is refused unless ``overwrite`` is set, and ``--ckpt_path last`` when there is no
-    ``last.ckpt`` is refused too, instead of silently starting again at epoch 0.
+    Writes are atomic, so a full disk or a kill leaves the previous ``last.ckpt``. A fresh fit into a folder
+    that holds checkpoints, and ``--ckpt_path last`` without a ``last.ckpt``, are refused rather than silently
+    starting again at epoch 0.
 
     Args:
-        dirpath: where ``last.ckpt`` goes. Default: ``<trainer.default_root_dir>/checkpoints``.
-        every_n_train_steps: optimizer steps between checkpoints (besides every epoch end).
-        overwrite: let a fresh fit remove the checkpoints of an earlier run in ``dirpath`` instead of refusing.
+        dirpath: Where ``last.ckpt`` goes. Default: ``<trainer.default_root_dir>/checkpoints``.
+        every_n_train_steps: Optimizer steps between checkpoints (besides every epoch end).
+        overwrite: Let a fresh fit remove the checkpoints of an earlier run in ``dirpath`` instead of refusing.
 
     Raises:
         ValueError: ``every_n_train_steps`` is not a positive integer; a fresh fit into a folder that holds
