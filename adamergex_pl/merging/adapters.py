@@ -1,17 +1,12 @@
 """Adapter weights in memory: what a merge reads and what it writes.
 
-An :class:`AdapterWeights` is the content of one PEFT adapter directory (``adapter_config.json`` and
-``adapter_model.safetensors``) with the tensors grouped by the base-model module they adapt:
+An :class:`AdapterWeights` is one PEFT adapter directory with its tensors grouped by the base-model module
+they adapt (``model.layers.0.self_attn.q_proj``, the names ``target_modules`` matches; on disk PEFT adds
+``base_model.model.`` and the part):
 
-* LoRA: ``tensors[module] == {"lora_A": A, "lora_B": B}`` with ``A`` of shape ``(r, in)`` and ``B`` of shape
-  ``(out, r)``; the module's update is ``s·B·A`` (``s`` from ``lora_alpha``, ``r``, ``use_rslora`` and the
-  rank/alpha patterns, see :mod:`adamergex_pl.merging.adapters`).
-* (IA)³: ``tensors[module] == {"ia3_l": l}`` with shape ``(out, 1)`` (scales the module's output) or
-  ``(1, in)`` for a feedforward module (scales its input).
-
-Module names are the base model's own (``model.layers.0.self_attn.q_proj``): the names PEFT matches
-``target_modules`` and ``rank_pattern`` against. On disk PEFT prefixes them with ``base_model.model.`` and
-suffixes the part (``.lora_A.weight``, ``.ia3_l``).
+* LoRA: ``{"lora_A": A, "lora_B": B}``, ``A`` ``(r, in)``, ``B`` ``(out, r)``; the update is ``s·B·A`` with
+  ``s`` from ``lora_alpha``, ``r``, ``use_rslora`` and the rank/alpha patterns.
+* (IA)³: ``{"ia3_l": l}`` of shape ``(out, 1)`` (scales the output) or ``(1, in)`` for a feedforward module.
 """
 
 from __future__ import annotations
@@ -126,10 +121,10 @@ def merged_lora_config(template: Mapping[str, Any], ranks: Mapping[str, int], ke
     """The config of a merged LoRA with per-module ``ranks`` and scaling 1 on every module.
 
     Args:
-        template: the task adapter's config (dropout, base model, task type, ... are kept).
+        template: The task adapter's config (dropout, base model, task type, ... are kept).
         ranks: ``{module: rank}`` of the merged factors.
-        keep_targeting: keep the template's targeting fields (all inputs target alike and the merged adapter
-            covers the same modules); otherwise list the modules explicitly.
+        keep_targeting: Keep the template's targeting fields (all inputs target alike); otherwise list the
+            modules explicitly.
     """
     common = Counter(ranks.values()).most_common(1)[0][0]
     exceptions = {re.escape(module): rank for module, rank in sorted(ranks.items()) if rank != common}
@@ -161,11 +156,7 @@ def merged_ia3_config(
 
 
 def count_nonfinite(tensor: torch.Tensor) -> int:
-    """How many entries of ``tensor`` are NaN or ±inf.
-
-    The common all-finite case costs one reduction without a temporary: a sum is finite only when every entry
-    is (NaN and inf propagate); an overflowing sum of finite entries falls back to the exact count.
-    """
+    """How many entries of ``tensor`` are NaN or ±inf (one reduction when all are finite)."""
     if tensor.numel() == 0 or bool(torch.isfinite(tensor.sum())):
         return 0
     return int((~torch.isfinite(tensor)).sum())
@@ -208,10 +199,7 @@ def _refuse_variants(config: Mapping[str, Any], path: str | None) -> None:
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks), as ``merge.json`` records each input's weights.
-
-    Args:
-        path: the file, e.g. an input's ``adapter_model.safetensors``.
+    """Hex SHA-256 of a file's bytes, as ``merge.json`` records each input's weights.
 
     Example:
         >>> sha256_file("xnli_en/adapter_model.safetensors")  # doctest: +SKIP
@@ -226,18 +214,16 @@ def sha256_file(path: str | Path) -> str:
 
 @dataclass(frozen=True)
 class AdapterWeights:
-    """One PEFT adapter (LoRA or (IA)³) in memory, tensors grouped by base-model module.
-
-    Treat instances as read-only: merges build new ones and never change their inputs.
+    """One PEFT adapter (LoRA or (IA)³) in memory, tensors grouped by base-model module; read-only by convention.
 
     Args:
-        config: the ``adapter_config.json`` content (``peft_type`` ``"LORA"`` or ``"IA3"``).
+        config: The ``adapter_config.json`` content (``peft_type`` ``"LORA"`` or ``"IA3"``).
         tensors: ``{module: {part: tensor}}`` with parts ``lora_A``/``lora_B`` (LoRA) or ``ia3_l`` ((IA)³).
-        path: the directory it was loaded from, if any.
+        path: The directory it was loaded from, if any.
         sha256: SHA-256 of the loaded ``adapter_model.safetensors``, if any.
 
     Raises:
-        ValueError: an unsupported ``peft_type``, or modules whose parts do not fit it.
+        ValueError: An unsupported ``peft_type``, or modules whose parts do not fit it.
 
     Example:
         >>> task = AdapterWeights.load("runs/xnli_en/adapters")  # doctest: +SKIP
@@ -293,13 +279,11 @@ class AdapterWeights:
 
     @classmethod
     def load(cls, path: str | Path) -> AdapterWeights:
-        """Read an adapter directory or a snapshot root (see :func:`resolve_adapter_dir`).
-
-        The weights file is read once: its bytes are hashed and then parsed.
+        """Read an adapter directory or a snapshot root (see :func:`resolve_adapter_dir`), hashing its weights.
 
         Raises:
-            FileNotFoundError: no adapter at ``path``.
-            ValueError: an unreadable config, an unsupported peft type, or tensors PEFT would not write.
+            FileNotFoundError: No adapter at ``path``.
+            ValueError: An unreadable config, an unsupported peft type, or tensors PEFT would not write.
         """
         directory = resolve_adapter_dir(path)
         try:
@@ -370,12 +354,11 @@ class AdapterWeights:
         return PeftConfig.from_peft_type(**{**self.config, "inference_mode": True})
 
     def save(self, directory: str | Path) -> None:
-        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` into an existing directory.
-
-        Not atomic on its own: :func:`adamergex_pl.merging.write_merged` calls it on a temporary directory.
+        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` into an existing directory (not atomic:
+        :func:`adamergex_pl.merging.write_merged` calls it on a temporary directory).
 
         Raises:
-            ValueError: a tensor holds NaN or inf (nothing is written then).
+            ValueError: A tensor holds NaN or inf (nothing is written then).
         """
         state_dict = {key: tensor.detach().contiguous().cpu() for key, tensor in self.state_dict().items()}
         for key, tensor in state_dict.items():

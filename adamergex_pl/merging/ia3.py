@@ -11,13 +11,10 @@ defined two ways:
 * ``loglinear``: ``l = l_T ⊙ D^t``, the scalar multiple in the multiplicative group (``exp(t·log D)``), which
   needs ``D > 0``.
 
-Both agree at ``t = 0`` and ``t = 1`` and to first order around ``D = 1``; ``loglinear`` keeps the sign of
-every entry (``paper`` turns entries negative when ``t·(1 − D) > 1``). AriMerge (``A(T,src) ⊕ t·A(R,tgt)``)
-uses the same two readings of ``t·l_tgt``: ``l_T ⊙ (t·(l_tgt − 1) + 1)`` and ``l_T ⊙ l_tgt^t``. A general
-signed combination ``Σ_i w_i·A_i`` is ``Π_i l_i^{w_i}``.
-
-Every function refuses, naming the module and the count of offending entries: non-finite inputs, divisors with
-``|l| < eps``, non-positive bases of non-integer powers; and checks its result is finite.
+Both agree at ``t = 0``, ``t = 1`` and to first order around ``D = 1``; ``loglinear`` keeps every entry's sign.
+AriMerge (``A(T,src) ⊕ t·A(R,tgt)``) reads ``t·l_tgt`` the same two ways. A general signed combination
+``Σ_i w_i·A_i`` is ``Π_i l_i^{w_i}``. Every function refuses non-finite inputs, divisors with ``|l| < eps``,
+non-positive bases of non-integer powers and non-finite results, naming the module.
 """
 
 from __future__ import annotations
@@ -71,21 +68,17 @@ def ia3_adamergex(
     """AdaMergeX for one (IA)³ vector: ``l_T ⊙ (t·(D − 1) + 1)`` (paper) or ``l_T ⊙ D^t`` (loglinear).
 
     Args:
-        l_task: the task adapter's vector ``l_T`` (source language).
-        l_tgt: the reference adapter's vector in the target language.
-        l_src: the reference adapter's vector in the source language (the divisor).
+        l_task: The task adapter's vector ``l_T`` (source language).
+        l_tgt: The reference adapter's vector in the target language.
+        l_src: The reference adapter's vector in the source language (the divisor).
         scale: ``t``.
         mode: ``"paper"`` or ``"loglinear"``.
-        eps: divisor entries with ``|l_src| < eps`` are refused.
-        module: the module name, for messages.
-
-    Returns:
-        The merged vector, in ``l_task``'s dtype.
+        eps: Divisor entries with ``|l_src| < eps`` are refused.
+        module: The module name, for messages.
 
     Raises:
-        ValueError: an unknown mode, non-finite inputs, a near-zero divisor, ``D ≤ 0`` in loglinear mode, or a
-            non-finite result.
-
+        ValueError: An unknown mode, non-finite inputs, a near-zero divisor, ``D ≤ 0`` in loglinear mode, or
+            a non-finite result.
     Example:
         >>> ia3_adamergex(torch.ones(4), 2 * torch.ones(4), torch.ones(4), 0.5)
         tensor([1.5000, 1.5000, 1.5000, 1.5000])
@@ -164,13 +157,10 @@ def ia3_product(
 def checked_log(vector: torch.Tensor, what: str, purpose: str) -> torch.Tensor:
     """``log l`` in float64, for methods that work on (IA)³ log-vectors (TIES, the gap diagnosis).
 
-    Args:
-        vector: an (IA)³ vector ``l``.
-        what: how messages name it (role, adapter, module).
-        purpose: what needs the logarithm, for the message (e.g. ``TIES merges (IA)³ vectors as log-vectors``).
+    ``what`` and ``purpose`` name the vector and what needs the logarithm in the message.
 
     Raises:
-        ValueError: a non-finite entry, or an entry ≤ 0 (its logarithm is undefined).
+        ValueError: A non-finite entry, or an entry ≤ 0.
     """
     refuse_nonfinite(f"{what}: ia3_l", vector)
     bad = int((vector <= 0).sum())
