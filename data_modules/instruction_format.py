@@ -1,16 +1,12 @@
 """Prompt formats of Alpaca-style rows (``instruction``, ``input``, ``output``), tokenized with the prompt masked.
 
-* ``alpaca``: the Stanford Alpaca prompt (with its "### Input:" section only when the input is not empty),
-  the response after "### Response:\n";
-* ``plain``: the instruction, a blank line and the input (when there is one), a blank line, the response;
-* ``chat``: the tokenizer's chat template, the instruction (and input) as the user turn and the response as
-  the assistant turn; the prompt is the template with the generation prompt, the completion is the rest of
-  the rendered conversation (so it ends the way the template ends a turn).
+* ``alpaca``: the Stanford Alpaca prompt ("### Input:" only for a non-empty input), response after "### Response:\n";
+* ``plain``: the instruction, a blank line, the input (if any), a blank line, the response;
+* ``chat``: the tokenizer's chat template, instruction (and input) as the user turn; the completion is the rest
+  of the rendered conversation after the generation prompt.
 
-Tokenized examples are ``prompt_ids + completion_ids`` with labels ``-100`` on the prompt, so the loss is
-taken on the response only. ``alpaca``/``plain`` prompts get the tokenizer's special tokens (BOS) and the
-completion gets EOS; ``chat`` prompts carry whatever the template writes, and EOS is appended only when the
-template's turn end is not already EOS.
+Labels are ``-100`` on the prompt. ``alpaca``/``plain`` prompts get the tokenizer's special tokens (BOS) and the
+completion gets EOS; ``chat`` gets EOS only when the template's turn end is not already EOS.
 """
 
 from __future__ import annotations
@@ -27,11 +23,11 @@ class PromptTemplate:
     """A format string with named fields.
 
     Args:
-        template: the format string, e.g. ``"{instruction}\\n\\n### Response:\\n"``.
-        option: the option it came from, quoted in error messages (e.g. ``prompt_template``).
+        template: The format string, e.g. ``"{instruction}\\n\\n### Response:\\n"``.
+        option: The option it came from, quoted in error messages (e.g. ``prompt_template``).
 
     Raises:
-        ValueError: the template is malformed, or uses positional or attribute/index fields.
+        ValueError: The template is malformed, or uses positional or attribute/index fields.
 
     Example:
         >>> PromptTemplate("Q: {question}\\nA:").render({"question": "2+2?"})

@@ -1,9 +1,6 @@
-"""Reading local data files with one-line errors that name the file, the line and what is wrong.
+"""Where records come from (:class:`DataSource`), their readers and record checks.
 
-``json.loads`` on a whole file reports "line 1" for a bad 31st line of a JSONL file, and a byte that is not
-UTF-8 ends in a ``UnicodeDecodeError`` traceback. These readers report the line (and column) of the problem
-and the fix instead. :func:`record_location` finds where the N-th record of a file is, for the messages of
-the record checks (:mod:`data_modules.sources`).
+The readers report a bad line of a local file by line and column with the fix, instead of a traceback.
 """
 
 from __future__ import annotations
@@ -225,29 +222,19 @@ class DataSource:
     """One split of one dataset.
 
     Args:
-        path: ``builtin:<file>`` for data shipped with the package (e.g. ``builtin:tiny/add_en.jsonl``); a
-            local ``.json`` (array of objects, or an object with a list under ``field``), ``.jsonl``,
-            ``.csv``, ``.parquet`` or ``.txt`` file; a local folder laid out as a hub dataset repository; or a
-            hub dataset id such as ``facebook/xnli``.
-        name: the dataset's configuration (e.g. ``en``, or ``20231101.es`` for ``wikimedia/wikipedia``), as
-            listed under ``configs`` in its dataset card.
-        split: the dataset's split (a local file is one split).
-        language: the language of these records (validation metrics are logged under it).
-        field: for a ``.json`` file holding an object, the key of the record list.
-        revision: the hub dataset's git revision. ``refs/convert/parquet`` is the hub's Parquet export of a
-            dataset that still ships a loading script on ``main`` (``datasets`` >= 4 no longer runs those
-            scripts). That branch has no dataset card and lays files out as ``<config>/<split>/0000.parquet``,
-            so ``datasets`` knows no configuration there ("BuilderConfig 'en' not found"): with this revision,
-            ``name`` is read as ``data_dir`` (``{name: spanish}`` reads ``spanish/<split>/*.parquet``).
-        data_dir: a folder inside the dataset repository to read instead of its configurations' files (passed to
-            ``datasets.load_dataset(..., data_dir=...)``); relative, e.g. ``spanish``.
+        path: ``builtin:<file>`` (data shipped with the package); a local ``.json``, ``.jsonl``, ``.csv``,
+            ``.parquet`` or ``.txt`` file; a local folder laid out as a hub dataset; or a hub id (``facebook/xnli``).
+        name: The dataset's configuration (e.g. ``en``), as listed under ``configs`` in its dataset card.
+        split: The dataset's split (a local file is one split).
+        language: The language of these records (validation metrics are logged under it).
+        field: For a ``.json`` file holding an object, the key of the record list.
+        revision: The hub dataset's git revision. With ``refs/convert/parquet`` (the hub's Parquet export of a
+            dataset with a loading script, which ``datasets`` >= 4 no longer runs) ``name`` is read as ``data_dir``.
+        data_dir: A relative folder inside the dataset repository to read instead of its configurations' files.
 
-    Offline mirror: when the environment variable ``ADAMERGEX_DATASET_MIRROR`` names a folder, a hub id
-    ``<org>/<name>`` is loaded from ``$ADAMERGEX_DATASET_MIRROR/<org>/<name>/`` if that folder exists (for a
-    ``revision`` other than ``main``: ``<org>/<name>@<revision with '/' written %2F>/``, e.g.
-    ``csebuetnlp/xlsum@refs%2Fconvert%2Fparquet/``), and from the hub otherwise. The folder holds the repository's
-    files as the hub serves them (dataset card included), so ``name``, ``data_dir`` and ``split`` resolve as
-    they would on the hub. ``tests/hub_fixtures.py`` writes such a mirror of tiny datasets.
+    Offline mirror: with ``$ADAMERGEX_DATASET_MIRROR`` set, a hub id ``<org>/<name>`` is loaded from
+    ``$ADAMERGEX_DATASET_MIRROR/<org>/<name>/`` (``<org>/<name>@<revision, '/' as %2F>/`` for another
+    ``revision``) when that folder exists, laid out as the hub serves it (``tests/hub_fixtures.py`` writes one).
     """
 
     path: str
@@ -255,7 +242,6 @@ class DataSource:
     split: str = "train"
     language: str | None = None
     field: str | None = None
-    # Added for the task suite (csebuetnlp/xlsum loads from its Parquet export branch).
     revision: str | None = None
     data_dir: str | None = None
 
