@@ -1,16 +1,8 @@
 """The on-disk layout of adapter snapshots, and finding the adapter a path names.
 
-``callbacks.AdapterSnapshot`` writes, under its ``dirpath``::
-
-    epoch=0/                     a PEFT adapter directory ...
-        adapter_config.json
-        adapter_model.safetensors
-        snapshot.json            ... plus what produced it (epoch, step, metrics, base model, config)
-    epoch=1/
-    last -> epoch=1              relative symlink to the newest snapshot
-
-Anything that takes an adapter (``adapter_dir`` of the modules, the inputs of ``adamergex merge``) accepts a
-PEFT adapter directory or such a snapshot root, whose ``last`` is then used.
+``callbacks.AdapterSnapshot`` writes ``<dirpath>/epoch=<N>/`` (a PEFT adapter directory plus ``snapshot.json``)
+and a relative symlink ``<dirpath>/last`` to the newest. Anything that takes an adapter (``adapter_dir``, the
+inputs of ``adamergex merge``) accepts a PEFT adapter directory or such a root, whose ``last`` is then used.
 """
 
 from __future__ import annotations
@@ -121,8 +113,7 @@ def _checked_adapter_dir(directory: Path) -> Path:
 def safetensors_problem(path: str | Path) -> str | None:
     """Why ``path`` is not a whole safetensors file (truncated, or a damaged header), or ``None``.
 
-    Reads the 8-byte header length and the JSON header only: every tensor's byte range must lie inside the
-    file and the last one must end where the file ends, which any truncation breaks.
+    Reads only the header: every tensor's byte range must lie inside the file, the last ending at its end.
 
     Example:
         >>> safetensors_problem(__file__)  # a Python file is no safetensors file
@@ -268,8 +259,7 @@ class AdapterSnapshot(Callback):
                 reraise_os_error(err, "snapshot folder", root)
 
     def check_fresh_run(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """For a fit that resumes nothing: refuse a ``dirpath`` that holds snapshots, or, with ``overwrite``,
-        remove them (the CLI calls this before the trainer starts; :meth:`on_train_start` again).
+        """For a fit that resumes nothing: refuse a ``dirpath`` with snapshots, or remove them with ``overwrite``.
 
         Raises:
             ValueError: ``dirpath`` holds snapshots and ``overwrite`` is false, or the module starts from one

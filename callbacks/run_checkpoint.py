@@ -112,10 +112,9 @@ _FIX = "resume from another checkpoint (e.g. an hpc_ckpt_<n>.ckpt) or start the 
 def checkpoint_problem(path: str | os.PathLike[str], *, thorough: bool = False) -> str | None:
     """Why ``path`` cannot be a checkpoint, or ``None`` when it looks whole.
 
-    Args:
-        path: The checkpoint file (``torch.save``'s zip format).
-        thorough: Also check every member's CRC (reads the whole file); by default only the zip directory at
-            the end, which any truncation destroys, is read.
+    ``thorough`` also checks every member's CRC (reading the whole file); by default only the zip directory at
+    the end, which any truncation destroys, is read.
+
     Example:
         >>> checkpoint_problem("no/such.ckpt")
         'it does not exist'
@@ -250,8 +249,7 @@ class RunCheckpoint(ModelCheckpoint):
         self.overwrite = overwrite
 
     def run_dirpath(self, trainer: Trainer) -> Path:
-        """The folder of this run's checkpoints (also before :meth:`setup`, when ``--ckpt_path last`` is
-        resolved)."""
+        """The folder of this run's checkpoints (also before :meth:`setup`, to resolve ``--ckpt_path last``)."""
         return Path(self.dirpath or os.path.realpath(os.path.join(trainer.default_root_dir, "checkpoints")))
 
     @override
@@ -278,11 +276,10 @@ class RunCheckpoint(ModelCheckpoint):
             self.check_fresh_run(trainer, pl_module)
 
     def check_fresh_run(self, trainer: Trainer, pl_module: LightningModule | None = None) -> None:
-        """For a fit that resumes nothing: refuse a folder that holds checkpoints, or, with ``overwrite``,
-        remove them (the CLI calls this before the trainer starts; :meth:`on_train_start` again).
+        """For a fit that resumes nothing: refuse a folder with checkpoints, or remove them with ``overwrite``.
 
         Raises:
-            ValueError: the folder holds checkpoints and ``overwrite`` is false.
+            ValueError: The folder holds checkpoints and ``overwrite`` is false.
         """
         directory = self.run_dirpath(trainer)
         earlier = sorted(path.name for path in directory.glob("*.ckpt")) if directory.is_dir() else []

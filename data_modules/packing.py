@@ -26,6 +26,7 @@ def first_fit_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 
     Raises:
         ValueError: An example longer than ``capacity``.
+
     Example:
         >>> first_fit_rows([5, 2, 3, 4], capacity=5)
         [[0], [3], [2, 1]]

@@ -79,6 +79,7 @@ def ia3_adamergex(
     Raises:
         ValueError: An unknown mode, non-finite inputs, a near-zero divisor, ``D ≤ 0`` in loglinear mode, or
             a non-finite result.
+
     Example:
         >>> ia3_adamergex(torch.ones(4), 2 * torch.ones(4), torch.ones(4), 0.5)
         tensor([1.5000, 1.5000, 1.5000, 1.5000])

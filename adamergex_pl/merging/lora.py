@@ -51,6 +51,7 @@ def concat_factors(factors: Sequence[Factors], coefficients: Sequence[float], dt
 
     ``factors`` are ``(A_i, B_i)`` pairs with equal ``in`` and ``out`` sizes (ranks may differ); ``c_i`` is the
     weight times the input's scaling. Returns ``(A, B)`` of rank ``Σ r_i`` in ``dtype``.
+
     Example:
         >>> A, B = concat_factors([(A1, B1), (A2, B2)], [2.0, -0.5], torch.float32)  # doctest: +SKIP
     """
@@ -74,6 +75,7 @@ def combine_factors(
 
     Raises:
         ValueError: Shapes differ or a scaling is not positive.
+
     Example:
         >>> A, B = combine_factors([(A_T, B_T), (A_tgt, B_tgt), (A_src, B_src)],  # doctest: +SKIP
         ...                        [1.0, t, -t], [2.0, 2.0, 2.0], torch.float32)
@@ -112,6 +114,7 @@ def truncate_factors(lora_A: torch.Tensor, lora_B: torch.Tensor, rank: int) -> t
 
     Raises:
         ValueError: ``rank < 1``.
+
     Example:
         >>> A8, B8, lost, total = truncate_factors(A24, B24, 8)  # doctest: +SKIP
         >>> relative_error = (lost / total).sqrt()  # doctest: +SKIP

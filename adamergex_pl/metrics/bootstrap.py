@@ -92,6 +92,7 @@ class PairedComparison:
 
         Raises:
             InvalidValueError: If ``baseline`` holds characters other than letters, digits, ``_``.
+
         Example:
             >>> PairedComparison(difference=0.1, n=50, ci_low=0.02, ci_high=0.18, p_value=0.01).as_dict()
             {'diff_vs_zero_shot': 0.1, 'diff_ci_low': 0.02, 'diff_ci_high': 0.18, 'p_value': 0.01, 'n': 50}
@@ -290,6 +291,7 @@ def selection_split(n_items: int, fraction: float, seed: int) -> tuple[list[int]
 
     Raises:
         InvalidValueError: If an argument is out of range, or either part would be empty.
+
     Example:
         >>> selection, test = selection_split(10, 0.3, seed=0)
         >>> len(selection), len(test), sorted(selection + test) == list(range(10))
@@ -334,6 +336,7 @@ def format_with_interval(value: float, ci_low: float | None, ci_high: float | No
     Raises:
         InvalidValueError: If ``digits`` is not a non-negative integer, a number is not real, or exactly one
             end of the interval is None.
+
     Example:
         >>> format_with_interval(0.1864, 0.0981, 0.2876)
         '0.186 [0.098, 0.288]'

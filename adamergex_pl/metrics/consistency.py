@@ -57,15 +57,10 @@ def encode_gold(gold: str, num_options: int) -> int:
 
 
 def consistency_from_codes(pred: Tensor, gold: Tensor, languages: Sequence[str]) -> dict[str, Tensor]:
-    """The metrics of the module docstring from dense code matrices.
+    """The module docstring's metrics as float64 scalars from ``[N, |L|]`` code matrices.
 
-    Args:
-        pred: ``[N, |L|]`` integer tensor of prediction codes (option index or :data:`NO_ANSWER`).
-        gold: ``[N, |L|]`` integer tensor of gold codes, :data:`MISSING` for a missing cell.
-        languages: The ``|L|`` language labels, in column order (at least 2).
-
-    Returns:
-        Float64 scalars ``<language>/accuracy``, ``accuracy``, ``consistency_k``, ``ac3_k`` (``k = 2..|L|``).
+    ``pred`` holds option indices or :data:`NO_ANSWER`; ``gold`` holds :data:`MISSING` for a missing cell;
+    ``languages`` labels the columns.
     """
     present = gold >= 0
     answered = present & (pred >= 0) & (pred < NO_ANSWER)
@@ -320,6 +315,7 @@ class CrossLingualConsistency(Metric):
             targets: Gold options in the same forms.
             language: The batch's language label, or one label per prediction.
             item_index: Per prediction, the item's index in the parallel benchmark.
+
         Raises:
             TypeError: If an input has the wrong type.
             ValueError: If lengths differ, a language is not the metric's, an item index is out of range, or

@@ -30,13 +30,13 @@ class ItemScores:
     """The scores of the items behind one result, in ascending order of item id.
 
     Attributes:
-        ids: ``[n]`` int64 item ids (the item's position in its split), unique and ascending.
-        values: ``[n]`` float64: the per-item score (a mean metric) or the numerator ``v_i`` (a ratio).
-        weights: ``[n]`` float64 denominators ``w_i`` of a ratio metric (labelled tokens), or None for a mean.
-        transform: ``identity``, or ``exp`` for a perplexity (the exponential of the ratio).
+        ids: ``[n]`` int64 item ids (positions in the split), unique and ascending.
+        values: ``[n]`` float64 per-item scores (a mean metric) or numerators ``v_i`` (a ratio).
+        weights: ``[n]`` float64 denominators ``w_i`` of a ratio metric, or None for a mean.
+        transform: ``identity``, or ``exp`` for a perplexity.
 
     Raises:
-        InvalidValueError: shapes that differ, or ids that are not unique and ascending.
+        InvalidValueError: Shapes that differ, or ids that are not unique and ascending.
 
     Example:
         >>> scores = ItemScores(torch.tensor([0, 3, 7]), torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64))
@@ -100,12 +100,12 @@ class ItemScoreMetric(Metric):
     """Records per-item scores by language; ``compute()`` returns them per language, sorted by item id.
 
     Args:
-        languages: the dataloader labels this metric will see (``es``, or ``cross_mmlu/es``).
-        names: the names of the scores recorded for every item, e.g. ``["accuracy"]`` or ``["nll", "tokens"]``.
-        **kwargs: passed to :class:`torchmetrics.Metric`.
+        languages: The dataloader labels this metric will see (``es``, or ``cross_mmlu/es``).
+        names: The scores recorded for every item, e.g. ``["accuracy"]`` or ``["nll", "tokens"]``.
+        **kwargs: Passed to :class:`torchmetrics.Metric`.
 
     Raises:
-        InvalidValueError: no languages or names, or one of them twice.
+        InvalidValueError: No languages or names, or one of them twice.
 
     Example:
         >>> metric = ItemScoreMetric(["en", "es"], ["accuracy"])
@@ -150,13 +150,10 @@ class ItemScoreMetric(Metric):
     ) -> None:
         """Record a batch of items of one language.
 
-        Args:
-            language: one of :attr:`languages`.
-            item_ids: ``[B]`` item ids, or None to number the items of this language in arrival order.
-            scores: ``[B, K]`` scores, in the order of :attr:`names`.
+        ``item_ids`` (``[B]``) may be None to number the items in arrival order; ``scores`` is ``[B, K]``.
 
         Raises:
-            InvalidValueError: an unknown language, or shapes that do not match.
+            InvalidValueError: An unknown language, or shapes that do not match.
         """
         if language not in self._positions:
             raise InvalidValueError(f"language={language!r} is not one of this metric's {self.languages}")
@@ -182,12 +179,8 @@ class ItemScoreMetric(Metric):
             getattr(self, f"score_{j}").append(fixed[:, j])
 
     def per_language(self) -> dict[str, tuple[Tensor, Tensor]]:
-        """:meth:`compute` with the shapes kept (torchmetrics squeezes one-element tensors to scalars).
-
-        Returns:
-            Per language with records: ``(ids [n] int64, scores [n, K] float64)`` on the CPU, sorted by id.
-            Under DDP a collective: call it on every rank.
-        """
+        """Per language: ``(ids [n] int64, scores [n, K] float64)`` on the CPU, sorted by id (:meth:`compute`
+        without torchmetrics' squeezing). Under DDP a collective: call it on every rank."""
         with warnings.catch_warnings():  # a variant that saw no batch of any language has no records
             warnings.filterwarnings("ignore", message=".*was called before the ``update``.*")
             computed = self.compute()

@@ -72,6 +72,7 @@ def rouge_l(prediction: str, reference: str) -> tuple[float, float, float]:
 
     Raises:
         TypeError: If either argument is not a string.
+
     Example:
         >>> rouge_l("the cat sat on the mat", "the cat is on the mat")  # LCS 5 of 6 and 6
         (0.8333333333333334, 0.8333333333333334, 0.8333333333333334)

@@ -42,6 +42,7 @@ def answer_tokens(text: str, language: str) -> list[str]:
     Raises:
         TypeError: If ``text`` is not a string.
         ValueError: If ``language`` (see :func:`adamergex_pl.metrics.languages.normalize_language`) is unknown.
+
     Example:
         >>> answer_tokens("The Eiffel Tower!", "en"), answer_tokens("北京大学。", "zh")
         (['eiffel', 'tower'], ['北', '京', '大', '学'])
@@ -57,6 +58,7 @@ def normalize_answer(text: str, language: str) -> str:
     Raises:
         TypeError: If ``text`` is not a string.
         ValueError: If ``language`` is unknown.
+
     Example:
         >>> normalize_answer("  The  Eiffel-Tower. ", "en"), normalize_answer("The Eiffel-Tower", "fr")
         ('eiffeltower', 'the eiffeltower')
@@ -109,6 +111,7 @@ def squad_scores(prediction: str, references: str | Sequence[str], language: str
     Raises:
         TypeError: If the prediction or a gold answer is not a string.
         ValueError: If ``references`` is empty or ``language`` unknown.
+
     Example:
         >>> squad_scores("the Eiffel tower", ["Eiffel Tower", "tower"], "en")
         (1.0, 1.0)

@@ -26,6 +26,7 @@ def parse_time_limit(value: str) -> int | None:
     Raises:
         ValueError: ``value`` is not in one of sbatch's formats, has minutes or seconds of 60 or more after
             the leading field, or is zero.
+
     Example:
         >>> parse_time_limit("30:00")
         1800
