@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import signal
-import signal as _signal
 import subprocess
 import threading
 from pathlib import Path
@@ -144,11 +143,7 @@ def slurm_job_id() -> str | None:
 
 
 def requeue_job(job_id: str, scontrol: str = "scontrol", timeout: float = 60.0) -> tuple[bool, str]:
-    """Run ``scontrol requeue <job_id>``; return whether it worked and what scontrol said.
-    Args:
-        job_id: The job, as :func:`slurm_job_id` gives it.
-        scontrol: The scontrol command or path.
-        timeout: Seconds to wait for scontrol.
+    """Run ``scontrol requeue <job_id>`` (``timeout`` in seconds); return whether it worked and what scontrol said.
 
     Example:
         >>> requeue_job("1", scontrol="/nonexistent/scontrol")[0]
@@ -184,13 +179,8 @@ class RequeueStop(Exception):
     def __init__(
         self, checkpoint: str, step: int, job_id: str | None, requeued: bool | None, detail: str = ""
     ) -> None:
-        self.checkpoint, self.step, self.job_id, self.requeued, self.detail = (
-            checkpoint,
-            step,
-            job_id,
-            requeued,
-            detail,
-        )
+        self.checkpoint, self.step, self.job_id = checkpoint, step, job_id
+        self.requeued, self.detail = requeued, detail
         super().__init__(self.message())
 
     @property
@@ -379,4 +369,4 @@ def _validation_due(trainer: Trainer) -> bool:
 
 def _ignore_sigterm() -> None:
     with contextlib.suppress(ValueError):  # ValueError: not the main thread
-        _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

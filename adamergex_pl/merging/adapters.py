@@ -1,12 +1,9 @@
 """Adapter weights in memory: what a merge reads and what it writes.
 
-An :class:`AdapterWeights` is one PEFT adapter directory with its tensors grouped by the base-model module
-they adapt (``model.layers.0.self_attn.q_proj``, the names ``target_modules`` matches; on disk PEFT adds
-``base_model.model.`` and the part):
-
-* LoRA: ``{"lora_A": A, "lora_B": B}``, ``A`` ``(r, in)``, ``B`` ``(out, r)``; the update is ``s·B·A`` with
-  ``s`` from ``lora_alpha``, ``r``, ``use_rslora`` and the rank/alpha patterns.
-* (IA)³: ``{"ia3_l": l}`` of shape ``(out, 1)`` (scales the output) or ``(1, in)`` for a feedforward module.
+An :class:`AdapterWeights` holds one PEFT adapter's tensors by the base-model module they adapt
+(``model.layers.0.self_attn.q_proj``): LoRA ``{"lora_A": A (r, in), "lora_B": B (out, r)}``, update ``s·B·A``
+with ``s`` from ``lora_alpha``, ``r``, ``use_rslora`` and the patterns; (IA)³ ``{"ia3_l": l}`` of shape
+``(out, 1)``, or ``(1, in)`` for a feedforward module (scaling its input).
 """
 
 from __future__ import annotations
@@ -120,11 +117,8 @@ def _explicit_targeting(template: Mapping[str, Any], modules: Iterable[str]) -> 
 def merged_lora_config(template: Mapping[str, Any], ranks: Mapping[str, int], keep_targeting: bool) -> dict:
     """The config of a merged LoRA with per-module ``ranks`` and scaling 1 on every module.
 
-    Args:
-        template: The task adapter's config (dropout, base model, task type, ... are kept).
-        ranks: ``{module: rank}`` of the merged factors.
-        keep_targeting: Keep the template's targeting fields (all inputs target alike); otherwise list the
-            modules explicitly.
+    The ``template`` (the task adapter's config) keeps dropout, base model, task type, ...; ``keep_targeting``
+    keeps its targeting fields (all inputs target alike), otherwise the modules are listed explicitly.
     """
     common = Counter(ranks.values()).most_common(1)[0][0]
     exceptions = {re.escape(module): rank for module, rank in sorted(ranks.items()) if rank != common}

@@ -1,9 +1,8 @@
 """Seeded percentile-bootstrap intervals of mean per-item scores, paired comparisons and a selection/test split.
 
-Per-item scores are 0/1 correctness or a continuous value (ROUGE-L F1, SQuAD F1); the statistic is the mean.
-One index matrix ``I`` of shape ``[resamples, n]`` (``torch.randint`` under ``torch.Generator().manual_seed(seed)``,
-``8 · resamples · n`` bytes) gives the resampled means ``m*_b = mean_j s[I[b, j]]``. The same
-``(seed, n, resamples)`` gives the same ``I``, so methods scored on the same items are resampled identically.
+Per-item scores are 0/1 correctness or continuous (ROUGE-L F1, SQuAD F1); the statistic is the mean. One seeded
+index matrix ``I`` (``[resamples, n]``, ``torch.randint``) gives the resampled means ``m*_b = mean_j s[I[b, j]]``;
+the same ``(seed, n, resamples)`` resamples methods scored on the same items identically.
 
 Interval: the ``α/2`` and ``1 − α/2`` quantiles of ``m*_1..m*_B`` with ``α = 1 − confidence`` (percentile
 bootstrap, Efron & Tibshirani 1993, §13.3), linearly interpolated (Hyndman & Fan type 7, as ``numpy.quantile``).
@@ -40,14 +39,7 @@ _BLOCK_ROWS = 256  # bootstrap rows gathered at a time (bounds the float copy to
 
 @dataclass(frozen=True)
 class Interval:
-    """The mean of per-item scores with a percentile bootstrap interval.
-
-    Attributes:
-        mean: Mean of the scores over the ``n`` items.
-        n: Number of items.
-        ci_low: Lower end of the interval (the ``α/2`` quantile of the resampled means).
-        ci_high: Upper end of the interval (the ``1 − α/2`` quantile).
-    """
+    """The mean of ``n`` per-item scores with its percentile bootstrap interval ``[ci_low, ci_high]``."""
 
     mean: float
     n: int
@@ -66,15 +58,7 @@ class Interval:
 
 @dataclass(frozen=True)
 class PairedComparison:
-    """Difference of means (method − baseline) on the same items, with its interval and p-value.
-
-    Attributes:
-        difference: ``mean(method_scores) − mean(baseline_scores)``.
-        n: Number of (paired) items.
-        ci_low: Lower end of the percentile interval of the difference.
-        ci_high: Upper end of it.
-        p_value: Two-sided bootstrap p-value for "no difference" (see the module docstring).
-    """
+    """Difference of means (method − baseline) on ``n`` paired items, its interval and two-sided p-value."""
 
     difference: float
     n: int
@@ -85,10 +69,7 @@ class PairedComparison:
     def as_dict(self, baseline: str = "zero_shot") -> dict[str, Any]:
         """A tidy row: ``diff_vs_<baseline>``, ``diff_ci_low``, ``diff_ci_high``, ``p_value``, ``n``.
 
-        Only ``n`` is shared with :meth:`Interval.as_dict` (same items), so the two dicts merge into one row.
-
-        Args:
-            baseline: Name of the baseline method, used in the difference's key.
+        Only ``n`` is shared with :meth:`Interval.as_dict`, so the two dicts merge into one row.
 
         Raises:
             InvalidValueError: If ``baseline`` holds characters other than letters, digits, ``_``.
@@ -190,10 +171,7 @@ def bootstrap_interval(
         scores: One score per item: a list, a 1-D numpy array or a 1-D tensor.
         confidence: Coverage of the interval, strictly between 0 and 1.
         resamples: Number of bootstrap samples ``B``.
-        seed: Seed of the index matrix.
-
-    Returns:
-        An :class:`Interval`; all-equal scores give a zero-width interval without resampling.
+        seed: Seed of the index matrix; all-equal scores give a zero-width interval without resampling.
 
     Raises:
         InvalidValueError: If ``scores`` is empty, not 1-D or not finite, or an option is out of range.
@@ -227,15 +205,8 @@ def paired_bootstrap(
 ) -> PairedComparison:
     """Difference of means (method − baseline) on the same items, its percentile interval and p-value.
 
-    Args:
-        method_scores: One score per item for the method, in the same item order as ``baseline_scores``.
-        baseline_scores: One score per item for the baseline (e.g. ``zero_shot``).
-        confidence: Coverage of the interval, strictly between 0 and 1.
-        resamples: Number of bootstrap samples ``B``.
-        seed: Seed of the index matrix.
-
-    Returns:
-        A :class:`PairedComparison`. Identical scores give difference 0, interval [0, 0] and p = 1.
+    ``method_scores`` and ``baseline_scores`` score the same items in the same order; other arguments as
+    :func:`bootstrap_interval`. Identical scores give difference 0, interval [0, 0] and p = 1.
 
     Raises:
         InvalidValueError: If the lengths differ, either is empty, not 1-D or not finite, or an option is out
@@ -277,20 +248,13 @@ def paired_bootstrap(
 def selection_split(n_items: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded split of item indices into a ``selection`` part (to choose ``t``) and a ``test`` part (to report).
 
-    The selection part has ``k = floor(fraction · n_items + 0.5)`` items, the first ``k`` of
-    ``torch.randperm(n_items)`` under ``torch.Generator().manual_seed(seed)``; the test part has the rest.
-    Use one seed for every method and scale of a language, so all are chosen and reported on the same items.
 
-    Args:
-        n_items: Number of evaluation items.
-        fraction: Share of items in the selection part, strictly between 0 and 1.
-        seed: Seed of the permutation.
-
-    Returns:
-        ``(selection_indices, test_indices)``: disjoint sorted lists covering ``0..n_items − 1``.
+    The selection part is the first ``k = floor(fraction · n_items + 0.5)`` of ``torch.randperm(n_items)`` under
+    ``torch.Generator().manual_seed(seed)``; use one seed for every method and scale of a language. Returns
+    disjoint sorted lists covering ``0..n_items − 1``.
 
     Raises:
-        InvalidValueError: If an argument is out of range, or either part would be empty.
+        InvalidValueError: If ``fraction`` is not in (0, 1), an integer is out of range, or a part would be empty.
 
     Example:
         >>> selection, test = selection_split(10, 0.3, seed=0)
@@ -327,11 +291,7 @@ def _fixed(value: float, digits: int) -> str:
 def format_with_interval(value: float, ci_low: float | None, ci_high: float | None, digits: int = 3) -> str:
     """``"<value> [<ci_low>, <ci_high>]"`` with ``digits`` decimals, or ``"<value>"`` when there is no interval.
 
-    Args:
-        value: The point estimate (a mean, or a difference of means).
-        ci_low: Lower end of the interval, or None (with ``ci_high`` None) for no interval.
-        ci_high: Upper end of the interval, or None.
-        digits: Number of decimals.
+    ``ci_low`` and ``ci_high`` are both None when there is no interval.
 
     Raises:
         InvalidValueError: If ``digits`` is not a non-negative integer, a number is not real, or exactly one

@@ -9,14 +9,9 @@ languages ``L``, items ``i = 1..N`` asked in every language with the same gold o
   wrong; ``Consistency_k = mean of M_S over all C(|L|, k) subsets S``, for ``k = 2..|L|``.
 * ``AC3_k = 2·Acc·Consistency_k / (Acc + Consistency_k + 1e-10)``.
 
-CrossIn reports ``k = 3`` over en, zh, vi, es; a uniformly random answerer over 4 options scores
-``Consistency_3 = 1/16`` in expectation. Comparing option letters gives SeaEval's numbers whenever every
-extracted answer is one of the item's choices. Beyond the paper:
-
-* No answer (``None``) is wrong and agrees with nothing, not even another ``None``.
-* A missing (item, language) cell leaves the item out of ``Acc_l`` and of ``M_S`` for every ``S`` containing
-  that language. A language with no item gives NaN accuracy (and ``AC3_k``); a subset with no complete item
-  gives NaN ``M_S``.
+CrossIn reports ``k = 3`` over en, zh, vi, es (a random answerer over 4 options scores 1/16). Beyond the
+paper: no answer (``None``) is wrong and agrees with nothing; a missing (item, language) cell leaves the item
+out of ``Acc_l`` and of every ``M_S`` with that language (NaN when nothing is left).
 """
 
 from __future__ import annotations
@@ -59,8 +54,7 @@ def encode_gold(gold: str, num_options: int) -> int:
 def consistency_from_codes(pred: Tensor, gold: Tensor, languages: Sequence[str]) -> dict[str, Tensor]:
     """The module docstring's metrics as float64 scalars from ``[N, |L|]`` code matrices.
 
-    ``pred`` holds option indices or :data:`NO_ANSWER`; ``gold`` holds :data:`MISSING` for a missing cell;
-    ``languages`` labels the columns.
+    ``pred`` holds option indices or :data:`NO_ANSWER`, ``gold`` :data:`MISSING` for a missing cell.
     """
     present = gold >= 0
     answered = present & (pred >= 0) & (pred < NO_ANSWER)
@@ -114,15 +108,8 @@ def consistency_scores(
 ) -> dict[str, float]:
     """Accuracy, Consistency_k and AC3_k of in-memory predictions (the reference implementation).
 
-    Args:
-        pred: Per language (in output order), the predicted option of items ``0..N-1`` (as in
-            :func:`encode_pred`); the same index is the same question in every language.
-        gold: Per language, the gold options of the same items; None marks an item missing in that language
-            (its prediction must then be None too).
-        num_options: Number of options per item.
-
-    Returns:
-        Floats ``<language>/accuracy``, ``accuracy``, ``consistency_k`` and ``ac3_k`` for ``k = 2..|L|``.
+    ``pred`` and ``gold`` map each language (in output order) to items ``0..N-1``, the same index being the
+    same question; a None gold marks an item missing there (its prediction must be None too).
 
     Raises:
         TypeError: If an argument has the wrong type.
@@ -181,8 +168,6 @@ _ABOVE_ALL = NO_ANSWER + 1  # neutral element of amin over codes
 
 class CrossLingualConsistency(Metric):
     """Per-language accuracy, ``accuracy``, ``consistency_k`` and ``ac3_k`` of parallel multiple-choice items.
-
-    The caller adds the ``val/<benchmark>/`` prefix to the keys of ``compute()``.
 
     Args:
         languages: Language labels in output order, at least two.
@@ -310,11 +295,8 @@ class CrossLingualConsistency(Metric):
     ) -> None:
         """Record predicted and gold options of a batch of (item, language) cells.
 
-        Args:
-            preds: Predicted options (``"B"``, ``"(B)"``, ``"(B) text"``), or None when none was extracted.
-            targets: Gold options in the same forms.
-            language: The batch's language label, or one label per prediction.
-            item_index: Per prediction, the item's index in the parallel benchmark.
+        ``preds`` and ``targets`` as in :func:`encode_pred` (no None target); ``language`` is one label or one
+        per prediction; ``item_index`` is each prediction's item in the parallel benchmark.
 
         Raises:
             TypeError: If an input has the wrong type.

@@ -154,12 +154,8 @@ def _decimal_comma(language: str | None) -> bool:
 def extract_final_number(text: str, language: str | None = None) -> Decimal | None:
     """The last number in generated text, or None if it holds none.
 
-    Args:
-        text: The model's generated text only, never the prompt.
-        language: Language of the text, used only to read a lone ``1.234`` / ``1,234`` (rule 4).
-
-    Returns:
-        The number as an exact :class:`~decimal.Decimal`, or None.
+    ``text`` is the generated text only; ``language`` only decides how a lone ``1.234`` / ``1,234`` is read
+    (rule 4). Returns an exact :class:`~decimal.Decimal`.
 
     Raises:
         TypeError: If ``text`` is not a string.
@@ -189,9 +185,7 @@ def extract_final_number(text: str, language: str | None = None) -> Decimal | No
 def parse_number(text: str, language: str | None = None) -> Decimal:
     """Read a string that is exactly one number (a gold answer, or an extracted answer kept as text).
 
-    Args:
-        text: One number in any notation :func:`extract_final_number` reads, optionally padded by whitespace.
-        language: As in :func:`extract_final_number`.
+    ``text`` may use any notation :func:`extract_final_number` reads, padded by whitespace.
 
     Raises:
         TypeError: If ``text`` is not a string.
@@ -245,11 +239,7 @@ def numbers_equal(
 
     ``"18"``, ``18``, ``18.0`` and ``Decimal("18.00")`` are equal; floats are read through their shortest repr.
     There is no tolerance: MGSM answers are integers.
-
-    Args:
-        pred: The extracted number, or None when the generation held none (then the answer is wrong).
-        gold: The gold number, or a string holding exactly one number.
-        language: As in :func:`extract_final_number`, for strings.
+    There is no tolerance: MGSM answers are integers. A ``pred`` of None (no number generated) is wrong.
 
     Raises:
         TypeError: If an argument has another type (bools are refused).
@@ -297,10 +287,7 @@ class NumberMatchAccuracy(PerLanguageMeanMetric):
     ) -> list[tuple[float, ...]]:
         """Score a batch of generations of one language: ``(correct, no_number)`` per generation.
 
-        Args:
-            preds: The generated text only, never the prompt.
-            targets: Per example, the gold number (or a string holding one) or a list of acceptable ones.
-            language: One of the metric's ``languages``; decides how a lone ``1.234`` / ``1,234`` is read.
+        ``targets`` hold per example the gold number (or a string holding one) or a list of acceptable ones.
 
         Raises:
             TypeError: If an input has the wrong type.

@@ -67,8 +67,7 @@ def lcs_length(first: Sequence[str], second: Sequence[str]) -> int:
 def rouge_l(prediction: str, reference: str) -> tuple[float, float, float]:
     """ROUGE-L precision, recall and F1 of a prediction against one reference.
 
-    Returns:
-        ``(precision, recall, f1)``, each in ``[0, 1]``.
+    Returns ``(precision, recall, f1)``, each in ``[0, 1]``.
 
     Raises:
         TypeError: If either argument is not a string.
@@ -111,10 +110,7 @@ class RougeLMetric(PerLanguageMeanMetric):
     ) -> list[tuple[float, ...]]:
         """Score a batch of generated summaries of one language: ``(f1, precision, recall)`` each.
 
-        Args:
-            preds: Generated summaries (not the prompt), one per example.
-            targets: Per example, the reference summary or a non-empty list of references.
-            language: One of the metric's ``languages``.
+        ``targets`` hold per example the reference summary or a non-empty list of references.
 
         Raises:
             TypeError: If an input has the wrong type.

@@ -100,13 +100,7 @@ def _reference_list(references: str | Sequence[str]) -> list[str]:
 def squad_scores(prediction: str, references: str | Sequence[str], language: str) -> tuple[float, float]:
     """Exact match and F1 of one prediction against one or several gold answers (max over golds).
 
-    Args:
-        prediction: The predicted answer (generated text only, not the prompt).
-        references: One gold answer or a non-empty sequence of them.
-        language: The language of the answers.
-
-    Returns:
-        ``(exact_match, f1)``, each in ``[0, 1]``.
+    Returns ``(exact_match, f1)``, each in ``[0, 1]``; ``references`` is one gold answer or a non-empty sequence.
 
     Raises:
         TypeError: If the prediction or a gold answer is not a string.
@@ -170,10 +164,7 @@ class SquadMetric(PerLanguageMeanMetric):
     ) -> list[tuple[float, ...]]:
         """Score a batch of generated answers of one language: ``(exact_match, f1)`` each.
 
-        Args:
-            preds: Generated answers (not the prompt), one per example.
-            targets: Per example, the gold answer or a non-empty list of acceptable gold answers.
-            language: One of the metric's ``languages``; selects English article removal.
+        ``targets`` hold per example the gold answer or a non-empty list of acceptable ones.
 
         Raises:
             TypeError: If an input has the wrong type.

@@ -83,16 +83,8 @@ class SlurmJob:
 
 @dataclass(frozen=True)
 class JobSubmission:
-    """What was submitted for one job (or, in a dry run, what would be).
-
-    Args:
-        name: The job's name.
-        script: The sbatch script.
-        script_path: Where the script was written (or would be).
-        sbatch_args: The options given to sbatch before the script (in a dry run ``afterok:<id of NAME>``).
-        job_id: The id sbatch returned; ``None`` in a dry run.
-        resources: The job's options.
-    """
+    """What was submitted for one job (in a dry run: what would be, with ``job_id`` None and dependencies
+    ``afterok:<id of NAME>`` in ``sbatch_args``)."""
 
     name: str
     script: str
@@ -116,9 +108,7 @@ def default_program() -> str:
 def adamergex_command(args: Sequence[str], program: str | None = None) -> list[str]:
     """The command line that runs ``adamergex <args>`` in a job.
 
-    Args:
-        args: The adamergex arguments, e.g. ``["fit", "--config", "fit.yaml"]`` (a leading ``adamergex`` is dropped).
-        program: The program to run; defaults to :func:`default_program`.
+    A leading ``adamergex`` in ``args`` is dropped; ``program`` defaults to :func:`default_program`.
 
     Raises:
         ValueError: ``args`` is empty, or its first word is no adamergex subcommand.
@@ -166,14 +156,8 @@ def submit_jobs(
 ) -> list[JobSubmission]:
     """Render, write and submit jobs, each after the jobs it names in ``after``.
 
-    Jobs are submitted parents first; scripts are written to ``jobs_dir`` as ``<name>-<job id>.sbatch``.
-
-    Args:
-        jobs: The jobs; names (``resources.job_name``) must be unique.
-        jobs_dir: Where the scripts go (relative to ``workdir``).
-        workdir: The jobs' working directory; defaults to the current directory.
-        sbatch: The sbatch command or path.
-        dry_run: Render only: nothing is written or submitted, ``job_id`` is ``None``.
+    Jobs are submitted parents first; scripts go to ``jobs_dir`` (relative to ``workdir``, default the current
+    directory) as ``<name>-<job id>.sbatch``. ``dry_run`` renders only: nothing is written or submitted.
 
     Raises:
         ValueError: Names repeat, ``after`` names an unknown job, or the dependencies form a cycle.
