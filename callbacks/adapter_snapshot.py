@@ -53,10 +53,6 @@ def resolve_adapter_dir(path: str | Path, what: str = "adapter path") -> Path:
         FileNotFoundError: ``path`` does not exist, is a file, lacks the adapter files, or is a snapshot root
             whose ``last`` link is missing or dangling.
         ValueError: ``adapter_config.json`` is not a JSON object, or the safetensors file is damaged.
-
-    Example:
-        >>> resolve_adapter_dir("runs/xnli_en/snapshots")  # doctest: +SKIP
-        PosixPath('runs/xnli_en/snapshots/epoch=2')
     """
     root = Path(path).expanduser()
     if not root.exists():

@@ -130,12 +130,7 @@ def clear() -> None:
 
 
 def slurm_job_id() -> str | None:
-    """The id that ``scontrol requeue`` takes for this job: ``<array job>_<task>`` for array tasks.
-
-    Example:
-        >>> slurm_job_id()  # doctest: +SKIP
-        '1234_7'
-    """
+    """The id that ``scontrol requeue`` takes for this job: ``<array job>_<task>`` for array tasks."""
     array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     if array_job and array_task:
         return f"{array_job}_{array_task}"

@@ -1,11 +1,9 @@
 """CrossX, CrossIn's cross-lingual consistency benchmark (Cross-MMLU, Cross-LogiQA, Cross-XQuAD), for validation.
 
-Every item is asked in every chosen language (default en, zh, vi, es) and answered by option log-likelihood,
-one dataloader per (benchmark, language) labelled ``<benchmark>/<lang>``, scored by
-:class:`adamergex_pl.evaluation.crossx_evaluator.CrossXEvaluator`. Small subsets ship as
-``builtin:crossx/cross_mmlu.json`` and ``builtin:crossx/cross_logiqa.json`` (CC BY-NC 4.0,
-``adamergex_pl/assets/crossx/README.md``); the full benchmarks are the hub dataset ``SeaEval/SeaEval_datasets``
-(configs ``cross_mmlu``, ``cross_logiqa``, ``cross_xquad``; split ``test``) or local copies in that format.
+Every item is asked in every chosen language and answered by option log-likelihood, one dataloader per
+(benchmark, language) labelled ``<benchmark>/<lang>``. Small subsets ship as ``builtin:crossx/*.json``
+(CC BY-NC 4.0); the full benchmarks are the hub dataset ``SeaEval/SeaEval_datasets`` (configs ``cross_mmlu``,
+``cross_logiqa``, ``cross_xquad``; split ``test``) or local copies in that format.
 """
 
 from __future__ import annotations
@@ -34,14 +32,8 @@ _TAGGED = re.compile(r"^\(([A-Z])\)\s?(.*)$", re.DOTALL)
 
 @dataclass(frozen=True)
 class CrossXQuestion:
-    """One item in one language.
-
-    Args:
-        question: The question.
-        choices: The choice strings as stored, e.g. ``"(A) responsible"``.
-        answer: The 0-based index of the gold choice.
-        context: The passage (Cross-LogiQA, Cross-XQuAD), or "".
-    """
+    """One item in one language: ``choices`` as stored (``"(A) responsible"``), ``answer`` the gold index,
+    ``context`` the passage (Cross-LogiQA, Cross-XQuAD) or ""."""
 
     question: str
     choices: tuple[str, ...]
@@ -91,12 +83,7 @@ def _question(cell: dict[str, Any], where: str) -> CrossXQuestion:
 def load_crossx_items(source: DataSource, languages: Sequence[str]) -> list[dict[str, CrossXQuestion]]:
     """The items of a CrossX file in ``languages``: per item, its questions keyed by language code.
 
-    Args:
-        source: The benchmark file or hub dataset (SeaEval format).
-        languages: Language codes to keep.
-
-    Returns:
-        One dict per item, in file order, without the languages the item lacks.
+    One dict per item (the SeaEval-format ``source``), in file order, without the languages the item lacks.
 
     Raises:
         InvalidValueError: An unknown language key, a malformed cell, a gold letter that differs between

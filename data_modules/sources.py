@@ -153,16 +153,12 @@ def check_records(
 ) -> None:
     """Refuse records that lack a field a template names, or leave a ``needs_value`` template's field null.
 
-    Args:
-        records: the source's records, in file order.
-        source: where they came from (for the message: its path, and the line of a local file's record).
-        templates: every template the records are rendered through (e.g. the prompt and the completion):
-            :class:`PromptTemplate` objects, or anything with ``fields``, ``option`` and ``template``.
-        needs_value: templates whose fields must not be null either (the completion: a null would train on
-            an empty target); other templates render a null as an empty string.
+    ``templates`` are every template the records are rendered through (anything with ``fields``, ``option``
+    and ``template``); ``needs_value`` those whose fields must not be null (the completion: a null would train
+    on an empty target).
 
     Raises:
-        ValueError: naming the source, the record's line or number, the field and the template.
+        ValueError: Naming the source, the record's line or number, the field and the template.
 
     Example:
         >>> from data_modules.instruction_format import PromptTemplate
@@ -328,8 +324,7 @@ class ResolvedSource:
 
 @dataclass
 class ReadCounter:
-    """What readers took from their sources: ``rows`` decoded (whole row groups or byte ranges when read in a
-    seeded order; records pulled from a stream) and ``emitted`` records handed out."""
+    """``rows`` decoded (or pulled from a stream) and ``emitted`` records handed out by readers."""
 
     rows: int = 0
     emitted: int = 0
@@ -352,9 +347,9 @@ def load_records(source: DataSource) -> list[dict[str, Any]]:
     """All records of ``source`` as dictionaries (a ``.txt`` file gives one record ``{"text": ...}``).
 
     Raises:
-        FileNotFoundError: a local file that does not exist.
-        ValueError: a file in an unexpected shape, a malformed line or byte that is not UTF-8 (named by its
-            line, :mod:`data_modules.sources`), or a dataset that cannot be loaded.
+        FileNotFoundError: A local file that does not exist.
+        ValueError: A file in an unexpected shape, a malformed line or byte (named by its line), or a dataset
+            that cannot be loaded.
     """
     resolved = source.resolve()
     if resolved.kind != "file":
@@ -373,18 +368,13 @@ def iter_records(
 ) -> Iterator[dict[str, Any]]:
     """The records of ``source`` one at a time, read incrementally: stop iterating and the rest is never read.
 
-    With ``seed=None`` the records come in file order (the order of :func:`load_records`). With a seed they come
-    in an order that depends only on the seed (the same in every process, whatever its DDP rank):
-
-    * a local Parquet file: its row groups in a seeded order, each row group's rows shuffled;
-    * a local JSONL file: 1 MiB byte ranges in a seeded order, each range's lines shuffled;
-    * a folder or a hub dataset: streamed (``streaming=True``), row groups in a seeded order through a seeded
-      shuffle buffer of ``STREAM_SHUFFLE_BUFFER`` records;
-    * ``.json``, ``.csv`` and ``.txt`` files are read whole and shuffled.
+    ``seed=None`` gives file order. A seed gives an order that depends only on it (not on the DDP rank): Parquet
+    row groups or 1 MiB JSONL byte ranges in a seeded order, each shuffled; a folder or hub dataset streamed
+    through a seeded shuffle buffer of ``STREAM_SHUFFLE_BUFFER`` records; other files read whole and shuffled.
 
     Raises:
-        FileNotFoundError: a local file that does not exist.
-        ValueError: a file in an unexpected shape, or a dataset that cannot be loaded.
+        FileNotFoundError: A local file that does not exist.
+        ValueError: A file in an unexpected shape, or a dataset that cannot be loaded.
     """
     counter = counter if counter is not None else ReadCounter()
     for record in _records(source, seed, counter):

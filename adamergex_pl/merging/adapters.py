@@ -193,12 +193,7 @@ def _refuse_variants(config: Mapping[str, Any], path: str | None) -> None:
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, as ``merge.json`` records each input's weights.
-
-    Example:
-        >>> sha256_file("xnli_en/adapter_model.safetensors")  # doctest: +SKIP
-        '3b7e...'
-    """
+    """Hex SHA-256 of a file's bytes, as ``merge.json`` records each input's weights."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

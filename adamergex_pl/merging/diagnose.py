@@ -44,15 +44,9 @@ def language_gap_alignment(
 ) -> dict[str, Any]:
     """Per module, the cosine between ``A(T,tgt) ⊖ A(T,src)`` and ``A(R,tgt) ⊖ A(R,src)``, and their norms.
 
-    Args:
-        task_src: The task adapter in the source language.
-        task_tgt: The task adapter trained in the target language (the oracle AdaMergeX replaces).
-        ref_src: The reference-task adapter in the source language.
-        ref_tgt: The reference-task adapter in the target language.
-
-    Returns:
-        JSON-serialisable ``{"modules": {module: cosine or None}, "norms": {module: {"task_gap": ‖G_T‖,
-        "reference_gap": ‖G_R‖}}, "mean": mean cosine or None, "adapter_type": "lora" or "ia3"}``.
+    ``task_tgt`` is the oracle AdaMergeX replaces. Returns, JSON-serialisable, ``{"modules": {module: cosine
+    or None}, "norms": {module: {"task_gap": ‖G_T‖, "reference_gap": ‖G_R‖}}, "mean": mean cosine or None,
+    "adapter_type": "lora" or "ia3"}``.
 
     Raises:
         ValueError: Unmergeable inputs (:func:`check_mergeable`), a non-finite tensor, or an (IA)³ entry ``≤ 0``.

@@ -67,14 +67,8 @@ def ia3_adamergex(
 ) -> torch.Tensor:
     """AdaMergeX for one (IA)³ vector: ``l_T ⊙ (t·(D − 1) + 1)`` (paper) or ``l_T ⊙ D^t`` (loglinear).
 
-    Args:
-        l_task: The task adapter's vector ``l_T`` (source language).
-        l_tgt: The reference adapter's vector in the target language.
-        l_src: The reference adapter's vector in the source language (the divisor).
-        scale: ``t``.
-        mode: ``"paper"`` or ``"loglinear"``.
-        eps: Divisor entries with ``|l_src| < eps`` are refused.
-        module: The module name, for messages.
+    ``l_task`` is ``l_T``, ``scale`` is ``t``, ``D = l_tgt ⊘ l_src``; divisor entries with ``|l_src| < eps``
+    are refused, and messages name ``module``.
 
     Raises:
         ValueError: An unknown mode, non-finite inputs, a near-zero divisor, ``D ≤ 0`` in loglinear mode, or
@@ -128,8 +122,7 @@ def ia3_product(
 ) -> torch.Tensor:
     """The signed combination ``Σ_i w_i·A_i`` of (IA)³ adapters: ``Π_i l_i^{w_i}``.
 
-    A negative weight divides (entries with ``|l_i| < eps`` are refused); a non-integer weight needs
-    ``l_i > 0``.
+    A negative weight divides (``|l_i| < eps`` refused); a non-integer weight needs ``l_i > 0``.
 
     Raises:
         ValueError: mismatched lengths, non-finite inputs, near-zero divisors, non-positive bases of

@@ -59,17 +59,9 @@ def layer_swap(
 ) -> MethodResult:
     """Layer swapping: ``A(R,tgt)``'s bottom ``swap_bottom`` and top ``swap_top`` layers, ``A(T,src)``'s rest.
 
-    Args:
-        task_src: The task adapter in the source language (the result's config template); it gives the
-            middle layers and every module outside the layers.
-        ref_tgt: The language adapter (reference task in the target language); it gives the swapped layers.
-        swap_bottom: ``K_bottom ≥ 0``.
-        swap_top: ``K_top ≥ 0``.
-        num_layers: ``L``; by default the largest layer index of an adapter's modules plus 1.
-
-    Returns:
-        The swapped adapter (LoRA with scaling 1, or (IA)³) and its record (method ``"layer_swap"``, mode
-        ``"exact"``, each input's ``layers``, the options).
+    ``task_src`` (the config template) gives the middle layers and modules outside the layers; ``ref_tgt``
+    (the language adapter) the swapped ones. ``num_layers`` (``L``) defaults to the largest layer index plus 1.
+    Returns the adapter and its record (method ``"layer_swap"``, mode ``"exact"``, each input's ``layers``).
 
     Raises:
         TypeError: A layer count that is not an integer.

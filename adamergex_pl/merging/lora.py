@@ -51,9 +51,6 @@ def concat_factors(factors: Sequence[Factors], coefficients: Sequence[float], dt
 
     ``factors`` are ``(A_i, B_i)`` pairs with equal ``in`` and ``out`` sizes (ranks may differ); ``c_i`` is the
     weight times the input's scaling. Returns ``(A, B)`` of rank ``Σ r_i`` in ``dtype``.
-
-    Example:
-        >>> A, B = concat_factors([(A1, B1), (A2, B2)], [2.0, -0.5], torch.float32)  # doctest: +SKIP
     """
     if len(factors) != len(coefficients) or not factors:
         raise InvalidValueError(
@@ -75,10 +72,6 @@ def combine_factors(
 
     Raises:
         ValueError: Shapes differ or a scaling is not positive.
-
-    Example:
-        >>> A, B = combine_factors([(A_T, B_T), (A_tgt, B_tgt), (A_src, B_src)],  # doctest: +SKIP
-        ...                        [1.0, t, -t], [2.0, 2.0, 2.0], torch.float32)
     """
     if not (len(factors) == len(weights) == len(scalings)) or not factors:
         raise InvalidValueError("need one weight and one scaling per factor pair")
@@ -103,21 +96,11 @@ def truncate_factors(lora_A: torch.Tensor, lora_B: torch.Tensor, rank: int) -> t
 
     Never forms the ``out × in`` matrix: cost ``O((out + in)·r²)`` for ``r = A.shape[0]``.
 
-    Args:
-        lora_A: ``r × in``.
-        lora_B: ``out × r``.
-        rank: The rank to keep (``≥ 1``); at most ``min(r, out, in)`` is kept.
-
-    Returns:
-        ``(A', B', discarded, total)``: the factors in the input dtype, and ``‖ΔW − B'A'‖_F²`` and ``‖ΔW‖_F²``
-        as float64 scalars (to aggregate over modules).
+    ``lora_A`` is ``r × in``, ``lora_B`` ``out × r``; at most ``min(r, out, in)`` is kept. Returns
+    ``(A', B', discarded, total)``: the factors in the input dtype, ``‖ΔW − B'A'‖_F²`` and ``‖ΔW‖_F²`` (float64).
 
     Raises:
         ValueError: ``rank < 1``.
-
-    Example:
-        >>> A8, B8, lost, total = truncate_factors(A24, B24, 8)  # doctest: +SKIP
-        >>> relative_error = (lost / total).sqrt()  # doctest: +SKIP
     """
     if rank < 1:
         raise InvalidValueError(f"svd rank={rank} must be at least 1")

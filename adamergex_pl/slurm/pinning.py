@@ -40,12 +40,7 @@ RUN_DIR_ENV = "ADAMERGEX_RUN_DIR"
 
 
 def pinned_run_dir() -> Path | None:
-    """The run directory of this job (``$ADAMERGEX_RUN_DIR``), or ``None`` outside a submitted job.
-
-    Example:
-        >>> pinned_run_dir()  # doctest: +SKIP
-        PosixPath('/work/runs/slurm/fit-1234')
-    """
+    """The run directory of this job (``$ADAMERGEX_RUN_DIR``), or ``None`` outside a submitted job."""
     value = os.environ.get(RUN_DIR_ENV, "").strip()
     return Path(value) if value else None
 
@@ -119,17 +114,8 @@ def logger_version() -> str:
 
 
 def pin_config(config: Namespace, subcommand: str, run_dir: Path, version: str | None = None) -> Path | None:
-    """Point the parsed config of ``subcommand`` at ``run_dir`` (in place; see the module docstring).
-
-    Args:
-        config: The subcommand's part of LightningCLI's parsed config (``cli.config[subcommand]``).
-        subcommand: ``fit``, ``validate``, ``test`` or ``predict``.
-        run_dir: The pinned run directory (absolute).
-        version: The logger version; default :func:`logger_version`.
-
-    Returns:
-        The checkpoint that ``fit`` resumes from, or ``None``.
-    """
+    """Point ``cli.config[subcommand]`` at the absolute ``run_dir`` in place; return the checkpoint ``fit``
+    resumes from, or ``None``. ``version`` defaults to :func:`logger_version`."""
     trainer = config.trainer
     trainer.default_root_dir = str(run_dir)
     trainer.logger = _pin_loggers(trainer.logger, run_dir, version or logger_version())
@@ -183,14 +169,8 @@ def _pin_loggers(logger: Any, run_dir: Path, version: str) -> Any:
 
 
 def requeue_trainer_kwargs(trainer_init: dict[str, Any]) -> dict[str, Any]:
-    """Trainer arguments to add: the ``SlurmRequeue`` callback and ``SLURMEnvironment(auto_requeue=False)``.
-
-    Args:
-        trainer_init: The instantiated ``trainer`` part of the config (its ``callbacks`` and ``plugins``).
-
-    Returns:
-        ``callbacks`` and/or ``plugins`` lists extending the configured ones; empty if both are there.
-    """
+    """``callbacks``/``plugins`` to add to ``trainer_init``'s: ``SlurmRequeue`` and
+    ``SLURMEnvironment(auto_requeue=False)``, unless configured already."""
     from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
     from callbacks.slurm_requeue import SlurmRequeue, requeue_signal

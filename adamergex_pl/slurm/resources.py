@@ -90,27 +90,24 @@ class JobResources:
     Relative paths (``output``, ``error``, ``run_dir``) are relative to the job's ``#SBATCH --chdir``.
 
     Args:
-        job_name: ``--job-name``; letters, digits and ``_.+-``; not ``bash`` or ``interactive`` (Lightning
-            then ignores SLURM).
+        job_name: ``--job-name``; letters, digits and ``_.+-``; not ``bash`` or ``interactive``.
         nodes: ``--nodes``.
         gpus_per_node: ``--gpus-per-node``; 0 requests none.
-        tasks_per_node: ``--ntasks-per-node``; defaults to ``gpus_per_node`` (one task per device, as
-            Lightning's SLURM DDP expects) or 1. Set it for CPU DDP.
+        tasks_per_node: ``--ntasks-per-node``; default ``gpus_per_node`` (Lightning's SLURM DDP) or 1.
         cpus_per_task: ``--cpus-per-task``.
         mem: ``--mem`` per node, e.g. ``"64G"``; ``"0"`` asks for all of it; ``None``: the partition's default.
         time: ``--time``, e.g. ``"02:00:00"`` or ``"1-00:00:00"``; ``None``: the partition's default.
         partition: ``--partition`` (a comma-separated list is allowed).
         account: ``--account``.
         qos: ``--qos``.
-        signal: Seconds before the time limit at which SLURM sends ``signal_name``; ``adamergex fit`` then
-            checkpoints at the next optimizer step and requeues (``callbacks.SlurmRequeue``), so give it more
-            than the longest stretch without an optimizer step. ``None`` sends nothing.
+        signal: Seconds before the time limit at which SLURM sends ``signal_name`` (``None``: never); more
+            than the longest stretch without an optimizer step, where ``callbacks.SlurmRequeue`` checkpoints.
         signal_name: The signal (exported as ``ADAMERGEX_REQUEUE_SIGNAL``); default ``SIGUSR1``.
         requeue: ``--requeue`` (appending to the log) or ``--no-requeue``.
         output: ``--output``; the file name may use sbatch's patterns (``%j``, ``%x``, ...).
         error: ``--error``; ``None`` writes stderr into ``output``.
-        run_dir: Exported as ``ADAMERGEX_RUN_DIR``; ``%j``, ``%x``, ``%A``, ``%a`` stand for the job id, job
-            name, array job id and task id. Pinned to the job id by default, so a requeued job finds its files.
+        run_dir: Exported as ``ADAMERGEX_RUN_DIR`` (with sbatch's ``%j``, ``%x``, ``%A``, ``%a``); pinned to the
+            job id by default, so a requeued job finds its files.
         setup: Shell lines run before the command, e.g. ``"source .venv/bin/activate"``.
         extra_sbatch: Further ``#SBATCH`` options, e.g. ``"--mail-type=END"``.
         dependency: ``--dependency``, e.g. ``"afterok:123:124"``.

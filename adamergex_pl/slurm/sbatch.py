@@ -61,11 +61,7 @@ def render_sbatch_script(
 ) -> str:
     """The text of an sbatch script that runs ``command`` with ``resources``.
 
-    Args:
-        command: The program and its arguments; each is shell-quoted, so none is expanded by the shell.
-        resources: The job's options.
-        workdir: The job's working directory (``#SBATCH --chdir``), against which relative ``output``,
-            ``error`` and ``run_dir`` resolve. Defaults to the current directory.
+    Each argument is shell-quoted. ``workdir`` (default: the current directory) is ``#SBATCH --chdir``.
 
     Raises:
         ValueError: ``command`` is empty or not a sequence of strings.
@@ -189,10 +185,6 @@ def find_sbatch(sbatch: str = "sbatch") -> str:
 
     Raises:
         SbatchNotFoundError: It is not found; the message says how to get it or how to do without it.
-
-    Example:
-        >>> find_sbatch()  # doctest: +SKIP
-        '/usr/bin/sbatch'
     """
     found = shutil.which(sbatch)
     if found is None:
@@ -214,15 +206,8 @@ def sbatch_submit(
 ) -> str:
     """Submit a script with ``sbatch --parsable`` and return its job id.
 
-    Args:
-        script_path: The script to submit.
-        extra_args: sbatch options before the script (e.g. ``["--dependency=afterok:12"]``); they override
-            the script's ``#SBATCH`` lines.
-        sbatch: The sbatch command or path.
-        timeout: Seconds to wait for sbatch.
-
-    Returns:
-        The job id as sbatch prints it (the cluster name of a federation is dropped).
+    ``extra_args`` (e.g. ``["--dependency=afterok:12"]``) override the script's ``#SBATCH`` lines; ``timeout``
+    is in seconds. A federation's cluster name is dropped from the id.
 
     Raises:
         SbatchNotFoundError: sbatch is missing.

@@ -89,9 +89,9 @@ class QuantizationSpec:
 
     Args:
         mode: ``nf4`` | ``fp4`` | ``int8`` | ``none``.
-        double_quant: Quantize the 4-bit block scales too (QLoRA's double quantization; 4-bit modes only).
+        double_quant: Quantize the 4-bit block scales too (4-bit modes only).
         compute_dtype: Dtype of the 4-bit matmuls: ``auto`` | ``float32`` | ``bfloat16`` | ``float16``.
-        quant_storage: Dtype of the packed 4-bit weights; the model dtype for FSDP. ``None``: uint8.
+        quant_storage: Dtype of the packed 4-bit weights (the model dtype for FSDP); ``None``: uint8.
 
     Raises:
         ValueError: An unknown mode or dtype, or 4-bit options combined with ``int8``/``none``.
