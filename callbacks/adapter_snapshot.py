@@ -192,11 +192,8 @@ class AdapterSnapshot(Callback):
     """Writes ``<dirpath>/epoch=<N>/`` (a PEFT adapter directory plus ``snapshot.json``) and points
     ``<dirpath>/last`` at it.
 
-    A snapshot is written by global rank zero at every training epoch end and, if the last epoch stopped early,
-    at the end of fit; it loads with ``peft.PeftModel.from_pretrained(base, path)``. Writes are atomic. On resume,
-    snapshots taken after the resumed step are removed, so ``last`` never runs ahead of training; a fresh fit
-    into a ``dirpath`` that holds snapshots is refused unless ``overwrite``. ``snapshot.json`` records the epoch,
-    step, metrics so far, base model, adapter type, task, language and the run's configuration.
+    Written atomically by rank zero at every epoch end (and at fit end after a short last epoch); loads with
+    ``peft.PeftModel.from_pretrained(base, path)``. On resume, snapshots past the resumed step are removed.
 
     Args:
         dirpath: Where snapshots go. Default: ``<trainer.default_root_dir>/snapshots``.

@@ -69,12 +69,8 @@ def check_checkpoint_fits(
 ) -> None:
     """Refuse a checkpoint whose adapter is not the one this model trains.
 
-    Args:
-        checkpoint: The loaded checkpoint (``state_dict`` holds only adapter tensors).
-        adapter_type: This model's ``adapter_type``.
-        own_state: This model's state dict.
-        adapter_keys: The names of this model's trainable (adapter) tensors.
-        where: How messages name the checkpoint.
+    ``checkpoint``'s ``state_dict`` holds only adapter tensors; ``adapter_keys`` name this model's trainable
+    ones; messages name the checkpoint ``where``.
 
     Raises:
         ValueError: Another adapter type, rank, target modules, tensors, or tensor shapes (naming both).
@@ -205,9 +201,7 @@ class RunCheckpoint(ModelCheckpoint):
     """Writes ``<dirpath>/last.ckpt`` every ``every_n_train_steps`` optimizer steps, at every epoch end and at
     the end of fit, so that a fit killed at any moment resumes with ``--ckpt_path last``.
 
-    Writes are atomic, so a full disk or a kill leaves the previous ``last.ckpt``. A fresh fit into a folder
-    that holds checkpoints, and ``--ckpt_path last`` without a ``last.ckpt``, are refused rather than silently
-    starting again at epoch 0.
+    Writes are atomic, so a full disk or a kill leaves the previous ``last.ckpt``.
 
     Args:
         dirpath: Where ``last.ckpt`` goes. Default: ``<trainer.default_root_dir>/checkpoints``.

@@ -1,11 +1,8 @@
 """The requeue signal: a handler that only records it, and the ``scontrol requeue`` that follows later.
 
-SLURM sends the signal (``--signal=SIGUSR1@<seconds>``, ``scancel --signal=USR1`` or preemption) to every task.
-:func:`arm` records it (``adamergex`` arms it at start-up in a submitted job, before workers fork, so an early
-signal does not kill the process); :class:`SlurmRequeue` acts on it at a safe point of training;
-:func:`requeue_job` runs ``scontrol requeue``, which cancels the running step, so it comes after the checkpoint.
-Lightning's ``SLURMEnvironment(auto_requeue=True)`` instead saves inside the handler, wherever training was
-(e.g. midway through gradient accumulation), and collectively from a different point on each DDP rank.
+:func:`arm` records the signal (armed at start-up in a submitted job, so an early one does not kill the
+process); :class:`SlurmRequeue` acts on it at a safe point of training, unlike Lightning's
+``SLURMEnvironment(auto_requeue=True)``, which saves inside the handler wherever training was.
 
 Example:
     >>> import os, signal
@@ -202,17 +199,9 @@ _TMP_DIR = ".requeue-tmp"  # no "hpc_ckpt_" in the name: Lightning's own HPC loo
 class SlurmRequeue(Callback):
     """On SLURM's requeue signal: save ``hpc_ckpt_<n>.ckpt`` at the next safe point, requeue the job, stop.
 
-    The handler only records the signal (:func:`arm`). The checkpoint is taken in ``on_train_batch_end`` of a
-    batch that completed an optimizer step, as ``ModelCheckpoint(every_n_train_steps=...)`` does, except in
-    the middle of gradient accumulation, at the last batch of an epoch, before a due validation (Lightning
-    would not re-run those on resume) and at the last step (the run finishes instead). Under DDP the ranks vote
-    at each boundary so that all save at the same step. At the next batch rank zero runs ``scontrol requeue``
-    and every rank raises :class:`RequeueStop` (exit code 0; 1 if the requeue failed). On restart ``adamergex``
-    resumes from the newest HPC checkpoint (:mod:`adamergex_pl.slurm.pinning`). Validation, test and predict
-    runs ignore the signal (they save nothing and would start over forever).
-
-    ``adamergex`` adds this callback with ``SLURMEnvironment(auto_requeue=False)`` in submitted jobs; Lightning's
-    own handler saves at an arbitrary point of a step.
+    It saves after an optimizer step (not mid-accumulation, at an epoch's last batch, before a due validation
+    or at the last step; DDP ranks agree on the step), then every rank raises :class:`RequeueStop`. Only fit
+    runs are requeued. ``adamergex`` adds it with ``SLURMEnvironment(auto_requeue=False)`` in submitted jobs.
 
     Args:
         dirpath: Where HPC checkpoints go; default ``trainer.default_root_dir``, where ``adamergex`` looks for

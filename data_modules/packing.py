@@ -1,12 +1,8 @@
 """Sequence packing for training: a batch's examples share rows instead of each padding its own.
 
-:class:`PackingCollator` places a batch's examples, first-fit by decreasing length, into as few rows of the
-longest example's length as hold them, so fewer padded positions are computed; which examples form a batch is
-unchanged, so schedules and resumption carry over. Each example restarts its ``position_ids`` at 0 and the
-model gets no attention mask, so transformers derives a block-diagonal causal mask from the restarts
-(``masking_utils.find_packed_sequence_indices``; flash attention: variable-length boundaries). Each example's
-first label is ``-100``, so no example predicts the next one's start. The batch keeps ``attention_mask`` for
-token counting; :func:`adamergex_pl.evaluation.language_modeling.model_inputs` drops it.
+:class:`PackingCollator` packs a batch's examples first-fit into rows of the longest example's length; the
+batch's examples are unchanged. Each example restarts its ``position_ids`` at 0 and the model gets no attention
+mask, so transformers derives a block-diagonal causal mask; each example's first label is ``-100``.
 """
 
 from __future__ import annotations

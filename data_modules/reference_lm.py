@@ -1,9 +1,7 @@
 """The AdaMergeX reference task: causal language modelling on raw text of one language.
 
-A "reference" adapter per language, trained on plain text (Wikipedia), makes ``A(R,tgt) ⊖ A(R,src)`` capture the
-language gap. The text is tokenized, concatenated and cut into windows of exactly ``window_tokens`` tokens (the
-released script cut by characters or words); the loss covers every token. With ``max_windows`` the corpus is
-read lazily, so preparation does not grow with its size.
+The text is tokenized, concatenated and cut into windows of exactly ``window_tokens`` tokens (the released
+script cut by characters or words); the loss covers every token.
 """
 
 from __future__ import annotations

@@ -4,11 +4,8 @@ For an example with prompt ``x``, options ``o_1 … o_K`` and gold option ``y``,
 
     ŷ = argmax_k Σ_t log p(o_k,t | x, o_k,<t)        (or the mean over the option's tokens, length-normalised)
 
-and ``accuracy_l = mean_i 1[ŷ_i = y_i]`` over the examples of language ``l``; ``accuracy`` is the macro average.
-Only option-token probabilities are read (:func:`~adamergex_pl.evaluation.shared_prompt_scoring.shared_prompt_scores`
-or :func:`~adamergex_pl.evaluation.option_scoring.choice_scores`): nothing is generated or parsed. Ties go to
-the first option. Per-item correctness is recorded for intervals
-(:class:`~adamergex_pl.metrics.item_scores.ItemScoreMetric`).
+and ``accuracy_l = mean_i 1[ŷ_i = y_i]``; ``accuracy`` is the macro average. Nothing is generated or parsed;
+ties go to the first option.
 """
 
 from __future__ import annotations

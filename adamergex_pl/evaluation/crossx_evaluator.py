@@ -1,12 +1,7 @@
 """CrossX evaluation: multiple choice by option log-likelihood, scored for accuracy and cross-lingual consistency.
 
-Each item's options are scored by log-likelihood (:func:`adamergex_pl.evaluation.option_scoring.choice_scores`),
-the prediction is ``argmax_k s_k``, and the letters go to one
-:class:`~adamergex_pl.metrics.consistency.CrossLingualConsistency` per benchmark (formulas there), keyed by
-(item, language); it keeps records, so it sees all languages of an item at ``compute`` (also under DDP).
-
-Keys of ``compute()``: ``<benchmark>/<lang>/accuracy``, ``<benchmark>/accuracy``, ``<benchmark>/consistency_k``
-and ``<benchmark>/ac3_k`` for ``k = 2..|L|``; only the per-language accuracies have per-item scores.
+The predicted letters go to one :class:`~adamergex_pl.metrics.consistency.CrossLingualConsistency` per
+benchmark (formulas there), which sees all languages of an item at ``compute``, also under DDP.
 """
 
 from __future__ import annotations

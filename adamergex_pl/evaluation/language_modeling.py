@@ -7,9 +7,7 @@ labelled tokens (labels ``-100`` ignored), summed over all batches of a language
 
     loss = − Σ_t log p(y_t | y_<t) / #labelled tokens,        perplexity = exp(loss)
 
-An item is one example with summed NLL ``v_i`` and token count ``w_i``; the loss of a set is ``Σ v_i / Σ w_i``,
-a ratio without a bootstrap interval (:class:`~adamergex_pl.metrics.item_scores.ItemScores`). Packed batches
-record no items.
+An item's score is its summed NLL ``v_i`` and token count ``w_i`` (a ratio: no bootstrap interval).
 """
 
 from __future__ import annotations

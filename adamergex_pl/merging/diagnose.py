@@ -9,12 +9,8 @@ task, ``A(T,tgt) ⊖ A(T,src) ≈ A(R,tgt) ⊖ A(R,src)``. Given a task adapter 
 with ``ΔW = s·B·A`` (LoRA; a missing module contributes 0); for (IA)³ the gaps are of log-vectors,
 ``g = log l_tgt − log l_src``. ``cos = 1`` means the assumption holds (best scale ``t = ‖G_T‖ / ‖G_R‖``).
 
-LoRA gaps are never formed densely: each is ``G = B_c A_c`` (:func:`concat_factors`, coefficients ``+s_tgt``,
-``−s_src``), and thin QR ``B_c = Q_B R_B``, ``A_cᵀ = Q_A R_A`` give ``G = Q_B C Q_Aᵀ`` with ``C = R_B R_Aᵀ``:
-
-    ‖G‖_F = ‖C‖_F,   ⟨G_1, G_2⟩_F = trace((B_1ᵀB_2)(A_2A_1ᵀ)) = Σ (C_1 ⊙ (Q_B1ᵀQ_B2) C_2 (Q_A2ᵀQ_A1)),
-
-in ``O((out + in)·r²)`` float64 per module, keeping the cancellation of nearly equal updates at rounding level.
+LoRA gaps ``G = B_c A_c`` are never formed densely: thin QR gives ``G = Q_B C Q_Aᵀ`` with ``C = R_B R_Aᵀ``, so
+``‖G‖_F = ‖C‖_F`` and ``⟨G_1, G_2⟩_F = Σ (C_1 ⊙ (Q_B1ᵀQ_B2) C_2 (Q_A2ᵀQ_A1))``, in ``O((out + in)·r²)`` float64.
 A gap with ``‖G‖_F ≤ 1e-9·(‖ΔW_tgt‖_F + ‖ΔW_src‖_F)`` is zero: its cosine is ``None`` and left out of the mean.
 """
 

@@ -12,9 +12,7 @@ defined two ways:
   needs ``D > 0``.
 
 Both agree at ``t = 0``, ``t = 1`` and to first order around ``D = 1``; ``loglinear`` keeps every entry's sign.
-AriMerge (``A(T,src) ⊕ t·A(R,tgt)``) reads ``t·l_tgt`` the same two ways. A general signed combination
-``Σ_i w_i·A_i`` is ``Π_i l_i^{w_i}``. Every function refuses non-finite inputs, divisors with ``|l| < eps``,
-non-positive bases of non-integer powers and non-finite results, naming the module.
+AriMerge reads ``t·l_tgt`` the same two ways; a signed combination ``Σ_i w_i·A_i`` is ``Π_i l_i^{w_i}``.
 """
 
 from __future__ import annotations

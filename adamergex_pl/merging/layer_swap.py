@@ -6,10 +6,8 @@ expert's bottom and top layers. On adapters, for ``L`` layers and counts ``K_bot
     ΔW_i = ΔW(R,tgt)_i   for layers i < K_bottom or i ≥ L − K_top,
     ΔW_i = ΔW(T,src)_i   otherwise (and for every module outside the layers, e.g. ``lm_head``),
 
-exactly, module by module: LoRA factors are copied (``B`` scaled once, so the result has scaling 1), (IA)³
-vectors unchanged. A module the chosen adapter does not adapt gets no update in that layer. The paper's
-blending at the seams is not implemented. A module's layer is the first ``.layers.<i>.`` in its name;
-adapters that leave the top layers unadapted need ``num_layers`` (the base model's ``num_hidden_layers``).
+exactly, module by module (LoRA with scaling 1); no blending at the seams. A module's layer is the first
+``.layers.<i>.`` in its name.
 """
 
 from __future__ import annotations

@@ -11,16 +11,12 @@ additive, so ``⊕ = +`` and ``⊖ = −``:
 the signed combination ``Σ_i w_i·ΔW_i`` with weights ``w = (1, t, −t)`` (AriMerge: ``w = (1, t)``). An input
 that does not adapt a module contributes ``ΔW_i = 0`` there (zero factors). Modes:
 
-* ``exact`` (:func:`concat_factors`): ``A = [A_1; …; A_n]`` (rows), ``B = [c_1·B_1, …, c_n·B_n]`` (columns)
-  with ``c_i = w_i·s_i``, so ``B·A = Σ_i w_i·s_i·B_i·A_i`` exactly; rank ``Σ r_i``, scaling 1. The
-  coefficient goes to ``B`` alone, so every ``A_i`` is copied bit for bit and ``B_i`` rounded once.
-* ``factor`` (:func:`combine_factors`, the paper's released code): ``A = Σ_i w_i·A_i``, ``B = Σ_i w_i·B_i``
-  element-wise, after folding ``A_i ← sqrt(s_i)·A_i``, ``B_i ← sqrt(s_i)·B_i``; scaling 1, equal ranks only.
-  The cross terms ``w_i w_j B_i A_j`` (``i ≠ j``) make it an approximation of the formula above.
-* ``svd`` (:func:`truncate_factors`): the exact factors compressed to rank ``k`` without forming ``ΔW``:
-  ``B = Q_B R_B``, ``Aᵀ = Q_A R_A`` (thin QR), ``R_B R_Aᵀ = U S Vᵀ``, then ``B' = Q_B U_k S_k^½`` and
-  ``A' = S_k^½ V_kᵀ Q_Aᵀ``: the best rank-``k`` approximation (Eckart–Young), with relative Frobenius error
-  ``sqrt(Σ_{j>k} S_j²) / sqrt(Σ_j S_j²)``.
+* ``exact`` (:func:`concat_factors`): ``A = [A_1; …; A_n]``, ``B = [c_1·B_1, …, c_n·B_n]`` with
+  ``c_i = w_i·s_i``; rank ``Σ r_i``, scaling 1, every ``A_i`` copied bit for bit.
+* ``factor`` (:func:`combine_factors`, the released code): ``A = Σ_i w_i·A_i``, ``B = Σ_i w_i·B_i`` after
+  folding ``sqrt(s_i)`` into both; equal ranks only, and the cross terms ``w_i w_j B_i A_j`` make it approximate.
+* ``svd`` (:func:`truncate_factors`): the best rank-``k`` approximation of the exact factors (Eckart–Young),
+  relative Frobenius error ``sqrt(Σ_{j>k} S_j²) / sqrt(Σ_j S_j²)``.
 """
 
 from __future__ import annotations

@@ -102,9 +102,7 @@ def check_languages(languages: Sequence[str]) -> list[str]:
 
 
 def consistency_scores(
-    pred: Mapping[str, Sequence[str | None]],
-    gold: Mapping[str, Sequence[str | None]],
-    num_options: int = 4,
+    pred: Mapping[str, Sequence[str | None]], gold: Mapping[str, Sequence[str | None]], num_options: int = 4
 ) -> dict[str, float]:
     """Accuracy, Consistency_k and AC3_k of in-memory predictions (the reference implementation).
 

@@ -1,8 +1,7 @@
 """Per-item scores of one result: what a bootstrap interval and a paired comparison are computed from.
 
-Most results are the MEAN of one score per item (0/1 correctness, a per-item F1 or ROUGE-L), which
-:func:`~adamergex_pl.metrics.bootstrap.bootstrap_interval` resamples. A token-weighted causal-LM loss is a
-ratio, with per-item summed negative log-likelihood ``v_i`` and labelled-token count ``w_i``:
+Most results are the mean of one score per item; a causal-LM loss is a ratio of per-item summed NLL ``v_i``
+and labelled-token count ``w_i``:
 
     loss = Σ_i v_i / Σ_i w_i,        perplexity = exp(loss)
 

@@ -1,9 +1,6 @@
 """Language identifiers accepted by the text metrics, and their normalisation to ISO 639-1 codes.
 
-The language matters in two places only: English answers lose their articles (:mod:`adamergex_pl.metrics.squad`)
-and a lone ``.`` or ``,`` is read by the decimal separator (:mod:`adamergex_pl.metrics.numbers`). Accepted: ISO
-639-1 (``"de"``) or 639-3 (``"deu"``) codes, BCP 47 tags (``"zh-CN"``), English names (``"German"``); languages
-outside the task suite and CrossX are refused rather than treated as "not English".
+Languages outside the task suite and CrossX are refused rather than treated as "not English".
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Final-number extraction and numeric comparison for MGSM-style answers.
 
-:func:`extract_final_number` reads GENERATED text only (the AdaMergeX release parsed text that still held the
-question, so it scored numbers from the question); the answer is the LAST number in the generation.
-
-Digits are any Unicode decimal digit (``unicodedata.decimal``; not ``unicodedata.digit``, which reads "5 m²" as
-52). A minus (``-``, ``−``, ``－``) directly before the digits counts unless it follows a digit or a letter of a
-space-delimited script ("3-5" is a range, "COVID-19" gives 19, "答案是-5" gives -5).
+:func:`extract_final_number` reads GENERATED text only and takes its LAST number. Digits are any Unicode
+decimal digit (``unicodedata.decimal``: "5 m²" is not 52). A minus directly before the digits counts unless it
+follows a digit or a letter of a space-delimited script ("3-5" is a range, "COVID-19" gives 19).
 
 A number is a run of digit groups joined by single separators among ``.``, ``,``, ``'``, ``’``, spaces,
 ``٫`` (read as ``.``) and ``٬`` (read as ``,``), read as follows:
@@ -21,9 +18,8 @@ A number is a run of digit groups joined by single separators among ``.``, ``,``
 5. A run that fits none of these (``1,2,3``, ``12.05.2023``, ``3.5 100``) is split at its weakest separator
    (spaces, apostrophes, commas, points) and the last piece read again: 3, 2023 and 100.
 
-Chinese/Japanese integers (十二 = 12, 两千零五 = 2005, 一万二千 = 12000, 二〇二三 = 2023) are read only when the
-generation has no digit, since those characters occur in words (一些, 十分). Not handled: fractions (``3/4``
-gives 4), scientific notation, spelled numbers, ``.5`` (gives 5), colloquial 三百五 (read as 305).
+Chinese/Japanese integers (两千零五 = 2005) are read only when the generation has no digit. Not handled:
+fractions, scientific notation, spelled numbers, ``.5`` (gives 5), colloquial 三百五 (read as 305).
 """
 
 from __future__ import annotations

@@ -3,11 +3,8 @@
 Reports ``mean_i s_{l,i}`` as ``<l>/<name>`` per language and the macro average over languages with examples
 as ``<name>``; a language without examples reports NaN (the key is always present).
 
-The states are int64 sums (``score_sums`` ``[|L|, K]``, ``counts`` ``[|L|]``) reduced with ``"sum"``: scores
-are fixed point (``round(s · 2^40)``, error below 5e-13 per example), so results do not depend on sharding and
-survive ``"bf16-true"`` precision (a bf16 sum stops growing at 256). Sums count the repeats that
-``DistributedSampler`` pads with (at most ``world_size - 1`` per dataloader); validate on one device for exact
-numbers (:class:`~adamergex_pl.metrics.consistency.CrossLingualConsistency` counts repeats once).
+States are int64 fixed-point sums (``round(s · 2^40)``), so results do not depend on sharding and survive
+``"bf16-true"``; they count ``DistributedSampler``'s padding repeats (at most ``world_size - 1``).
 """
 
 from __future__ import annotations

@@ -38,10 +38,7 @@ def check_predictions(preds: Sequence[str]) -> list[str]:
 
 
 def reference_lists(
-    preds: Sequence[str],
-    targets: Sequence[Any],
-    is_reference: Callable[[object], bool],
-    expected: str,
+    preds: Sequence[str], targets: Sequence[Any], is_reference: Callable[[object], bool], expected: str
 ) -> list[list[Any]]:
     """Pair a batch: each example's references as a non-empty list.
 

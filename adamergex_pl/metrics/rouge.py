@@ -8,12 +8,8 @@ Definition (Lin, 2004, sentence-level ROUGE-L) for prediction tokens ``x_1..x_n`
 The whole text is one sequence (no ROUGE-Lsum); an empty side gives 0. The score is NOT divided by the
 reference's character length (the AdaMergeX release did, making XLSum numbers incomparable across languages).
 
-Tokens (:func:`rouge_tokens`): NFKC, case folding, every non-letter/mark/digit becomes a separator, then
-:mod:`adamergex_pl.metrics.text_segmentation`. No stemming and no stop words.
-
-LCS length is bit-parallel (Allison & Dix 1986; Hyyrö 2004): with ``M[c]`` the positions of token ``c`` in
-``x`` and ``V`` all ones, ``V ← (V + (V & M[y_j])) | (V & ~M[y_j])`` for each ``y_j``; ``L`` is the number of
-zero bits of ``V``, in ``O(m·⌈n/w⌉)`` word operations.
+Tokens: :func:`rouge_tokens` (no stemming, no stop words). LCS length is bit-parallel (Allison & Dix 1986;
+Hyyrö 2004): ``V ← (V + (V & M[y_j])) | (V & ~M[y_j])`` per ``y_j``, ``L`` the zero bits of ``V``.
 """
 
 from __future__ import annotations

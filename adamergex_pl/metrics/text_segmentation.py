@@ -1,9 +1,7 @@
 """Script-aware segmentation of text into tokens for the overlap metrics (SQuAD F1, ROUGE-L).
 
-Text is split on whitespace, and every code point of a script written without spaces (Han, Hiragana, Katakana,
-Bopomofo, Thai, Lao, Khmer, Myanmar) is a token of its own, marks included. The rule is per character, not per
-language, so code-mixed answers split correctly; there is no grapheme clustering or dictionary segmentation.
-Callers normalise first (:func:`prepare_text`).
+Text is split on whitespace, and every code point of a script written without spaces (Han, Kana, Bopomofo,
+Thai, Lao, Khmer, Myanmar) is a token of its own; per character, not per language, so code-mixed text works.
 """
 
 from __future__ import annotations

@@ -2,15 +2,10 @@
 
 The CLI calls both steps only when :func:`pinned_run_dir` is set:
 
-* :func:`pin_config` (on the parsed config, so the saved ``config.yaml`` says what really ran) sets
-  ``trainer.default_root_dir`` to the run dir; gives loggers a fixed ``version`` (``job_<SLURM_JOB_ID>``) so
-  every run of a requeued job appends to the same logs (a ``CSVLogger`` becomes :class:`ResumableCSVLogger`,
-  since ``CSVLogger`` deletes an existing ``metrics.csv``); and makes ``fit`` resume from the newest
-  ``hpc_ckpt_<n>.ckpt`` or ``checkpoints/last.ckpt``, whichever is newer, or start cleanly on a first run.
-* :func:`requeue_trainer_kwargs` adds ``callbacks.SlurmRequeue`` and ``SLURMEnvironment(auto_requeue=False)``
-  to the Trainer's arguments, not to the saved config (which must stay runnable outside SLURM).
-
-Paths set explicitly in the config (e.g. a ``ModelCheckpoint`` ``dirpath``) are kept.
+* :func:`pin_config` sets ``trainer.default_root_dir`` to the run dir, gives loggers a fixed ``version``
+  (``job_<SLURM_JOB_ID>``; a ``CSVLogger`` becomes :class:`ResumableCSVLogger`) and makes ``fit`` resume from
+  the newest HPC or ``last.ckpt`` checkpoint. Paths set explicitly in the config are kept.
+* :func:`requeue_trainer_kwargs` adds ``callbacks.SlurmRequeue`` to the Trainer, not to the saved config.
 
 Example:
     >>> from jsonargparse import Namespace

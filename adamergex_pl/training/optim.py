@@ -1,9 +1,7 @@
 """Optimizer and learning-rate schedule for adapter fine-tuning.
 
-AdamW (Loshchilov & Hutter, 2019) over the adapter parameters; on CUDA ``auto`` is bitsandbytes' paged 32-bit
-AdamW (the QLoRA recipe).
-
-Schedule, for optimizer step ``n`` of ``N`` with ``W`` warm-up steps and floor ``m = min_lr_ratio``:
+AdamW (Loshchilov & Hutter, 2019) over the adapter parameters. Schedule, for optimizer step ``n`` of ``N`` with
+``W`` warm-up steps and floor ``m = min_lr_ratio``:
 
     lr(n) = lr · (n + 1) / (W + 1)                                    for n < W
     lr(n) = lr · (m + (1 − m) · ½ · (1 + cos(π · (n − W) / (N − W))))  otherwise

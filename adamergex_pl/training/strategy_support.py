@@ -15,12 +15,8 @@ DeepSpeed              no                      no                               
 ModelParallel, XLA     no                      no                                  no
 =====================  ======================  ==================================  ==========================
 
-* DDP replicates the model and all-reduces only trainable gradients; tested on CPU with gloo, also ``nf4``.
-* FSDP flattens each wrapped module's parameters into one tensor of one dtype, so packed 4-bit weights need
-  ``quant_storage`` set to the model dtype; ``int8`` row-wise scales cannot be sharded. FSDP is CUDA-only and
-  untested here; use ``state_dict_type="full"`` so that checkpoints stay adapter-only.
-* DeepSpeed writes its own checkpoint format (the frozen base would be saved) and does not support
-  bitsandbytes weights in ZeRO-3; ModelParallel and XLA are not supported by bitsandbytes or by this module.
+FSDP flattens parameters into one dtype, hence ``quant_storage``; use ``state_dict_type="full"`` to keep
+checkpoints adapter-only. DeepSpeed saves the frozen base in its own format.
 
 Example:
     >>> check_strategy(DDPStrategy(), QuantizationSpec("nf4"))

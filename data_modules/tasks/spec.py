@@ -7,9 +7,7 @@ Two prompt styles join a task's ``instruction``, ``input`` layout and ``cue`` th
 * ``alpaca``: ``"### Instruction:\\n{instruction}\\n\\n### Input:\\n{input}\\n\\n### Response:\\n"``, the target
   directly after (the style of the paper's QLoRA instruction tuning, not the release's prompt strings).
 
-Training and evaluation prompts are rendered by the same function. A ``choice`` task is scored by
-:class:`~adamergex_pl.evaluation.choice_evaluator.ChoiceEvaluator`, a ``generation`` task by
-:class:`~adamergex_pl.evaluation.generation.GenerationEvaluator`.
+Training and evaluation prompts are rendered by the same function.
 """
 
 from __future__ import annotations
