@@ -50,8 +50,7 @@ def resolve_adapter_dir(path: str | Path, what: str = "adapter path") -> Path:
         what: How error messages call the path (e.g. ``adapter_dir``).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist, is a file, lacks the adapter files, or is a snapshot root
-            whose ``last`` link is missing or dangling.
+        FileNotFoundError: ``path`` is missing, a file, lacks adapter files, or has no valid ``last`` link.
         ValueError: ``adapter_config.json`` is not a JSON object, or the safetensors file is damaged.
     """
     root = Path(path).expanduser()
@@ -202,8 +201,7 @@ class AdapterSnapshot(Callback):
         overwrite: Let a fresh fit remove the snapshots of an earlier run in ``dirpath`` instead of refusing.
 
     Raises:
-        ValueError: ``keep_last`` is not a positive integer; a fresh fit into a ``dirpath`` that holds
-            snapshots (without ``overwrite``).
+        ValueError: ``keep_last`` is not positive; a fresh fit into a ``dirpath`` with snapshots (no ``overwrite``).
 
     Example:
         .. code-block:: yaml
@@ -255,8 +253,7 @@ class AdapterSnapshot(Callback):
         """For a fit that resumes nothing: refuse a ``dirpath`` with snapshots, or remove them with ``overwrite``.
 
         Raises:
-            ValueError: ``dirpath`` holds snapshots and ``overwrite`` is false, or the module starts from one
-                of the snapshots that ``overwrite`` would remove.
+            ValueError: Snapshots without ``overwrite``, or the module starts from one ``overwrite`` would remove.
         """
         root = Path(self.dirpath or os.path.join(trainer.default_root_dir, "snapshots"))
         names = [path.name for _, path in list_snapshots(root)]

@@ -209,8 +209,7 @@ class RunCheckpoint(ModelCheckpoint):
         overwrite: Let a fresh fit remove the checkpoints of an earlier run in ``dirpath`` instead of refusing.
 
     Raises:
-        ValueError: ``every_n_train_steps`` is not a positive integer; a fresh fit into a folder that holds
-            checkpoints (without ``overwrite``); ``--ckpt_path last`` without a ``last.ckpt``.
+        ValueError: A bad step count; a fresh fit over checkpoints; ``--ckpt_path last`` without ``last.ckpt``.
 
     Example:
         .. code-block:: yaml

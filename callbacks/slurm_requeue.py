@@ -204,8 +204,7 @@ class SlurmRequeue(Callback):
     runs are requeued. ``adamergex`` adds it with ``SLURMEnvironment(auto_requeue=False)`` in submitted jobs.
 
     Args:
-        dirpath: Where HPC checkpoints go; default ``trainer.default_root_dir``, where ``adamergex`` looks for
-            them on restart.
+        dirpath: Where HPC checkpoints go; default ``trainer.default_root_dir`` (searched on restart).
         signal: The requeue signal; default ``$ADAMERGEX_REQUEUE_SIGNAL`` or ``SIGUSR1``.
         requeue: Run ``scontrol requeue`` after saving; ``False`` only saves and stops.
 

@@ -86,8 +86,7 @@ def load_crossx_items(source: DataSource, languages: Sequence[str]) -> list[dict
     One dict per item (the SeaEval-format ``source``), in file order, without the languages the item lacks.
 
     Raises:
-        InvalidValueError: An unknown language key, a malformed cell, a gold letter that differs between
-            languages, or a requested language that no item has.
+        InvalidValueError: An unknown language, a malformed cell, differing golds, or a language no item has.
         InputNotFoundError: A missing file.
     """
     records = load_records(source)
@@ -143,27 +142,20 @@ class CrossXDataModule(TokenizedDataModule):
     """CrossX items in several languages, scored as multiple choice for accuracy and consistency.
 
     Args:
-        benchmarks: The benchmark sources, each labelled by its ``name`` (``cross_mmlu`` for
-            ``{path: SeaEval/SeaEval_datasets, name: cross_mmlu, split: test}``) or a local file's stem.
-            Default: the shipped Cross-MMLU subset.
+        benchmarks: The sources, labelled by ``name`` or a file's stem; default the shipped Cross-MMLU subset.
         languages: Language codes or names to evaluate, at least two (default ``[en, zh, vi, es]``).
-        prompt_template: The question prompt, over ``{question}``, ``{context}`` and ``{choices}``
-            (see :meth:`CrossXQuestion.prompt_fields`).
-        option_template: The scored continuation of each option, over ``{letter}``, ``{tag}``, ``{text}``
-            and ``{choice}`` (see :meth:`CrossXQuestion.option_fields`).
-        prompt_format: ``plain``, ``alpaca`` (the prompt as Alpaca instruction, as CrossIn trains) or
-            ``chat`` (a user turn of the tokenizer's chat template).
+        prompt_template: The question prompt, over :meth:`CrossXQuestion.prompt_fields`.
+        option_template: Each option's scored continuation, over :meth:`CrossXQuestion.option_fields`.
+        prompt_format: ``plain``, ``alpaca`` (as CrossIn trains) or ``chat`` (the tokenizer's chat template).
         length_normalized: Divide each option's log-likelihood by its token count.
         max_items: Evaluate a seeded subset of this many items per benchmark (the same in every language).
-        **loader: The dataloader options of :class:`~data_modules.base.TokenizedDataModule` (``tokenizer``,
-            ``batch_size``, ``eval_batch_size``, ``num_workers``, ``pad_to_multiple_of``, ``pack_sequences``).
+        **loader: The dataloader options of :class:`~data_modules.base.TokenizedDataModule`.
         max_length: Longest prompt + option in tokens; longer prompts lose tokens from the left.
         seed: Seed of ``max_items``.
         write_predictions: Keep every item's chosen letter for ``predictions.jsonl``.
 
     Raises:
-        InvalidValueError: Fewer than two languages, duplicate or malformed benchmark names, templates with
-            unknown fields, or bad sizes.
+        InvalidValueError: Fewer than two languages, bad benchmark names, unknown template fields, bad sizes.
 
     Example:
         .. code-block:: yaml

@@ -129,8 +129,7 @@ class InstructionFormat:
         """``(prompt, completion)`` text of a row (``chat`` needs the tokenizer).
 
         Raises:
-            InvalidValueError: ``chat`` without a tokenizer or chat template, or a template that renders the
-                prompt differently once the response is added.
+            InvalidValueError: ``chat`` without a tokenizer or chat template, or one inconsistent with a response.
         """
         if self.prompt_format == "alpaca":
             template = ALPACA_WITH_INPUT if row["input"] else ALPACA_NO_INPUT

@@ -25,19 +25,15 @@ class ReferenceLMDataModule(TokenizedDataModule):
     """Windows of ``window_tokens`` tokens cut from the text of one language.
 
     Args:
-        train: The training text: ``.txt`` files, JSON/JSONL/CSV/Parquet records, or a hub dataset such as
-            ``{path: wikimedia/wikipedia, name: 20231101.es}``.
+        train: The training text: ``.txt``, JSON/JSONL/CSV/Parquet records, or a hub dataset (Wikipedia).
         val: Held-out text, one source per language.
         test: Test text, one source per language.
         text_fields: The record fields holding text; several are joined with a space.
-        record_separator: Between consecutive records: ``null`` puts EOS (independent documents); a string such
-            as ``" "`` joins them as one text.
+        record_separator: Between records: ``null`` puts EOS (independent documents); a string joins them.
         window_tokens: Tokens per window.
-        max_windows: Keep this many training windows, tokenizing documents in a seeded order (independent of
-            the DDP rank) only until they exist; ``null`` reads the whole text in order.
+        max_windows: Keep this many training windows, reading documents in a seeded order; ``null``: all.
         max_val_windows: Keep at most this many windows per validation language.
-        val_fraction: With no ``val`` sources, hold out this fraction of the windows read (``max_windows``
-            remain for training).
+        val_fraction: With no ``val`` sources, hold out this fraction of the windows read.
         language: The language of the text (and of sources that name none).
         tokenizer: See :class:`~data_modules.base.TokenizedDataModule` (as are the remaining arguments).
         batch_size: Training batch size per device.

@@ -218,14 +218,12 @@ class DataSource:
     """One split of one dataset.
 
     Args:
-        path: ``builtin:<file>`` (data shipped with the package); a local ``.json``, ``.jsonl``, ``.csv``,
-            ``.parquet`` or ``.txt`` file; a local folder laid out as a hub dataset; or a hub id (``facebook/xnli``).
+        path: ``builtin:<file>``; a local data file (:data:`LOCAL_SUFFIXES`) or dataset folder; or a hub id.
         name: The dataset's configuration (e.g. ``en``), as listed under ``configs`` in its dataset card.
         split: The dataset's split (a local file is one split).
         language: The language of these records (validation metrics are logged under it).
         field: For a ``.json`` file holding an object, the key of the record list.
-        revision: The hub dataset's git revision. With ``refs/convert/parquet`` (the hub's Parquet export of a
-            dataset with a loading script, which ``datasets`` >= 4 no longer runs) ``name`` is read as ``data_dir``.
+        revision: The hub dataset's git revision; on ``refs/convert/parquet`` ``name`` is read as ``data_dir``.
         data_dir: A relative folder inside the dataset repository to read instead of its configurations' files.
 
     Offline mirror: with ``$ADAMERGEX_DATASET_MIRROR`` set, a hub id ``<org>/<name>`` is loaded from
@@ -348,8 +346,7 @@ def load_records(source: DataSource) -> list[dict[str, Any]]:
 
     Raises:
         FileNotFoundError: A local file that does not exist.
-        ValueError: A file in an unexpected shape, a malformed line or byte (named by its line), or a dataset
-            that cannot be loaded.
+        ValueError: A file in an unexpected shape, a malformed line or byte, or an unloadable dataset.
     """
     resolved = source.resolve()
     if resolved.kind != "file":

@@ -306,8 +306,7 @@ class AdapterWeights:
         """Group a PEFT adapter state dict (keys as ``get_peft_model_state_dict`` returns them) by module.
 
         Raises:
-            ValueError: a key that is not a plain LoRA/(IA)³ weight of this peft type (DoRA magnitudes, LoRA
-                biases, embedding LoRA, ``modules_to_save`` copies, ...), or an unsupported peft type.
+            ValueError: A key that is no plain LoRA/(IA)³ weight of this peft type (DoRA, ...), or another type.
         """
         peft_type = config.get("peft_type")
         if peft_type not in _LAYOUTS:

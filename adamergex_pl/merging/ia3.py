@@ -69,8 +69,7 @@ def ia3_adamergex(
     are refused, and messages name ``module``.
 
     Raises:
-        ValueError: An unknown mode, non-finite inputs, a near-zero divisor, ``D ≤ 0`` in loglinear mode, or
-            a non-finite result.
+        ValueError: An unknown mode, non-finite input or result, a near-zero divisor, or loglinear ``D ≤ 0``.
 
     Example:
         >>> ia3_adamergex(torch.ones(4), 2 * torch.ones(4), torch.ones(4), 0.5)
@@ -96,8 +95,7 @@ def ia3_arimerge(
     """AriMerge for one (IA)³ vector: ``l_T ⊙ (t·(l_tgt − 1) + 1)`` (paper) or ``l_T ⊙ l_tgt^t`` (loglinear).
 
     Raises:
-        ValueError: an unknown mode, non-finite inputs, ``l_tgt ≤ 0`` in loglinear mode, or a non-finite
-            result.
+        ValueError: an unknown mode, non-finite inputs, ``l_tgt ≤ 0`` in loglinear mode, or a non-finite result.
 
     Example:
         >>> ia3_arimerge(torch.ones(2), torch.full((2,), 3.0), 0.5)
@@ -123,8 +121,7 @@ def ia3_product(
     A negative weight divides (``|l_i| < eps`` refused); a non-integer weight needs ``l_i > 0``.
 
     Raises:
-        ValueError: mismatched lengths, non-finite inputs, near-zero divisors, non-positive bases of
-            non-integer powers, or a non-finite result.
+        ValueError: Mismatched lengths, non-finite values, near-zero divisors, or bad non-integer powers.
 
     Example:
         >>> ia3_product([torch.full((2,), 4.0), torch.full((2,), 2.0)], [0.5, -1.0])

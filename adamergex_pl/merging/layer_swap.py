@@ -63,8 +63,7 @@ def layer_swap(
 
     Raises:
         TypeError: A layer count that is not an integer.
-        ValueError: A negative count, ``K_bottom + K_top > L``, adapters that disagree about ``L`` or adapt
-            a layer ``≥ num_layers``, no module inside ``.layers.<i>.``, or unmergeable inputs.
+        ValueError: A negative count, ``K_bottom + K_top > L``, disagreeing ``L``, or unmergeable inputs.
 
     Example:
         >>> result = layer_swap("math_en", "wiki_sw", swap_bottom=2, swap_top=2)  # doctest: +SKIP

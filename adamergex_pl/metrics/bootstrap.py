@@ -206,8 +206,7 @@ def paired_bootstrap(
     :func:`bootstrap_interval`. Identical scores give difference 0, interval [0, 0] and p = 1.
 
     Raises:
-        InvalidValueError: If the lengths differ, either is empty, not 1-D or not finite, or an option is out
-            of range.
+        InvalidValueError: If the lengths differ, either is empty, not 1-D or not finite, or an option is out of range.
         InvalidTypeError: If either is not a sequence of numbers or a tensor.
 
     Example:
@@ -291,8 +290,7 @@ def format_with_interval(value: float, ci_low: float | None, ci_high: float | No
     ``ci_low`` and ``ci_high`` are both None when there is no interval.
 
     Raises:
-        InvalidValueError: If ``digits`` is not a non-negative integer, a number is not real, or exactly one
-            end of the interval is None.
+        InvalidValueError: If ``digits`` is not a non-negative integer, a number is not real, or one end is None.
 
     Example:
         >>> format_with_interval(0.1864, 0.0981, 0.2876)

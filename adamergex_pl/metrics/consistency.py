@@ -111,8 +111,7 @@ def consistency_scores(
 
     Raises:
         TypeError: If an argument has the wrong type.
-        ValueError: If the languages or lengths differ, a letter is malformed or out of range, or a
-            prediction has no gold.
+        ValueError: If languages or lengths differ, a letter is malformed, or a prediction has no gold.
 
     Example:
         >>> pred = {"en": ["A", "B"], "zh": ["A", "C"]}
@@ -169,11 +168,9 @@ class CrossLingualConsistency(Metric):
 
     Args:
         languages: Language labels in output order, at least two.
-        num_items: Number of parallel items, if known (150 for Cross-MMLU): item indices must be below it,
-            and ``missing="error"`` checks all of them. None: the items are those recorded.
+        num_items: Number of parallel items (150 for Cross-MMLU), or None: the items are those recorded.
         num_options: Options per item (letters ``A`` onwards).
-        missing: What a missing (item, language) cell does at ``compute``: ``"exclude"`` it (module
-            docstring) or ``"error"``.
+        missing: ``"exclude"`` a missing (item, language) cell at ``compute`` or raise (``"error"``).
         **kwargs: Passed to :class:`torchmetrics.Metric`.
 
     Raises:
@@ -298,8 +295,7 @@ class CrossLingualConsistency(Metric):
 
         Raises:
             TypeError: If an input has the wrong type.
-            ValueError: If lengths differ, a language is not the metric's, an item index is out of range, or
-                a letter is malformed or outside the option set.
+            ValueError: If lengths differ, or a language, item index or letter is out of range.
         """
         if isinstance(preds, str) or not isinstance(preds, Sequence):
             raise InvalidTypeError(
@@ -372,8 +368,7 @@ class CrossLingualConsistency(Metric):
         """``<language>/accuracy``, ``accuracy``, ``consistency_k`` and ``ac3_k`` over all recorded cells.
 
         Raises:
-            ValueError: If a cell was recorded with two different golds, or ``missing="error"`` and a cell is
-                missing.
+            ValueError: If a cell was recorded with two different golds, or ``missing="error"`` and a cell is missing.
         """
         pred, gold = self._dense_codes()
         return consistency_from_codes(pred, gold, self.languages)

@@ -30,8 +30,7 @@ class PerLanguageMeanMetric(Metric):
     Subclasses set :attr:`score_names` and implement :meth:`score_items` (one tuple of scores per example).
 
     Args:
-        languages: Labels used in the output keys (``"de"``); each a distinct language that
-            :func:`~adamergex_pl.metrics.languages.normalize_language` knows.
+        languages: Labels used in the output keys (``"de"``), each a distinct known language.
         **kwargs: Passed to :class:`torchmetrics.Metric`.
 
     Raises:

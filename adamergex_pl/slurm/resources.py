@@ -24,8 +24,7 @@ def parse_time_limit(value: str) -> int | None:
     Takes sbatch's ``--time`` formats; ``INFINITE`` and ``UNLIMITED`` give ``None``.
 
     Raises:
-        ValueError: ``value`` is not in one of sbatch's formats, has minutes or seconds of 60 or more after
-            the leading field, or is zero.
+        ValueError: ``value`` is not in sbatch's formats, has minutes or seconds of 60 or more, or is zero.
 
     Example:
         >>> parse_time_limit("30:00")
@@ -100,14 +99,12 @@ class JobResources:
         partition: ``--partition`` (a comma-separated list is allowed).
         account: ``--account``.
         qos: ``--qos``.
-        signal: Seconds before the time limit at which SLURM sends ``signal_name`` (``None``: never); more
-            than the longest stretch without an optimizer step, where ``callbacks.SlurmRequeue`` checkpoints.
+        signal: Seconds before the time limit to send ``signal_name``; more than one optimizer step takes.
         signal_name: The signal (exported as ``ADAMERGEX_REQUEUE_SIGNAL``); default ``SIGUSR1``.
         requeue: ``--requeue`` (appending to the log) or ``--no-requeue``.
         output: ``--output``; the file name may use sbatch's patterns (``%j``, ``%x``, ...).
         error: ``--error``; ``None`` writes stderr into ``output``.
-        run_dir: Exported as ``ADAMERGEX_RUN_DIR`` (with sbatch's ``%j``, ``%x``, ``%A``, ``%a``); pinned to the
-            job id by default, so a requeued job finds its files.
+        run_dir: Exported as ``ADAMERGEX_RUN_DIR`` (sbatch's ``%j``, ``%x``, ``%A``, ``%a``); default pinned to ``%j``.
         setup: Shell lines run before the command, e.g. ``"source .venv/bin/activate"``.
         extra_sbatch: Further ``#SBATCH`` options, e.g. ``"--mail-type=END"``.
         dependency: ``--dependency``, e.g. ``"afterok:123:124"``.

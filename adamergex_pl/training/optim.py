@@ -25,11 +25,9 @@ class OptimizerSpec:
     """Optimizer and schedule settings (see the module docstring for the formula).
 
     Args:
-        name: ``auto`` (paged 32-bit AdamW on CUDA, torch AdamW elsewhere), ``adamw``, ``paged_adamw_32bit``
-            or ``paged_adamw_8bit`` (the paged ones need CUDA).
+        name: ``auto`` (paged on CUDA), ``adamw``, ``paged_adamw_32bit`` or ``paged_adamw_8bit`` (CUDA only).
         learning_rate: Peak learning rate.
-        weight_decay: Decoupled weight decay on LoRA matrices and fully trained modules, never on (IA)³
-            vectors, biases or norms.
+        weight_decay: Decoupled weight decay, never on (IA)³ vectors, biases or norms.
         betas: Adam betas.
         eps: Adam epsilon.
         warmup_ratio: Warm-up length as a fraction of all optimizer steps.

@@ -53,8 +53,7 @@ class TaskSpec:
         input_template: The layout of the input fields (a format string over the prompt fields).
         cue: The answer cue of the ``instruction`` style, e.g. ``"Answer:"``.
         prompt_fields: Record -> the fields the templates use (adds derived fields).
-        labels: A choice task's label set (``label_field`` holds an index or a name); without
-            ``option_fields`` also the option texts.
+        labels: A choice task's label set (also the option texts without ``option_fields``).
         option_fields: The fields holding a choice task's option texts, in label order.
         train_target: Training record -> target text (default for a choice task: the gold option's text).
         options: Record -> a choice task's option texts (default: from ``labels`` or ``option_fields``).
@@ -67,8 +66,7 @@ class TaskSpec:
         truncate_field: The long field shortened when a prompt does not fit (``context``, ``text``).
         revision: The hub revision of ``hub_path``.
         required_text: Fields that must hold non-empty text; other rows are dropped as invalid.
-        label_field: The field holding a choice task's label; rows labelled ``-1`` or missing are dropped,
-            other labels outside the label set are errors.
+        label_field: The field holding a choice task's label; rows labelled ``-1`` or missing are dropped.
     """
 
     name: str
