@@ -69,9 +69,6 @@ def check_checkpoint_fits(
 ) -> None:
     """Refuse a checkpoint whose adapter is not the one this model trains.
 
-    ``checkpoint``'s ``state_dict`` holds only adapter tensors; ``adapter_keys`` name this model's trainable
-    ones; messages name the checkpoint ``where``.
-
     Raises:
         ValueError: Another adapter type, rank, target modules, tensors, or tensor shapes (naming both).
     """
@@ -317,8 +314,7 @@ class RunCheckpoint(ModelCheckpoint):
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # after validation and the epoch's snapshot: the state to resume the next epoch from, even when a
-        # step-interval checkpoint was written at this same step before validation ran
+        # after validation and the snapshot, even if a step checkpoint was written at this step before them
         if self._may_save(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 

@@ -259,8 +259,7 @@ class SlurmRequeue(Callback):
             return
         asked, unsafe = received() is not None, _validation_due(trainer)
         if trainer.world_size > 1:
-            # Every rank votes at every boundary, signalled or not, so that all save at the same step or none
-            # does: save_checkpoint is collective. One all-reduce of two numbers per optimizer step.
+            # all ranks vote at every boundary: save_checkpoint is collective, so all save at one step or none
             votes = torch.tensor([float(asked), float(unsafe)], device=trainer.strategy.root_device)
             votes = trainer.strategy.reduce(votes, reduce_op="sum")
             asked, unsafe = bool(votes[0] > 0), bool(votes[1] > 0)
@@ -309,8 +308,7 @@ class SlurmRequeue(Callback):
         self._saved = None
         clear()
         job = slurm_job_id()
-        # scontrol requeue makes SLURM send SIGTERM to every task; ignoring it keeps Lightning's SIGTERM handler
-        # (a DDP collective) out of a run whose state is already saved.
+        # the requeue SIGTERMs every task; Lightning's SIGTERM handler (a DDP collective) must stay out of it
         _ignore_sigterm()
         if not trainer.is_global_zero:
             raise RequeueStop(path, step, job, None)

@@ -41,16 +41,14 @@ class CrossXQuestion:
     context: str = ""
 
     def option_fields(self, k: int) -> dict[str, str]:
-        """Fields of choice ``k`` for an option template: ``letter`` ``B``, ``tag`` ``(B)``, ``text`` (the choice
-        without its tag) and ``choice`` (as stored)."""
+        """Option-template fields of choice ``k``: ``letter`` ``B``, ``tag`` ``(B)``, ``text``, ``choice``."""
         letter = string.ascii_uppercase[k]
         match = _TAGGED.match(self.choices[k])
         text = match.group(2) if match and match.group(1) == letter else self.choices[k]
         return {"letter": letter, "tag": f"({letter})", "text": text, "choice": self.choices[k]}
 
     def prompt_fields(self) -> dict[str, str]:
-        """Fields for a prompt template: ``question``, ``context`` (the passage and a blank line, or ""),
-        ``choices`` (one per line)."""
+        """Prompt-template fields: ``question``, ``context`` (passage and blank line, or ""), ``choices``."""
         return {
             "question": self.question,
             "context": f"{self.context}\n\n" if self.context else "",

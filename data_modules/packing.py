@@ -18,8 +18,6 @@ from data_modules.collate import IGNORE_INDEX
 def first_fit_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     """Indices of ``lengths`` grouped into rows of at most ``capacity`` tokens, first fit by decreasing length.
 
-    Returns one list of example indices per row, in placement order.
-
     Raises:
         ValueError: An example longer than ``capacity``.
 

@@ -67,8 +67,7 @@ def read_jsonl(path: Path, label: str) -> list[Any]:
 
 
 def iter_jsonl(path: Path, label: str) -> Iterator[tuple[int, Any]]:
-    """``(line number, JSON value)`` of each non-blank line, read one line at a time (stop early and the rest
-    is never read). Raises as :func:`read_jsonl`."""
+    """``(line number, JSON value)`` of each non-blank line, read lazily; raises as :func:`read_jsonl`."""
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
@@ -131,8 +130,7 @@ def read_parquet(path: Path, label: str) -> list[dict[str, Any]]:
 
 
 def record_location(path: Path, index: int) -> str:
-    """Where record ``index`` (0-based) of a local file is, for messages: ``line 31`` (JSONL: blank lines
-    skipped, as the reader does), ``row 31`` (CSV, after the header), else ``record 31``."""
+    """Where record ``index`` of a local file is: ``line 31`` (JSONL), ``row 31`` (CSV), else ``record 31``."""
     if path.suffix == ".jsonl":
         seen = -1
         with path.open("rb") as handle:
@@ -416,9 +414,8 @@ def _counting(counter: ReadCounter):
 
 
 def _shuffled_stream(dataset, seed: int):
-    """A streamed dataset in a seeded order: its shards (Parquet row groups, once resharded) shuffled, then a
-    seeded buffer. One shard feeds the buffer at a time: interleaving several (``datasets``' default) reads
-    them in threads and sleeps 5 s whenever a stream is left early."""
+    """A streamed dataset in a seeded order: shuffled shards through a seeded buffer, one shard at a time
+    (interleaved shards are read in threads that sleep 5 s whenever a stream is left early)."""
     reshard = getattr(dataset, "reshard", None)  # datasets >= 5: one shard per row group instead of per file
     if reshard is not None:
         with contextlib.suppress(NotImplementedError):

@@ -81,8 +81,6 @@ class CrossXEvaluator(Evaluator):
     ) -> None:
         """Record predicted option indices for the items of ``batch`` (``index`` and gold ``label``).
 
-        ``predicted`` holds each example's 0-based option; ``language`` is ``<benchmark>/<lang>``.
-
         Raises:
             InvalidValueError: A label that is not ``<benchmark>/<lang>`` of this evaluator.
         """

@@ -70,8 +70,7 @@ def cut_at_stops(text: str, stops: Sequence[str]) -> str:
 class GenerationEvaluator(Evaluator):
     """Greedy completions of the prompts, scored by the task's text metric per language.
 
-    ``compute()`` returns ``<task>/<lang>/<metric>`` and the macro average ``<task>/<metric>`` over languages
-    with examples.
+    ``compute()`` returns ``<task>/<lang>/<metric>`` and the macro average ``<task>/<metric>``.
 
     Args:
         task: The task name, the first part of the keys (``mgsm``).

@@ -30,8 +30,7 @@ def causal_lm_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
 
     ``logits`` is ``[batch, seq, vocab]``; ``labels`` is ``[batch, seq]`` with ``-100`` where no loss is taken.
     """
-    # Shift the labels, not the logits: slicing ``logits[:, :-1]`` would copy the largest tensor of the step
-    # (batch x length x vocabulary); a padded label at the last position is simply ignored.
+    # shift the labels, not the logits: slicing the logits would copy the step's largest tensor
     targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
     nll = F.cross_entropy(
         logits.reshape(-1, logits.size(-1)).float(),
@@ -73,8 +72,7 @@ def forward_logits(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
 class Evaluator(nn.Module):
     """Base class: metric states for a fixed list of languages.
 
-    Subclasses implement :meth:`update` and :meth:`compute` (``<lang>/<metric>`` keys, maybe cross-language
-    keys) and register metrics as child modules so that they move with the model.
+    Subclasses implement :meth:`update` and :meth:`compute` (``<lang>/<metric>`` keys) with child metrics.
 
     Args:
         languages: The validation languages, in dataloader order.
@@ -101,8 +99,7 @@ class Evaluator(nn.Module):
     def item_scores(self) -> dict[str, ItemScores]:
         """The per-item scores behind :meth:`compute`'s per-language keys, under the same keys.
 
-        A key without per-item scores (a cross-language score such as ``consistency_3``) is absent. Under
-        DDP a collective, like :meth:`compute`: call it on every rank.
+        Cross-language keys (``consistency_3``) are absent. A DDP collective, like :meth:`compute`.
         """
         return {}
 

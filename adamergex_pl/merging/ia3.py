@@ -146,8 +146,6 @@ def ia3_product(
 def checked_log(vector: torch.Tensor, what: str, purpose: str) -> torch.Tensor:
     """``log l`` in float64, for methods that work on (IA)³ log-vectors (TIES, the gap diagnosis).
 
-    ``what`` and ``purpose`` name the vector and what needs the logarithm in the message.
-
     Raises:
         ValueError: A non-finite entry, or an entry ≤ 0.
     """

@@ -64,8 +64,6 @@ def combine_factors(
 ) -> Factors:
     """The released code's element-wise merge: ``A = Σ w_i·sqrt(s_i)·A_i``, ``B = Σ w_i·sqrt(s_i)·B_i``.
 
-    ``factors`` must all have the same shapes; ``scalings`` ``s_i > 0``; the result has scaling 1.
-
     Raises:
         ValueError: Shapes differ or a scaling is not positive.
     """
@@ -90,9 +88,7 @@ def combine_factors(
 def truncate_factors(lora_A: torch.Tensor, lora_B: torch.Tensor, rank: int) -> tuple[torch.Tensor, ...]:
     """Best rank-``rank`` factors of ``B·A`` via thin QR of each factor and an SVD of the small core.
 
-    Never forms the ``out × in`` matrix: cost ``O((out + in)·r²)`` for ``r = A.shape[0]``.
-
-    ``lora_A`` is ``r × in``, ``lora_B`` ``out × r``; at most ``min(r, out, in)`` is kept. Returns
+    Never forms ``ΔW``; at most ``min(r, out, in)`` is kept. Returns
     ``(A', B', discarded, total)``: the factors in the input dtype, ``‖ΔW − B'A'‖_F²`` and ``‖ΔW‖_F²`` (float64).
 
     Raises:
@@ -112,8 +108,7 @@ def truncate_factors(lora_A: torch.Tensor, lora_B: torch.Tensor, rank: int) -> t
 
 
 def svd_record(rank: int, discarded: float, total: float, errors: dict[str, float]) -> dict:
-    """``merge.json``'s record of a truncated-SVD merge: the rank, the relative Frobenius error of all modules
-    together (``sqrt(Σ discarded / Σ total)``), the largest and every module's own error."""
+    """``merge.json``'s record of an SVD merge: rank, relative Frobenius errors (total, largest, per module)."""
     return {
         "rank": rank,
         "relative_error": math.sqrt(discarded / total) if total > 0 else 0.0,

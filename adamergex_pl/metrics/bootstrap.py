@@ -244,7 +244,6 @@ def paired_bootstrap(
 def selection_split(n_items: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded split of item indices into a ``selection`` part (to choose ``t``) and a ``test`` part (to report).
 
-
     The selection part is the first ``k = floor(fraction · n_items + 0.5)`` of ``torch.randperm(n_items)`` under
     ``torch.Generator().manual_seed(seed)``; use one seed for every method and scale of a language. Returns
     disjoint sorted lists covering ``0..n_items − 1``.
@@ -286,8 +285,6 @@ def _fixed(value: float, digits: int) -> str:
 
 def format_with_interval(value: float, ci_low: float | None, ci_high: float | None, digits: int = 3) -> str:
     """``"<value> [<ci_low>, <ci_high>]"`` with ``digits`` decimals, or ``"<value>"`` when there is no interval.
-
-    ``ci_low`` and ``ci_high`` are both None when there is no interval.
 
     Raises:
         InvalidValueError: If ``digits`` is not a non-negative integer, a number is not real, or one end is None.

@@ -178,8 +178,7 @@ class ItemScoreMetric(Metric):
             getattr(self, f"score_{j}").append(fixed[:, j])
 
     def per_language(self) -> dict[str, tuple[Tensor, Tensor]]:
-        """Per language: ``(ids [n] int64, scores [n, K] float64)`` on the CPU, sorted by id (:meth:`compute`
-        without torchmetrics' squeezing). Under DDP a collective: call it on every rank."""
+        """Per language ``(ids [n] int64, scores [n, K] float64)`` on the CPU, sorted by id; a DDP collective."""
         with warnings.catch_warnings():  # a variant that saw no batch of any language has no records
             warnings.filterwarnings("ignore", message=".*was called before the ``update``.*")
             computed = self.compute()

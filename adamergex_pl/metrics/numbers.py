@@ -150,8 +150,7 @@ def _decimal_comma(language: str | None) -> bool:
 def extract_final_number(text: str, language: str | None = None) -> Decimal | None:
     """The last number in generated text, or None if it holds none.
 
-    ``text`` is the generated text only; ``language`` only decides how a lone ``1.234`` / ``1,234`` is read
-    (rule 4). Returns an exact :class:`~decimal.Decimal`.
+    ``language`` decides how a lone ``1.234`` / ``1,234`` is read (rule 4). Returns an exact ``Decimal``.
 
     Raises:
         TypeError: If ``text`` is not a string.
@@ -180,8 +179,6 @@ def extract_final_number(text: str, language: str | None = None) -> Decimal | No
 
 def parse_number(text: str, language: str | None = None) -> Decimal:
     """Read a string that is exactly one number (a gold answer, or an extracted answer kept as text).
-
-    ``text`` may use any notation :func:`extract_final_number` reads, padded by whitespace.
 
     Raises:
         TypeError: If ``text`` is not a string.
@@ -234,7 +231,6 @@ def numbers_equal(
     """Whether a predicted number equals the gold number, compared as exact decimals.
 
     ``"18"``, ``18``, ``18.0`` and ``Decimal("18.00")`` are equal; floats are read through their shortest repr.
-    There is no tolerance: MGSM answers are integers.
     There is no tolerance: MGSM answers are integers. A ``pred`` of None (no number generated) is wrong.
 
     Raises:
@@ -261,8 +257,7 @@ def _is_gold_number(value: object) -> bool:
 class NumberMatchAccuracy(PerLanguageMeanMetric):
     """Fraction of generations whose last number equals the gold number, per language and macro-averaged.
 
-    ``compute()`` returns ``<lang>/accuracy``, ``<lang>/no_number_rate`` (generations without a number) and
-    their macro averages ``accuracy`` and ``no_number_rate``.
+    ``compute()`` returns ``<lang>/accuracy``, ``<lang>/no_number_rate`` and their macro averages.
 
     Args:
         languages: Language labels this metric will see.
@@ -282,8 +277,6 @@ class NumberMatchAccuracy(PerLanguageMeanMetric):
         self, preds: Sequence[str], targets: Sequence[GoldNumber | Sequence[GoldNumber]], language: str
     ) -> list[tuple[float, ...]]:
         """Score a batch of generations of one language: ``(correct, no_number)`` per generation.
-
-        ``targets`` hold per example the gold number (or a string holding one) or a list of acceptable ones.
 
         Raises:
             TypeError: If an input has the wrong type.

@@ -26,8 +26,6 @@ def _check_num_options(num_options: int | None) -> None:
 def option_index(option: str, num_options: int | None = None) -> int:
     """The 0-based index of an option given as ``"B"``, ``"(B)"`` or ``"(B) funny"``.
 
-    ``num_options``, if given, limits the letter to the first ``num_options`` letters.
-
     Raises:
         TypeError: If ``option`` is not a string.
         ValueError: If ``option`` has none of the accepted forms, or its letter is outside the option set.

@@ -63,8 +63,6 @@ def lcs_length(first: Sequence[str], second: Sequence[str]) -> int:
 def rouge_l(prediction: str, reference: str) -> tuple[float, float, float]:
     """ROUGE-L precision, recall and F1 of a prediction against one reference.
 
-    Returns ``(precision, recall, f1)``, each in ``[0, 1]``.
-
     Raises:
         TypeError: If either argument is not a string.
 
@@ -105,8 +103,6 @@ class RougeLMetric(PerLanguageMeanMetric):
         self, preds: Sequence[str], targets: Sequence[str | Sequence[str]], language: str
     ) -> list[tuple[float, ...]]:
         """Score a batch of generated summaries of one language: ``(f1, precision, recall)`` each.
-
-        ``targets`` hold per example the reference summary or a non-empty list of references.
 
         Raises:
             TypeError: If an input has the wrong type.

@@ -160,8 +160,6 @@ class SquadMetric(PerLanguageMeanMetric):
     ) -> list[tuple[float, ...]]:
         """Score a batch of generated answers of one language: ``(exact_match, f1)`` each.
 
-        ``targets`` hold per example the gold answer or a non-empty list of acceptable ones.
-
         Raises:
             TypeError: If an input has the wrong type.
             ValueError: If lengths differ, a gold list is empty, or the language is not the metric's.

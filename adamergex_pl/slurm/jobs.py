@@ -83,8 +83,7 @@ class SlurmJob:
 
 @dataclass(frozen=True)
 class JobSubmission:
-    """What was submitted for one job (in a dry run: what would be, with ``job_id`` None and dependencies
-    ``afterok:<id of NAME>`` in ``sbatch_args``)."""
+    """What was submitted for one job (in a dry run: what would be, with ``job_id`` None)."""
 
     name: str
     script: str

@@ -164,8 +164,7 @@ def _pin_loggers(logger: Any, run_dir: Path, version: str) -> Any:
 
 
 def requeue_trainer_kwargs(trainer_init: dict[str, Any]) -> dict[str, Any]:
-    """``callbacks``/``plugins`` to add to ``trainer_init``'s: ``SlurmRequeue`` and
-    ``SLURMEnvironment(auto_requeue=False)``, unless configured already."""
+    """``SlurmRequeue`` and ``SLURMEnvironment(auto_requeue=False)`` unless ``trainer_init`` has them."""
     from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
     from callbacks.slurm_requeue import SlurmRequeue, requeue_signal

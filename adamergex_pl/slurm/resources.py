@@ -21,8 +21,6 @@ _CLOCK_FORM = re.compile(r"^(\d+)(?::(\d+))?(?::(\d+))?$")
 def parse_time_limit(value: str) -> int | None:
     """The number of seconds in a SLURM time limit, or ``None`` for no limit.
 
-    Takes sbatch's ``--time`` formats; ``INFINITE`` and ``UNLIMITED`` give ``None``.
-
     Raises:
         ValueError: ``value`` is not in sbatch's formats, has minutes or seconds of 60 or more, or is zero.
 

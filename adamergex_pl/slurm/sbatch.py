@@ -61,8 +61,6 @@ def render_sbatch_script(
 ) -> str:
     """The text of an sbatch script that runs ``command`` with ``resources``.
 
-    Each argument is shell-quoted. ``workdir`` (default: the current directory) is ``#SBATCH --chdir``.
-
     Raises:
         ValueError: ``command`` is empty or not a sequence of strings.
 

@@ -115,8 +115,7 @@ class TaskSpec:
                 object.__setattr__(self, name, value)
 
     def invalid_reason(self, record: Record) -> str | None:
-        """Why ``record`` is a row the dataset marks invalid (``"label -1"``, ``"an empty sentence2"``), or
-        ``None`` for a usable row."""
+        """Why the dataset marks ``record`` invalid (``"label -1"``), or ``None`` for a usable row."""
         if self.label_field is not None:
             value = record.get(self.label_field)
             if value is None or (not isinstance(value, bool) and value in (-1, "-1")):
@@ -147,8 +146,7 @@ class TaskSpec:
         return (*self.stops, *_STYLE_STOPS[style])
 
     def eval_source(self, language: str, split: str | None = None) -> DataSource:
-        """The hub source of ``language``'s evaluation data (a shipped task's ``hub_path`` is a ``builtin:``
-        pattern over ``{lang}`` and ``{split}``)."""
+        """The source of ``language``'s evaluation data (``hub_path`` may be a ``builtin:`` pattern)."""
         if self.hub_path.startswith("builtin:"):
             path = self.hub_path.replace("{lang}", self.configs[language]).replace(
                 "{split}", split or self.eval_split
