@@ -1,8 +1,7 @@
 """Seeded percentile-bootstrap intervals of mean per-item scores, paired comparisons and a selection/test split.
 
-Per-item scores are 0/1 correctness or continuous (ROUGE-L F1, SQuAD F1); the statistic is the mean. One seeded
-index matrix ``I`` (``[resamples, n]``, ``torch.randint``) gives the resampled means ``m*_b = mean_j s[I[b, j]]``;
-the same ``(seed, n, resamples)`` resamples methods scored on the same items identically.
+One seeded index matrix ``I`` (``[resamples, n]``) gives the resampled means ``m*_b = mean_j s[I[b, j]]``; the
+same ``(seed, n, resamples)`` resamples methods scored on the same items identically.
 
 Interval: the ``α/2`` and ``1 − α/2`` quantiles of ``m*_1..m*_B`` with ``α = 1 − confidence`` (percentile
 bootstrap, Efron & Tibshirani 1993, §13.3), linearly interpolated (Hyndman & Fan type 7, as ``numpy.quantile``).

@@ -1,8 +1,7 @@
 """CrossX cross-lingual consistency: accuracy, Consistency_k and AC3_k over parallel multiple-choice items.
 
-Definitions (SeaEval, Wang et al., 2023, arXiv:2309.04766; used by CrossIn, arXiv:2404.11932). For
-languages ``L``, items ``i = 1..N`` asked in every language with the same gold option, prediction
-``â_i^l`` and gold ``a_i^l`` compared by option letter:
+Definitions (SeaEval, arXiv:2309.04766; CrossIn, arXiv:2404.11932) for languages ``L``, parallel items
+``i = 1..N``, prediction ``â_i^l`` and gold ``a_i^l`` (option letters):
 
 * ``Acc_l = mean_i 1[â_i^l = a_i^l]`` and ``Acc = mean_l Acc_l``.
 * For ``S ⊆ L`` with ``|S| = k``: ``M_S = mean_i 1[â_i^l is the same option for all l ∈ S]``, right or

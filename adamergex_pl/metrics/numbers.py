@@ -4,19 +4,14 @@
 decimal digit (``unicodedata.decimal``: "5 m²" is not 52). A minus directly before the digits counts unless it
 follows a digit or a letter of a space-delimited script ("3-5" is a range, "COVID-19" gives 19).
 
-A number is a run of digit groups joined by single separators among ``.``, ``,``, ``'``, ``’``, spaces,
-``٫`` (read as ``.``) and ``٬`` (read as ``,``), read as follows:
+A number is a run of digit groups joined by single separators (``.``, ``,``, ``'``, ``’``, spaces, ``٫``, ``٬``):
 
-1. A decimal separator is ``.`` or ``,``, at most once, as the last separator; spaces and apostrophes only
-   group thousands.
-2. Grouping means a first group of 1-3 digits not starting with 0 (so ``0,500`` is 0.5), then groups of
-   exactly 3 digits, all with one separator other than the decimal one.
+1. A decimal separator is ``.`` or ``,``, at most once, last; spaces and apostrophes only group thousands.
+2. Grouping: a first group of 1-3 digits not starting with 0, then groups of exactly 3 digits, one separator.
 3. With two kinds of separators (``1,234.5``, ``1.234,5``) the last is decimal; a repeated one groups thousands.
-4. A lone ``.`` or ``,`` before exactly three digits (``1,234``, ``1.234``) groups thousands if it is the
-   language's grouping separator, else it is decimal: by default ``1,234`` is 1234 and ``1.234`` is 1.234, and
-   the reverse for :data:`DECIMAL_COMMA_LANGUAGES`. Before any other number of digits it is decimal.
-5. A run that fits none of these (``1,2,3``, ``12.05.2023``, ``3.5 100``) is split at its weakest separator
-   (spaces, apostrophes, commas, points) and the last piece read again: 3, 2023 and 100.
+4. A lone ``.`` or ``,`` before exactly three digits groups thousands if it is the language's grouping separator
+   (``1,234`` is 1234 by default, ``1.234`` for :data:`DECIMAL_COMMA_LANGUAGES`); otherwise it is decimal.
+5. Any other run (``1,2,3``, ``12.05.2023``) is split at its weakest separator and the last piece read again.
 
 Chinese/Japanese integers (两千零五 = 2005) are read only when the generation has no digit. Not handled:
 fractions, scientific notation, spelled numbers, ``.5`` (gives 5), colloquial 三百五 (read as 305).

@@ -1,10 +1,8 @@
 """The embedded demo's task: the number that comes next, before, or two after a number, in words.
 
-Shipped in English and Spanish (``adamergex_pl/assets/demo/count_<lang>.jsonl``, the same 59 items:
-"Next: three =" -> "four", "Siguiente: tres =" -> "cuatro"); the demo base model ``builtin:demo-bilingual``
-counts in both languages but never saw this task. Options are the number words zero to twenty. A task adapter
-trained on English measures transfer by its Spanish accuracy; there is no held-out split. Fields:
-``question``, ``answer``, ``options``, ``label``, ``item``.
+Shipped in English and Spanish (``adamergex_pl/assets/demo/count_<lang>.jsonl``, the same 59 items); the demo
+base model ``builtin:demo-bilingual`` counts in both but never saw this task, so an English task adapter's
+Spanish accuracy measures transfer. There is no held-out split.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """MGSM (Shi et al., 2022): 250 grade-school maths word problems from GSM8K, translated into 10 languages.
 
-Hub: ``juletxara/mgsm``, one configuration per language (bn, de, en, es, fr, ja, ru, sw, te, th, zh); fields
-``question``, ``answer``, ``answer_number`` (gold), ``equation_solution``; splits ``train`` (8) and ``test``
-(250). Training: GSM8K (``openai/gsm8k``, ``main``, ``train``), solutions without ``<<48/2=24>>`` annotations
-ending in ``The answer is 72.``. Scoring: :func:`adamergex_pl.metrics.numbers.extract_final_number` of the
-GENERATED text.
+Hub ``juletxara/mgsm``, split ``test``. Training: GSM8K (``openai/gsm8k``, ``main``, ``train``), solutions
+without ``<<48/2=24>>`` annotations ending in ``The answer is 72.``. Scoring:
+:func:`adamergex_pl.metrics.numbers.extract_final_number` of the GENERATED text.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """PAWS-X (Yang et al., 2019): paraphrase identification in 7 languages, two labels.
 
-Hub: ``google-research-datasets/paws-x`` (de, en, es, fr, ja, ko, zh); fields ``id``, ``sentence1``,
-``sentence2``, ``label`` (1 paraphrase); splits ``train`` (49,401), ``validation`` and ``test`` (2,000 each).
-Not in the AdaMergeX paper; the default evaluates the whole test split of the six non-English languages.
-Training: English ``train``. Rows with label -1 or an empty sentence are dropped (counted once in the log).
+Hub ``google-research-datasets/paws-x``; not in the AdaMergeX paper, the default evaluates the whole ``test``
+split (2,000) of the six non-English languages. Training: English ``train``. Rows with label -1 or an empty
+sentence are dropped (counted once in the log).
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """XCOPA (Ponti et al., 2020): causal commonsense reasoning in 11 languages, two alternatives.
 
-Hub: ``cambridgeltl/xcopa``, one configuration per language (et, ht, id, it, qu, sw, ta, th, tr, vi, zh; no
-English); fields ``premise``, ``choice1``, ``choice2``, ``question`` (``cause``/``effect``), ``label``; splits
-``validation`` (100) and ``test`` (500), which AdaMergeX evaluates. Training: Balanced COPA
-(``pkavumba/balanced-copa``, Kavumba et al., 2019) ``train``; never its ``test``, which XCOPA translates.
-The options are the alternatives' own text.
+Hub ``cambridgeltl/xcopa`` (no English); AdaMergeX evaluates the 500 ``test`` items. Training: Balanced COPA
+(``pkavumba/balanced-copa``, Kavumba et al., 2019) ``train``, never its ``test``, which XCOPA translates.
 """
 
 from __future__ import annotations

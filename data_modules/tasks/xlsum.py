@@ -1,12 +1,8 @@
 """XL-Sum (Hasan et al., 2021): BBC articles and their one-sentence summaries in 45 languages.
 
-Hub: ``csebuetnlp/xlsum``, one configuration per language's English name (``chinese_simplified``,
-``english``, ``serbian_latin``, ...; no German or Greek, which are refused). Fields ``id``, ``url``, ``title``,
-``summary``, ``text``; splits ``train``, ``validation``, ``test``. Read from its Parquet export
-(``refs/convert/parquet``; ``datasets`` >= 4 refuses the loading script on ``main``), where ``name`` is read as
-``data_dir``. AdaMergeX evaluates 500 test examples sampled per language. Training: English ``train``; long
-articles are cut from the end to fit ``max_length``. Scoring: :func:`adamergex_pl.metrics.rouge.rouge_l` of
-the summary's first line.
+Hub ``csebuetnlp/xlsum``, configurations named by the language's English name (no German or Greek), read from
+its Parquet export ``refs/convert/parquet``; AdaMergeX samples 500 ``test`` examples per language. Training:
+English ``train``, articles cut from the end to fit. Scoring: :func:`adamergex_pl.metrics.rouge.rouge_l`.
 """
 
 from __future__ import annotations

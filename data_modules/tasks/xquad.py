@@ -1,10 +1,8 @@
 """XQuAD (Artetxe et al., 2020): 1,190 SQuAD v1.1 questions with their paragraphs, in 12 languages.
 
-Hub: ``google/xquad``, configurations ``xquad.<lang>`` (ar, de, el, en, es, hi, ro, ru, th, tr, vi, zh), one
-split ``validation`` (1,190, parallel); fields ``id``, ``context``, ``question``, ``answers``. AdaMergeX
-evaluates 1,000 examples sampled per language (the same items in every language for one seed). Training:
-English SQuAD v1.1 (``rajpurkar/squad``, ``train``), target the first gold answer; XQuAD comes from SQuAD's
-development set. Scoring: :func:`adamergex_pl.metrics.squad.squad_scores` of the answer's first line.
+Hub ``google/xquad`` (``xquad.<lang>``, split ``validation``); AdaMergeX samples 1,000 per language. Training:
+English SQuAD v1.1 (``rajpurkar/squad``), target the first gold answer. Scoring:
+:func:`adamergex_pl.metrics.squad.squad_scores` of the answer's first line.
 """
 
 from __future__ import annotations
