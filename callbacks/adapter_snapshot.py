@@ -108,8 +108,6 @@ def _checked_adapter_dir(directory: Path) -> Path:
 def safetensors_problem(path: str | Path) -> str | None:
     """Why ``path`` is not a whole safetensors file (truncated, or a damaged header), or ``None``.
 
-    Reads only the header: every tensor's byte range must lie inside the file, the last ending at its end.
-
     Example:
         >>> safetensors_problem(__file__)  # a Python file is no safetensors file
         'is not a safetensors file (its header length exceeds the file)'
@@ -188,11 +186,8 @@ log = logging.getLogger(__name__)
 
 
 class AdapterSnapshot(Callback):
-    """Writes ``<dirpath>/epoch=<N>/`` (a PEFT adapter directory plus ``snapshot.json``) and points
-    ``<dirpath>/last`` at it.
-
-    Written atomically by rank zero at every epoch end (and at fit end after a short last epoch); loads with
-    ``peft.PeftModel.from_pretrained(base, path)``. On resume, snapshots past the resumed step are removed.
+    """Writes ``<dirpath>/epoch=<N>/`` (a PEFT adapter plus ``snapshot.json``) at every epoch end and points
+    ``<dirpath>/last`` at it; on resume, snapshots past the resumed step are removed.
 
     Args:
         dirpath: Where snapshots go. Default: ``<trainer.default_root_dir>/snapshots``.
@@ -207,9 +202,7 @@ class AdapterSnapshot(Callback):
         .. code-block:: yaml
 
             trainer:
-              callbacks:
-                - class_path: callbacks.AdapterSnapshot
-                  init_args: {dirpath: runs/xnli_en/snapshots, keep_last: 3}
+              callbacks: [{class_path: callbacks.AdapterSnapshot, init_args: {keep_last: 3}}]
     """
 
     def __init__(

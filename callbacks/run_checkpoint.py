@@ -31,9 +31,7 @@ _ADAPTED = re.compile(r"(?:^|\.)([^.]+)\.(lora_A|lora_B|ia3_l)(?:\.|$)")
 
 
 def adapter_signature(adapter_type: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"adapter_type", "rank", "target_modules"}`` of the adapter tensors in ``state_dict``.
-
-    Tensors of ``state_dict`` that are not adapter weights are ignored.
+    """``{"adapter_type", "rank", "target_modules"}`` of the adapter tensors in ``state_dict`` (others ignored).
 
     Example:
         >>> import torch
@@ -195,10 +193,8 @@ LAST_CHECKPOINT = "last.ckpt"
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """Writes ``<dirpath>/last.ckpt`` every ``every_n_train_steps`` optimizer steps, at every epoch end and at
-    the end of fit, so that a fit killed at any moment resumes with ``--ckpt_path last``.
-
-    Writes are atomic, so a full disk or a kill leaves the previous ``last.ckpt``.
+    """Writes ``<dirpath>/last.ckpt`` atomically every ``every_n_train_steps`` optimizer steps, at every epoch
+    end and at the end of fit, so that a fit killed at any moment resumes with ``--ckpt_path last``.
 
     Args:
         dirpath: Where ``last.ckpt`` goes. Default: ``<trainer.default_root_dir>/checkpoints``.
@@ -212,9 +208,7 @@ class RunCheckpoint(ModelCheckpoint):
         .. code-block:: yaml
 
             trainer:
-              callbacks:
-                - class_path: callbacks.RunCheckpoint
-                  init_args: {every_n_train_steps: 500}
+              callbacks: [{class_path: callbacks.RunCheckpoint, init_args: {every_n_train_steps: 500}}]
     """
 
     def __init__(

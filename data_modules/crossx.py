@@ -161,9 +161,7 @@ class CrossXDataModule(TokenizedDataModule):
             data:
               class_path: data_modules.CrossXDataModule
               init_args:
-                benchmarks:
-                  - {path: SeaEval/SeaEval_datasets, name: cross_mmlu, split: test}
-                  - {path: SeaEval/SeaEval_datasets, name: cross_logiqa, split: test}
+                benchmarks: [{path: SeaEval/SeaEval_datasets, name: cross_mmlu, split: test}]
                 languages: [en, zh, vi, es]
     """
 

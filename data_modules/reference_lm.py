@@ -53,7 +53,6 @@ class ReferenceLMDataModule(TokenizedDataModule):
               init_args:
                 train: {path: wikimedia/wikipedia, name: 20231101.es}
                 language: es
-                window_tokens: 512
                 max_windows: 10000
     """
 

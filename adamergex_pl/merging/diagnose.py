@@ -46,10 +46,6 @@ def language_gap_alignment(
 
     Raises:
         ValueError: Unmergeable inputs (:func:`check_mergeable`), a non-finite tensor, or an (IA)³ entry ``≤ 0``.
-
-    Example:
-        >>> report = language_gap_alignment("xnli_en", "xnli_de", "wiki_en", "wiki_de")  # doctest: +SKIP
-        >>> report["mean"], report["modules"]["model.layers.0.self_attn.q_proj"]  # doctest: +SKIP
     """
     named = {
         "task_src": _as_adapter(task_src, "task_src"),

@@ -64,10 +64,6 @@ def layer_swap(
     Raises:
         TypeError: A layer count that is not an integer.
         ValueError: A negative count, ``K_bottom + K_top > L``, disagreeing ``L``, or unmergeable inputs.
-
-    Example:
-        >>> result = layer_swap("math_en", "wiki_sw", swap_bottom=2, swap_top=2)  # doctest: +SKIP
-        >>> write_merged(result, "math_sw_swapped")  # doctest: +SKIP
     """
     swap_bottom = _count("swap_bottom", swap_bottom)
     swap_top = _count("swap_top", swap_top)

@@ -70,9 +70,7 @@ class ResumableCSVLogger(CSVLogger):
         .. code-block:: yaml
 
             trainer:
-              logger:
-                class_path: adamergex_pl.slurm.pinning.ResumableCSVLogger
-                init_args: {save_dir: runs/x, version: run}
+              logger: {class_path: adamergex_pl.slurm.pinning.ResumableCSVLogger, init_args: {version: run}}
     """
 
     @property

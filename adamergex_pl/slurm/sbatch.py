@@ -1,10 +1,4 @@
-"""Calling ``sbatch``: find it, write a script where it can be read back, submit it, return the job id.
-
-Example:
-    >>> job_id = sbatch_submit("runs/slurm/jobs/fit.sbatch")  # doctest: +SKIP
-    >>> job_id  # doctest: +SKIP
-    '1234'
-"""
+"""Calling ``sbatch``: find it, write a script where it can be read back, submit it, return the job id."""
 
 from __future__ import annotations
 
