@@ -156,10 +156,7 @@ class InstructionFormat:
     def tokenize(
         self, rows: Sequence[dict[str, Any]], tokenizer: Any, max_length: int
     ) -> tuple[list[dict[str, list[int]]], int]:
-        """Prompt-masked examples of ``rows`` truncated to ``max_length``, and how many were dropped.
-
-        A row whose completion is cut off entirely (its prompt alone reaches ``max_length``) is dropped.
-        """
+        """Prompt-masked examples truncated to ``max_length``, and how many rows lost their whole completion."""
         if not rows:
             return [], 0
         texts = [self.render(row, tokenizer) for row in rows]

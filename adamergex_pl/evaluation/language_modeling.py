@@ -72,8 +72,6 @@ def forward_logits(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
 class Evaluator(nn.Module):
     """Base class: metric states for a fixed list of languages.
 
-    Subclasses implement :meth:`update` and :meth:`compute` (``<lang>/<metric>`` keys) with child metrics.
-
     Args:
         languages: The validation languages, in dataloader order.
 

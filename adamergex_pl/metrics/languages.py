@@ -11,67 +11,27 @@ from adamergex_pl.errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["LANGUAGES", "normalize_language"]
 
-# ISO 639-1 (or the shortest ISO code where there is none) -> (English name, ISO 639-3 code).
+# ISO 639-1 (or the shortest ISO code where there is none) -> (English name, ISO 639-3 code); ro for XQuAD.
+# fmt: off
 LANGUAGES: dict[str, tuple[str, str]] = {
-    "am": ("Amharic", "amh"),
-    "ar": ("Arabic", "ara"),
-    "az": ("Azerbaijani", "aze"),
-    "bg": ("Bulgarian", "bul"),
-    "bn": ("Bengali", "ben"),
-    "cy": ("Welsh", "cym"),
-    "de": ("German", "deu"),
-    "el": ("Greek", "ell"),
-    "en": ("English", "eng"),
-    "es": ("Spanish", "spa"),
-    "et": ("Estonian", "est"),
-    "fa": ("Persian", "fas"),
-    "fil": ("Filipino", "fil"),
-    "fr": ("French", "fra"),
-    "gd": ("Scottish Gaelic", "gla"),
-    "gu": ("Gujarati", "guj"),
-    "ha": ("Hausa", "hau"),
-    "hi": ("Hindi", "hin"),
-    "ht": ("Haitian Creole", "hat"),
-    "id": ("Indonesian", "ind"),
-    "ig": ("Igbo", "ibo"),
-    "it": ("Italian", "ita"),
-    "ja": ("Japanese", "jpn"),
-    "km": ("Khmer", "khm"),
-    "ko": ("Korean", "kor"),
-    "ky": ("Kyrgyz", "kir"),
-    "lo": ("Lao", "lao"),
-    "mr": ("Marathi", "mar"),
-    "ms": ("Malay", "msa"),
-    "my": ("Burmese", "mya"),
-    "ne": ("Nepali", "nep"),
-    "nl": ("Dutch", "nld"),
-    "om": ("Oromo", "orm"),
-    "pa": ("Punjabi", "pan"),
-    "pcm": ("Nigerian Pidgin", "pcm"),
-    "pl": ("Polish", "pol"),
-    "ps": ("Pashto", "pus"),
-    "pt": ("Portuguese", "por"),
-    "qu": ("Quechua", "que"),
-    "rn": ("Kirundi", "run"),
-    "ro": ("Romanian", "ron"),  # XQuAD (xquad.ro)
-    "ru": ("Russian", "rus"),
-    "si": ("Sinhala", "sin"),
-    "so": ("Somali", "som"),
-    "sr": ("Serbian", "srp"),
-    "sw": ("Swahili", "swa"),
-    "ta": ("Tamil", "tam"),
-    "te": ("Telugu", "tel"),
-    "th": ("Thai", "tha"),
-    "ti": ("Tigrinya", "tir"),
-    "tl": ("Tagalog", "tgl"),
-    "tr": ("Turkish", "tur"),
-    "uk": ("Ukrainian", "ukr"),
-    "ur": ("Urdu", "urd"),
-    "uz": ("Uzbek", "uzb"),
-    "vi": ("Vietnamese", "vie"),
-    "yo": ("Yoruba", "yor"),
-    "zh": ("Chinese", "zho"),
+    "am": ("Amharic", "amh"), "ar": ("Arabic", "ara"), "az": ("Azerbaijani", "aze"),
+    "bg": ("Bulgarian", "bul"), "bn": ("Bengali", "ben"), "cy": ("Welsh", "cym"), "de": ("German", "deu"),
+    "el": ("Greek", "ell"), "en": ("English", "eng"), "es": ("Spanish", "spa"), "et": ("Estonian", "est"),
+    "fa": ("Persian", "fas"), "fil": ("Filipino", "fil"), "fr": ("French", "fra"),
+    "gd": ("Scottish Gaelic", "gla"), "gu": ("Gujarati", "guj"), "ha": ("Hausa", "hau"),
+    "hi": ("Hindi", "hin"), "ht": ("Haitian Creole", "hat"), "id": ("Indonesian", "ind"),
+    "ig": ("Igbo", "ibo"), "it": ("Italian", "ita"), "ja": ("Japanese", "jpn"), "km": ("Khmer", "khm"),
+    "ko": ("Korean", "kor"), "ky": ("Kyrgyz", "kir"), "lo": ("Lao", "lao"), "mr": ("Marathi", "mar"),
+    "ms": ("Malay", "msa"), "my": ("Burmese", "mya"), "ne": ("Nepali", "nep"), "nl": ("Dutch", "nld"),
+    "om": ("Oromo", "orm"), "pa": ("Punjabi", "pan"), "pcm": ("Nigerian Pidgin", "pcm"),
+    "pl": ("Polish", "pol"), "ps": ("Pashto", "pus"), "pt": ("Portuguese", "por"), "qu": ("Quechua", "que"),
+    "rn": ("Kirundi", "run"), "ro": ("Romanian", "ron"), "ru": ("Russian", "rus"), "si": ("Sinhala", "sin"),
+    "so": ("Somali", "som"), "sr": ("Serbian", "srp"), "sw": ("Swahili", "swa"), "ta": ("Tamil", "tam"),
+    "te": ("Telugu", "tel"), "th": ("Thai", "tha"), "ti": ("Tigrinya", "tir"), "tl": ("Tagalog", "tgl"),
+    "tr": ("Turkish", "tur"), "uk": ("Ukrainian", "ukr"), "ur": ("Urdu", "urd"), "uz": ("Uzbek", "uzb"),
+    "vi": ("Vietnamese", "vie"), "yo": ("Yoruba", "yor"), "zh": ("Chinese", "zho"),
 }
+# fmt: on
 
 _ALIASES: dict[str, str] = {}
 for _code, (_name, _iso3) in LANGUAGES.items():
@@ -79,26 +39,13 @@ for _code, (_name, _iso3) in LANGUAGES.items():
     _ALIASES[_iso3] = _code
     _ALIASES[_name.lower()] = _code
 # Bibliographic ISO 639-2 codes and common alternative names.
-_ALIASES.update(
-    {
-        "chi": "zh",
-        "ger": "de",
-        "fre": "fr",
-        "gre": "el",
-        "per": "fa",
-        "rum": "ro",
-        "bur": "my",
-        "may": "ms",
-        "zsm": "ms",
-        "cmn": "zh",
-        "farsi": "fa",
-        "mandarin": "zh",
-        "myanmar": "my",
-        "cambodian": "km",
-        "swahili": "sw",
-        "kiswahili": "sw",
-    }
-)
+# fmt: off
+_ALIASES.update({
+    "chi": "zh", "ger": "de", "fre": "fr", "gre": "el", "per": "fa", "rum": "ro", "bur": "my", "may": "ms",
+    "zsm": "ms", "cmn": "zh", "farsi": "fa", "mandarin": "zh", "myanmar": "my", "cambodian": "km",
+    "swahili": "sw", "kiswahili": "sw",
+})
+# fmt: on
 
 _TAG = re.compile(r"^([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]{1,8})*$")
 

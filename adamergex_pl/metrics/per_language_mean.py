@@ -123,10 +123,7 @@ class PerLanguageMeanMetric(Metric):
         self.counts[position] += len(scores)
 
     def compute(self) -> dict[str, Tensor]:
-        """Per-language means as ``<language>/<score>`` and their macro average as ``<score>`` (float64).
-
-        NaN for a language without examples (and for a macro average when no language has any).
-        """
+        """Per-language means ``<language>/<score>`` and macro averages ``<score>`` (float64; NaN when empty)."""
         counts = self.counts.to(torch.float64).unsqueeze(1)
         means = self.score_sums.to(torch.float64) / _SCALE / counts
         macro = torch.nanmean(means, dim=0)

@@ -67,8 +67,6 @@ def prepare_text(text: str) -> str:
 def segment(text: str) -> list[str]:
     """Split ``text`` on whitespace, with every unsegmented-script character as a token of its own.
 
-    ``text`` is already normalised by the caller (punctuation removed or replaced as the metric requires).
-
     Example:
         >>> segment("北京大学 in Beijing")
         ['北', '京', '大', '学', 'in', 'Beijing']

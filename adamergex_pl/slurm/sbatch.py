@@ -122,8 +122,6 @@ def sbatch_options(resources: JobResources, *, workdir: Path) -> list[str]:
 def run_dir_expression(run_dir: str, *, workdir: Path) -> str:
     """A double-quoted shell word for ``run_dir``, its ``%j``-style patterns turned into SLURM variables.
 
-    ``run_dir`` may use ``%j``, ``%x``, ``%A``, ``%a`` and ``%%`` and is relative to ``workdir``.
-
     Example:
         >>> run_dir_expression("runs/%x-%j", workdir=Path("/w"))
         '"/w/runs/${SLURM_JOB_NAME}-${SLURM_JOB_ID}"'
@@ -228,11 +226,7 @@ def write_script(text: str, path: str | os.PathLike[str]) -> Path:
 
 
 def make_log_dirs(resources: JobResources, *, workdir: str | os.PathLike[str]) -> list[Path]:
-    """Create the directories of ``resources.output`` and ``resources.error``: sbatch does not.
-
-    A job whose log directory is missing fails at start without a word, so they are made at submission;
-    relative log paths resolve against ``workdir``.
-    """
+    """Create the log directories (relative to ``workdir``): sbatch does not, and a job without them fails silently."""
     made = []
     for log in (resources.output, resources.error):
         if log is None:

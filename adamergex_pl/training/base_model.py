@@ -23,9 +23,7 @@ _REPACK_FLAG = "support_avx512bf16_for_cpu"
 
 
 def guard_4bit_cpu_path(model: nn.Module) -> int:
-    """Keep every bitsandbytes ``Linear4bit`` in ``model`` on its unpacked, differentiable path.
-
-    Modules that are not 4-bit layers are left alone; returns the number of layers guarded.
+    """Keep every bitsandbytes ``Linear4bit`` in ``model`` on its unpacked, differentiable path; return how many.
 
     Example:
         ``guard_4bit_cpu_path(AutoModelForCausalLM.from_pretrained(name, quantization_config=nf4))``

@@ -7,10 +7,8 @@ checkpoints only the adapter; :func:`check_strategy` refuses other strategies be
 strategy               ``quantization: none``  ``nf4`` / ``fp4``                   ``int8``
 =====================  ======================  ==================================  ==========================
 single device          yes                     yes                                 yes
-DDP (``ddp``,          yes                     yes: each rank quantizes its own    yes
-``ddp_spawn``, ...)                            copy; only adapter grads reduced
-FSDP                   yes (untested here)     only with ``quant_storage`` set     no
-                                               (untested here)
+DDP (any)              yes                     yes: each rank quantizes its copy   yes
+FSDP (untested)        yes                     only with ``quant_storage`` set     no
 DeepSpeed              no                      no                                  no
 ModelParallel, XLA     no                      no                                  no
 =====================  ======================  ==================================  ==========================
