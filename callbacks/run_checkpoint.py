@@ -1,8 +1,7 @@
 """What adapter a checkpoint holds, and refusing to resume one into a model that trains another.
 
-An ``AdapterModule`` checkpoint records its adapter's *signature* (type, LoRA rank, adapted modules such as
-``q_proj``, read from the saved tensors). Resuming checks it against the model the config builds, so a LoRA
-checkpoint never trains on as (IA)³, nor rank 8 as rank 4; checkpoints without one are checked by tensor shapes.
+An ``AdapterModule`` checkpoint records its adapter's *signature* (type, LoRA rank, adapted modules); resuming
+checks it against the configured model, so a LoRA checkpoint never trains on as (IA)³, nor rank 8 as rank 4.
 """
 
 from __future__ import annotations
@@ -103,8 +102,7 @@ _FIX = "resume from another checkpoint (e.g. an hpc_ckpt_<n>.ckpt) or start the 
 def checkpoint_problem(path: str | os.PathLike[str], *, thorough: bool = False) -> str | None:
     """Why ``path`` cannot be a checkpoint, or ``None`` when it looks whole.
 
-    ``thorough`` also checks every member's CRC (reading the whole file); by default only the zip directory at
-    the end, which any truncation destroys, is read.
+    ``thorough`` also checks every member's CRC; by default only the zip directory (at the end) is read.
 
     Example:
         >>> checkpoint_problem("no/such.ckpt")

@@ -2,11 +2,9 @@
 
 * ``alpaca``: the Stanford Alpaca prompt ("### Input:" only for a non-empty input), response after "### Response:\n";
 * ``plain``: the instruction, a blank line, the input (if any), a blank line, the response;
-* ``chat``: the tokenizer's chat template, instruction (and input) as the user turn; the completion is the rest
-  of the rendered conversation after the generation prompt.
+* ``chat``: the tokenizer's chat template, instruction (and input) as the user turn.
 
-Labels are ``-100`` on the prompt. ``alpaca``/``plain`` prompts get the tokenizer's special tokens (BOS) and the
-completion gets EOS; ``chat`` gets EOS only when the template's turn end is not already EOS.
+Labels are ``-100`` on the prompt; the completion ends with EOS (``chat``: unless the template's turn end is EOS).
 """
 
 from __future__ import annotations

@@ -45,8 +45,7 @@ def first_fit_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 class PackingCollator:
     """Packs tokenized training examples into rows as long as the batch's longest example.
 
-    Examples are dicts with ``input_ids`` and optionally ``labels``; the batch has ``input_ids``,
-    ``position_ids``, ``attention_mask`` (for counting, not for the model) and ``labels``, all ``[rows, longest]``.
+    The batch has ``input_ids``, ``position_ids``, ``attention_mask`` (for counting) and ``labels``, all 2-D.
 
     Args:
         pad_token_id: The tokenizer's pad token.

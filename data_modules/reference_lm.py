@@ -122,8 +122,7 @@ class ReferenceLMDataModule(TokenizedDataModule):
     def windows(self, source: DataSource, limit: int | None = None) -> list[list[int]]:
         """Token windows of ``source``'s text.
 
-        With ``limit`` and independent records, documents are read in a seeded order
-        (:func:`~data_modules.sources.iter_records`) only until ``limit`` windows exist; otherwise the whole text.
+        With ``limit`` (and independent records) documents are read in a seeded order until ``limit`` windows exist.
         """
         n, eos = self.window_tokens, self.tokenizer.eos_token_id
         if self.record_separator is not None:

@@ -151,9 +151,8 @@ def check_records(
 ) -> None:
     """Refuse records that lack a field a template names, or leave a ``needs_value`` template's field null.
 
-    ``templates`` are every template the records are rendered through (anything with ``fields``, ``option``
-    and ``template``); ``needs_value`` those whose fields must not be null (the completion: a null would train
-    on an empty target).
+    ``templates`` are all the records are rendered through; ``needs_value`` those whose fields must not be null
+    (the completion: a null would train on an empty target).
 
     Raises:
         ValueError: Naming the source, the record's line or number, the field and the template.

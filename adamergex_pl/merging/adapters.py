@@ -117,8 +117,7 @@ def _explicit_targeting(template: Mapping[str, Any], modules: Iterable[str]) -> 
 def merged_lora_config(template: Mapping[str, Any], ranks: Mapping[str, int], keep_targeting: bool) -> dict:
     """The config of a merged LoRA with per-module ``ranks`` and scaling 1 on every module.
 
-    The ``template`` (the task adapter's config) keeps dropout, base model, task type, ...; ``keep_targeting``
-    keeps its targeting fields (all inputs target alike), otherwise the modules are listed explicitly.
+    ``template``'s other fields are kept, its targeting ones only with ``keep_targeting`` (else modules listed).
     """
     common = Counter(ranks.values()).most_common(1)[0][0]
     exceptions = {re.escape(module): rank for module, rank in sorted(ranks.items()) if rank != common}

@@ -1,8 +1,7 @@
 """Does the AdaMergeX assumption hold? The alignment of a task's language gap with the reference task's.
 
-AdaMergeX (Zhao et al., arXiv 2402.18913) assumes that the gap between two languages does not depend on the
-task, ``A(T,tgt) ⊖ A(T,src) ≈ A(R,tgt) ⊖ A(R,src)``. Given a task adapter trained in the target language too
-(an oracle the merge itself does not need), this module measures how well that holds, per adapted module:
+AdaMergeX (Zhao et al., arXiv 2402.18913) assumes ``A(T,tgt) ⊖ A(T,src) ≈ A(R,tgt) ⊖ A(R,src)``. With an
+oracle task adapter in the target language, this measures per module how well that holds:
 
     G_T = ΔW(T,tgt) − ΔW(T,src),   G_R = ΔW(R,tgt) − ΔW(R,src),   cos = ⟨G_T, G_R⟩_F / (‖G_T‖_F ‖G_R‖_F),
 

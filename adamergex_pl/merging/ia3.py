@@ -1,15 +1,11 @@
 """(IA)³ merging maths: multiplicative combinations of learned scaling vectors, as small pure functions.
 
-An (IA)³ input rescales a module element-wise, ``l ⊙ (W x)`` (or ``W (l ⊙ x)`` for feedforward modules), so
-adapters compose by multiplication and the identity adapter is ``l = 1``. AdaMergeX (Zhao et al., arXiv
-2402.18913) takes ``⊕ = ⊙`` and ``⊖ = ⊘`` (element-wise division) in
-``A(T,tgt) = A(T,src) ⊕ t·(A(R,tgt) ⊖ A(R,src))``. With the language gap ``D = l_tgt ⊘ l_src``, "``t·D``" is
-defined two ways:
+(IA)³ rescales a module element-wise (``l ⊙ (W x)``), so adapters compose by multiplication (identity ``l = 1``).
+AdaMergeX (Zhao et al., arXiv 2402.18913) takes ``⊕ = ⊙`` and ``⊖ = ⊘`` in
+``A(T,tgt) = A(T,src) ⊕ t·(A(R,tgt) ⊖ A(R,src))``; with ``D = l_tgt ⊘ l_src``, "``t·D``" is either
 
-* ``paper`` (the released code): ``l = l_T ⊙ (t·(D − 1) + 1)``, moving a fraction ``t`` of the way from the
-  identity to ``D``;
-* ``loglinear``: ``l = l_T ⊙ D^t``, the scalar multiple in the multiplicative group (``exp(t·log D)``), which
-  needs ``D > 0``.
+* ``paper`` (the released code): ``l = l_T ⊙ (t·(D − 1) + 1)``, a fraction ``t`` of the way to ``D``; or
+* ``loglinear``: ``l = l_T ⊙ D^t`` (``exp(t·log D)``), which needs ``D > 0``.
 
 Both agree at ``t = 0``, ``t = 1`` and to first order around ``D = 1``; ``loglinear`` keeps every entry's sign.
 AriMerge reads ``t·l_tgt`` the same two ways; a signed combination ``Σ_i w_i·A_i`` is ``Π_i l_i^{w_i}``.

@@ -57,9 +57,8 @@ def layer_swap(
 ) -> MethodResult:
     """Layer swapping: ``A(R,tgt)``'s bottom ``swap_bottom`` and top ``swap_top`` layers, ``A(T,src)``'s rest.
 
-    ``task_src`` (the config template) gives the middle layers and modules outside the layers; ``ref_tgt``
-    (the language adapter) the swapped ones. ``num_layers`` (``L``) defaults to the largest layer index plus 1.
-    Returns the adapter and its record (method ``"layer_swap"``, mode ``"exact"``, each input's ``layers``).
+    ``task_src`` (the config template) gives the middle layers and other modules; ``num_layers`` (``L``)
+    defaults to the largest layer index plus 1. Returns the adapter and its record (each input's ``layers``).
 
     Raises:
         TypeError: A layer count that is not an integer.

@@ -8,8 +8,7 @@ additive, so ``⊕ = +`` and ``⊖ = −``:
 
     ΔW = s_T·B_T·A_T + t·(s_tgt·B_tgt·A_tgt − s_src·B_src·A_src),
 
-the signed combination ``Σ_i w_i·ΔW_i`` with weights ``w = (1, t, −t)`` (AriMerge: ``w = (1, t)``). An input
-that does not adapt a module contributes ``ΔW_i = 0`` there (zero factors). Modes:
+i.e. ``Σ_i w_i·ΔW_i`` with ``w = (1, t, −t)`` (AriMerge: ``(1, t)``); a missing module has ``ΔW_i = 0``. Modes:
 
 * ``exact`` (:func:`concat_factors`): ``A = [A_1; …; A_n]``, ``B = [c_1·B_1, …, c_n·B_n]`` with
   ``c_i = w_i·s_i``; rank ``Σ r_i``, scaling 1, every ``A_i`` copied bit for bit.

@@ -243,9 +243,8 @@ def paired_bootstrap(
 def selection_split(n_items: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded split of item indices into a ``selection`` part (to choose ``t``) and a ``test`` part (to report).
 
-    The selection part is the first ``k = floor(fraction · n_items + 0.5)`` of ``torch.randperm(n_items)`` under
-    ``torch.Generator().manual_seed(seed)``; use one seed for every method and scale of a language. Returns
-    disjoint sorted lists covering ``0..n_items − 1``.
+    The selection part is the first ``k = floor(fraction · n_items + 0.5)`` of a seeded ``torch.randperm``; use
+    one seed for every method and scale of a language. Returns disjoint sorted lists.
 
     Raises:
         InvalidValueError: If ``fraction`` is not in (0, 1), an integer is out of range, or a part would be empty.

@@ -1,7 +1,4 @@
-"""Checking a batch of predictions against its gold references, for the metrics' ``update`` methods.
-
-``targets`` hold per example one gold reference or a non-empty sequence of acceptable ones.
-"""
+"""Checking a batch of predictions against its gold references, for the metrics' ``update`` methods."""
 
 from __future__ import annotations
 

@@ -196,8 +196,7 @@ def sbatch_submit(
 ) -> str:
     """Submit a script with ``sbatch --parsable`` and return its job id.
 
-    ``extra_args`` (e.g. ``["--dependency=afterok:12"]``) override the script's ``#SBATCH`` lines; ``timeout``
-    is in seconds. A federation's cluster name is dropped from the id.
+    ``extra_args`` override the script's ``#SBATCH`` lines; ``timeout`` is in seconds.
 
     Raises:
         SbatchNotFoundError: sbatch is missing.

@@ -186,8 +186,7 @@ def load_base_model(
 ) -> PreTrainedModel:
     """Load a causal LM by hub name, local path or ``builtin:<name>``, quantized per ``quantization``.
 
-    A quantized model is placed on ``device`` while loading (each DDP rank its own copy); an unquantized one is
-    loaded on the CPU and moved by Lightning. 4-bit layers are guarded (:func:`guard_4bit_cpu_path`).
+    A quantized model loads onto ``device`` (each DDP rank its own copy), an unquantized one onto the CPU.
 
     Raises:
         ValueError: The quantization cannot run on ``device``.
