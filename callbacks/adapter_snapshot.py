@@ -1,8 +1,7 @@
 """The on-disk layout of adapter snapshots, and finding the adapter a path names.
 
-``callbacks.AdapterSnapshot`` writes ``<dirpath>/epoch=<N>/`` (a PEFT adapter directory plus ``snapshot.json``)
-and a relative symlink ``<dirpath>/last`` to the newest. Anything that takes an adapter (``adapter_dir``, the
-inputs of ``adamergex merge``) accepts a PEFT adapter directory or such a root, whose ``last`` is then used.
+Anything that takes an adapter accepts a PEFT adapter directory or an :class:`AdapterSnapshot` root, whose
+``last`` link to the newest ``epoch=<N>/`` is then used.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """The requeue signal: a handler that only records it, and the ``scontrol requeue`` that follows later.
 
-:func:`arm` records the signal (armed at start-up in a submitted job, so an early one does not kill the
-process); :class:`SlurmRequeue` acts on it at a safe point of training, unlike Lightning's
-``SLURMEnvironment(auto_requeue=True)``, which saves inside the handler wherever training was.
+:class:`SlurmRequeue` acts at a safe point of training; Lightning's ``auto_requeue`` saves inside the handler.
 
 Example:
     >>> import os, signal

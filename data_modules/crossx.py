@@ -1,9 +1,7 @@
 """CrossX, CrossIn's cross-lingual consistency benchmark (Cross-MMLU, Cross-LogiQA, Cross-XQuAD), for validation.
 
-Every item is asked in every chosen language and answered by option log-likelihood, one dataloader per
-(benchmark, language) labelled ``<benchmark>/<lang>``. Small subsets ship as ``builtin:crossx/*.json``
-(CC BY-NC 4.0); the full benchmarks are the hub dataset ``SeaEval/SeaEval_datasets`` (configs ``cross_mmlu``,
-``cross_logiqa``, ``cross_xquad``; split ``test``) or local copies in that format.
+One dataloader per (benchmark, language), ``<benchmark>/<lang>``. Subsets ship as ``builtin:crossx/*.json``
+(CC BY-NC 4.0); the full benchmarks are ``SeaEval/SeaEval_datasets`` (split ``test``) or local copies.
 """
 
 from __future__ import annotations

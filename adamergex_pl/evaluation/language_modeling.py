@@ -1,9 +1,7 @@
 """Evaluation inside the validation loop: the protocol, and causal-LM loss and perplexity per language.
 
-A DataModule hands the LightningModule an :class:`Evaluator` (``build_evaluator()``) and each validation
-dataloader's language (``val_languages``); the module calls ``update(model, batch, language)`` per batch and logs
-``compute()`` under ``val/`` (torchmetrics states, so synchronised across DDP ranks). Causal-LM loss over the
-labelled tokens (labels ``-100`` ignored), summed over all batches of a language before dividing:
+A DataModule's ``build_evaluator()`` gives an :class:`Evaluator`; the module calls ``update(model, batch,
+language)`` per batch and logs ``compute()`` under ``val/``. Causal-LM loss over labelled tokens, summed per language before dividing:
 
     loss = − Σ_t log p(y_t | y_<t) / #labelled tokens,        perplexity = exp(loss)
 

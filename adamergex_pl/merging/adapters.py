@@ -1,9 +1,7 @@
 """Adapter weights in memory: what a merge reads and what it writes.
 
-An :class:`AdapterWeights` holds one PEFT adapter's tensors by the base-model module they adapt
-(``model.layers.0.self_attn.q_proj``): LoRA ``{"lora_A": A (r, in), "lora_B": B (out, r)}``, update ``s·B·A``
-with ``s`` from ``lora_alpha``, ``r``, ``use_rslora`` and the patterns; (IA)³ ``{"ia3_l": l}`` of shape
-``(out, 1)``, or ``(1, in)`` for a feedforward module (scaling its input).
+Tensors by base-model module: LoRA ``{"lora_A": A (r, in), "lora_B": B (out, r)}`` (update ``s·B·A``), (IA)³
+``{"ia3_l": l}`` of shape ``(out, 1)``, or ``(1, in)`` for a feedforward module (scaling its input).
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """SLURM batch jobs for adamergex commands: render sbatch scripts, submit them, chain them.
 
-:mod:`~adamergex_pl.slurm.resources` (a job's options), :mod:`~adamergex_pl.slurm.sbatch` (its script),
-:mod:`~adamergex_pl.slurm.jobs` (``afterok`` chains), :mod:`~adamergex_pl.slurm.submit` (``adamergex submit``);
-inside a job, :mod:`~adamergex_pl.slurm.pinning` and :mod:`callbacks.slurm_requeue`. A job's command gets
-``ADAMERGEX_RUN_DIR`` (pinned to the job id) and SLURM's own variables. See ``docs/cluster.md``.
+Options in :mod:`~adamergex_pl.slurm.resources`, scripts in :mod:`~adamergex_pl.slurm.sbatch`, chains in
+:mod:`~adamergex_pl.slurm.jobs`; inside a job, :mod:`~adamergex_pl.slurm.pinning`. See ``docs/cluster.md``.
 
 Example:
     >>> from adamergex_pl.slurm.resources import JobResources

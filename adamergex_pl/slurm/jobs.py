@@ -1,9 +1,7 @@
 """Submitting jobs that depend on each other: the AdaMergeX recipe as a small DAG of sbatch jobs.
 
-The recipe fine-tunes three adapters in parallel (the task in the source language, the reference task in the
-source and target languages), then merges and evaluates once all three succeeded
-(``--dependency=afterok:<id>:<id>:<id>``, with ``--kill-on-invalid-dep=yes`` so a failed parent cancels its
-children): :func:`submit_chain`. :func:`submit_jobs` takes any DAG.
+:func:`submit_chain`: three fits in parallel, then merge and evaluate (``afterok``; a failed parent cancels its
+children). :func:`submit_jobs` takes any DAG.
 
 Example:
     >>> fits = [SlurmJob(adamergex_command(["fit", "--config", f"{n}.yaml"]), JobResources(job_name=n))

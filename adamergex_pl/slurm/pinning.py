@@ -1,7 +1,5 @@
 """What ``adamergex`` changes in a run inside a job from ``adamergex submit`` (``$ADAMERGEX_RUN_DIR`` set).
 
-The CLI calls both steps only when :func:`pinned_run_dir` is set:
-
 * :func:`pin_config` sets ``trainer.default_root_dir`` to the run dir, gives loggers a fixed ``version``
   (``job_<SLURM_JOB_ID>``; a ``CSVLogger`` becomes :class:`ResumableCSVLogger`) and makes ``fit`` resume from
   the newest HPC or ``last.ckpt`` checkpoint. Paths set explicitly in the config are kept.

@@ -1,8 +1,7 @@
 """What a SLURM job asks for and how it is set up: the ``#SBATCH`` options and the lines before the command.
 
-Every field is checked when the object is made (also by ``dataclasses.replace``), so a rendered script is one
-sbatch accepts and Lightning can run: one task per GPU, the requeue signal before the time limit, and log
-directories that do not depend on the job id (sbatch does not create them).
+Fields are checked on creation (also by ``dataclasses.replace``), so a rendered script is one sbatch accepts
+and Lightning can run.
 """
 
 from __future__ import annotations

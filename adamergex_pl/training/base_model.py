@@ -1,9 +1,7 @@
 """Loading the frozen base model, optionally quantized with bitsandbytes, and its tokenizer.
 
-QLoRA (Dettmers et al., 2023, arXiv 2305.14314) stores frozen weights in 4-bit NormalFloat (``nf4``) with double
-quantization of the block scales and computes in ``compute_dtype``; ``fp4`` is plain 4-bit float, ``int8`` is
-LLM.int8() (Dettmers et al., 2022). Quantization goes through transformers' ``BitsAndBytesConfig``, not
-Lightning's CUDA-only ``BitsandbytesPrecision``; bitsandbytes (imported only when needed) also runs on CPU.
+QLoRA (Dettmers et al., 2023, arXiv 2305.14314): 4-bit NormalFloat (``nf4``) with double quantization;
+``int8`` is LLM.int8() (Dettmers et al., 2022). Through transformers' ``BitsAndBytesConfig``, so it runs on CPU too.
 """
 
 from __future__ import annotations

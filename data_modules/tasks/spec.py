@@ -1,13 +1,10 @@
 """One row of the task table: where a benchmark lives, its languages and fields, its prompt and its answer.
 
-Adding a task to :class:`~data_modules.TaskDataModule` is adding one small file under ``data_modules/tasks/``.
-Two prompt styles join a task's ``instruction``, ``input`` layout and ``cue`` the same way for every task:
+Two prompt styles join a task's ``instruction``, ``input`` layout and ``cue`` (the same for training and eval):
 
 * ``instruction``: ``"{instruction}\\n\\n{input}\\n{cue}"``, the target after a space;
 * ``alpaca``: ``"### Instruction:\\n{instruction}\\n\\n### Input:\\n{input}\\n\\n### Response:\\n"``, the target
   directly after (the style of the paper's QLoRA instruction tuning, not the release's prompt strings).
-
-Training and evaluation prompts are rendered by the same function.
 """
 
 from __future__ import annotations
