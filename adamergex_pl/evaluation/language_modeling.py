@@ -1,7 +1,7 @@
 """Evaluation inside the validation loop: the protocol, and causal-LM loss and perplexity per language.
 
-A DataModule's ``build_evaluator()`` gives an :class:`Evaluator`; the module calls ``update(model, batch,
-language)`` per batch and logs ``compute()`` under ``val/``. Causal-LM loss over labelled tokens, summed per language before dividing:
+A DataModule's ``build_evaluator()`` gives an :class:`Evaluator`; the module calls ``update(model, batch, language)``
+per batch and logs ``compute()`` under ``val/``. Causal-LM loss over labelled tokens, summed per language:
 
     loss = − Σ_t log p(y_t | y_<t) / #labelled tokens,        perplexity = exp(loss)
 
