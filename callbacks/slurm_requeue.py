@@ -198,8 +198,7 @@ class SlurmRequeue(Callback):
     """On SLURM's requeue signal: save ``hpc_ckpt_<n>.ckpt`` at the next safe point, requeue the job, stop.
 
     It saves after an optimizer step (not mid-accumulation, at an epoch's last batch, before a due validation
-    or at the last step; DDP ranks agree on the step), then every rank raises :class:`RequeueStop`. Only fit
-    runs are requeued. ``adamergex`` adds it with ``SLURMEnvironment(auto_requeue=False)`` in submitted jobs.
+    or at the last step), then every rank raises :class:`RequeueStop`. Only fit runs are requeued.
 
     Args:
         dirpath: Where HPC checkpoints go; default ``trainer.default_root_dir`` (searched on restart).

@@ -1,8 +1,7 @@
 """Sequence packing for training: a batch's examples share rows instead of each padding its own.
 
-:class:`PackingCollator` packs a batch's examples first-fit into rows of the longest example's length; the
-batch's examples are unchanged. Each example restarts its ``position_ids`` at 0 and the model gets no attention
-mask, so transformers derives a block-diagonal causal mask; each example's first label is ``-100``.
+Each example restarts its ``position_ids`` at 0 and the model gets no attention mask, so transformers derives a
+block-diagonal causal mask; each example's first label is ``-100``.
 """
 
 from __future__ import annotations

@@ -223,9 +223,8 @@ class DataSource:
         revision: The hub dataset's git revision; on ``refs/convert/parquet`` ``name`` is read as ``data_dir``.
         data_dir: A relative folder inside the dataset repository to read instead of its configurations' files.
 
-    Offline mirror: with ``$ADAMERGEX_DATASET_MIRROR`` set, a hub id ``<org>/<name>`` is loaded from
-    ``$ADAMERGEX_DATASET_MIRROR/<org>/<name>/`` (``<org>/<name>@<revision, '/' as %2F>/`` for another
-    ``revision``) when that folder exists, laid out as the hub serves it (``tests/hub_fixtures.py`` writes one).
+    With ``$ADAMERGEX_DATASET_MIRROR`` set, a hub id ``<org>/<name>`` loads from that folder's ``<org>/<name>/``
+    (``<org>/<name>@<revision, '/' as %2F>/`` for another ``revision``) when it exists.
     """
 
     path: str

@@ -93,10 +93,7 @@ class Evaluator(nn.Module):
         raise NotImplementedError
 
     def item_scores(self) -> dict[str, ItemScores]:
-        """The per-item scores behind :meth:`compute`'s per-language keys, under the same keys.
-
-        Cross-language keys (``consistency_3``) are absent. A DDP collective, like :meth:`compute`.
-        """
+        """The per-item scores behind :meth:`compute`'s per-language keys, by key; a DDP collective."""
         return {}
 
     def keep_predictions(self, prompt_id: str | None = None) -> None:

@@ -12,8 +12,7 @@ Paired comparison: items are resampled jointly, ``d*_b = mean_j (m − b)[I[b, j
     count = #{b : d*_b ≤ 0} if d̂ > 0,   #{b : d*_b ≥ 0} if d̂ < 0;
     p = min(1, 2 · (count + 1) / (B + 1));   p = 1 if d̂ = 0.
 
-The smallest reachable p is ``2 / (B + 1)`` (report ``p < 0.001`` for B = 2000). :func:`selection_split` keeps
-the items that choose the merge scale ``t`` apart from those that report it.
+The smallest reachable p is ``2 / (B + 1)`` (report ``p < 0.001`` for B = 2000).
 """
 
 from __future__ import annotations

@@ -8,9 +8,8 @@ Definitions (SeaEval, arXiv:2309.04766; CrossIn, arXiv:2404.11932) for languages
   wrong; ``Consistency_k = mean of M_S over all C(|L|, k) subsets S``, for ``k = 2..|L|``.
 * ``AC3_k = 2·Acc·Consistency_k / (Acc + Consistency_k + 1e-10)``.
 
-CrossIn reports ``k = 3`` over en, zh, vi, es (a random answerer over 4 options scores 1/16). Beyond the
-paper: no answer (``None``) is wrong and agrees with nothing; a missing (item, language) cell leaves the item
-out of ``Acc_l`` and of every ``M_S`` with that language (NaN when nothing is left).
+CrossIn reports ``k = 3`` over en, zh, vi, es. No answer (``None``) is wrong and agrees with nothing; a missing
+(item, language) cell is left out of ``Acc_l`` and every ``M_S`` with that language (NaN when nothing is left).
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Per-item scores of one result: what a bootstrap interval and a paired comparison are computed from.
 
-Most results are the mean of one score per item; a causal-LM loss is a ratio of per-item summed NLL ``v_i``
-and labelled-token count ``w_i``:
-
-    loss = Σ_i v_i / Σ_i w_i,        perplexity = exp(loss)
-
-so such scores (:attr:`ItemScores.is_mean` false) carry no percentile interval.
+Most results are means of per-item scores; a causal-LM loss is the ratio ``Σ_i v_i / Σ_i w_i`` of summed NLLs
+and labelled-token counts, so its scores (:attr:`ItemScores.is_mean` false) carry no percentile interval.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """Base class of the text metrics: means of per-example scores, kept per language, synced under DDP.
 
-Reports ``mean_i s_{l,i}`` as ``<l>/<name>`` per language and the macro average over languages with examples
-as ``<name>``; a language without examples reports NaN (the key is always present).
-
-States are int64 fixed-point sums (``round(s · 2^40)``), so results do not depend on sharding and survive
+Reports ``mean_i s_{l,i}`` as ``<l>/<name>`` and the macro average as ``<name>`` (NaN without examples). States
+are int64 fixed-point sums (``round(s · 2^40)``), so results do not depend on sharding and survive
 ``"bf16-true"``; they count ``DistributedSampler``'s padding repeats (at most ``world_size - 1``).
 """
 
@@ -25,9 +23,7 @@ _SCALE = 2**40
 
 
 class PerLanguageMeanMetric(Metric):
-    """Per-language means of named per-example scores; subclasses score a batch in ``update``.
-
-    Subclasses set :attr:`score_names` and implement :meth:`score_items` (one tuple of scores per example).
+    """Per-language means of per-example scores; subclasses set :attr:`score_names` and :meth:`score_items`.
 
     Args:
         languages: Labels used in the output keys (``"de"``), each a distinct known language.

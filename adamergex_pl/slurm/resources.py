@@ -83,8 +83,6 @@ RUN_DIR_PATTERNS = {
 class JobResources:
     """The options of one sbatch job: resources, scheduling, requeue, logs, set-up lines.
 
-    Relative paths (``output``, ``error``, ``run_dir``) are relative to the job's ``#SBATCH --chdir``.
-
     Args:
         job_name: ``--job-name``; letters, digits and ``_.+-``; not ``bash`` or ``interactive``.
         nodes: ``--nodes``.
@@ -99,7 +97,7 @@ class JobResources:
         signal: Seconds before the time limit to send ``signal_name``; more than one optimizer step takes.
         signal_name: The signal (exported as ``ADAMERGEX_REQUEUE_SIGNAL``); default ``SIGUSR1``.
         requeue: ``--requeue`` (appending to the log) or ``--no-requeue``.
-        output: ``--output``; the file name may use sbatch's patterns (``%j``, ``%x``, ...).
+        output: ``--output`` (paths are relative to ``--chdir``); the file name may use ``%j``, ``%x``, ...
         error: ``--error``; ``None`` writes stderr into ``output``.
         run_dir: Exported as ``ADAMERGEX_RUN_DIR`` (sbatch's ``%j``, ``%x``, ``%A``, ``%a``); default pinned to ``%j``.
         setup: Shell lines run before the command, e.g. ``"source .venv/bin/activate"``.
