@@ -6,8 +6,9 @@ Definition (Lin, 2004, sentence-level ROUGE-L) for prediction tokens ``x_1..x_n`
     P = L / n,    R = L / m,    F1 = 2·P·R / (P + R)   (β = 1; F1 = 0 when L = 0)
 
 The whole text is one sequence (no ROUGE-Lsum); an empty side gives 0. The score is NOT divided by the
-reference's character length (the AdaMergeX release did). Tokens: :func:`rouge_tokens` (no stemming). LCS length is bit-parallel (Allison & Dix 1986;
-Hyyrö 2004): ``V ← (V + (V & M[y_j])) | (V & ~M[y_j])`` per ``y_j``, ``L`` the zero bits of ``V``.
+reference's character length (the AdaMergeX release did). Tokens: :func:`rouge_tokens` (no stemming). LCS length
+is bit-parallel (Allison & Dix 1986; Hyyrö 2004): ``V ← (V + (V & M[y_j])) | (V & ~M[y_j])`` per ``y_j``, ``L``
+the zero bits of ``V``.
 """
 
 from __future__ import annotations
