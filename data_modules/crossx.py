@@ -77,9 +77,7 @@ def _question(cell: dict[str, Any], where: str) -> CrossXQuestion:
 
 
 def load_crossx_items(source: DataSource, languages: Sequence[str]) -> list[dict[str, CrossXQuestion]]:
-    """The items of a CrossX file in ``languages``: per item, its questions keyed by language code.
-
-    One dict per item (the SeaEval-format ``source``), in file order, without the languages the item lacks.
+    """The items of a CrossX file in file order: per item, its questions by language (those it has).
 
     Raises:
         InvalidValueError: An unknown language, a malformed cell, differing golds, or a language no item has.

@@ -44,8 +44,6 @@ def first_fit_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 class PackingCollator:
     """Packs tokenized training examples into rows as long as the batch's longest example.
 
-    The batch has ``input_ids``, ``position_ids``, ``attention_mask`` (for counting) and ``labels``, all 2-D.
-
     Args:
         pad_token_id: The tokenizer's pad token.
         pad_to_multiple_of: Round the row length up to a multiple, or ``None``.

@@ -120,10 +120,7 @@ class ReferenceLMDataModule(TokenizedDataModule):
         return " ".join(str(record.get(f) or "") for f in self.text_fields)
 
     def windows(self, source: DataSource, limit: int | None = None) -> list[list[int]]:
-        """Token windows of ``source``'s text.
-
-        With ``limit`` (and independent records) documents are read in a seeded order until ``limit`` windows exist.
-        """
+        """Token windows of ``source``'s text (with ``limit``: documents in a seeded order until ``limit`` exist)."""
         n, eos = self.window_tokens, self.tokenizer.eos_token_id
         if self.record_separator is not None:
             texts = list(self._documents(source, None))

@@ -1,7 +1,6 @@
 """CrossX evaluation: multiple choice by option log-likelihood, scored for accuracy and cross-lingual consistency.
 
-The predicted letters go to one :class:`~adamergex_pl.metrics.consistency.CrossLingualConsistency` per
-benchmark (formulas there), which sees all languages of an item at ``compute``, also under DDP.
+Predicted letters go to one :class:`~adamergex_pl.metrics.consistency.CrossLingualConsistency` per benchmark.
 """
 
 from __future__ import annotations

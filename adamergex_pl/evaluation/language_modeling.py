@@ -54,8 +54,7 @@ def causal_lm_nll_per_row(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tenso
 def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     """The keys of a batch that a causal LM's forward takes.
 
-    A packed batch (:mod:`data_modules.packing`) passes ``position_ids`` and no attention mask, so
-    transformers derives the block-diagonal causal mask from where the positions restart.
+    A packed batch passes ``position_ids`` and no attention mask (see :mod:`data_modules.packing`).
     """
     if "position_ids" in batch:
         return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}

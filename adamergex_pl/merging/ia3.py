@@ -61,8 +61,7 @@ def ia3_adamergex(
 ) -> torch.Tensor:
     """AdaMergeX for one (IA)³ vector: ``l_T ⊙ (t·(D − 1) + 1)`` (paper) or ``l_T ⊙ D^t`` (loglinear).
 
-    ``l_task`` is ``l_T``, ``scale`` is ``t``, ``D = l_tgt ⊘ l_src``; divisor entries with ``|l_src| < eps``
-    are refused, and messages name ``module``.
+    ``scale`` is ``t`` and ``D = l_tgt ⊘ l_src``; divisor entries with ``|l_src| < eps`` are refused.
 
     Raises:
         ValueError: An unknown mode, non-finite input or result, a near-zero divisor, or loglinear ``D ≤ 0``.

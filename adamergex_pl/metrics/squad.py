@@ -4,11 +4,10 @@ Definitions (Rajpurkar et al., 2016, arXiv:1606.05250) for a prediction ``p`` an
 
 * ``norm(x)``: NFKC, case folding, delete punctuation and symbols, segment per script
   (:mod:`adamergex_pl.metrics.text_segmentation`), drop ``a``/``an``/``the`` of English answers only.
-* ``EM(p, g) = 1[norm(p) = norm(g)]``.
+* ``EM(p, g) = 1[norm(p) = norm(g)]``; with several gold answers, ``max_j EM(p, g_j)`` and ``max_j F1(p, g_j)``.
 * ``F1(p, g)``: with token multisets ``P``, ``G`` of ``norm(p)``, ``norm(g)`` and ``c = |P ∩ G|``,
   ``precision = c/|P|``, ``recall = c/|G|``, ``F1 = 2·precision·recall/(precision + recall)``, 0 when
   ``c = 0``, and ``F1 = 1[P = G]`` if ``P`` or ``G`` is empty.
-* Several gold answers: ``max_j EM(p, g_j)`` and ``max_j F1(p, g_j)``.
 """
 
 from __future__ import annotations

@@ -42,8 +42,6 @@ _RANGE_STARTS = tuple(start for start, _ in _UNSEGMENTED_RANGES)
 def is_unsegmented_char(char: str) -> bool:
     """Whether ``char`` belongs to a script written without spaces between words.
 
-    True for Han, Kana, Bopomofo, Thai, Lao, Khmer and Myanmar code points, punctuation of those blocks included.
-
     Example:
         >>> is_unsegmented_char("中"), is_unsegmented_char("ก"), is_unsegmented_char("a")
         (True, True, False)

@@ -199,8 +199,7 @@ def submit_chain(
 ) -> list[JobSubmission]:
     """Submit ``parallel`` jobs, then ``then`` job(s) that start only after all of them succeeded.
 
-    The AdaMergeX recipe's shape: three fits in parallel, then merge and validate; if a parent fails, the
-    dependent jobs are cancelled. Other arguments, returns and errors as :func:`submit_jobs`.
+    A failed parent cancels its dependants. Other arguments, returns and errors as :func:`submit_jobs`.
 
     Args:
         parallel: Jobs with no dependency on each other.

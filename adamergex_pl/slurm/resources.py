@@ -58,8 +58,7 @@ def parse_time_limit(value: str) -> int | None:
     return total
 
 
-# SLURM's largest --signal time (the field is 16 bits).
-MAX_SIGNAL_SECONDS = 65535
+MAX_SIGNAL_SECONDS = 65535  # SLURM's largest --signal time (the field is 16 bits).
 _JOB_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _NAME_LIST = re.compile(r"^[A-Za-z0-9_.+-]+(,[A-Za-z0-9_.+-]+)*$")
 _MEMORY = re.compile(r"^(0|[1-9][0-9]*[KMGT]?)$", re.IGNORECASE)

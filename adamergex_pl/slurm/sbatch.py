@@ -15,8 +15,7 @@ from adamergex_pl.slurm.pinning import RUN_DIR_ENV
 from adamergex_pl.slurm.resources import RUN_DIR_PATTERNS, JobResources, sbatch_option
 from callbacks.slurm_requeue import REQUEUE_SIGNAL_ENV
 
-# Commands longer than this are broken into one option per line.
-_WRAP_AT = 100
+_WRAP_AT = 100  # Commands longer than this are broken into one option per line.
 
 _TEMPLATE = Template(
     """\
@@ -195,8 +194,6 @@ def sbatch_submit(
     timeout: float = 120.0,
 ) -> str:
     """Submit a script with ``sbatch --parsable`` and return its job id.
-
-    ``extra_args`` override the script's ``#SBATCH`` lines; ``timeout`` is in seconds.
 
     Raises:
         SbatchNotFoundError: sbatch is missing.

@@ -21,11 +21,7 @@ _REPACK_FLAG = "support_avx512bf16_for_cpu"
 
 
 def guard_4bit_cpu_path(model: nn.Module) -> int:
-    """Keep every bitsandbytes ``Linear4bit`` in ``model`` on its unpacked, differentiable path; return how many.
-
-    Example:
-        ``guard_4bit_cpu_path(AutoModelForCausalLM.from_pretrained(name, quantization_config=nf4))``
-    """
+    """Keep every bitsandbytes ``Linear4bit`` in ``model`` on its unpacked, differentiable path; return how many."""
     guarded = 0
     for module in model.modules():
         if not hasattr(module, _REPACK_FLAG):
