@@ -14,7 +14,8 @@ ModelParallel, XLA     no                      no                               
 =====================  ======================  ==================================  ==========================
 
 DDP is tested on CPU with gloo, also with ``nf4`` (``tests/slurm/test_slurm_fit.py``). FSDP flattens parameters
-into one dtype, hence ``quant_storage``; use ``state_dict_type="full"`` to keep checkpoints adapter-only. DeepSpeed saves the frozen base in its own format.
+into one dtype, hence ``quant_storage``; use ``state_dict_type="full"`` to keep checkpoints adapter-only.
+DeepSpeed saves the frozen base in its own format.
 
 Example:
     >>> check_strategy(DDPStrategy(), QuantizationSpec("nf4"))
