@@ -9,8 +9,7 @@ Modes of a training row (``x`` is a non-English language of the parallel set):
   English instruction.
 
 Variants: ``base`` = {0}, ``en2x`` = {0, 1}, ``x2en`` = {0, 2}, ``x2x`` = {0, 1, 2}; the suffix ``+trans``
-adds mode 3 (``x2x+trans`` = {0, 1, 2, 3}). A mixture is chosen by ``variant`` or by ``modes``, never both:
-two ways of saying the same thing would let a composed config say two different things.
+adds mode 3 (``x2x+trans`` = {0, 1, 2, 3}). A mixture is chosen by ``variant`` or by ``modes``, never both.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.errors import InvalidValueError, reraise_os_error
 from adamergex_pl.metrics.languages import LANGUAGES, normalize_language
 from data_modules.base import check_split_options
 from data_modules.instruction_format import PromptTemplate
@@ -48,13 +47,7 @@ def variant_names() -> list[str]:
 
 
 def variant_modes(variant: str) -> tuple[int, ...]:
-    """The modes of a named variant (case-insensitive; ``x2x+Trans`` and ``x2x + trans`` are accepted).
-
-    Args:
-        variant: ``base``, ``en2x``, ``x2en`` or ``x2x``, optionally followed by ``+trans``.
-
-    Returns:
-        The sorted mode numbers.
+    """The sorted modes of a named variant (case-insensitive, spaces ignored).
 
     Raises:
         InvalidValueError: an unknown variant.
@@ -94,14 +87,7 @@ def _check_modes(modes: Sequence[int]) -> tuple[int, ...]:
 
 
 def resolve_modes(variant: str | None, modes: Sequence[int] | None) -> tuple[int, ...]:
-    """The modes of a mixture given by exactly one of ``variant`` and ``modes``.
-
-    Args:
-        variant: a named variant (see :func:`variant_modes`), or None.
-        modes: explicit mode numbers, or None.
-
-    Returns:
-        The sorted mode numbers.
+    """The sorted modes of a mixture given by exactly one of ``variant`` and ``modes``.
 
     Raises:
         InvalidValueError: both or neither given, an unknown variant, or a bad mode list.
@@ -297,19 +283,8 @@ class CrossInMixture:
     """Composes the CrossIn mixture from its sources (no tokenizer needed).
 
     Args:
-        parallel: one Alpaca-style source per language, each with ``language`` (English and at least one
-            other), aligned item by item; e.g. ``{path: MBZUAI/Bactrian-X, name: zh, language: zh}``.
-        base: the English base instruction set (mode 0), e.g. ``{path: garage-bAInd/Open-Platypus}``.
-        variant: ``base``, ``en2x``, ``x2en``, ``x2x``, optionally ``+trans`` (exclusive with ``modes``).
-        modes: the modes as numbers, 0 base, 1 en2x, 2 x2en, 3 trans (exclusive with ``variant``).
-        n: rows per cross-lingual mode: a positive number of draws, or ``all`` (every item once).
-        languages: the parallel languages to use (default: every parallel source's); English is required.
-        align_on: align parallel items on this field (e.g. ``id``) instead of on record positions.
-        language_tag: format of the tag appended to the input, over ``{language}`` (``zh``) and ``{name}``
-            (``Chinese``); null for no tag.
-        translation_instruction: the instruction of mode-3 rows.
-        val_fraction: hold out this fraction of the parallel items and of the base rows for validation.
-        seed: seed of the draws and of the validation split.
+        parallel, base, variant, modes, n, languages, align_on, language_tag, translation_instruction,
+            val_fraction, seed: as in :class:`~data_modules.crossin.CrossInDataModule`.
 
     Raises:
         InvalidValueError: conflicting or unknown variant/modes, a mode without its source, a bad ``n``, tag or
@@ -371,7 +346,6 @@ class CrossInMixture:
         self.val_fraction = val_fraction
         self.seed = seed
 
-    # ------------------------------------------------------------------ building
     def build(self) -> tuple[list[Row], list[Row]]:
         """Load the sources and compose ``(train_rows, val_rows)``.
 
@@ -400,7 +374,7 @@ class CrossInMixture:
     def compose(
         self, parallel: ParallelInstructions | None, base: Sequence[dict[str, str]] | None
     ) -> tuple[list[Row], list[Row]]:
-        """The mixture of in-memory data (``build`` without the loading); see the module docstring."""
+        """The mixture of in-memory data: :meth:`build` without the loading."""
         split_rng = random.Random(f"crossin-validation-{self.seed}")
         train: list[Row] = []
         val: list[Row] = []
@@ -468,7 +442,6 @@ class CrossInMixture:
             rows.append({**row, **dict(zip(("instruction", "input", "output"), text, strict=True))})
         return rows
 
-    # ------------------------------------------------------------------ reporting
     @staticmethod
     def counts(rows: Sequence[Row]) -> dict[str, int]:
         """Rows per mode name, in mode order."""
@@ -497,7 +470,6 @@ def _parser():
         exit_on_error=False,
     )
     parser.add_argument("--config", action=ActionConfigFile, help="an adamergex fit config (repeatable)")
-    # any DataModule by class_path, as in `fit` (no import of data_modules here: it builds on this package)
     parser.add_subclass_arguments(LightningDataModule, "data", required=True)
     # the other sections of a fit config: accepted so that the same file works, otherwise unused
     parser.add_argument("--model", type=dict | None, default=None, help="unused (the fit config's model)")
@@ -527,7 +499,6 @@ def _tokenizer_name(config: Any) -> str | None:
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     from adamergex_pl.atomic_files import write_jsonl_atomic
-    from adamergex_pl.errors import reraise_os_error
 
     try:
         write_jsonl_atomic(path, rows)
@@ -536,15 +507,11 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def build(argv: list[str]) -> int:
-    """``adamergex crossin build ...``: see the module docstring."""
-    from data_modules.crossin_mixture import CrossInMixture
-
+    """``adamergex crossin build ...``."""
     parser = _parser()
     config = parser.parse_args(argv)
     datamodule = parser.instantiate(config).data
     if not hasattr(datamodule, "mixture"):
-        from adamergex_pl.errors import InvalidValueError
-
         raise InvalidValueError(
             f"data.class_path={config.data.class_path!r} builds no CrossIn mixture; expected "
             "data_modules.CrossInDataModule"
@@ -562,8 +529,6 @@ def build(argv: list[str]) -> int:
 
             name = _tokenizer_name(config)
             if name is None:
-                from adamergex_pl.errors import InvalidValueError
-
                 raise InvalidValueError(
                     "--rendered with prompt_format chat needs a tokenizer; set model.init_args.base_model or "
                     "--data.init_args.tokenizer"

@@ -1,12 +1,8 @@
-"""Checks that a set of adapters can be merged, run before any arithmetic.
+"""Checks, before any arithmetic, that adapters ``{role: AdapterWeights}`` can be merged.
 
-Every input must be the same peft type (LoRA or (IA)³), adapt the same base model (and be a plain variant,
-which :class:`AdapterWeights` enforces on construction), and agree, module by module, on the
-tensor shapes (LoRA: ``in`` and ``out`` sizes; ranks may differ) and, for (IA)³, on which modules are
-feedforward. A module that only some inputs adapt is allowed (LoRA: the others contribute zero; (IA)³: the
-identity ``1``) and reported, or refused with ``strict_modules``.
-
-Inputs are passed as ``{role: AdapterWeights}`` so that messages name them (``task_src``, ``ref_tgt``, ...).
+Inputs must share the peft type, the base model, and per module the tensor shapes (LoRA ranks may differ) and,
+for (IA)³, whether it is feedforward. A module only some inputs adapt counts as zero (LoRA) or ``1`` ((IA)³)
+in the others, unless ``strict_modules`` refuses it.
 """
 
 from __future__ import annotations
@@ -24,10 +20,7 @@ OVERFLOW_LIMIT = math.sqrt(torch.finfo(torch.float32).max)  # ≈ 1.84e19
 
 
 def module_bounds(adapter) -> dict[str, float]:
-    """Per adapted module, the bound above on what the adapter adds to a unit-scale input (float64).
-
-    Args:
-        adapter: an :class:`~adamergex_pl.merging.adapters.AdapterWeights`.
+    """Per adapted module of an ``AdapterWeights``, a bound on what it adds to a unit-scale input (float64).
 
     Example:
         >>> import torch
@@ -56,11 +49,11 @@ def refuse_overflowing(adapter, scale: float | None, method: str) -> None:
 
     Args:
         adapter: the merged adapter.
-        scale: the merge's ``t`` (named in the fix), ``None`` for a merge without one.
+        scale: the merge's ``t``, or ``None``.
         method: the method, for the message.
 
     Raises:
-        ValueError: naming the worst module, its bound, the limit, and the fix.
+        ValueError: naming the worst module, its bound and the fix.
     """
     bounds = module_bounds(adapter)
     bad = {module: bound for module, bound in bounds.items() if not bound < OVERFLOW_LIMIT}
@@ -89,7 +82,7 @@ def check_mergeable(
         strict_modules: refuse modules that only some inputs adapt.
 
     Raises:
-        ValueError: the first failed check, naming the inputs and modules involved.
+        ValueError: the first failed check.
 
     Example:
         >>> check_mergeable({"task_src": task, "ref_src": en, "ref_tgt": de})  # doctest: +SKIP
@@ -159,12 +152,8 @@ def check_same_base(adapters: Mapping[str, AdapterWeights], *, allow_different_b
 def module_coverage(adapters: Mapping[str, AdapterWeights]) -> dict[str, list[str]]:
     """``{module: [roles that lack it]}`` for every module that only some inputs adapt."""
     every = sorted(set().union(*(adapter.tensors for adapter in adapters.values())))
-    partial = {}
-    for module in every:
-        missing = [role for role, adapter in adapters.items() if module not in adapter.tensors]
-        if missing:
-            partial[module] = missing
-    return partial
+    missing = {module: [role for role, a in adapters.items() if module not in a.tensors] for module in every}
+    return {module: roles for module, roles in missing.items() if roles}
 
 
 def check_shapes(adapters: Mapping[str, AdapterWeights]) -> None:

@@ -1,11 +1,5 @@
 """``adamergex submit``: run any adamergex command as a SLURM batch job (or a DAG of them from a YAML file).
 
-    adamergex submit [options] -- <adamergex command ...>     # one job; prints its id
-    adamergex submit [options] --jobs pipeline.yaml           # several jobs with afterok dependencies
-    adamergex submit --dry-run [options] -- fit --config x.yaml   # print the script(s), submit nothing
-
-Until the CLI registers it, the same runs as ``python -m adamergex_pl.slurm.submit``.
-
 Example:
     >>> main(["--dry-run", "--time", "02:00:00", "--", "fit", "--config", "fit.yaml"])  # doctest: +SKIP
     0
@@ -35,7 +29,7 @@ _JOB_KEYS = {"command", "after", "resources", "program"}
 def load_job_file(
     path: str | os.PathLike[str], *, overrides: Mapping[str, Any] | None = None, program: str | None = None
 ) -> list[SlurmJob]:
-    """Read a job file into :class:`SlurmJob` objects (in file order).
+    """Read a YAML job file (``defaults:`` and ``jobs:`` of name -> command, after, resources, program).
 
     Args:
         path: the YAML file.
@@ -43,13 +37,9 @@ def load_job_file(
             lose to a job's own ``resources``.
         program: the program for jobs that name none; defaults to the adamergex of this environment.
 
-    Returns:
-        The jobs.
-
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not of the form above (unknown keys, a job without a command, resources that
-            ``JobResources`` refuses); the message names the job and the key.
+        ValueError: unknown keys, a job without a command, or resources that ``JobResources`` refuses.
     """
     file = Path(path)
     if not file.is_file():
@@ -186,14 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``adamergex submit``.
-
-    Args:
-        argv: the arguments after ``submit``; ``sys.argv[1:]`` when ``None``.
-
-    Returns:
-        0 on success; 1 when sbatch is missing or refuses a job; 2 for bad options.
-    """
+    """Run ``adamergex submit`` on ``argv`` (default ``sys.argv[1:]``); exit code 1: sbatch failed, 2: bad options."""
     args = list(sys.argv[1:] if argv is None else argv)
     options, command = (
         (args[: args.index("--")], args[args.index("--") + 1 :]) if "--" in args else (args, [])
@@ -205,10 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         submissions = submit_jobs(
             jobs, jobs_dir=ns.jobs_dir, workdir=ns.workdir, sbatch=ns.sbatch, dry_run=ns.dry_run
         )
-    except SbatchNotFoundError as err:
-        print(f"adamergex submit: {err}", file=sys.stderr)
-        return 1
-    except SbatchError as err:
+    except (SbatchNotFoundError, SbatchError) as err:
         print(f"adamergex submit: {err}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError) as err:
