@@ -25,8 +25,8 @@ class AdapterSpec:
         lora_alpha: LoRA alpha; the update is scaled by ``alpha / r`` (``alpha / sqrt(r)`` with rsLoRA).
         lora_dropout: dropout on the LoRA input.
         use_rslora: rank-stabilised scaling.
-        target_modules: module names (suffixes) to adapt, or ``all-linear`` (LoRA only). ``None`` picks the
-            defaults described above.
+        target_modules: module names (suffixes) to adapt, or ``all-linear`` (LoRA only); ``None``: all-linear
+            for LoRA, peft's defaults of the architecture for (IA)³.
         feedforward_modules: (IA)³ only: the subset of ``target_modules`` whose input, not output, is scaled.
         modules_to_save: modules trained in full beside the adapter (e.g. ``embed_tokens``, ``lm_head``).
 
@@ -67,7 +67,7 @@ class AdapterSpec:
         """Target and feed-forward module names for ``model``, checked against its modules.
 
         Raises:
-            ValueError: a named module does not exist in the model, or no defaults are known for its type.
+            ValueError: a named module is not in the model, or no defaults are known for its type.
         """
         model_type = getattr(getattr(model, "config", None), "model_type", None)
         targets = self.target_modules
@@ -128,7 +128,6 @@ class AdapterSpec:
 
 
 def _check_modules_exist(model: nn.Module, names: list[str], option: str, linear_only: bool = True) -> None:
-    """Every name must match a module by its full name or a dotted suffix, as PEFT matches them."""
     module_names = [n for n, m in model.named_modules() if n and (not linear_only or _is_linear_like(m))]
     missing = [name for name in names if not any(n == name or n.endswith("." + name) for n in module_names)]
     if missing:
@@ -149,11 +148,7 @@ _PEFT_TYPES = {"LORA": "lora", "IA3": "ia3"}
 
 
 def saved_adapter_type(adapter_dir: str | Path) -> str:
-    """``lora`` or ``ia3``, read from a PEFT adapter directory's config.
-
-    Raises:
-        ValueError: the directory holds another PEFT method.
-    """
+    """``lora`` or ``ia3``, read from a PEFT adapter directory's config; ValueError for another PEFT method."""
     config = json.loads((Path(adapter_dir) / ADAPTER_CONFIG).read_text())
     peft_type = str(config.get("peft_type", "")).upper()
     if peft_type not in _PEFT_TYPES:
@@ -174,10 +169,7 @@ def attach_adapter(
     adapter_dir: str | Path | None = None,
     stack_on: str | Path | None = None,
 ) -> nn.Module:
-    """Freeze ``base`` and wrap it in a trainable ``PeftModel``.
-
-    Quantized bases go through ``prepare_model_for_kbit_training`` (norms and embeddings upcast to float32,
-    inputs made to require grad); gradient checkpointing is non-reentrant either way.
+    """Freeze ``base`` and wrap it in a trainable ``PeftModel`` (quantized: ``prepare_model_for_kbit_training``).
 
     Args:
         base: the loaded causal LM.
@@ -186,8 +178,7 @@ def attach_adapter(
         gradient_checkpointing: recompute activations in the backward pass.
         adapter_dir: load this saved PEFT adapter (trainable) instead of creating a fresh one.
         stack_on: a saved adapter of the same type that stays active and frozen beneath the trained one
-            (MAD-X's language adapter beneath a task adapter, Pfeiffer et al., 2020, arXiv 2005.00052): PEFT
-            sums the two LoRA updates (multiplies two (IA)³ vectors) in every adapted layer.
+            (MAD-X, Pfeiffer et al., 2020, arXiv 2005.00052): LoRA updates add, (IA)³ vectors multiply.
 
     Raises:
         ValueError: ``adapter_dir`` holds an adapter of another type than ``spec.adapter_type``, or a target
