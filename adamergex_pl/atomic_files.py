@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -49,7 +50,7 @@ def write_atomic(
     Args:
         path: the file to (re)place; its folder is created if missing.
         data: the content.
-        mode: file permissions (e.g. ``0o755``); default: what the umask allows for a new file.
+        mode: file permissions (e.g. ``0o755``); default: what the umask allows.
         durable: ``fsync`` the file before the rename and its folder after it.
 
     Raises:
@@ -161,8 +162,7 @@ def _sync_directory(folder: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(handle)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.fsync(handle)
     finally:
         os.close(handle)

@@ -3,10 +3,6 @@
 * ``builtin:tiny-llama``: a random two-layer Llama with a byte-level tokenizer, built deterministically on
   first use into ``$ADAMERGEX_CACHE`` (default ``~/.cache/adamergex``); the tests fine-tune and merge it.
 * any directory under ``adamergex_pl/assets/`` that holds a ``config.json`` (the embedded demo model).
-
-Example:
-    >>> path = resolve_base_model("builtin:tiny-llama")  # doctest: +SKIP
-    >>> AutoModelForCausalLM.from_pretrained(path)  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -36,7 +36,12 @@ def add_to_peft_model(
             raise InvalidValueError(
                 f"the PeftModel already has an adapter named {adapter_name!r}; pass replace=True"
             )
-        if adapter_name in _active(peft_model):
+        active = (
+            peft_model.active_adapters
+            if hasattr(peft_model, "active_adapters")
+            else peft_model.active_adapter
+        )
+        if adapter_name in ([active] if isinstance(active, str) else list(active)):
             raise InvalidValueError(
                 f"adapter {adapter_name!r} is active; set_adapter another one before replacing it"
             )
@@ -56,10 +61,3 @@ def add_to_peft_model(
     except BaseException:
         peft_model.delete_adapter(adapter_name)
         raise
-
-
-def _active(peft_model) -> list[str]:
-    active = (
-        peft_model.active_adapters if hasattr(peft_model, "active_adapters") else peft_model.active_adapter
-    )
-    return [active] if isinstance(active, str) else list(active)

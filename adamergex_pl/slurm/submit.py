@@ -1,9 +1,4 @@
-"""``adamergex submit``: run any adamergex command as a SLURM batch job (or a DAG of them from a YAML file).
-
-Example:
-    >>> main(["--dry-run", "--time", "02:00:00", "--", "fit", "--config", "fit.yaml"])  # doctest: +SKIP
-    0
-"""
+"""``adamergex submit``: run any adamergex command as a SLURM batch job (or a DAG of them from a YAML file)."""
 
 from __future__ import annotations
 
@@ -32,7 +27,6 @@ def load_job_file(
     """Read a YAML job file (``defaults:`` and ``jobs:`` of name -> command, after, resources, program).
 
     Args:
-        path: the YAML file.
         overrides: ``JobResources`` fields from the command line; they win over the file's ``defaults`` and
             lose to a job's own ``resources``.
         program: the program for jobs that name none; defaults to the adamergex of this environment.
@@ -178,11 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``adamergex submit`` on ``argv`` (default ``sys.argv[1:]``); exit code 1: sbatch failed, 2: bad options."""
     args = list(sys.argv[1:] if argv is None else argv)
-    options, command = (
-        (args[: args.index("--")], args[args.index("--") + 1 :]) if "--" in args else (args, [])
-    )
-    parser = build_parser()
-    ns = parser.parse_args(options)
+    cut = args.index("--") if "--" in args else len(args)
+    options, command = args[:cut], args[cut + 1 :]
+    ns = build_parser().parse_args(options)
     try:
         jobs = _jobs_from_args(ns, command)
         submissions = submit_jobs(
@@ -194,10 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"adamergex submit: error: {err}", file=sys.stderr)
         return 2
-    if ns.dry_run:
-        _print_dry_run(submissions)
-    else:
-        _print_submitted(submissions)
+    (_print_dry_run if ns.dry_run else _print_submitted)(submissions)
     return 0
 
 
@@ -205,8 +194,7 @@ def resource_overrides(ns: argparse.Namespace) -> dict[str, Any]:
     """The ``JobResources`` fields given on the command line (``--signal 0`` means no signal)."""
     names = set(JobResources.field_names())
     given = {key: value for key, value in vars(ns).items() if key in names and value is not None}
-    if "extra_sbatch" in given or "setup" in given:
-        given = {k: list(v) if k in ("extra_sbatch", "setup") else v for k, v in given.items()}
+    given = {k: list(v) if k in ("extra_sbatch", "setup") else v for k, v in given.items()}
     if given.get("signal") == 0:
         given["signal"] = None
     return given

@@ -13,22 +13,16 @@ from callbacks.adapter_snapshot import ADAPTER_CONFIG
 
 ADAPTER_TYPES = ("lora", "ia3")
 ALL_LINEAR = "all-linear"
+_PEFT_TYPES = {"LORA": "lora", "IA3": "ia3"}
+BENEATH = "beneath"  # the name of a frozen adapter the trained one is stacked on (MAD-X style)
 
 
 @dataclass(frozen=True)
 class AdapterSpec:
     """An adapter's type and shape.
 
-    Args:
-        adapter_type: ``lora`` or ``ia3``.
-        lora_r: LoRA rank.
-        lora_alpha: LoRA alpha; the update is scaled by ``alpha / r`` (``alpha / sqrt(r)`` with rsLoRA).
-        lora_dropout: dropout on the LoRA input.
-        use_rslora: rank-stabilised scaling.
-        target_modules: module names (suffixes) to adapt, or ``all-linear`` (LoRA only); ``None``: all-linear
-            for LoRA, peft's defaults of the architecture for (IA)³.
-        feedforward_modules: (IA)³ only: the subset of ``target_modules`` whose input, not output, is scaled.
-        modules_to_save: modules trained in full beside the adapter (e.g. ``embed_tokens``, ``lm_head``).
+    Args: the adapter options of :class:`~adamergex_pl.training.adapter_module.AdapterModule`; ``None`` for
+        ``target_modules`` means all-linear for LoRA and peft's defaults of the architecture for (IA)³.
 
     Raises:
         ValueError: an unknown adapter type, options of the other adapter type, or a bad rank/dropout.
@@ -140,11 +134,7 @@ def _check_modules_exist(model: nn.Module, names: list[str], option: str, linear
 
 
 def _is_linear_like(module: nn.Module) -> bool:
-    """Linear layers, including quantized bitsandbytes ones and GPT-2's Conv1D."""
     return isinstance(module, nn.Linear) or type(module).__name__ in {"Linear4bit", "Linear8bitLt", "Conv1D"}
-
-
-_PEFT_TYPES = {"LORA": "lora", "IA3": "ia3"}
 
 
 def saved_adapter_type(adapter_dir: str | Path) -> str:
@@ -158,9 +148,6 @@ def saved_adapter_type(adapter_dir: str | Path) -> str:
     return _PEFT_TYPES[peft_type]
 
 
-BENEATH = "beneath"  # the name of a frozen adapter the trained one is stacked on (MAD-X style)
-
-
 def attach_adapter(
     base: nn.Module,
     spec: AdapterSpec,
@@ -172,10 +159,7 @@ def attach_adapter(
     """Freeze ``base`` and wrap it in a trainable ``PeftModel`` (quantized: ``prepare_model_for_kbit_training``).
 
     Args:
-        base: the loaded causal LM.
         spec: the adapter to create; with ``adapter_dir`` only its ``adapter_type`` is checked.
-        quantized: whether ``base`` holds bitsandbytes-quantized weights.
-        gradient_checkpointing: recompute activations in the backward pass.
         adapter_dir: load this saved PEFT adapter (trainable) instead of creating a fresh one.
         stack_on: a saved adapter of the same type that stays active and frozen beneath the trained one
             (MAD-X, Pfeiffer et al., 2020, arXiv 2005.00052): LoRA updates add, (IA)³ vectors multiply.
