@@ -52,9 +52,8 @@ class CrossInDataModule(TokenizedDataModule):
             data:
               class_path: data_modules.CrossInDataModule
               init_args:
-                parallel:
-                  - {path: MBZUAI/Bactrian-X, name: en, language: en}
-                  - {path: MBZUAI/Bactrian-X, name: zh, language: zh}
+                parallel: [{path: MBZUAI/Bactrian-X, name: en, language: en},
+                           {path: MBZUAI/Bactrian-X, name: zh, language: zh}]
                 align_on: id
                 base: {path: garage-bAInd/Open-Platypus}
                 variant: x2x+trans

@@ -215,9 +215,11 @@ class ParallelInstructions:
         for lang, rows in raw.items():
             if not rows:
                 raise InvalidValueError(f"parallel source {by_language[lang].describe()} holds no records")
-        if align_on is None:
-            return cls._by_position(raw, by_language)
-        return cls._by_key(raw, by_language, align_on)
+        return (
+            cls._by_position(raw, by_language)
+            if align_on is None
+            else cls._by_key(raw, by_language, align_on)
+        )
 
     @classmethod
     def _by_position(cls, raw: dict[str, list[dict]], sources: dict[str, DataSource]) -> ParallelInstructions:

@@ -20,8 +20,7 @@ class MergeResult:
         scale: ``t`` (``None`` for a combination).
         inputs: per input, ``{"role", "path", "sha256", "weight"}`` (``weight``: its coefficient ``w_i``).
         partial_modules: ``{module: [roles that lack it]}`` for modules that only some inputs adapt.
-        svd: for ``svd`` mode, ``{"rank", "relative_error", "max_module_error", "per_module"}`` (relative
-            Frobenius errors of ``ΔW``).
+        svd: for ``svd`` mode, ``{"rank", "relative_error", "max_module_error", "per_module"}`` (errors of ``ΔW``).
 
     Raises:
         ValueError: the merged adapter could overflow float32 activations.

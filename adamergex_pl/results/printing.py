@@ -15,10 +15,9 @@ __all__ = ["claim_results_printing", "finish_evaluation", "fit_summary", "print_
 
 
 def claim_results_printing(trainer) -> bool:
-    """The ``verbose`` of this ``validate``/``test`` run on rank zero; switches Lightning's own table off.
+    """This ``validate``/``test`` run's ``verbose`` on rank zero (False in ``fit``/``predict``); turns Lightning's off.
 
-    Call it from ``on_validation_end``/``on_test_end``, before Lightning prints. During ``fit`` and ``predict``
-    it returns False and changes nothing.
+    Call it from ``on_validation_end``/``on_test_end``, before Lightning prints.
     """
     loops = {"validate": trainer.validate_loop, "test": trainer.test_loop}
     loop = loops.get(str(getattr(trainer.state.fn, "value", trainer.state.fn)))

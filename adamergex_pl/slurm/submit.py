@@ -27,8 +27,7 @@ def load_job_file(
     """Read a YAML job file (``defaults:`` and ``jobs:`` of name -> command, after, resources, program).
 
     Args:
-        overrides: ``JobResources`` fields from the command line; they win over the file's ``defaults`` and
-            lose to a job's own ``resources``.
+        overrides: ``JobResources`` fields that win over the file's ``defaults``, not a job's ``resources``.
         program: the program for jobs that name none; defaults to the adamergex of this environment.
 
     Raises:
@@ -55,9 +54,8 @@ def load_job_file(
             )
         _no_unknown_keys(spec, _JOB_KEYS, where)
         own = _resource_fields(spec.get("resources") or {}, f"{where}: resources")
-        fields = {**defaults, **(overrides or {}), **own, "job_name": str(name)}
         try:
-            resources = JobResources(**fields)
+            resources = JobResources(**{**defaults, **(overrides or {}), **own, "job_name": str(name)})
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from err
         command = spec.get("command")
