@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from adamergex_pl.atomic_files import write_jsonl_atomic
 from adamergex_pl.errors import InvalidValueError, reraise_os_error
 from adamergex_pl.metrics.languages import LANGUAGES, normalize_language
 from data_modules.base import check_split_options
@@ -498,8 +499,6 @@ def build(argv: list[str]) -> int:
             tokenizer = load_tokenizer(name)
         for row in rows:
             row["prompt"], row["completion"] = datamodule.format.render(row, tokenizer)
-    from adamergex_pl.atomic_files import write_jsonl_atomic
-
     out = Path(config.out)
     try:
         write_jsonl_atomic(out, rows)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.merging.adapters import AdapterWeights, ia3_is_feedforward
+from adamergex_pl.merging.adapters import AdapterWeights, ia3_is_feedforward, lora_module_scaling
 
 OVERFLOW_LIMIT = math.sqrt(torch.finfo(torch.float32).max)  # ≈ 1.84e19
 
@@ -23,14 +23,10 @@ def module_bounds(adapter) -> dict[str, float]:
     """Per adapted module of an ``AdapterWeights``, a bound on what it adds to a unit-scale input (float64).
 
     Example:
-        >>> import torch
-        >>> from adamergex_pl.merging.adapters import AdapterWeights
         >>> ia3 = AdapterWeights({"peft_type": "IA3"}, {"m": {"ia3_l": torch.full((4, 1), 2.0)}})
         >>> module_bounds(ia3)
         {'m': 4.0}
     """
-    from adamergex_pl.merging.adapters import lora_module_scaling
-
     bounds = {}
     for module, parts in adapter.tensors.items():
         if "ia3_l" in parts:

@@ -7,6 +7,7 @@ from importlib import metadata
 from typing import Any
 
 from adamergex_pl.merging.adapters import AdapterWeights
+from adamergex_pl.merging.checks import refuse_overflowing
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,7 @@ class MergeResult:
     svd: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        # finite factors may still overflow the forward pass
-        from adamergex_pl.merging.checks import refuse_overflowing
-
-        refuse_overflowing(self.adapter, self.scale, self.method)
+        refuse_overflowing(self.adapter, self.scale, self.method)  # finite factors may still overflow
 
     def record(self, formula: str | None = None) -> dict[str, Any]:
         """The ``merge.json`` content, with the method registry's ``formula``."""
