@@ -1,5 +1,5 @@
-"""Helpers of ``test_fault_injection.py``: run a function in a forked child and ``kill -9`` it, and the
-invariants a killed run must leave behind.
+"""Helpers of ``test_fault_injection.py``: run a function in a forked child and ``kill -9`` it, at a moment
+chosen by an event of the run (:class:`KillAt`) or by time, and the invariants a killed run must leave behind.
 
 A forked child shares the parent's imports (torch, Lightning, the tiny model are loaded once), so a fit,
 merge or pipeline in it starts in milliseconds instead of the seconds an ``adamergex`` subprocess needs.
@@ -7,12 +7,15 @@ merge or pipeline in it starts in milliseconds instead of the seconds an ``adame
 
 from __future__ import annotations
 
+import json
 import os
+import pathlib
 import signal
 import sys
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,6 +81,89 @@ def kill_self() -> None:
     """``kill -9`` of the current process (a forked child)."""
     sys.stdout.flush(), sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillAt:
+    """Counts the events of a fit in this (forked) process and ``kill -9``s it at the chosen one.
+
+    The moment is an event, not a time, so the kill lands where it is meant to on any machine load. Events
+    (a *phase* and its 1-based ordinal in the run):
+
+    * ``start-up``: the base model is loaded and the adapter attached (before training);
+    * ``step``: the end of an optimizer step (the run's checkpoint of that step, if any, is written);
+    * ``validation``: a validation batch (sanity check included);
+    * ``checkpoint write`` / ``snapshot write``: the rename that puts a written checkpoint or snapshot in
+      place, with ``moment`` ``before`` (the temporary file or folder is whole, the old one still in place) or
+      ``after`` it (``last`` not yet re-pointed);
+    * ``end``: the end of fit (every snapshot written).
+
+    Args:
+        phase: the phase of the kill; ``None`` only counts (see :meth:`save_counts`).
+        ordinal: which event of ``phase`` (1 is the first).
+        moment: ``before`` or ``after`` the rename, for the write phases; ``at`` for the others.
+    """
+
+    PHASES = ("start-up", "step", "validation", "checkpoint write", "snapshot write", "end")
+    WRITES = ("checkpoint write", "snapshot write")
+
+    def __init__(self, phase: str | None = None, ordinal: int = 1, moment: str = "at") -> None:
+        if phase is not None and phase not in self.PHASES:
+            raise ValueError(f"phase={phase!r}; expected one of {', '.join(self.PHASES)}")
+        self.target = (phase, ordinal, moment)
+        self.counts: Counter[str] = Counter()
+
+    def event(self, phase: str, moment: str = "at") -> None:
+        if moment != "after":
+            self.counts[phase] += 1
+        if self.target == (phase, self.counts[phase], moment):
+            kill_self()
+
+    def install(self) -> None:
+        """Patch the hooks that report the events (in a forked child only: the patches are never undone)."""
+        from adamergex_pl import AdapterModule
+
+        def around(name: str, phase: str, first: bool) -> None:
+            real = getattr(AdapterModule, name)
+
+            def hook(module, *args, **kwargs):
+                if first:
+                    self.event(phase)
+                result = real(module, *args, **kwargs)
+                if not first:
+                    self.event(phase)
+                return result
+
+            setattr(AdapterModule, name, hook)
+
+        around("configure_model", "start-up", first=False)
+        around("on_train_batch_end", "step", first=False)
+        around("validation_step", "validation", first=True)
+        around("on_fit_end", "end", first=False)
+        replace, rename = os.replace, pathlib.Path.rename
+
+        # AtomicCheckpointIO renames .<name>.ckpt.tmp-* to <name>.ckpt, AdapterSnapshot .tmp-epoch=<N>-* to epoch=<N>
+        def checkpoint_replace(src, dst, *args, **kwargs):
+            write = ".ckpt.tmp-" in os.path.basename(src)
+            if write:
+                self.event("checkpoint write", "before")
+            replace(src, dst, *args, **kwargs)
+            if write:
+                self.event("checkpoint write", "after")
+
+        def snapshot_rename(path, target):
+            write = path.name.startswith(".tmp-epoch=") and pathlib.Path(target).name.startswith("epoch=")
+            if write:
+                self.event("snapshot write", "before")
+            result = rename(path, target)
+            if write:
+                self.event("snapshot write", "after")
+            return result
+
+        os.replace, pathlib.Path.rename = checkpoint_replace, snapshot_rename
+
+    def save_counts(self, path: Path) -> None:
+        """Write how many events of each phase happened (for a run that was not killed)."""
+        path.write_text(json.dumps(dict(self.counts)))
 
 
 def snapshot_weights(root: Path) -> dict[str, dict[str, torch.Tensor]]:

@@ -1,4 +1,5 @@
-"""Fault injection: ``kill -9`` at seeded random moments of ``fit``, ``merge`` and ``pipeline``, kills in the
+"""Fault injection: ``kill -9`` at seeded random events of ``fit`` (a step, a validation batch, a checkpoint or
+snapshot write, start-up, the end) and random moments of ``merge`` and ``pipeline``, kills in the
 middle of a checkpoint, snapshot or merge write, and a full disk (a small tmpfs, root only).
 
 After every kill: each snapshot loads with peft, ``last`` points at a complete one, a ``last.ckpt`` is whole;
@@ -9,12 +10,12 @@ children of this process (``tests/fault_injection.py``), so the module takes sec
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
 import stat
 import subprocess
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 from conftest import REPO_ROOT
 from fault_injection import (
     KILLED,
+    KillAt,
     assert_same_weights,
     check_snapshot_root,
     kill_self,
@@ -40,7 +42,7 @@ from adamergex_pl.cli import main
 from adamergex_pl.training.checkpoint_io import checkpoint_problem
 
 SEED = 17
-FIT_TRIALS, MERGE_TRIALS, PIPELINE_TRIALS = 6, 4, 2
+MERGE_TRIALS, PIPELINE_TRIALS = 4, 2
 CONFIG = str(REPO_ROOT / "configs/tiny/task_lora.yaml")
 
 
@@ -65,42 +67,25 @@ def checkpoint_step(root: Path) -> int | None:
     return int(torch.load(last, weights_only=False)["global_step"])
 
 
-def timed_fit(root: Path, kill_in_training: float | None = None):
-    """A child that runs the fit and records when training starts and ends (``<root>.times``); with
-    ``kill_in_training`` it kills itself that many seconds after training started."""
+def event_fit(root: Path, kill: KillAt):
+    """A child that runs the fit with ``kill``'s hooks installed; a run that ends writes the counts of its
+    events to ``<root>.events``."""
 
     def child() -> int:
-        from adamergex_pl.training.adapter_module import AdapterModule
-
-        times = root.with_name(root.name + ".times")
-        start, end = AdapterModule.on_train_start, AdapterModule.on_train_end
-
-        def on_train_start(module) -> None:
-            start(module)
-            times.write_text(f"{time.monotonic()}\n")
-            if kill_in_training is not None:
-                threading.Timer(kill_in_training, kill_self).start()
-
-        def on_train_end(module) -> None:
-            end(module)
-            with times.open("a") as handle:
-                handle.write(f"{time.monotonic()}\n")
-
-        AdapterModule.on_train_start, AdapterModule.on_train_end = on_train_start, on_train_end
-        return main(fit_args(root))
+        kill.install()
+        code = main(fit_args(root))
+        kill.save_counts(root.with_name(root.name + ".events"))
+        return code
 
     return child
 
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
-    """An uninterrupted fit: its snapshots, and how long a warm one takes from start to end and from the
-    start of training to its end (the first one builds caches)."""
-    for name in ("straight", "warm"):
-        root = tmp_path_factory.mktemp(name) / "run"
-        assert run_forked(timed(timed_fit(root), root.with_name("total"))) == 0
-    began, ended = map(float, root.with_name("run.times").read_text().split())
-    return snapshot_weights(root / "snapshots"), seconds(root.with_name("total")), ended - began
+    """An uninterrupted fit: its snapshots and how many events of each phase it has (``KillAt``)."""
+    root = tmp_path_factory.mktemp("straight") / "run"
+    assert run_forked(event_fit(root, KillAt())) == 0
+    return snapshot_weights(root / "snapshots"), json.loads(root.with_name("run.events").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -122,27 +107,17 @@ def _after_kill(root: Path, base, straight_weights, what: str) -> None:
 
 
 def test_a_fit_killed_at_random_moments_resumes_exactly(straight, base, tmp_path):
-    weights, total, training = straight
-    rng, outcomes = random.Random(SEED), Counter()
-    for trial in range(FIT_TRIALS):
+    weights, counts = straight
+    assert set(counts) == set(KillAt.PHASES), counts  # every phase happens in the run: each trial kills
+    rng = random.Random(SEED)
+    for trial, phase in enumerate(KillAt.PHASES):  # one trial per phase, at a seeded random event of it
+        ordinal = rng.randint(1, counts[phase])
+        moment = rng.choice(["before", "after"]) if phase in KillAt.WRITES else "at"
         root = tmp_path / f"trial{trial}"
-        if trial < 2:  # a moment of the whole run: start-up (parsing, loading the base), training or the end
-            moment = f"{rng.uniform(0.0, 1.0) * total:.2f} s after the start"
-            code = run_forked(timed_fit(root), kill_after=float(moment.split()[0]))
-        else:  # a moment of training: steps, validation, checkpoint and snapshot writes
-            moment = f"{rng.uniform(0.0, 1.0) * training:.2f} s into training"
-            code = run_forked(timed_fit(root, kill_in_training=float(moment.split()[0])))
-        assert code in (0, KILLED)
-        step = checkpoint_step(root)
-        outcomes["finished" if code == 0 else f"killed, last.ckpt at step {step}"] += 1
-        print(
-            f"fit trial {trial}: kill {moment}: {'finished first' if code == 0 else f'killed at step {step}'}"
-        )
-        _after_kill(root, base, weights, f"trial {trial}")
-    print(f"fit trials ({total:.1f} s each, {training:.1f} s of training): {dict(sorted(outcomes.items()))}")
-    assert sum(n for outcome, n in outcomes.items() if outcome.startswith("killed")) >= FIT_TRIALS - 2, (
-        outcomes
-    )
+        assert run_forked(event_fit(root, KillAt(phase, ordinal, moment))) == KILLED, (phase, ordinal, moment)
+        print(f"fit trial {trial}: killed {moment} {phase} {ordinal} of {counts[phase]}, "
+              f"last.ckpt at step {checkpoint_step(root)}")  # fmt: skip
+        _after_kill(root, base, weights, f"trial {trial}: {moment} {phase} {ordinal}")
 
 
 def test_a_kill_in_the_middle_of_a_checkpoint_write_keeps_the_previous_checkpoint(straight, base, tmp_path):
