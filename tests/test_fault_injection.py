@@ -10,14 +10,11 @@ children of this process (``tests/fault_injection.py``), so the module takes sec
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
 import stat
 import subprocess
-import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -30,11 +27,11 @@ from fault_injection import (
     check_snapshot_root,
     kill_self,
     leftovers,
+    read_counts,
     run_forked,
-    seconds,
     small_pipeline,
     snapshot_weights,
-    timed,
+    with_events,
 )
 from merge_factories import load_base, make_lora
 
@@ -42,7 +39,7 @@ from adamergex_pl.cli import main
 from adamergex_pl.training.checkpoint_io import checkpoint_problem
 
 SEED = 17
-MERGE_TRIALS, PIPELINE_TRIALS = 4, 2
+MERGE_TRIALS, PIPELINE_PHASES = 4, ("step", "snapshot write")
 CONFIG = str(REPO_ROOT / "configs/tiny/task_lora.yaml")
 
 
@@ -67,25 +64,13 @@ def checkpoint_step(root: Path) -> int | None:
     return int(torch.load(last, weights_only=False)["global_step"])
 
 
-def event_fit(root: Path, kill: KillAt):
-    """A child that runs the fit with ``kill``'s hooks installed; a run that ends writes the counts of its
-    events to ``<root>.events``."""
-
-    def child() -> int:
-        kill.install()
-        code = main(fit_args(root))
-        kill.save_counts(root.with_name(root.name + ".events"))
-        return code
-
-    return child
-
-
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     """An uninterrupted fit: its snapshots and how many events of each phase it has (``KillAt``)."""
     root = tmp_path_factory.mktemp("straight") / "run"
-    assert run_forked(event_fit(root, KillAt())) == 0
-    return snapshot_weights(root / "snapshots"), json.loads(root.with_name("run.events").read_text())
+    events = root.with_name("events.json")
+    assert run_forked(with_events(lambda: main(fit_args(root)), KillAt(), events)) == 0
+    return snapshot_weights(root / "snapshots"), read_counts(events)
 
 
 @pytest.fixture(scope="module")
@@ -106,18 +91,17 @@ def _after_kill(root: Path, base, straight_weights, what: str) -> None:
     assert_same_weights(snapshot_weights(root / "snapshots"), straight_weights, what)
 
 
-def test_a_fit_killed_at_random_moments_resumes_exactly(straight, base, tmp_path):
+def test_a_fit_killed_at_random_events_resumes_exactly(straight, base, tmp_path):
     weights, counts = straight
-    assert set(counts) == set(KillAt.PHASES), counts  # every phase happens in the run: each trial kills
+    assert set(KillAt.FIT_PHASES) <= set(counts), counts  # every phase happens in a fit: each trial kills
     rng = random.Random(SEED)
-    for trial, phase in enumerate(KillAt.PHASES):  # one trial per phase, at a seeded random event of it
-        ordinal = rng.randint(1, counts[phase])
-        moment = rng.choice(["before", "after"]) if phase in KillAt.WRITES else "at"
-        root = tmp_path / f"trial{trial}"
-        assert run_forked(event_fit(root, KillAt(phase, ordinal, moment))) == KILLED, (phase, ordinal, moment)
-        print(f"fit trial {trial}: killed {moment} {phase} {ordinal} of {counts[phase]}, "
-              f"last.ckpt at step {checkpoint_step(root)}")  # fmt: skip
-        _after_kill(root, base, weights, f"trial {trial}: {moment} {phase} {ordinal}")
+    for trial, phase in enumerate(KillAt.FIT_PHASES):  # one trial per phase, at a seeded random event of it
+        root, kill = tmp_path / f"trial{trial}", KillAt.chosen(rng, counts, phase)
+        assert run_forked(with_events(lambda root=root: main(fit_args(root)), kill)) == KILLED, str(kill)
+        print(
+            f"fit trial {trial}: killed {kill} of {counts[phase]}, last.ckpt at step {checkpoint_step(root)}"
+        )
+        _after_kill(root, base, weights, f"trial {trial}: killed {kill}")
 
 
 def test_a_kill_in_the_middle_of_a_checkpoint_write_keeps_the_previous_checkpoint(straight, base, tmp_path):
@@ -173,13 +157,12 @@ def merge(adapters, out: Path, *extra: str) -> int:
 def test_a_merge_killed_at_any_moment_leaves_the_old_output_or_none_and_the_rerun_cleans_up(
     adapters, tmp_path
 ):
-    reference = tmp_path / "reference"
-    for _ in range(2):  # the second one is warm
-        shutil.rmtree(reference, ignore_errors=True)
-        assert run_forked(timed(lambda: merge(adapters, reference), tmp_path / "took")) == 0
-    duration, expected = seconds(tmp_path / "took"), snapshot_weights_of(reference)
+    reference, events = tmp_path / "reference", tmp_path / "events.json"
+    assert run_forked(lambda: merge(adapters, reference)) == 0
+    assert run_forked(with_events(lambda: merge(adapters, reference, "--overwrite"), KillAt(), events)) == 0
+    counts, expected = read_counts(events), snapshot_weights_of(reference)
     shutil.rmtree(reference)
-    (tmp_path / "took").unlink()
+    events.unlink()
     out = tmp_path / "merged"
 
     def dying_in(patch) -> int:
@@ -204,17 +187,17 @@ def test_a_merge_killed_at_any_moment_leaves_the_old_output_or_none_and_the_reru
     assert run_forked(lambda: merge(adapters, out)) == 2  # the old output is put back, and not overwritten
     assert leftovers(tmp_path) == []
     assert_same_weights({"out": snapshot_weights_of(out)}, {"out": expected}, "the restored output")
-    rng, outcomes = random.Random(SEED), Counter()
-    for _ in range(MERGE_TRIALS):  # random moments of a whole `adamergex merge --overwrite`
-        code = run_forked(
-            lambda: merge(adapters, out, "--overwrite"), kill_after=rng.uniform(0.1, 1.0) * duration
-        )
-        outcomes["finished" if code == 0 else "killed"] += 1
+    assert set(KillAt.MERGE_PHASES) <= set(counts), counts
+    rng = random.Random(SEED)
+    for trial in range(MERGE_TRIALS):  # seeded random events of a whole `adamergex merge --overwrite`
+        kill = KillAt.chosen(rng, counts, KillAt.MERGE_PHASES[trial % len(KillAt.MERGE_PHASES)])
+        assert run_forked(with_events(lambda: merge(adapters, out, "--overwrite"), kill)) == KILLED, str(kill)
+        print(f"merge trial {trial}: killed {kill} of {counts[kill.target[0]]}")
         assert out.is_dir() or not out.exists()
-        assert run_forked(lambda: merge(adapters, out, "--overwrite")) == 0 and leftovers(tmp_path) == []
-        assert_same_weights({"out": snapshot_weights_of(out)}, {"out": expected}, "merge")
-    print(f"merge trials ({duration:.3f} s each): {dict(outcomes)}")
-    assert outcomes["killed"] >= 1, outcomes
+        assert run_forked(lambda: merge(adapters, out, "--overwrite")) == 0 and leftovers(tmp_path) == [], (
+            kill
+        )
+        assert_same_weights({"out": snapshot_weights_of(out)}, {"out": expected}, f"merge killed {kill}")
 
 
 def snapshot_weights_of(directory: Path) -> dict[str, torch.Tensor]:
@@ -229,41 +212,36 @@ def pipeline_config(tmp_path_factory) -> Path:
     return small_pipeline(tmp_path_factory.mktemp("pipeline") / "pipeline.yaml")
 
 
-def run_pipeline(config: Path, cwd: Path, kill_after: float | None = None) -> int:
+def run_pipeline(config: Path, cwd: Path, kill: KillAt | None = None, counts: Path | None = None) -> int:
     def child() -> int:
         os.chdir(cwd)
         return main(["pipeline", "--config", str(config)])
 
     cwd.mkdir(parents=True, exist_ok=True)
-    return run_forked(child, kill_after=kill_after)
+    return run_forked(child if kill is None else with_events(child, kill, counts))
 
 
 @pytest.fixture(scope="module")
 def pipeline_straight(pipeline_config, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("pipeline-straight")
-    start = time.monotonic()
-    assert run_pipeline(pipeline_config, cwd) == 0
-    return (
-        cwd / "runs/tiny/pipeline/results.md"
-    ).read_text(), time.monotonic() - start  # timed with the fork
+    assert run_pipeline(pipeline_config, cwd, KillAt(), cwd / "events.json") == 0
+    return (cwd / "runs/tiny/pipeline/results.md").read_text(), read_counts(cwd / "events.json")
 
 
 def test_a_pipeline_killed_at_random_moments_reruns_to_the_same_table(
     pipeline_config, pipeline_straight, tmp_path
 ):
-    table, duration = pipeline_straight
-    rng, outcomes = random.Random(SEED), Counter()
-    for trial in range(PIPELINE_TRIALS):
-        cwd = tmp_path / f"trial{trial}"
-        code = run_pipeline(pipeline_config, cwd, kill_after=rng.uniform(0.2, 0.9) * duration)
-        outcomes["finished" if code == 0 else "killed"] += 1
+    table, counts = pipeline_straight
+    rng = random.Random(SEED)
+    for trial, phase in enumerate(PIPELINE_PHASES):  # a seeded random event among all the pipeline's fits
+        cwd, kill = tmp_path / f"trial{trial}", KillAt.chosen(rng, counts, phase)
+        assert run_pipeline(pipeline_config, cwd, kill) == KILLED, str(kill)
+        print(f"pipeline trial {trial}: killed {kill} of {counts[phase]}")
         for snapshots in (cwd / "runs/tiny/pipeline").glob("*/snapshots"):
             assert all((p / "adapter_model.safetensors").is_file() for p in snapshots.glob("epoch=*"))
         assert run_pipeline(pipeline_config, cwd) == 0
         assert (cwd / "runs/tiny/pipeline/results.md").read_text() == table, f"trial {trial}"
         assert leftovers(cwd / "runs") == []
-    print(f"pipeline trials ({duration:.1f} s each): {dict(outcomes)}")
-    assert outcomes["killed"] >= 1
 
 
 # ----------------------------------------------------------------------------------------------- full disk
