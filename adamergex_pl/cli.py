@@ -22,7 +22,7 @@ import sys
 import traceback
 
 from adamergex_pl import quiet
-from adamergex_pl.errors import OutputNotWritableError, UserInputError, os_error_reason
+from adamergex_pl.errors import OutputNotWritableError, RunInterrupted, UserInputError, os_error_reason
 from adamergex_pl.slurm.preemption import RequeueStop
 
 # Extra commands: name -> "module:function" taking argv (without the command name) and returning an exit code.
@@ -204,6 +204,18 @@ def main(argv: list[str] | None = None) -> int:
         # LightningCLI reads sys.argv itself when given None, and warns when given both
         _lightning_cli()(None if from_sys_argv else argv)
         return 0
+    except RunInterrupted as stop:  # a fit stopped by SIGTERM/SIGINT, checkpointed (callbacks.RunCheckpoint)
+        print(f"adamergex: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except (
+        SystemExit
+    ) as stop:  # Lightning ends a run that got SIGTERM with SystemExit(None): never exit code 0
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(stop, SIGTERMException):
+            raise
+        print("adamergex: stopped by SIGTERM before the run ended", file=sys.stderr)
+        return 143
     except RequeueStop as stop:  # a run checkpointed for its requeue (adamergex_pl/slurm/requeue_callback.py)
         if stop.exit_code:  # not requeued: say how to resume (a successful requeue was logged already)
             print(f"adamergex: {stop.message()}", file=sys.stderr)

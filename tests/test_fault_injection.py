@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import stat
 import subprocess
 from pathlib import Path
@@ -102,6 +103,34 @@ def test_a_fit_killed_at_random_events_resumes_exactly(straight, base, tmp_path)
             f"fit trial {trial}: killed {kill} of {counts[phase]}, last.ckpt at step {checkpoint_step(root)}"
         )
         _after_kill(root, base, weights, f"trial {trial}: killed {kill}")
+
+
+@pytest.mark.parametrize(
+    ("signum", "sent_after", "stopped_at"),
+    [(signal.SIGTERM, 6, 7), (signal.SIGINT, 8, 9)],  # step 9 ends epoch 0: the stop follows the epoch end
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_a_signalled_fit_checkpoints_exits_non_zero_and_resumes_exactly(
+    signum, sent_after, stopped_at, straight, base, tmp_path, capfd
+):
+    root = tmp_path / "run"
+
+    def fit_signalled() -> int:
+        from adamergex_pl import AdapterModule
+
+        def on_train_batch_end(module, *args) -> None:  # after the callbacks' hooks of the same step
+            if module.trainer.global_step == sent_after:
+                os.kill(os.getpid(), signum)
+
+        AdapterModule.on_train_batch_end = on_train_batch_end
+        return main(fit_args(root))
+
+    assert run_forked(fit_signalled) == 128 + signum
+    err = capfd.readouterr().err
+    assert f"adamergex: fit stopped by {signum.name} at step {stopped_at} (epoch 0); {root}/checkpoints/last.ckpt " \
+        "holds it: resume with --ckpt_path last" in err, err  # fmt: skip
+    assert "Traceback" not in err and checkpoint_step(root) == stopped_at
+    _after_kill(root, base, straight[0], f"stopped by {signum.name}")
 
 
 def test_a_kill_in_the_middle_of_a_checkpoint_write_keeps_the_previous_checkpoint(straight, base, tmp_path):

@@ -114,7 +114,7 @@ class SlurmRequeue(Callback):
     ) -> None:
         if self._saved is not None or not self._at_step_boundary(trainer, batch_idx):
             return
-        asked, unsafe = preemption.received() is not None, _validation_due(trainer)
+        asked, unsafe = preemption.received() is not None, validation_due(trainer)
         if trainer.world_size > 1:
             # Every rank votes at every boundary, signalled or not, so that all save at the same step or none
             # does: save_checkpoint is collective. One all-reduce of two numbers per optimizer step.
@@ -200,7 +200,7 @@ def _next_hpc_number(root: Path) -> int:
     return 1 if newest is None else int(_HPC_NAME.match(newest.name).group(1)) + 1
 
 
-def _validation_due(trainer: Trainer) -> bool:
+def validation_due(trainer: Trainer) -> bool:
     """Whether Lightning runs validation right after this batch (its own private test, Lightning 2.6)."""
     try:
         epoch_loop = trainer.fit_loop.epoch_loop
