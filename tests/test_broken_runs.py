@@ -1,14 +1,17 @@
 """A broken run is never reported as a good one: a diverged fit stops with one line and writes nothing of the
-diverged adapter, and an evaluation that saw NaN says so instead of printing loss 0 / perplexity 1."""
+diverged adapter, an evaluation that saw NaN says so instead of printing loss 0 / perplexity 1, and two
+evaluations never share one results folder."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 import torch
 from conftest import REPO_ROOT
 from lightning.pytorch import Callback, Trainer
+from merge_factories import make_lora
 from torch import nn
 
 from adamergex_pl import AdapterModule
@@ -103,3 +106,30 @@ def test_an_evaluation_that_saw_nan_reports_nan_not_a_perfect_loss():
     evaluator.update(NaNModel(), batch, "en")
     results = evaluator.compute()
     assert [format_value(float(results[key])) for key in ("en/loss", "en/perplexity", "loss")] == ["nan"] * 3
+
+
+def test_a_second_evaluation_into_a_results_folder_is_refused_unless_it_overwrites(
+    tiny_llama_path, tmp_path, capfd
+):
+    task, ref_en, ref_es = (make_lora(tiny_llama_path, seed=s, r=4, lora_alpha=8) for s in (4, 5, 6))
+
+    def validate(scale: str, *extra: str) -> int:
+        return main([
+            "validate", "--config", str(REPO_ROOT / "configs/merge/tiny_lora.yaml"), "--trainer.default_root_dir",
+            str(tmp_path), "--model.init_args.task_adapter", str(task), "--model.init_args.reference_adapters",
+            json.dumps({"en": str(ref_en), "es": str(ref_es)}), "--model.init_args.methods", "[zero_shot, adamergex]",
+            "--model.init_args.scales", f"[{scale}]", "--data.init_args.max_val_samples", "4", *extra,
+        ])  # fmt: skip
+
+    results = tmp_path / "merge_results"
+    assert validate("0.5") == 0
+    first = (results / "results.json").read_text()
+    capfd.readouterr()
+    assert validate("1.0") == 2
+    err = capfd.readouterr().err
+    assert err.count("adamergex: error:") == 1 and "Traceback" not in err, err
+    assert f"adamergex: error: {results} already holds the results of an evaluation run (results.csv, " in err
+    assert "set overwrite: true on the MergeModule to replace them" in err
+    assert (results / "results.json").read_text() == first  # untouched
+    assert validate("1.0", "--model.init_args.overwrite", "true") == 0
+    assert {row["scale"] for row in json.loads((results / "results.json").read_text())["rows"]} <= {None, 1.0}
