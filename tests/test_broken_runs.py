@@ -133,3 +133,17 @@ def test_a_second_evaluation_into_a_results_folder_is_refused_unless_it_overwrit
     assert (results / "results.json").read_text() == first  # untouched
     assert validate("1.0", "--model.init_args.overwrite", "true") == 0
     assert {row["scale"] for row in json.loads((results / "results.json").read_text())["rows"]} <= {None, 1.0}
+
+
+def test_resuming_with_max_epochs_below_the_checkpoints_epoch_is_one_line(tmp_path, capfd):
+    args = ["fit", "--config", CONFIG, "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar",
+            "false", "--data.init_args.max_val_samples", "4", "--trainer.limit_train_batches", "2"]  # fmt: skip
+    assert main([*args, "--trainer.max_epochs", "3"]) == 0
+    capfd.readouterr()
+    assert main([*args, "--trainer.max_epochs", "1", "--ckpt_path", "last"]) == 2
+    err = capfd.readouterr().err
+    assert err.count("adamergex: error:") == 1 and "Traceback" not in err, err
+    assert (
+        f"adamergex: error: --trainer.max_epochs 1 is below epoch 2 of checkpoint {tmp_path}/checkpoints/last.ckpt, "
+        "where this fit would resume; give a --trainer.max_epochs above 2 to train it further" in err
+    ), err

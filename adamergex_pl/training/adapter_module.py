@@ -383,3 +383,12 @@ class AdapterModule(LightningModule):
         check_checkpoint_fits(
             checkpoint, self.hparams.adapter_type, self.state_dict(), self.adapter_state_keys(), where
         )
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
+        epochs = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+        done = int(epochs.get("completed", checkpoint.get("epoch", 0)))
+        if max_epochs is not None and max_epochs >= 0 and done > max_epochs:  # Lightning: a 30-line traceback
+            raise InvalidValueError(
+                f"--trainer.max_epochs {max_epochs} is below epoch {done} of {where}, where this fit would resume; "
+                f"give a --trainer.max_epochs above {done} to train it further, or start a fresh fit without "
+                "--ckpt_path"
+            )
