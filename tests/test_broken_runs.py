@@ -147,3 +147,22 @@ def test_resuming_with_max_epochs_below_the_checkpoints_epoch_is_one_line(tmp_pa
         f"adamergex: error: --trainer.max_epochs 1 is below epoch 2 of checkpoint {tmp_path}/checkpoints/last.ckpt, "
         "where this fit would resume; give a --trainer.max_epochs above 2 to train it further" in err
     ), err
+
+
+def test_a_mid_epoch_checkpoint_without_the_datamodules_state_is_refused(tmp_path, capfd):
+    args = ["fit", "--config", CONFIG, "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar",
+            "false", "--data.init_args.max_val_samples", "4"]  # fmt: skip
+    assert main([*args, "--trainer.max_steps", "4"]) == 0  # last.ckpt at step 4 of epoch 0's 9
+    last = tmp_path / "checkpoints/last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    del checkpoint["InstructionDataModule"]  # as a DataModule without state (or another one) leaves it
+    torch.save(checkpoint, last)
+    capfd.readouterr()
+    assert main([*args, "--ckpt_path", "last"]) == 2
+    err = capfd.readouterr().err
+    assert err.count("adamergex: error:") == 1 and "Traceback" not in err, err
+    assert (
+        f"adamergex: error: checkpoint {last} was saved in the middle of epoch 0 (after 4 batches) but holds no "
+        "state of InstructionDataModule, so the fit cannot go on with the batches it had not trained on"
+        in err
+    ), err

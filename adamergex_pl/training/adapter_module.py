@@ -383,6 +383,18 @@ class AdapterModule(LightningModule):
         check_checkpoint_fits(
             checkpoint, self.hparams.adapter_type, self.state_dict(), self.adapter_state_keys(), where
         )
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+        batches = int(progress.get("current", {}).get("completed", 0))
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        mid_epoch = batches > 0 and not progress.get("is_last_batch", True)
+        # Lightning would only warn, and restart the epoch: the adapter would differ from an uninterrupted run
+        if mid_epoch and datamodule is not None and type(datamodule).__qualname__ not in checkpoint:
+            raise InvalidValueError(
+                f"{where} was saved in the middle of epoch {checkpoint.get('epoch')} (after {batches} batches) "
+                f"but holds no state of {type(datamodule).__name__}, so the fit cannot go on with the batches "
+                "it had not trained on: the adapter would differ from an uninterrupted run; resume it with the "
+                "DataModule it was trained with, or from a checkpoint of an epoch end"
+            )
         max_epochs = self.trainer.max_epochs if self._trainer is not None else None
         epochs = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
         done = int(epochs.get("completed", checkpoint.get("epoch", 0)))
