@@ -13,7 +13,7 @@ from adamergex_pl.data.record_checks import check_records
 from adamergex_pl.data.sources import DataSource, load_records
 from adamergex_pl.data.templates import PromptTemplate
 from adamergex_pl.errors import InvalidValueError
-from data_modules.base import Examples, TokenizedDataModule
+from data_modules.base import Examples, TokenizedDataModule, check_languages
 from data_modules.collate import IGNORE_INDEX
 
 
@@ -105,6 +105,7 @@ class InstructionDataModule(TokenizedDataModule):
         self.predict_source = predict
         self.prompt = PromptTemplate(prompt_template, "prompt_template")
         self.completion = PromptTemplate(completion_template, "completion_template")
+        check_languages(self, language, {"val": self.val_sources, "test": self.test_sources})
         self.language = language
         self.val_fraction = val_fraction
         self.max_samples, self.max_val_samples = max_samples, max_val_samples

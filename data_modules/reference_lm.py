@@ -24,7 +24,7 @@ from adamergex_pl.data.readers import record_location
 from adamergex_pl.data.record_checks import record_problem
 from adamergex_pl.data.sources import DataSource, ReadCounter, iter_records
 from adamergex_pl.errors import InvalidValueError
-from data_modules.base import Examples, TokenizedDataModule
+from data_modules.base import Examples, TokenizedDataModule, check_languages
 
 _TOKENIZE_BATCH = 8  # documents per tokenizer call when reading lazily
 
@@ -110,6 +110,7 @@ class ReferenceLMDataModule(TokenizedDataModule):
         self.window_tokens = window_tokens
         self.max_windows, self.max_val_windows = max_windows, max_val_windows
         self.val_fraction = val_fraction
+        check_languages(self, language, {"val": self.val_sources, "test": self.test_sources})
         self.language = language
         self.read_counter, self.documents_tokenized = ReadCounter(), 0  # what the last setup read
 

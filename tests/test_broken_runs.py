@@ -19,7 +19,7 @@ from adamergex_pl.cli import main
 from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator
 from adamergex_pl.results.tables import format_value
 from callbacks import AdapterSnapshot, RunCheckpoint
-from data_modules import DataSource, InstructionDataModule
+from data_modules import DataSource, InstructionDataModule, ReferenceLMDataModule
 
 CONFIG = str(REPO_ROOT / "configs/tiny/task_lora.yaml")
 
@@ -166,3 +166,33 @@ def test_a_mid_epoch_checkpoint_without_the_datamodules_state_is_refused(tmp_pat
         "state of InstructionDataModule, so the fit cannot go on with the batches it had not trained on"
         in err
     ), err
+
+
+@pytest.mark.parametrize("module", [InstructionDataModule, ReferenceLMDataModule])
+def test_every_datamodule_refuses_a_language_the_task_suite_does_not_know(module):
+    with pytest.raises(
+        ValueError, match=rf"^{module.__name__} val source x.jsonl: language='xx' is not a known"
+    ):
+        module(train=DataSource("x.jsonl"), val=[DataSource("x.jsonl", language="xx")], tokenizer="t")
+    with pytest.raises(ValueError, match=rf"^{module.__name__} language: language='English!' is not a known"):
+        module(train=DataSource("x.jsonl"), language="English!", tokenizer="t")
+
+
+def test_an_unknown_val_language_is_one_line_through_the_cli(tmp_path, capfd):
+    val = '[{path: "builtin:tiny/add_es.jsonl", language: xx}]'
+    args = [
+        "fit",
+        "--config",
+        CONFIG,
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--data.init_args.val",
+        val,
+    ]
+    assert main(args) == 2
+    err = capfd.readouterr().err
+    assert err.count("adamergex: error:") == 1 and "Traceback" not in err, err
+    assert (
+        "adamergex: error: InstructionDataModule val source builtin:tiny/add_es.jsonl: language='xx' is not"
+        in err
+    )
