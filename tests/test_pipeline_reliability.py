@@ -133,6 +133,7 @@ def test_evaluation_data_without_a_target_language_is_refused_before_any_fit(tmp
         ({"model": {**_tiny("model"), "adapter_type": "ia3"}, "methods": ["adamergex", "adamergex_factor"]},
          "method 'adamergex_factor'"),
         ({"evaluation": {**_tiny("evaluation"), "merge": {"lora_mode": "svd"}}}, "lora_mode: svd but no svd_rank"),
+        ({"scales": [0.5, float("nan")]}, "scales=nan must be finite, e.g. 0.5"),
     ],
 )  # fmt: skip
 def test_metrics_and_method_requirements_are_checked_before_any_fit(

@@ -30,6 +30,7 @@ from typing_extensions import override
 
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator
+from adamergex_pl.merging.merge import checked_scale
 from adamergex_pl.merging.merge_results import MergeResults
 from adamergex_pl.merging.methods import (
     METHODS,
@@ -140,7 +141,7 @@ class MergeModule(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         methods = list(methods or ["zero_shot", "arimerge", "adamergex"])
-        scales = [float(s) for s in (scales or [1.0])]
+        scales = [checked_scale(s, "scales") for s in (scales or [1.0])]
         check_methods(methods)
         check_sweeps(methods, ("scale", "swap"), "MergeModule")
         if "layer_swap" in methods and not swaps:
