@@ -1,5 +1,5 @@
 """Helpers of ``test_fault_injection.py``: run a function in a forked child and ``kill -9`` it, at a moment
-chosen by an event of the run (:class:`KillAt`) or by time, and the invariants a killed run must leave behind.
+chosen by an event of the run (:class:`KillAt`), and the invariants a killed run must leave behind.
 
 A forked child shares the parent's imports (torch, Lightning, the tiny model are loaded once), so a fit,
 merge or pipeline in it starts in milliseconds instead of the seconds an ``adamergex`` subprocess needs.
@@ -149,9 +149,10 @@ class KillAt:
         around(AdapterWeights, "save", "merged write")
         replace, rename = os.replace, pathlib.Path.rename
 
-        # AtomicCheckpointIO renames .<name>.ckpt.tmp-* to <name>.ckpt, AdapterSnapshot .tmp-epoch=<N>-* to epoch=<N>
+        # atomic_files renames a checkpoint's .tmp-<name>.ckpt.* over <name>.ckpt, a snapshot's staging folder
+        # .tmp-epoch=<N>-* to epoch=<N>
         def checkpoint_replace(src, dst, *args, **kwargs):
-            phase = "checkpoint write" if ".ckpt.tmp-" in os.path.basename(src) else None
+            phase = "checkpoint write" if os.fspath(dst).endswith(".ckpt") else None
             if phase:
                 self.event(phase, "before")
             replace(src, dst, *args, **kwargs)

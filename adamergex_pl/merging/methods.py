@@ -135,7 +135,7 @@ def _stack(adapters, value, options):
 def _check_trained_stacked(adapter) -> None:
     """Refuse, for ``stack``, a task adapter whose ``snapshot.json`` says it was not trained stacked (an adapter
     without one cannot be checked): ``T + A(R,tgt)`` of a plain ``T`` is no MAD-X baseline."""
-    from adamergex_pl.training.snapshots import SNAPSHOT_JSON, read_snapshot_info
+    from callbacks.adapter_snapshot import SNAPSHOT_JSON, read_snapshot_info
 
     info = read_snapshot_info(adapter.path) if adapter.path else {}
     if not info:
@@ -229,6 +229,14 @@ _REGISTRY = (
     Method("oracle", "A(T,tgt) trained on target-language task data (a ceiling)", _PAPER),
 )
 METHODS: dict[str, Method] = {method.name: method for method in _REGISTRY}
+
+
+COMBINATION_FORMULA = "Σ_i w_i·A_i"  # what a signed combination (``combine_adapters``) computes
+
+
+def formula(method: str) -> str:
+    """What ``method`` computes (written to ``merge.json``): the registry's formula, or a combination's."""
+    return METHODS[method].formula if method in METHODS else COMBINATION_FORMULA
 
 
 def merge_method_names() -> tuple[str, ...]:
