@@ -152,7 +152,7 @@ def test_a_kill_in_the_middle_of_a_checkpoint_write_keeps_the_previous_checkpoin
 
     assert run_forked(fit_dying_in_its_second_checkpoint_write) == KILLED
     assert checkpoint_step(root) == 4  # the whole step-4 checkpoint, not half of the step-8 one
-    assert [Path(p).name.startswith(".last.ckpt.tmp-") for p in leftovers(root)] == [True]
+    assert [Path(p).name.startswith(".tmp-last.ckpt.") for p in leftovers(root)] == [True]
     _after_kill(root, base, straight[0], "killed mid checkpoint write")
 
 
@@ -162,7 +162,7 @@ def test_a_kill_in_the_middle_of_a_snapshot_write_leaves_only_complete_snapshots
     def fit_dying_before_its_first_snapshot_is_renamed() -> int:
         import callbacks.adapter_snapshot as module
 
-        module.replace_dir = lambda new, target: kill_self()
+        module.publish_dir = lambda staging, target: kill_self()
         return main(fit_args(root))
 
     assert run_forked(fit_dying_before_its_first_snapshot_is_renamed) == KILLED
