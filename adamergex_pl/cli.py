@@ -18,8 +18,10 @@ import argparse
 import contextlib
 import importlib
 import os
+import shutil
 import sys
 import traceback
+from pathlib import Path
 
 from adamergex_pl import quiet
 from adamergex_pl.errors import OutputNotWritableError, RunInterrupted, UserInputError, os_error_reason
@@ -112,6 +114,17 @@ def _lightning_cli():
                 for callback in self.trainer.callbacks:
                     if callable(getattr(callback, "check_fresh_run", None)):
                         callback.check_fresh_run(self.trainer, self.model)
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            # a run refused after start-up leaves nothing behind: not the log folder it had just created
+            log_dir = Path(self.trainer.log_dir) if self.trainer.log_dir else None
+            created = [] if log_dir is None else [p for p in (log_dir.parent, log_dir) if not p.exists()]
+            try:
+                super()._run_subcommand(subcommand)
+            except Exception as err:
+                if created and _user_input_error(err) is not None and self.trainer.is_global_zero:
+                    _remove_fresh_log_dirs(created)
+                raise
 
         def after_instantiate_classes(self) -> None:
             from callbacks.adapter_snapshot import AdapterSnapshot
@@ -242,6 +255,14 @@ def _arm_requeue_signal() -> None:
 
     if pinned_run_dir() is not None:
         slurm_requeue.arm(slurm_requeue.requeue_signal())
+
+
+def _remove_fresh_log_dirs(created: list[Path]) -> None:
+    """Remove the logger folders a refused run created (innermost first) when they hold no more than its
+    ``config.yaml`` and ``hparams.yaml``."""
+    for folder in reversed(created):
+        if folder.is_dir() and {p.name for p in folder.iterdir()} <= {"config.yaml", "hparams.yaml"}:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _user_input_error(err: BaseException) -> UserInputError | None:

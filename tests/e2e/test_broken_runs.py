@@ -147,6 +147,7 @@ def test_resuming_with_max_epochs_below_the_checkpoints_epoch_is_one_line(tmp_pa
         f"adamergex: error: --trainer.max_epochs 1 is below epoch 2 of checkpoint {tmp_path}/checkpoints/last.ckpt, "
         "where this fit would resume; give a --trainer.max_epochs above 2 to train it further" in err
     ), err
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]  # no leftover version_1
 
 
 def test_a_mid_epoch_checkpoint_without_the_datamodules_state_is_refused(tmp_path, capfd):
