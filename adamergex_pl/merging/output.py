@@ -61,7 +61,7 @@ def write_merged(result: MergeResult, out_dir: str | Path, *, overwrite: bool = 
             raise FileExistsError(f"out_dir {str(out)!r} is a file or a link; choose another path")
         if not overwrite:
             raise FileExistsError(
-                f"out_dir {str(out)!r} already exists; pass overwrite=True (--overwrite) to replace it, or "
+                f"out_dir {str(out)!r} already exists; pass overwrite=True (--overwrite true) to replace it, or "
                 "choose another directory"
             )
     try:

@@ -179,7 +179,17 @@ def adapters(tiny_llama_path):
 
 def merge(adapters, out: Path, *extra: str) -> int:
     task, src, tgt = adapters
-    args = ["merge", "--task-src", str(task), "--ref-src", str(src), "--ref-tgt", str(tgt), "--out", str(out)]
+    args = [
+        "merge",
+        "--task_src",
+        str(task),
+        "--ref_src",
+        str(src),
+        "--ref_tgt",
+        str(tgt),
+        "--out_dir",
+        str(out),
+    ]
     return main([*args, "--scale", "0.5", *extra])
 
 
@@ -188,7 +198,10 @@ def test_a_merge_killed_at_any_moment_leaves_the_old_output_or_none_and_the_reru
 ):
     reference, events = tmp_path / "reference", tmp_path / "events.json"
     assert run_forked(lambda: merge(adapters, reference)) == 0
-    assert run_forked(with_events(lambda: merge(adapters, reference, "--overwrite"), KillAt(), events)) == 0
+    assert (
+        run_forked(with_events(lambda: merge(adapters, reference, "--overwrite", "true"), KillAt(), events))
+        == 0
+    )
     counts, expected = read_counts(events), snapshot_weights_of(reference)
     shutil.rmtree(reference)
     events.unlink()
@@ -196,7 +209,7 @@ def test_a_merge_killed_at_any_moment_leaves_the_old_output_or_none_and_the_reru
 
     def dying_in(patch) -> int:
         patch()
-        return merge(adapters, out, "--overwrite")
+        return merge(adapters, out, "--overwrite", "true")
 
     def in_the_weights_write():
         from adamergex_pl.merging.adapters import AdapterWeights
@@ -220,12 +233,14 @@ def test_a_merge_killed_at_any_moment_leaves_the_old_output_or_none_and_the_reru
     rng = random.Random(SEED)
     for trial in range(MERGE_TRIALS):  # seeded random events of a whole `adamergex merge --overwrite`
         kill = KillAt.chosen(rng, counts, KillAt.MERGE_PHASES[trial % len(KillAt.MERGE_PHASES)])
-        assert run_forked(with_events(lambda: merge(adapters, out, "--overwrite"), kill)) == KILLED, str(kill)
+        assert run_forked(with_events(lambda: merge(adapters, out, "--overwrite", "true"), kill)) == KILLED, (
+            str(kill)
+        )
         print(f"merge trial {trial}: killed {kill} of {counts[kill.target[0]]}")
         assert out.is_dir() or not out.exists()
-        assert run_forked(lambda: merge(adapters, out, "--overwrite")) == 0 and leftovers(tmp_path) == [], (
-            kill
-        )
+        assert (
+            run_forked(lambda: merge(adapters, out, "--overwrite", "true")) == 0 and leftovers(tmp_path) == []
+        ), kill
         assert_same_weights({"out": snapshot_weights_of(out)}, {"out": expected}, f"merge killed {kill}")
 
 
