@@ -116,7 +116,7 @@ def test_a_second_evaluation_into_a_results_folder_is_refused_unless_it_overwrit
     def validate(scale: str, *extra: str) -> int:
         return main([
             "validate", "--config", str(REPO_ROOT / "configs/merge/tiny_lora.yaml"), "--trainer.default_root_dir",
-            str(tmp_path), "--model.init_args.task_adapter", str(task), "--model.init_args.reference_adapters",
+            str(tmp_path), "--model.init_args.task_src", str(task), "--model.init_args.reference_adapters",
             json.dumps({"en": str(ref_en), "es": str(ref_es)}), "--model.init_args.methods", "[zero_shot, adamergex]",
             "--model.init_args.scales", f"[{scale}]", "--data.init_args.max_val_samples", "4", *extra,
         ])  # fmt: skip

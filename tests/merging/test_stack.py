@@ -111,9 +111,9 @@ def test_stack_refuses_a_task_adapter_whose_snapshot_says_it_was_not_trained_sta
     info = json.loads((plain / "snapshot.json").read_text())
     info["config"]["model"]["stack_on"] = None
     (plain / "snapshot.json").write_text(json.dumps(info))
-    args = ["merge", "--method", "stack", "--ref-tgt", str(beneath)]
-    assert main([*args, "--task-src", str(snapshot), "--out", str(tmp_path / "stacked")]) == 0
-    assert main([*args, "--task-src", str(plain), "--out", str(tmp_path / "out")]) == 2
+    args = ["merge", "--method", "stack", "--ref_tgt", str(beneath)]
+    assert main([*args, "--task_src", str(snapshot), "--out_dir", str(tmp_path / "stacked")]) == 0
+    assert main([*args, "--task_src", str(plain), "--out_dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
         f"adamergex merge: error: method 'stack' needs the task adapter trained stacked on A(R,src), but {plain}/"
