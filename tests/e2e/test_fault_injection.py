@@ -133,6 +133,24 @@ def test_a_signalled_fit_checkpoints_exits_non_zero_and_resumes_exactly(
     _after_kill(root, base, straight[0], f"stopped by {signum.name}")
 
 
+def test_a_validate_stopped_by_sigterm_exits_143_not_0(tmp_path, capfd):
+    def validate_signalled() -> int:
+        from adamergex_pl import AdapterModule
+
+        real = AdapterModule.validation_step
+
+        def validation_step(module, *args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning stops after this batch (of 2 per language)
+            return real(module, *args, **kwargs)
+
+        AdapterModule.validation_step = validation_step
+        return main(["validate", "--config", CONFIG, "--trainer.default_root_dir", str(tmp_path)])
+
+    assert run_forked(validate_signalled) == 143
+    err = capfd.readouterr().err
+    assert "adamergex: stopped by SIGTERM before the run ended" in err and "Traceback" not in err, err
+
+
 def test_a_kill_in_the_middle_of_a_checkpoint_write_keeps_the_previous_checkpoint(straight, base, tmp_path):
     root = tmp_path / "run"
 
