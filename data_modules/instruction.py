@@ -93,6 +93,17 @@ class InstructionDataModule(TokenizedDataModule):
         check_records(records, source, [self.prompt, *completion], needs_value=completion)  # every record
         return records
 
+    def check_local_records(self) -> None:
+        """Read and check the records of every local validation and test source, as :meth:`setup` would
+        (what ``adamergex pipeline`` runs on its evaluation data before the first fit).
+
+        Raises:
+            ValueError: a record without a field the templates name, or without a completion.
+        """
+        for source in [*self.val_sources, *self.test_sources]:
+            if source.is_local:
+                self._records(source)
+
     def _subsample(self, records: list, limit: int | None) -> list:
         if limit is None or len(records) <= limit:
             return records
