@@ -19,11 +19,13 @@ import contextlib
 import importlib
 import os
 import re
+import shutil
 import sys
 import traceback
+from pathlib import Path
 
 from adamergex_pl import quiet
-from adamergex_pl.errors import OutputNotWritableError, UserInputError, os_error_reason
+from adamergex_pl.errors import OutputNotWritableError, RunInterrupted, UserInputError, os_error_reason
 from callbacks.slurm_requeue import RequeueStop
 
 # Extra commands: name -> "module:function" taking argv (without the command name) and returning an exit code.
@@ -117,6 +119,17 @@ def _lightning_cli():
                 for callback in self.trainer.callbacks:
                     if callable(getattr(callback, "check_fresh_run", None)):
                         callback.check_fresh_run(self.trainer, self.model)
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            # a run refused after start-up leaves nothing behind: not the log folder it had just created
+            log_dir = Path(self.trainer.log_dir) if self.trainer.log_dir else None
+            created = [] if log_dir is None else [p for p in (log_dir.parent, log_dir) if not p.exists()]
+            try:
+                super()._run_subcommand(subcommand)
+            except Exception as err:
+                if created and _user_input_error(err) is not None and self.trainer.is_global_zero:
+                    _remove_fresh_log_dirs(created)
+                raise
 
         def after_instantiate_classes(self) -> None:
             from callbacks.adapter_snapshot import AdapterSnapshot
@@ -280,6 +293,17 @@ def main(argv: list[str] | None = None) -> int:
         # LightningCLI reads sys.argv itself when given None, and warns when given both
         _lightning_cli()(None if from_sys_argv else argv)
         return 0
+    except RunInterrupted as stop:  # a fit stopped by SIGTERM/SIGINT, checkpointed (callbacks.RunCheckpoint)
+        print(f"adamergex: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except SystemExit as stop:
+        # Lightning ends a run that got SIGTERM with SystemExit(None): never exit code 0
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(stop, SIGTERMException):
+            raise
+        print("adamergex: stopped by SIGTERM before the run ended", file=sys.stderr)
+        return 143
     except RequeueStop as stop:  # a run checkpointed for its requeue (callbacks/slurm_requeue.py)
         if stop.exit_code:  # not requeued: say how to resume (a successful requeue was logged already)
             print(f"adamergex: {stop.message()}", file=sys.stderr)
@@ -314,6 +338,14 @@ def _arm_requeue_signal() -> None:
 
     if pinned_run_dir() is not None:
         slurm_requeue.arm(slurm_requeue.requeue_signal())
+
+
+def _remove_fresh_log_dirs(created: list[Path]) -> None:
+    """Remove the logger folders a refused run created (innermost first) when they hold no more than its
+    ``config.yaml`` and ``hparams.yaml``."""
+    for folder in reversed(created):
+        if folder.is_dir() and {p.name for p in folder.iterdir()} <= {"config.yaml", "hparams.yaml"}:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _user_input_error(err: BaseException) -> UserInputError | None:

@@ -34,6 +34,16 @@ class OutputNotWritableError(UserInputError, OSError):
     permission denied, or the disk is full. Raised with the path, what it is for, and the fix."""
 
 
+class RunInterrupted(Exception):
+    """A run stopped by a signal (``SIGTERM``, ``SIGINT``) after saving what resumes it: ``adamergex`` prints
+    the message and exits with ``exit_code``, 128 + the signal's number (143 for ``SIGTERM``, 130 for
+    ``SIGINT``), so a wrapper script or a scheduler never takes it for a finished run."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 # errno -> (what happened, the fix): the operating-system errors that the user's paths and disks cause
 _OS_REASONS: dict[int, tuple[str, str]] = {
     errno.ENOSPC: ("no space left on the device", "free space there or choose another directory"),

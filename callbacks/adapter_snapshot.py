@@ -309,6 +309,9 @@ class AdapterSnapshot(Callback):
         self.last_step, self.last_epoch = step, epoch
         if not trainer.is_global_zero:
             return
+        check_finite = getattr(pl_module, "check_adapter_finite", None)
+        if check_finite is not None:  # an AdapterModule: never a snapshot of a diverged adapter
+            check_finite()
         root = Path(self.dirpath)
         target = root / f"epoch={epoch}"
         try:

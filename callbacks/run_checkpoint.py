@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import os
 import re
+import signal
+import threading
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +25,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from adamergex_pl.atomic_files import finish_interrupted_writes, write_atomic
-from adamergex_pl.errors import InputNotFoundError, InvalidValueError, reraise_os_error
+from adamergex_pl.errors import InputNotFoundError, InvalidValueError, RunInterrupted, reraise_os_error
+from callbacks.slurm_requeue import validation_due
 
 # "...layers.0.self_attn.q_proj.lora_A.default.weight" -> q_proj; "...mlp.down_proj.ia3_l.default" -> down_proj
 _ADAPTED = re.compile(r"(?:^|\.)([^.]+)\.(lora_A|lora_B|ia3_l)(?:\.|$)")
@@ -194,6 +197,11 @@ class RunCheckpoint(ModelCheckpoint):
     """Writes ``<dirpath>/last.ckpt`` atomically every ``every_n_train_steps`` optimizer steps, at every epoch
     end and at the end of fit, so that a fit killed at any moment resumes with ``--ckpt_path last``.
 
+    ``SIGTERM`` or ``SIGINT`` (Ctrl+C) during training (one device) stops the fit at the next optimizer step from
+    which it resumes exactly (after the epoch's end, or the validation, that is due first) with ``last.ckpt`` of
+    that step, and raises :class:`~adamergex_pl.errors.RunInterrupted`: ``adamergex`` exits with 143 or 130,
+    never 0. A second signal ends the process at once. Under DDP, Lightning's own handling stops the fit.
+
     Args:
         dirpath: Where ``last.ckpt`` goes. Default: ``<trainer.default_root_dir>/checkpoints``.
         every_n_train_steps: Optimizer steps between checkpoints (besides every epoch end).
@@ -229,6 +237,8 @@ class RunCheckpoint(ModelCheckpoint):
             enable_version_counter=False,  # always last.ckpt, never last-v1.ckpt beside a stale one
         )
         self.overwrite = overwrite
+        self._stop_signal: signal.Signals | None = None  # SIGTERM or SIGINT, received during training
+        self._step_at_batch_start: int | None = None
 
     def run_dirpath(self, trainer: Trainer) -> Path:
         """The folder of this run's checkpoints (also before :meth:`setup`, to resolve ``--ckpt_path last``)."""
@@ -256,6 +266,57 @@ class RunCheckpoint(ModelCheckpoint):
         # here, not in setup: only now does the trainer know whether it resumed from a checkpoint
         if trainer.is_global_zero and trainer.ckpt_path is None:
             self.check_fresh_run(trainer, pl_module)
+        self._stop_signal = None
+        if trainer.world_size == 1 and threading.current_thread() is threading.main_thread():
+            # after Lightning's handlers (registered before training), which its teardown puts back
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored: e.g. after a SLURM requeue
+                    signal.signal(signum, self._record_stop)
+
+    def _record_stop(self, signum: int, frame: Any) -> None:
+        if self._stop_signal is not None:  # the second one: stop at once
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self._stop_signal = signal.Signals(signum)
+        rank_zero_info(
+            f"RunCheckpoint: {self._stop_signal.name} received; stopping with a checkpoint at the next optimizer "
+            "step that resumes exactly (send it again to stop at once)"
+        )
+
+    @override
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._step_at_batch_start = trainer.global_step
+
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)  # the step interval
+        if self._stop_signal is None or trainer.global_step == self._step_at_batch_start:
+            return  # no signal, or gradients are being accumulated
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if epoch_loop.batch_progress.is_last_batch or batch_idx + 1 >= trainer.num_training_batches:
+            return  # the epoch end comes first (its snapshot and checkpoint): stop after it
+        if not validation_due(trainer):  # a checkpoint taken before a due validation resumes without it
+            self._stop(trainer)
+
+    def _stop(self, trainer: Trainer) -> None:
+        """Save ``last.ckpt`` of this step (unless saved already) and end the fit."""
+        if self._may_save(trainer) and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        saved = (
+            f"{self.dirpath}/{LAST_CHECKPOINT} holds it: resume with --ckpt_path last"
+            if trainer.global_step > 0
+            else "nothing was trained yet"
+        )
+        raise RunInterrupted(
+            f"fit stopped by {self._stop_signal.name} at step {trainer.global_step} (epoch "
+            f"{trainer.current_epoch}); {saved}",
+            128 + self._stop_signal,
+        )
 
     def check_fresh_run(self, trainer: Trainer, pl_module: LightningModule | None = None) -> None:
         """For a fit that resumes nothing: refuse a folder with checkpoints, or remove them with ``overwrite``.
@@ -309,6 +370,8 @@ class RunCheckpoint(ModelCheckpoint):
         # after validation and the snapshot, even if a step checkpoint was written at this step before them
         if self._may_save(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self._stop_signal is not None:
+            self._stop(trainer)
 
     @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -254,7 +254,7 @@ class SlurmRequeue(Callback):
     ) -> None:
         if self._saved is not None or not self._at_step_boundary(trainer, batch_idx):
             return
-        asked, unsafe = received() is not None, _validation_due(trainer)
+        asked, unsafe = received() is not None, validation_due(trainer)
         if trainer.world_size > 1:
             # all ranks vote at every boundary: save_checkpoint is collective, so all save at one step or none
             votes = torch.tensor([float(asked), float(unsafe)], device=trainer.strategy.root_device)
@@ -336,7 +336,7 @@ def _next_hpc_number(root: Path) -> int:
     return 1 if newest is None else int(_HPC_CHECKPOINT.match(newest.name).group(1)) + 1
 
 
-def _validation_due(trainer: Trainer) -> bool:
+def validation_due(trainer: Trainer) -> bool:
     """Whether Lightning runs validation right after this batch (its own private test, Lightning 2.6)."""
     try:
         epoch_loop = trainer.fit_loop.epoch_loop

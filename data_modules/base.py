@@ -23,6 +23,7 @@ from typing_extensions import override
 
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation.language_modeling import Evaluator, LanguageModelingEvaluator
+from adamergex_pl.metrics.languages import normalize_language
 from adamergex_pl.training.base_model import load_tokenizer
 from data_modules.collate import PadCollator
 from data_modules.packing import PackingCollator
@@ -299,3 +300,26 @@ class TokenizedDataModule(LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "epoch" in state_dict:
             self._resume = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
+
+
+def check_languages(module: object, language: str, sources: dict[str, list]) -> None:
+    """Refuse, when a DataModule is built, a language that the task suite and the metrics do not know (every
+    DataModule knows the same codes: :func:`~adamergex_pl.metrics.normalize_language`).
+
+    Args:
+        module: the DataModule (named in the message).
+        language: its ``language`` argument.
+        sources: ``{"val": [DataSource, ...], "test": [...]}``; a source without a language takes ``language``.
+
+    Raises:
+        ValueError: an unknown language, naming the option or source that gives it.
+    """
+    given = [("language", language)]
+    given += [(f"{what} source {s.describe()}", s.language) for what, group in sources.items() for s in group]
+    for where, code in given:
+        if code is None:
+            continue
+        try:
+            normalize_language(code)
+        except ValueError as err:
+            raise InvalidValueError(f"{type(module).__name__} {where}: {err}") from None

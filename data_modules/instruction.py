@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from typing_extensions import override
 
 from adamergex_pl.errors import InvalidValueError
-from data_modules.base import Examples, TokenizedDataModule, check_split_options
+from data_modules.base import Examples, TokenizedDataModule, check_languages, check_split_options
 from data_modules.collate import IGNORE_INDEX
 from data_modules.instruction_format import PromptTemplate
 from data_modules.sources import DataSource, check_records, load_records
@@ -75,6 +75,7 @@ class InstructionDataModule(TokenizedDataModule):
         self.predict_source = predict
         self.prompt = PromptTemplate(prompt_template, "prompt_template")
         self.completion = PromptTemplate(completion_template, "completion_template")
+        check_languages(self, language, {"val": self.val_sources, "test": self.test_sources})
         self.language = language
         self.val_fraction = val_fraction
         self.max_samples, self.max_val_samples = max_samples, max_val_samples
@@ -91,6 +92,17 @@ class InstructionDataModule(TokenizedDataModule):
         completion = [self.completion] if with_completion else []
         check_records(records, source, [self.prompt, *completion], needs_value=completion)  # every record
         return records
+
+    def check_local_records(self) -> None:
+        """Read and check the records of every local validation and test source, as :meth:`setup` would
+        (what ``adamergex pipeline`` runs on its evaluation data before the first fit).
+
+        Raises:
+            ValueError: a record without a field the templates name, or without a completion.
+        """
+        for source in [*self.val_sources, *self.test_sources]:
+            if source.is_local:
+                self._records(source)
 
     def _subsample(self, records: list, limit: int | None) -> list:
         if limit is None or len(records) <= limit:

@@ -15,7 +15,7 @@ from typing import Any
 from typing_extensions import override
 
 from adamergex_pl.errors import InvalidValueError
-from data_modules.base import Examples, TokenizedDataModule, check_split_options
+from data_modules.base import Examples, TokenizedDataModule, check_languages, check_split_options
 from data_modules.sources import DataSource, ReadCounter, iter_records, record_location, record_problem
 
 _TOKENIZE_BATCH = 8  # documents per tokenizer call when reading lazily
@@ -82,6 +82,7 @@ class ReferenceLMDataModule(TokenizedDataModule):
         self.window_tokens = window_tokens
         self.max_windows, self.max_val_windows = max_windows, max_val_windows
         self.val_fraction = val_fraction
+        check_languages(self, language, {"val": self.val_sources, "test": self.test_sources})
         self.language = language
         self.read_counter, self.documents_tokenized = ReadCounter(), 0  # what the last setup read
 

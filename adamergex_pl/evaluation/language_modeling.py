@@ -121,7 +121,8 @@ class LanguageModelingEvaluator(Evaluator):
 
     def __init__(self, languages: list[str]) -> None:
         super().__init__(languages)
-        self.nll = nn.ModuleDict({lang: SumMetric() for lang in self.languages})
+        # NaN is kept (torchmetrics drops it by default): a diverged model's loss is NaN, never a good number
+        self.nll = nn.ModuleDict({lang: SumMetric(nan_strategy="disable") for lang in self.languages})
         self.tokens = nn.ModuleDict({lang: SumMetric() for lang in self.languages})
         self.items = ItemScoreMetric(self.languages, ["nll", "tokens"])
 

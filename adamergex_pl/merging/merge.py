@@ -103,7 +103,7 @@ def merge_adapters(
         raise InvalidValueError(
             "method='arimerge' computes A(T,src) ⊕ t·A(R,tgt) and does not use ref_src; pass None"
         )
-    scale = _checked_scale(scale)
+    scale = checked_scale(scale)
     roles = {"task_src": task_src, "ref_tgt": ref_tgt}
     if method == "adamergex":
         roles["ref_src"] = ref_src
@@ -151,7 +151,7 @@ def combine_adapters(
         )
     if len(set(names)) != len(names):
         raise InvalidValueError(f"names must be distinct; got {names}")
-    weights = [_checked_scale(w, "weight") for w in weights]
+    weights = [checked_scale(w, "weight") for w in weights]
     named = {name: _as_adapter(value, name) for name, value in zip(names, adapters, strict=True)}
     options = _Options(lora_mode, "loglinear", svd_rank, eps, strict_modules, allow_different_base)
     return _merge(named, weights, options, method="combination", scale=None)
@@ -193,7 +193,13 @@ def _merge(
     return MergeResult(adapter, method, mode, scale, _provenance(named, weights), partial, svd)
 
 
-def _checked_scale(value: float, what: str = "scale") -> float:
+def checked_scale(value: float, what: str = "scale") -> float:
+    """``value`` as a float if it is a finite number (a merge scale ``t`` or weight), else a one-line error.
+
+    Raises:
+        TypeError: not a number.
+        ValueError: NaN or infinite.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidTypeError(f"{what}={value!r} must be a number, e.g. 0.5")
     if not math.isfinite(value):

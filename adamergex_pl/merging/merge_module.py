@@ -31,6 +31,7 @@ from typing_extensions import override
 from adamergex_pl.atomic_files import write_jsonl_atomic
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator
+from adamergex_pl.merging.merge import checked_scale
 from adamergex_pl.merging.merge_results import MergeResults, Variant
 from adamergex_pl.merging.methods import (
     METHODS,
@@ -85,6 +86,8 @@ class MergeModule(LightningModule):
         attn_implementation: transformers attention backend.
         results_dir: where the result tables and best adapters go (default ``<default_root_dir>/merge_results``).
         save_best: write each target language's best merge by ``selection_metric`` to ``<results_dir>/best/<lang>/``.
+        overwrite: replace the results of an earlier evaluation run in ``results_dir`` (by default such a folder
+            is refused: a folder holds one run's results).
         selection_metric: the metric that picks the best merge and that the printed table shows, e.g.
             ``accuracy`` or ``loss``. Default: the first metric that is not a loss or perplexity, else loss.
         task: the task's name, recorded in the results.
@@ -96,7 +99,8 @@ class MergeModule(LightningModule):
 
     Raises:
         ValueError: an unknown method, no scales for a merge method, ``adamergex_factor`` with (IA)³ adapters,
-            ``oracle`` without oracle adapters, or a missing reference adapter for an evaluated language.
+            ``oracle`` without oracle adapters, or a missing reference adapter for an evaluated language; a
+            ``results_dir`` that holds an earlier run's results (without ``overwrite``).
 
     Example:
         ``adamergex validate --config configs/merge/tiny_lora.yaml``
@@ -125,6 +129,7 @@ class MergeModule(LightningModule):
         attn_implementation: str | None = "sdpa",
         results_dir: str | None = None,
         save_best: bool = False,
+        overwrite: bool = False,
         selection_metric: str | None = None,
         task: str = "task",
         selection_fraction: float | None = None,
@@ -135,7 +140,7 @@ class MergeModule(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         methods = list(methods or ["zero_shot", "arimerge", "adamergex"])
-        scales = [float(s) for s in (scales or [1.0])]
+        scales = [checked_scale(s, "scales") for s in (scales or [1.0])]
         check_methods(methods)
         check_sweeps(methods, ("scale", "swap"), "MergeModule")
         if "layer_swap" in methods and not swaps:
@@ -278,6 +283,8 @@ class MergeModule(LightningModule):
         self.results = MergeResults(
             results_dir, self._languages, hp.task, hp.src_lang, self.statistics, hp.selection_metric
         )
+        if self.trainer.is_global_zero:  # before the base loads: another run's results are never mixed in
+            self.results.claim(hp.overwrite)
 
     def _step(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
         language = self._languages[dataloader_idx]

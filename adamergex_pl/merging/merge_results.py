@@ -17,12 +17,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adamergex_pl.atomic_files import write_atomic
+from adamergex_pl.errors import InvalidValueError, reraise_os_error
 from adamergex_pl.merging.methods import merge_method_names
 from adamergex_pl.metrics.item_scores import ItemScores
 from adamergex_pl.results.selection import best_overall, best_per_language, in_split, main_metric, splits
@@ -46,6 +48,10 @@ class Variant:
     def key(self) -> str:
         """A module and adapter name (no dots or slashes)."""
         return self.label.replace("/", "__").replace(".", "_").replace("-", "m")
+
+
+# what one evaluation run writes into its results folder (predictions.jsonl and best/ only when asked)
+RESULT_FILES = ("results.csv", "results.json", "results.md", "predictions.jsonl", "best")
 
 
 class MergeResults:
@@ -88,6 +94,34 @@ class MergeResults:
         self.results: list[Result] = []
         self.best: dict[str, dict[str, Any]] = {}
         self._rows: list[dict[str, Any]] | None = None
+
+    def claim(self, overwrite: bool = False) -> None:
+        """Make :attr:`directory` this run's: a folder holds one evaluation run's results at a time.
+
+        Args:
+            overwrite: remove the results of an earlier run there instead of refusing.
+
+        Raises:
+            ValueError: the folder holds an earlier run's results and ``overwrite`` is false.
+        """
+        earlier = [name for name in RESULT_FILES if (self.directory / name).exists()]
+        if not earlier:
+            return
+        if not overwrite:
+            raise InvalidValueError(
+                f"{self.directory} already holds the results of an evaluation run ({', '.join(earlier)}); "
+                "choose another --trainer.default_root_dir (or results_dir), remove that folder, or set "
+                "overwrite: true on the MergeModule to replace them"
+            )
+        try:
+            for name in earlier:
+                path = self.directory / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        except OSError as err:
+            reraise_os_error(err, "results folder", self.directory)
 
     def add(
         self, method: str, scale: float | None, key: str, value: float, items: ItemScores | None = None

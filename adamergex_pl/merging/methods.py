@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,6 +120,8 @@ def _layer_swap(adapters, value, options):
 def _stack(adapters, value, options):
     from adamergex_pl.merging.merge import combine_adapters
 
+    _check_trained_stacked(adapters[TASK_SRC_STACKED])
+
     # both adapters active at once is, in every adapted layer, the sum of the two LoRA updates (the product of
     # the two (IA)³ vectors): exactly the signed combination with weights (1, 1)
     return combine_adapters(
@@ -127,6 +130,24 @@ def _stack(adapters, value, options):
         names=[TASK_SRC_STACKED, REF_TGT],
         **_checks(options),
     )
+
+
+def _check_trained_stacked(adapter) -> None:
+    """Refuse, for ``stack``, a task adapter whose ``snapshot.json`` says it was not trained stacked (an adapter
+    without one cannot be checked): ``T + A(R,tgt)`` of a plain ``T`` is no MAD-X baseline."""
+    from callbacks.adapter_snapshot import SNAPSHOT_JSON, read_snapshot_info
+
+    info = read_snapshot_info(adapter.path) if adapter.path else {}
+    if not info:
+        return
+    model = info.get("config", {}).get("model", {})
+    stack_on = model.get("init_args", model).get("stack_on")
+    if not stack_on:
+        raise InvalidValueError(
+            f"method 'stack' needs the task adapter trained stacked on A(R,src), but {adapter.path}/"
+            f"{SNAPSHOT_JSON} records stack_on: {json.dumps(stack_on)}; give the one fitted with "
+            "--model.init_args.stack_on <A(R,src)> (the pipeline's task_<src>_stacked stage), or drop 'stack'"
+        )
 
 
 def _ties(adapters, scale, options, *, method: str = "ties"):

@@ -58,11 +58,11 @@ from adamergex_pl.merging.lora import lora_delta, svd_record
 from adamergex_pl.merging.merge import (
     AdapterInput,
     _as_adapter,
-    _checked_scale,
     _keep_targeting,
     _provenance,
     _result_dtype,
     _union,
+    checked_scale,
 )
 from adamergex_pl.merging.result import MethodResult
 
@@ -111,7 +111,7 @@ def ties_merge(
         raise InvalidValueError(
             f"method={method!r} is not supported; expected one of {', '.join(TIES_METHODS)}"
         )
-    scale = _checked_scale(scale)
+    scale = checked_scale(scale)
     if isinstance(density, bool) or not isinstance(density, (int, float)):
         raise InvalidTypeError(f"density={density!r} must be a number in (0, 1], e.g. 0.2")
     if not 0.0 < density <= 1.0:

@@ -26,7 +26,8 @@ def check_plan(spec, plan) -> None:
 
     Raises:
         ValueError: a DataModule config that does not build, evaluation languages other than the pipeline's,
-            a metric the evaluation does not report, or a method the pipeline cannot run.
+            a metric the evaluation does not report, a method the pipeline cannot run, or evaluation records
+            that its templates cannot format.
         FileNotFoundError: a local data file that does not exist.
     """
     for stage in plan:
@@ -43,6 +44,12 @@ def check_plan(spec, plan) -> None:
         ):
             _check_metric(datamodule, option, wanted, stage.name)
         _check_methods(spec, task, merge)
+        check_records = getattr(datamodule, "check_local_records", None)
+        if check_records is not None:  # e.g. evaluation records without the completion field
+            try:
+                check_records()
+            except UserInputError as err:
+                raise type(err)(f"stage {stage.name}: {err}") from None
 
 
 def build_datamodule(config: dict[str, Any], what: str):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.merging.merge import checked_scale
 from adamergex_pl.merging.methods import METHODS, check_methods, check_sweeps
 
 
@@ -226,6 +227,7 @@ class PipelineSpec:
             )
         if not self.scales and any(METHODS[m].sweep == "scale" for m in self.methods):
             raise InvalidValueError("scales is empty; give at least one t, e.g. [1.0]")
+        self.scales = [checked_scale(scale, "scales") for scale in self.scales]  # before the first fit
 
         every = self.checkpoint_every_n_train_steps
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:

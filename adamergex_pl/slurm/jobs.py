@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.errors import InputNotFoundError, InvalidValueError
 from adamergex_pl.slurm.resources import JobResources
 from adamergex_pl.slurm.sbatch import (
     SbatchError,
@@ -143,6 +143,20 @@ def _check_subcommand(word: str) -> None:
     )
 
 
+def _check_config_files(job: SlurmJob, base: Path) -> None:
+    """Refuse a job whose ``--config`` file does not exist where the job will run (it would fail only once it
+    starts on the cluster, maybe hours later)."""
+    words = list(job.command)
+    for position, word in enumerate(words):
+        path = words[position + 1] if word == "--config" and position + 1 < len(words) else None
+        path = word.split("=", 1)[1] if word.startswith("--config=") else path
+        if path is not None and not (base / os.path.expanduser(path)).is_file():
+            raise InputNotFoundError(
+                f"job {job.name!r}: --config {path!r} is not a file (in the jobs' working directory {base}); "
+                "give an existing config file, or --workdir where it is"
+            )
+
+
 def submit_jobs(
     jobs: Sequence[SlurmJob],
     *,
@@ -158,11 +172,14 @@ def submit_jobs(
 
     Raises:
         ValueError: Names repeat, ``after`` names an unknown job, or the dependencies form a cycle.
+        FileNotFoundError: A job's ``--config`` file does not exist in ``workdir``.
         SbatchNotFoundError: sbatch is missing (checked before anything is written).
         SbatchError: sbatch refused a job; the message lists the jobs already submitted.
     """
     base = Path(os.path.abspath(workdir if workdir is not None else os.getcwd()))
     ordered = dependency_order(jobs)
+    for job in ordered:
+        _check_config_files(job, base)
     scripts_dir = base / jobs_dir
     if not dry_run:
         find_sbatch(sbatch)

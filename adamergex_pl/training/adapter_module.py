@@ -35,6 +35,8 @@ class AdapterModule(LightningModule):
     The base model is loaded in :meth:`configure_model`, so every DDP rank loads its own (quantized) copy onto
     its own device. Only the adapter is trainable, and checkpoints hold only the adapter weights plus the
     optimizer, scheduler and loop state: they load back into a quantized model and resume exactly.
+    A fit whose loss or adapter turns NaN or inf stops at that step with one line naming the step, the value
+    and the likely cause (exit code 2), and writes no snapshot or checkpoint of it.
     Strategies: single device and DDP; FSDP only unquantized or 4-bit with ``quant_storage``; others are
     refused in :meth:`setup` (``adamergex_pl/training/strategy_support.py`` has the table and the reasons).
 
@@ -220,6 +222,8 @@ class AdapterModule(LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         nll, count = causal_lm_nll(self(batch), self._labels(batch))
         loss = nll / count.clamp_min(1)
+        if not torch.isfinite(loss):  # one host sync per step: a diverged fit stops before its next update
+            raise self._diverged(self.trainer.global_step + 1, f"train/loss is {float(loss.detach())}")
         logging_step = self.trainer._logger_connector.should_update_logs
         if logging_step or self._loss_read_every_step:
             self.log("train/loss", loss, prog_bar=True)
@@ -331,6 +335,34 @@ class AdapterModule(LightningModule):
         completions = greedy_completions(self.model, tokenizer, batch, self.hparams.max_new_tokens)
         return [{"index": int(i), "completion": c} for i, c in zip(batch["index"], completions, strict=True)]
 
+    # ------------------------------------------------------------------ divergence
+    def check_adapter_finite(self) -> None:
+        """Refuse to go on (or to write a snapshot or checkpoint) with an adapter that holds NaN or inf.
+
+        Raises:
+            ValueError: a trainable tensor is not finite (the fit diverged).
+        """
+        for name, param in self.named_parameters():
+            # a sum is finite only when every entry is: one reduction per tensor in the common case
+            if not param.requires_grad or torch.isfinite(param.detach().sum()):
+                continue
+            bad = int((~torch.isfinite(param.detach())).sum())  # 0: the sum of finite entries overflowed
+            if bad:
+                step = self.trainer.global_step if self._trainer is not None else 0
+                raise self._diverged(
+                    step, f"{bad} of {param.numel()} entries of the adapter tensor {name} are NaN or inf"
+                )
+
+    def _diverged(self, step: int, what: str) -> InvalidValueError:
+        """The one-line error of a fit whose loss or adapter became non-finite at (or by) training ``step``."""
+        rate = self.optimizer_spec.learning_rate
+        lower = min(rate / 10, 2e-4)
+        return InvalidValueError(
+            f"the fit diverged at training step {step}: {what}; no snapshot or checkpoint of it is written. "
+            f"Likely cause: learning_rate={rate:g} is too high; lower it (e.g. {lower:g}, with warmup_ratio 0.1) "
+            "and start the fit again in a fresh --trainer.default_root_dir"
+        )
+
     # ------------------------------------------------------------------ checkpoints
     def adapter_state_keys(self) -> set[str]:
         """State-dict keys of the trainable parameters: all that a checkpoint stores."""
@@ -338,6 +370,7 @@ class AdapterModule(LightningModule):
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_adapter_finite()
         keep = self.adapter_state_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["adamergex"] = {
@@ -352,3 +385,24 @@ class AdapterModule(LightningModule):
         check_checkpoint_fits(
             checkpoint, self.hparams.adapter_type, self.state_dict(), self.adapter_state_keys(), where
         )
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+        batches = int(progress.get("current", {}).get("completed", 0))
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        mid_epoch = batches > 0 and not progress.get("is_last_batch", True)
+        # Lightning would only warn, and restart the epoch: the adapter would differ from an uninterrupted run
+        if mid_epoch and datamodule is not None and type(datamodule).__qualname__ not in checkpoint:
+            raise InvalidValueError(
+                f"{where} was saved in the middle of epoch {checkpoint.get('epoch')} (after {batches} batches) "
+                f"but holds no state of {type(datamodule).__name__}, so the fit cannot go on with the batches "
+                "it had not trained on: the adapter would differ from an uninterrupted run; resume it with the "
+                "DataModule it was trained with, or from a checkpoint of an epoch end"
+            )
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
+        epochs = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+        done = int(epochs.get("completed", checkpoint.get("epoch", 0)))
+        if max_epochs is not None and max_epochs >= 0 and done > max_epochs:  # Lightning: a 30-line traceback
+            raise InvalidValueError(
+                f"--trainer.max_epochs {max_epochs} is below epoch {done} of {where}, where this fit would resume; "
+                f"give a --trainer.max_epochs above {done} to train it further, or start a fresh fit without "
+                "--ckpt_path"
+            )

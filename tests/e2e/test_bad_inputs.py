@@ -218,8 +218,20 @@ def test_submit_refuses_a_command_that_is_no_adamergex_subcommand(capsys):
     captured = capsys.readouterr()
     assert captured.out == "", "a script was rendered"
     assert "adamergex submit: error: 'fitt' is not an adamergex command; did you mean 'fit'?" in captured.err
-    assert main(["submit", "--dry-run", "--", "fit", "--config", "x.yaml"]) == 0
-    assert "fit --config x.yaml" in capsys.readouterr().out
+    config = str(REPO_ROOT / "configs/tiny/task_lora.yaml")
+    assert main(["submit", "--dry-run", "--", "fit", "--config", config]) == 0
+    assert f"fit --config {config}" in capsys.readouterr().out
+
+
+def test_submit_refuses_a_config_file_that_does_not_exist_before_rendering_anything(capsys, tmp_path):
+    for config in (["--config", "x.yaml"], ["--config=x.yaml"]):
+        assert main(["submit", "--dry-run", "--workdir", str(tmp_path), "--", "fit", *config]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "", "a script was rendered"
+        assert captured.err == (
+            f"adamergex submit: error: job 'adamergex': --config 'x.yaml' is not a file (in the jobs' working "
+            f"directory {tmp_path}); give an existing config file, or --workdir where it is\n"
+        )
 
 
 def test_crossin_build_into_an_unwritable_out_is_one_line(read_only_dir, capsys):

@@ -1,4 +1,5 @@
-"""Fault injection: ``kill -9`` at seeded random moments of ``fit``, ``merge`` and ``pipeline``, kills in the
+"""Fault injection: ``kill -9`` at seeded random events of ``fit`` (a step, a validation batch, a checkpoint or
+snapshot write, start-up, the end) and random moments of ``merge`` and ``pipeline``, kills in the
 middle of a checkpoint, snapshot or merge write, and a full disk (a small tmpfs, root only).
 
 After every kill: each snapshot loads with peft, ``last`` points at a complete one, a ``last.ckpt`` is whole;
@@ -12,11 +13,9 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import stat
 import subprocess
-import threading
-import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -24,15 +23,16 @@ import torch
 from conftest import REPO_ROOT
 from fault_injection import (
     KILLED,
+    KillAt,
     assert_same_weights,
     check_snapshot_root,
     kill_self,
     leftovers,
+    read_counts,
     run_forked,
-    seconds,
     small_pipeline,
     snapshot_weights,
-    timed,
+    with_events,
 )
 from merge_factories import load_base, make_lora
 
@@ -40,7 +40,7 @@ from adamergex_pl.cli import main
 from callbacks.run_checkpoint import checkpoint_problem
 
 SEED = 17
-FIT_TRIALS, MERGE_TRIALS, PIPELINE_TRIALS = 6, 4, 2
+MERGE_TRIALS, PIPELINE_PHASES = 4, ("step", "snapshot write")
 CONFIG = str(REPO_ROOT / "configs/tiny/task_lora.yaml")
 
 
@@ -65,42 +65,13 @@ def checkpoint_step(root: Path) -> int | None:
     return int(torch.load(last, weights_only=False)["global_step"])
 
 
-def timed_fit(root: Path, kill_in_training: float | None = None):
-    """A child that runs the fit and records when training starts and ends (``<root>.times``); with
-    ``kill_in_training`` it kills itself that many seconds after training started."""
-
-    def child() -> int:
-        from adamergex_pl.training.adapter_module import AdapterModule
-
-        times = root.with_name(root.name + ".times")
-        start, end = AdapterModule.on_train_start, AdapterModule.on_train_end
-
-        def on_train_start(module) -> None:
-            start(module)
-            times.write_text(f"{time.monotonic()}\n")
-            if kill_in_training is not None:
-                threading.Timer(kill_in_training, kill_self).start()
-
-        def on_train_end(module) -> None:
-            end(module)
-            with times.open("a") as handle:
-                handle.write(f"{time.monotonic()}\n")
-
-        AdapterModule.on_train_start, AdapterModule.on_train_end = on_train_start, on_train_end
-        return main(fit_args(root))
-
-    return child
-
-
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
-    """An uninterrupted fit: its snapshots, and how long a warm one takes from start to end and from the
-    start of training to its end (the first one builds caches)."""
-    for name in ("straight", "warm"):
-        root = tmp_path_factory.mktemp(name) / "run"
-        assert run_forked(timed(timed_fit(root), root.with_name("total"))) == 0
-    began, ended = map(float, root.with_name("run.times").read_text().split())
-    return snapshot_weights(root / "snapshots"), seconds(root.with_name("total")), ended - began
+    """An uninterrupted fit: its snapshots and how many events of each phase it has (``KillAt``)."""
+    root = tmp_path_factory.mktemp("straight") / "run"
+    events = root.with_name("events.json")
+    assert run_forked(with_events(lambda: main(fit_args(root)), KillAt(), events)) == 0
+    return snapshot_weights(root / "snapshots"), read_counts(events)
 
 
 @pytest.fixture(scope="module")
@@ -121,28 +92,63 @@ def _after_kill(root: Path, base, straight_weights, what: str) -> None:
     assert_same_weights(snapshot_weights(root / "snapshots"), straight_weights, what)
 
 
-def test_a_fit_killed_at_random_moments_resumes_exactly(straight, base, tmp_path):
-    weights, total, training = straight
-    rng, outcomes = random.Random(SEED), Counter()
-    for trial in range(FIT_TRIALS):
-        root = tmp_path / f"trial{trial}"
-        if trial < 2:  # a moment of the whole run: start-up (parsing, loading the base), training or the end
-            moment = f"{rng.uniform(0.0, 1.0) * total:.2f} s after the start"
-            code = run_forked(timed_fit(root), kill_after=float(moment.split()[0]))
-        else:  # a moment of training: steps, validation, checkpoint and snapshot writes
-            moment = f"{rng.uniform(0.0, 1.0) * training:.2f} s into training"
-            code = run_forked(timed_fit(root, kill_in_training=float(moment.split()[0])))
-        assert code in (0, KILLED)
-        step = checkpoint_step(root)
-        outcomes["finished" if code == 0 else f"killed, last.ckpt at step {step}"] += 1
+def test_a_fit_killed_at_random_events_resumes_exactly(straight, base, tmp_path):
+    weights, counts = straight
+    assert set(KillAt.FIT_PHASES) <= set(counts), counts  # every phase happens in a fit: each trial kills
+    rng = random.Random(SEED)
+    for trial, phase in enumerate(KillAt.FIT_PHASES):  # one trial per phase, at a seeded random event of it
+        root, kill = tmp_path / f"trial{trial}", KillAt.chosen(rng, counts, phase)
+        assert run_forked(with_events(lambda root=root: main(fit_args(root)), kill)) == KILLED, str(kill)
         print(
-            f"fit trial {trial}: kill {moment}: {'finished first' if code == 0 else f'killed at step {step}'}"
+            f"fit trial {trial}: killed {kill} of {counts[phase]}, last.ckpt at step {checkpoint_step(root)}"
         )
-        _after_kill(root, base, weights, f"trial {trial}")
-    print(f"fit trials ({total:.1f} s each, {training:.1f} s of training): {dict(sorted(outcomes.items()))}")
-    assert sum(n for outcome, n in outcomes.items() if outcome.startswith("killed")) >= FIT_TRIALS - 2, (
-        outcomes
-    )
+        _after_kill(root, base, weights, f"trial {trial}: killed {kill}")
+
+
+@pytest.mark.parametrize(
+    ("signum", "sent_after", "stopped_at"),
+    [(signal.SIGTERM, 6, 7), (signal.SIGINT, 8, 9)],  # step 9 ends epoch 0: the stop follows the epoch end
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_a_signalled_fit_checkpoints_exits_non_zero_and_resumes_exactly(
+    signum, sent_after, stopped_at, straight, base, tmp_path, capfd
+):
+    root = tmp_path / "run"
+
+    def fit_signalled() -> int:
+        from adamergex_pl import AdapterModule
+
+        def on_train_batch_end(module, *args) -> None:  # after the callbacks' hooks of the same step
+            if module.trainer.global_step == sent_after:
+                os.kill(os.getpid(), signum)
+
+        AdapterModule.on_train_batch_end = on_train_batch_end
+        return main(fit_args(root))
+
+    assert run_forked(fit_signalled) == 128 + signum
+    err = capfd.readouterr().err
+    assert f"adamergex: fit stopped by {signum.name} at step {stopped_at} (epoch 0); {root}/checkpoints/last.ckpt " \
+        "holds it: resume with --ckpt_path last" in err, err  # fmt: skip
+    assert "Traceback" not in err and checkpoint_step(root) == stopped_at
+    _after_kill(root, base, straight[0], f"stopped by {signum.name}")
+
+
+def test_a_validate_stopped_by_sigterm_exits_143_not_0(tmp_path, capfd):
+    def validate_signalled() -> int:
+        from adamergex_pl import AdapterModule
+
+        real = AdapterModule.validation_step
+
+        def validation_step(module, *args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning stops after this batch (of 2 per language)
+            return real(module, *args, **kwargs)
+
+        AdapterModule.validation_step = validation_step
+        return main(["validate", "--config", CONFIG, "--trainer.default_root_dir", str(tmp_path)])
+
+    assert run_forked(validate_signalled) == 143
+    err = capfd.readouterr().err
+    assert "adamergex: stopped by SIGTERM before the run ended" in err and "Traceback" not in err, err
 
 
 def test_a_kill_in_the_middle_of_a_checkpoint_write_keeps_the_previous_checkpoint(straight, base, tmp_path):
@@ -164,7 +170,7 @@ def test_a_kill_in_the_middle_of_a_checkpoint_write_keeps_the_previous_checkpoin
 
     assert run_forked(fit_dying_in_its_second_checkpoint_write) == KILLED
     assert checkpoint_step(root) == 4  # the whole step-4 checkpoint, not half of the step-8 one
-    assert [Path(p).name.startswith(".last.ckpt.tmp-") for p in leftovers(root)] == [True]
+    assert [Path(p).name.startswith(".tmp-last.ckpt.") for p in leftovers(root)] == [True]
     _after_kill(root, base, straight[0], "killed mid checkpoint write")
 
 
@@ -174,7 +180,7 @@ def test_a_kill_in_the_middle_of_a_snapshot_write_leaves_only_complete_snapshots
     def fit_dying_before_its_first_snapshot_is_renamed() -> int:
         import callbacks.adapter_snapshot as module
 
-        module.replace_dir = lambda new, target: kill_self()
+        module.publish_dir = lambda staging, target: kill_self()
         return main(fit_args(root))
 
     assert run_forked(fit_dying_before_its_first_snapshot_is_renamed) == KILLED
@@ -208,13 +214,15 @@ def merge(adapters, out: Path, *extra: str) -> int:
 def test_a_merge_killed_at_any_moment_leaves_the_old_output_or_none_and_the_rerun_cleans_up(
     adapters, tmp_path
 ):
-    reference = tmp_path / "reference"
-    for _ in range(2):  # the second one is warm
-        shutil.rmtree(reference, ignore_errors=True)
-        assert run_forked(timed(lambda: merge(adapters, reference), tmp_path / "took")) == 0
-    duration, expected = seconds(tmp_path / "took"), snapshot_weights_of(reference)
+    reference, events = tmp_path / "reference", tmp_path / "events.json"
+    assert run_forked(lambda: merge(adapters, reference)) == 0
+    assert (
+        run_forked(with_events(lambda: merge(adapters, reference, "--overwrite", "true"), KillAt(), events))
+        == 0
+    )
+    counts, expected = read_counts(events), snapshot_weights_of(reference)
     shutil.rmtree(reference)
-    (tmp_path / "took").unlink()
+    events.unlink()
     out = tmp_path / "merged"
 
     def dying_in(patch) -> int:
@@ -239,19 +247,19 @@ def test_a_merge_killed_at_any_moment_leaves_the_old_output_or_none_and_the_reru
     assert run_forked(lambda: merge(adapters, out)) == 2  # the old output is put back, and not overwritten
     assert leftovers(tmp_path) == []
     assert_same_weights({"out": snapshot_weights_of(out)}, {"out": expected}, "the restored output")
-    rng, outcomes = random.Random(SEED), Counter()
-    for _ in range(MERGE_TRIALS):  # random moments of a whole `adamergex merge --overwrite`
-        code = run_forked(
-            lambda: merge(adapters, out, "--overwrite", "true"), kill_after=rng.uniform(0.1, 1.0) * duration
+    assert set(KillAt.MERGE_PHASES) <= set(counts), counts
+    rng = random.Random(SEED)
+    for trial in range(MERGE_TRIALS):  # seeded random events of a whole `adamergex merge --overwrite`
+        kill = KillAt.chosen(rng, counts, KillAt.MERGE_PHASES[trial % len(KillAt.MERGE_PHASES)])
+        assert run_forked(with_events(lambda: merge(adapters, out, "--overwrite", "true"), kill)) == KILLED, (
+            str(kill)
         )
-        outcomes["finished" if code == 0 else "killed"] += 1
+        print(f"merge trial {trial}: killed {kill} of {counts[kill.target[0]]}")
         assert out.is_dir() or not out.exists()
         assert (
             run_forked(lambda: merge(adapters, out, "--overwrite", "true")) == 0 and leftovers(tmp_path) == []
-        )
-        assert_same_weights({"out": snapshot_weights_of(out)}, {"out": expected}, "merge")
-    print(f"merge trials ({duration:.3f} s each): {dict(outcomes)}")
-    assert outcomes["killed"] >= 1, outcomes
+        ), kill
+        assert_same_weights({"out": snapshot_weights_of(out)}, {"out": expected}, f"merge killed {kill}")
 
 
 def snapshot_weights_of(directory: Path) -> dict[str, torch.Tensor]:
@@ -266,41 +274,36 @@ def pipeline_config(tmp_path_factory) -> Path:
     return small_pipeline(tmp_path_factory.mktemp("pipeline") / "pipeline.yaml")
 
 
-def run_pipeline(config: Path, cwd: Path, kill_after: float | None = None) -> int:
+def run_pipeline(config: Path, cwd: Path, kill: KillAt | None = None, counts: Path | None = None) -> int:
     def child() -> int:
         os.chdir(cwd)
         return main(["pipeline", "--config", str(config)])
 
     cwd.mkdir(parents=True, exist_ok=True)
-    return run_forked(child, kill_after=kill_after)
+    return run_forked(child if kill is None else with_events(child, kill, counts))
 
 
 @pytest.fixture(scope="module")
 def pipeline_straight(pipeline_config, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("pipeline-straight")
-    start = time.monotonic()
-    assert run_pipeline(pipeline_config, cwd) == 0
-    return (
-        cwd / "runs/tiny/pipeline/results.md"
-    ).read_text(), time.monotonic() - start  # timed with the fork
+    assert run_pipeline(pipeline_config, cwd, KillAt(), cwd / "events.json") == 0
+    return (cwd / "runs/tiny/pipeline/results.md").read_text(), read_counts(cwd / "events.json")
 
 
 def test_a_pipeline_killed_at_random_moments_reruns_to_the_same_table(
     pipeline_config, pipeline_straight, tmp_path
 ):
-    table, duration = pipeline_straight
-    rng, outcomes = random.Random(SEED), Counter()
-    for trial in range(PIPELINE_TRIALS):
-        cwd = tmp_path / f"trial{trial}"
-        code = run_pipeline(pipeline_config, cwd, kill_after=rng.uniform(0.2, 0.9) * duration)
-        outcomes["finished" if code == 0 else "killed"] += 1
+    table, counts = pipeline_straight
+    rng = random.Random(SEED)
+    for trial, phase in enumerate(PIPELINE_PHASES):  # a seeded random event among all the pipeline's fits
+        cwd, kill = tmp_path / f"trial{trial}", KillAt.chosen(rng, counts, phase)
+        assert run_pipeline(pipeline_config, cwd, kill) == KILLED, str(kill)
+        print(f"pipeline trial {trial}: killed {kill} of {counts[phase]}")
         for snapshots in (cwd / "runs/tiny/pipeline").glob("*/snapshots"):
             assert all((p / "adapter_model.safetensors").is_file() for p in snapshots.glob("epoch=*"))
         assert run_pipeline(pipeline_config, cwd) == 0
         assert (cwd / "runs/tiny/pipeline/results.md").read_text() == table, f"trial {trial}"
         assert leftovers(cwd / "runs") == []
-    print(f"pipeline trials ({duration:.1f} s each): {dict(outcomes)}")
-    assert outcomes["killed"] >= 1
 
 
 # ----------------------------------------------------------------------------------------------- full disk

@@ -98,6 +98,8 @@ def test_refusals_name_the_option(tiny_llama_path, tmp_path):
         MergeModule("builtin:tiny-llama", str(task), {"es": str(ref_en)})
     with pytest.raises(ValueError, match=r"methods include 'oracle' but oracle_adapters is empty"):
         MergeModule("builtin:tiny-llama", str(task), {"en": str(ref_en)}, methods=["oracle"])
+    with pytest.raises(ValueError, match=r"^scales=inf must be finite, e.g. 0.5$"):
+        MergeModule("builtin:tiny-llama", str(task), {"en": str(ref_en)}, scales=[0.5, float("inf")])
     with pytest.raises(FileNotFoundError, match=r"reference_adapters\.es '.*nowhere' does not exist"):
         MergeModule("builtin:tiny-llama", str(task), {"en": str(ref_en), "es": str(tmp_path / "nowhere")})
     module = MergeModule("builtin:tiny-llama", str(task), {"en": str(ref_en)}, methods=["adamergex_factor"])

@@ -3,6 +3,8 @@ another one (adamergex_pl/training/peft_model.py ``stack_on``, the ``stack`` met
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from lightning.pytorch import Trainer
@@ -94,3 +96,28 @@ def test_stack_on_an_adapter_of_another_type_and_stack_without_its_adapter_are_r
         )
     with pytest.raises(ValueError, match="'stack' but task_src_stacked is empty"):
         MergeModule("builtin:tiny-llama", str(beneath), {"en": str(beneath)}, methods=["stack"])
+
+
+def test_stack_refuses_a_task_adapter_whose_snapshot_says_it_was_not_trained_stacked(
+    stacked_fit, tiny_llama_path, tmp_path, capsys
+):
+    import shutil
+
+    from adamergex_pl.cli import main
+
+    _, beneath, snapshot = stacked_fit
+    plain = tmp_path / "plain"  # the stacked snapshot's files, but its snapshot.json says stack_on: null
+    shutil.copytree(snapshot, plain)
+    info = json.loads((plain / "snapshot.json").read_text())
+    info["config"]["model"]["stack_on"] = None
+    (plain / "snapshot.json").write_text(json.dumps(info))
+    args = ["merge", "--method", "stack", "--ref_tgt", str(beneath)]
+    assert main([*args, "--task_src", str(snapshot), "--out_dir", str(tmp_path / "stacked")]) == 0
+    assert main([*args, "--task_src", str(plain), "--out_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"adamergex merge: error: method 'stack' needs the task adapter trained stacked on A(R,src), but {plain}/"
+        "snapshot.json records stack_on: null; give the one fitted with --model.init_args.stack_on <A(R,src)> "
+        "(the pipeline's task_<src>_stacked stage), or drop 'stack'"
+    ), err
+    assert not (tmp_path / "out").exists()

@@ -123,6 +123,19 @@ def test_evaluation_data_without_a_target_language_is_refused_before_any_fit(tmp
     assert "evaluation.data languages ['en', 'de'] differ from the task's languages ['en', 'es']" in err
 
 
+def test_evaluation_records_without_the_completion_field_are_refused_before_any_fit(
+    tmp_path, capsys, monkeypatch
+):
+    (tmp_path / "es.jsonl").write_text('{"prompt": "2+2="}\n{"prompt": "3+3="}\n')  # no "completion"
+    evaluation = _tiny("evaluation")
+    evaluation["data"]["init_args"]["val"][1]["path"] = str(tmp_path / "es.jsonl")
+    err = _refused_before_any_fit(tmp_path, capsys, monkeypatch, evaluation=evaluation)
+    assert (
+        "stage evaluate_add: completion_template='{completion}' names field(s) ['completion'] that the records of "
+        f"{tmp_path}/es.jsonl lack" in err
+    ), err
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
@@ -133,6 +146,7 @@ def test_evaluation_data_without_a_target_language_is_refused_before_any_fit(tmp
         ({"model": {**_tiny("model"), "adapter_type": "ia3"}, "methods": ["adamergex", "adamergex_factor"]},
          "method 'adamergex_factor'"),
         ({"evaluation": {**_tiny("evaluation"), "merge": {"lora_mode": "svd"}}}, "lora_mode: svd but no svd_rank"),
+        ({"scales": [0.5, float("nan")]}, "scales=nan must be finite, e.g. 0.5"),
     ],
 )  # fmt: skip
 def test_metrics_and_method_requirements_are_checked_before_any_fit(

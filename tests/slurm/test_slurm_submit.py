@@ -44,6 +44,7 @@ def job(name: str, *after: str, **fields) -> SlurmJob:
 
 
 def test_dry_run_prints_the_script(capsys, tmp_path):
+    (tmp_path / "fit.yaml").write_text("{}\n")  # a job's --config must exist
     rc = main(
         [
             "--dry-run",
@@ -117,6 +118,7 @@ def test_missing_sbatch_says_what_and_how(capsys, tmp_path):
 
 
 def test_submit_writes_script_and_prints_job_id(capsys, tmp_path, fake_sbatch):
+    (tmp_path / "a b.yaml").write_text("{}\n")
     rc = main(
         [
             "--sbatch",
@@ -252,6 +254,9 @@ def test_job_file(tmp_path):
 def test_job_file_through_the_cli(tmp_path, capsys, fake_sbatch):
     path = tmp_path / "pipeline.yaml"
     path.write_text(PIPELINE)
+    (tmp_path / "configs").mkdir()
+    for name in ("fit_task", "fit_ref_en", "fit_ref_es", "merge"):
+        (tmp_path / f"configs/{name}.yaml").write_text("{}\n")
     assert main(["--dry-run", "--jobs", str(path), "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.count("#!/bin/bash") == 4
