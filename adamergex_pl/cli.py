@@ -203,7 +203,8 @@ def run_function(function, argv: list[str], prog: str) -> int:
         return int(done.code or 0)
     except argparse.ArgumentError as err:
         print(
-            f"{prog}: error: {parse_error_line(err)} (run '{prog} --help' for the options)", file=sys.stderr
+            f"{prog}: error: {parse_error_line(err, argv)} (run '{prog} --help' for the options)",
+            file=sys.stderr,
         )
         return 2
     options = config.as_dict()
@@ -211,19 +212,44 @@ def run_function(function, argv: list[str], prog: str) -> int:
     return int(function(**options) or 0)
 
 
-def parse_error_line(err: BaseException) -> str:
-    r"""jsonargparse's message for a value it refused, as one line: the key and value first, then the forms it
-    accepts (instead of its multi-line dump of a union's subtypes).
+def parse_error_line(err: BaseException, argv: list[str] | None = None) -> str:
+    r"""jsonargparse's message for a value it refused, as one line: the full key and the value first, then the
+    forms it accepts (instead of its multi-line dump of a union's subtypes).
+
+    Args:
+        err: the parser's error.
+        argv: the command line, to name the ``--config`` file whose YAML does not parse.
 
     Example:
         >>> parse_error_line(ValueError('Parser key "scale":\n  Expected a <class \'float\'>. Got value: nan'))
         "scale='nan' is not valid; expected a float"
     """
     text = str(err)
-    key = re.match(r'Parser key "([^"]+)":', text)
-    value = re.search(r"(?:Given value|Got value): (.*)$", text, re.M)
-    if not (key and value):
-        return " ".join(line.strip() for line in text.splitlines() if line.strip())
+    if "Problems parsing config" in text and argv:
+        return _yaml_error(argv) or _flat(text)
+    keys = re.findall(r'Parser key "([^"]+)":', text)
+    inner = text.split("Problem with given class_path", 1)
+    if (
+        len(inner) == 2
+    ):  # a class's own argument: model.init_args.<key>, its forms only (not the outer union's)
+        class_path = re.match(r" '([^']+)'", inner[1])
+        rejected = re.search(r"Option '([^']+)' is not accepted", inner[1])
+        if rejected and keys:
+            where = class_path.group(1) if class_path else "the class"
+            return (
+                f"{keys[0]}.init_args.{rejected.group(1)} is not an argument of {where}; see "
+                f"'--{keys[0]}.help {where}' for its arguments"
+            )
+        text = inner[1].split("\n    - ", 1)[0]
+        keys = [keys[0], "init_args", *re.findall(r'Parser key "([^"]+)":', text)] if keys else keys
+    value = re.search(r"(?:Got value|Given value): (.*)$", text, re.M)
+    if not (keys and value):
+        hint = (
+            " (a value that starts with '-' is written --key=value)"
+            if "expected one argument" in text
+            else ""
+        )
+        return _flat(text) + hint
     forms = []
     for found in re.findall(r"Expected an? (.+?)(?:\. Got value:.*)?$", text, re.M):
         form = _TYPE_WORDS.get(found.strip(), found.strip())
@@ -233,7 +259,29 @@ def parse_error_line(err: BaseException) -> str:
         if form not in forms:
             forms.append(form)
     expected = f"; expected {' or '.join(forms)}" if forms else ""
-    return f"{key.group(1)}={value.group(1).strip()!r} is not valid{expected}"
+    return f"{'.'.join(keys)}={value.group(1).strip()!r} is not valid{expected}"
+
+
+def _flat(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _yaml_error(argv: list[str]) -> str | None:
+    """The first ``--config`` file of ``argv`` whose YAML does not parse, with the parser's line and column."""
+    import yaml
+
+    paths = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
+    paths += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    for path in paths:
+        try:
+            yaml.safe_load(Path(path).read_text())
+        except (OSError, UnicodeDecodeError):
+            continue
+        except yaml.YAMLError as bad:
+            mark = getattr(bad, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            return f"--config {path}: not valid YAML at{where}: {getattr(bad, 'problem', bad)}; fix the file"
+    return None
 
 
 _TYPE_WORDS = {
@@ -313,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             argv[0] if argv and (argv[0] in LIGHTNING_COMMANDS or argv[0] in EXTRA_COMMANDS) else "<command>"
         )
         print(
-            f"adamergex: error: {parse_error_line(err)} (run 'adamergex {command} --help' for the options)",
+            f"adamergex: error: {parse_error_line(err, argv)} (run 'adamergex {command} --help' for the options)",
             file=sys.stderr,
         )
         return 2

@@ -240,3 +240,47 @@ def test_crossin_build_into_an_unwritable_out_is_one_line(read_only_dir, capsys)
     err = one_error(capsys)
     assert f"cannot write --out '{read_only_dir}/mix.jsonl'" in err, err
     assert list(read_only_dir.iterdir()) == []
+
+
+JSONARGPARSE_REFUSALS = {
+    "unknown adapter_type": (
+        ["--model.init_args.adapter_type", "loraa"],
+        "model.init_args.adapter_type='loraa' is not valid; expected one of lora, ia3 (",
+    ),
+    "unknown quantization": (
+        ["--model.init_args.quantization", "nf8"],
+        "model.init_args.quantization='nf8' is not valid; expected one of nf4, fp4, int8, none (",
+    ),
+    "typo'd model key": (
+        ["--model.init_args.learning_rat", "0.1"],
+        "model.init_args.learning_rat is not an argument of adamergex_pl.AdapterModule",
+    ),
+    "negative value with a space": (
+        ["--model.init_args.learning_rate", "-1e-3"],
+        "a value that starts with '-' is written --key=value",
+    ),
+    "not a number": (
+        ["--model.init_args.learning_rate=abc"],
+        "model.init_args.learning_rate='abc' is not valid; expected a float",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(JSONARGPARSE_REFUSALS))
+def test_jsonargparse_refusals_are_one_line_with_key_value_and_form(case, capsys):
+    from adamergex_pl.cli import main
+
+    extra, message = JSONARGPARSE_REFUSALS[case]
+    assert main(["fit", "--config", str(REPO_ROOT / "configs/tiny/task_lora.yaml"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path, capsys):
+    from adamergex_pl.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  init_args: [\n")
+    assert main(["fit", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--config {bad}: not valid YAML at line 3, column 1" in err, err
