@@ -7,11 +7,13 @@
     | zero_shot |  | 0.983 [0.949, 1.000] | 0.186 [0.085, 0.288] |  |
     | adamergex | 1.5 | 0.983 [0.949, 1.000] * | 0.203 [0.102, 0.305] * | +0.017 [-0.051, 0.085] p=0.748 |
 
-A row per method and scale ``t`` (methods without a scale have an empty ``t``), a column per language with the
-number of items in its header, and, for every language but the source, the paired difference with zero-shot
-transfer on the same items. ``*`` marks each merge method's best ``t`` per language, chosen on the
-``selection`` items when the evaluation has a selection split and on the reported items themselves otherwise
-(the line under the table says which). Every cell is written by :mod:`adamergex_pl.results.tables`.
+A row per method, reference task (a ``reference`` column, where the rows name one: a method that uses reference
+adapters is compared once per reference task) and scale ``t`` (methods without a scale have an empty ``t``), a
+column per language with the number of items in its header, and, for every language but the source, the paired
+difference with zero-shot transfer on the same items. ``*`` marks each merge method's best ``t`` per language
+(and reference task), chosen on the ``selection`` items when the evaluation has a selection split and on the
+reported items themselves otherwise (the line under the table says which). Every cell is written by
+:mod:`adamergex_pl.results.tables`.
 
 Example:
     >>> rows = [
@@ -39,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from adamergex_pl.results.selection import best_per_language, in_split, lower_is_better, splits
+from adamergex_pl.results.selection import best_per_language, by_reference, in_split, lower_is_better, splits
 from adamergex_pl.results.statistics import BASELINE, finite
 from adamergex_pl.results.tables import format_difference, format_value, markdown_table
 
@@ -69,6 +71,10 @@ def _difference(row: dict[str, Any] | None) -> str:
     return format_difference(
         row[f"diff_vs_{BASELINE}"], row["diff_ci_low"], row["diff_ci_high"], row["p_value"]
     )
+
+
+def _reference(row: dict[str, Any]) -> str:
+    return row.get("reference") or ""
 
 
 def _legend(rows: list[dict[str, Any]], chosen_on: str) -> str:
@@ -115,10 +121,17 @@ def comparison_table(
     """
     chosen_on, reported_on = splits(rows)
     shown = [r for r in in_split(rows, reported_on) if r["metric"] == metric]
-    cells = {(r["method"], r["scale"], r["language"]): r for r in shown}
-    variants = list(dict.fromkeys((r["method"], r["scale"]) for r in shown if r["language"] in languages))
-    best = best_per_language(in_split(rows, chosen_on), metric, languages, merge_methods)
-    marked = {(m, row["scale"], lang) for (m, lang), row in best.items()}
+    cells = {(r["method"], _reference(r), r["scale"], r["language"]): r for r in shown}
+    variants = list(
+        dict.fromkeys((r["method"], _reference(r), r["scale"]) for r in shown if r["language"] in languages)
+    )
+    order = list(dict.fromkeys(method for method, _, _ in variants))
+    variants.sort(key=lambda variant: order.index(variant[0]))  # a method's references side by side
+    marked = set()
+    for group in by_reference(rows).values():  # each reference task's best t, apart
+        best = best_per_language(in_split(group, chosen_on), metric, languages, merge_methods)
+        marked |= {(m, _reference(row), row["scale"], lang) for (m, lang), row in best.items()}
+    with_reference = any(reference for _, reference, _ in variants)
     targets = [lang for lang in languages if lang != src_lang]
     percent = f"{confidence * 100:g}%"
     direction = "lower is better" if lower_is_better(metric) else "higher is better"
@@ -132,16 +145,18 @@ def comparison_table(
             f" · Δ: paired difference with {BASELINE} on the same items [{percent} interval], two-sided "
             "bootstrap p"
         )
-    header = ["method", "t", *(_header_language(lang, shown) for lang in languages)]
+    header = ["method", *(["reference"] if with_reference else []), "t"]
+    header += [_header_language(lang, shown) for lang in languages]
     targets = targets if compared else []  # a table without paired comparisons (losses) has no Δ columns
     header += [f"Δ {lang} vs {BASELINE}" for lang in targets]
     body = []
-    for method, scale in variants:
-        line = [method, "" if scale is None else f"{scale:g}"]
+    for method, reference, scale in variants:
+        line = [method, *([reference] if with_reference else []), "" if scale is None else f"{scale:g}"]
         line += [
-            _cell(cells.get((method, scale, lang)), (method, scale, lang) in marked) for lang in languages
+            _cell(cells.get((method, reference, scale, lang)), (method, reference, scale, lang) in marked)
+            for lang in languages
         ]
-        line += [_difference(cells.get((method, scale, lang))) for lang in targets]
+        line += [_difference(cells.get((method, reference, scale, lang))) for lang in targets]
         body.append(line)
     return "\n\n".join(
         [
