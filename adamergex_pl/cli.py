@@ -23,14 +23,14 @@ import traceback
 
 from adamergex_pl import quiet
 from adamergex_pl.errors import OutputNotWritableError, UserInputError, os_error_reason
-from adamergex_pl.slurm.preemption import RequeueStop
+from callbacks.slurm_requeue import RequeueStop
 
 # Extra commands: name -> "module:function" taking argv (without the command name) and returning an exit code.
 EXTRA_COMMANDS: dict[str, str] = {
     "pipeline": "adamergex_pl.pipeline.command:main",  # the whole recipe; no arguments: the embedded demo
     "merge": "adamergex_pl.merging.command:main",  # structure-adaptive merge of three adapters
-    "diagnose": "adamergex_pl.merging.diagnose_command:main",  # does the language gap transfer across tasks?
-    "crossin": "adamergex_pl.crossin.command:main",  # `adamergex crossin build` writes a CrossIn mixture to JSONL
+    "diagnose": "adamergex_pl.merging.diagnose:main",  # does the language gap transfer across tasks?
+    "crossin": "data_modules.crossin_mixture:main",  # `adamergex crossin build` writes a CrossIn mixture to JSONL
     "submit": "adamergex_pl.slurm.submit:main",  # sbatch jobs for any adamergex command
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -74,7 +74,7 @@ def _lightning_cli():
             # LightningCLI would replace model.init_args by the checkpoint's hyperparameters (a LoRA config
             # silently turning into (IA)³); the config stays what the user wrote, AdapterModule refuses a
             # checkpoint of another adapter naming both, and a missing or damaged file is one line.
-            from adamergex_pl.training.checkpoint_io import check_checkpoint
+            from callbacks.run_checkpoint import check_checkpoint
 
             subcommand = self.config.get("subcommand")
             ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -84,8 +84,7 @@ def _lightning_cli():
         def before_instantiate_classes(self) -> None:
             # In a job from `adamergex submit`: output into the pinned run dir, fixed logger versions, and
             # `fit` resumes from the run dir's HPC checkpoint on a restart (adamergex_pl/slurm/pinning.py).
-            from adamergex_pl.slurm.pinning import pin_config
-            from adamergex_pl.slurm.run_env import pinned_run_dir, restart_count
+            from adamergex_pl.slurm.pinning import pin_config, pinned_run_dir, restart_count
 
             run_dir = pinned_run_dir()
             if run_dir is not None:
@@ -97,8 +96,7 @@ def _lightning_cli():
 
         def instantiate_trainer(self, **kwargs):
             # In a job: the preemption-safe SlurmRequeue callback, and Lightning's own requeue handler off.
-            from adamergex_pl.slurm.pinning import requeue_trainer_kwargs
-            from adamergex_pl.slurm.run_env import pinned_run_dir
+            from adamergex_pl.slurm.pinning import pinned_run_dir, requeue_trainer_kwargs
 
             if pinned_run_dir() is not None:
                 kwargs = {
@@ -116,7 +114,7 @@ def _lightning_cli():
                         callback.check_fresh_run(self.trainer, self.model)
 
         def after_instantiate_classes(self) -> None:
-            from adamergex_pl.training.adapter_snapshot import AdapterSnapshot
+            from callbacks.adapter_snapshot import AdapterSnapshot
 
             self._dump_config()
             for callback in self.trainer.callbacks:
@@ -204,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         # LightningCLI reads sys.argv itself when given None, and warns when given both
         _lightning_cli()(None if from_sys_argv else argv)
         return 0
-    except RequeueStop as stop:  # a run checkpointed for its requeue (adamergex_pl/slurm/requeue_callback.py)
+    except RequeueStop as stop:  # a run checkpointed for its requeue (callbacks/slurm_requeue.py)
         if stop.exit_code:  # not requeued: say how to resume (a successful requeue was logged already)
             print(f"adamergex: {stop.message()}", file=sys.stderr)
         return stop.exit_code
@@ -228,11 +226,11 @@ def _arm_requeue_signal() -> None:
     Before the model loads (minutes for a large one) and before data-loader workers fork, so that an early
     signal is kept for ``SlurmRequeue`` to act on at the first safe step.
     """
-    from adamergex_pl.slurm import preemption
-    from adamergex_pl.slurm.run_env import pinned_run_dir
+    from adamergex_pl.slurm.pinning import pinned_run_dir
+    from callbacks import slurm_requeue
 
     if pinned_run_dir() is not None:
-        preemption.arm(preemption.requeue_signal())
+        slurm_requeue.arm(slurm_requeue.requeue_signal())
 
 
 def _user_input_error(err: BaseException) -> UserInputError | None:

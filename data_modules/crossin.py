@@ -1,7 +1,7 @@
 """CrossIn instruction tuning data: the mixed cross-lingual mixture, tokenized with the loss on responses only.
 
 The mixture (modes, variants, draws, language tags, validation split) is :class:`CrossInMixture`'s; see
-:mod:`adamergex_pl.crossin.mixture` for the exact procedure. This DataModule renders each row in a prompt
+:mod:`data_modules.crossin_mixture` for the exact procedure. This DataModule renders each row in a prompt
 format (:mod:`data_modules.instruction_format`) and masks the prompt, so the loss covers the response only.
 Validation rows are grouped by mode: the validation dataloaders are ``base``, ``en2x``, ``x2en``, ``trans``
 (those in the mixture and the held-out split), logged as ``val/<mode>/loss`` and ``val/<mode>/perplexity``.
@@ -17,11 +17,11 @@ from typing import Literal
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from adamergex_pl.crossin.mixture import TRANSLATION_INSTRUCTION, CrossInMixture, Row
-from adamergex_pl.data.sources import DataSource
 from adamergex_pl.errors import InvalidValueError
 from data_modules.base import Examples, TokenizedDataModule
+from data_modules.crossin_mixture import TRANSLATION_INSTRUCTION, CrossInMixture, Row
 from data_modules.instruction_format import InstructionFormat, PromptFormat
+from data_modules.sources import DataSource
 
 
 class CrossInDataModule(TokenizedDataModule):

@@ -9,12 +9,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from adamergex_pl.data.record_checks import check_records
-from adamergex_pl.data.sources import DataSource, load_records
-from adamergex_pl.data.templates import PromptTemplate
 from adamergex_pl.errors import InvalidValueError
 from data_modules.base import Examples, TokenizedDataModule
 from data_modules.collate import IGNORE_INDEX
+from data_modules.instruction_format import PromptTemplate
+from data_modules.sources import DataSource, check_records, load_records
 
 
 class InstructionDataModule(TokenizedDataModule):

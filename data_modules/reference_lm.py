@@ -20,11 +20,9 @@ from typing import Any
 
 from typing_extensions import override
 
-from adamergex_pl.data.readers import record_location
-from adamergex_pl.data.record_checks import record_problem
-from adamergex_pl.data.sources import DataSource, ReadCounter, iter_records
 from adamergex_pl.errors import InvalidValueError
 from data_modules.base import Examples, TokenizedDataModule
+from data_modules.sources import DataSource, ReadCounter, iter_records, record_location, record_problem
 
 _TOKENIZE_BATCH = 8  # documents per tokenizer call when reading lazily
 
@@ -152,7 +150,7 @@ class ReferenceLMDataModule(TokenizedDataModule):
 
         Without ``limit``: every window of the whole text, in order. With ``limit`` (and independent records,
         ``record_separator: null``): documents are read in a seeded order (see
-        :func:`~adamergex_pl.data.sources.iter_records`) and tokenized only until ``limit`` windows exist, so the cost
+        :func:`~data_modules.sources.iter_records`) and tokenized only until ``limit`` windows exist, so the cost
         does not grow with the corpus. Records joined by ``record_separator`` form one text, read whole.
         """
         n, eos = self.window_tokens, self.tokenizer.eos_token_id

@@ -21,13 +21,12 @@ from typing import Any, Literal
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from adamergex_pl.data.readers import record_location
-from adamergex_pl.data.sources import DataSource, load_records
-from adamergex_pl.data.templates import PromptTemplate
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation.language_modeling import Evaluator
-from adamergex_pl.metrics import normalize_language
+from adamergex_pl.metrics.languages import normalize_language
 from data_modules.base import Examples, TokenizedDataModule
+from data_modules.instruction_format import PromptTemplate
+from data_modules.sources import DataSource, load_records, record_location
 from data_modules.task_collator import TaskCollator
 from data_modules.task_examples import choice_example, render_prompt, training_example
 from data_modules.tasks import PROMPT_STYLES, get_task
@@ -364,7 +363,9 @@ class TaskDataModule(TokenizedDataModule):
     def metric_names(self) -> tuple[str, ...]:
         if self.spec.kind == "choice":
             return (f"{self.task}/accuracy",)
-        from adamergex_pl.metrics import NumberMatchAccuracy, RougeLMetric, SquadMetric
+        from adamergex_pl.metrics.numbers import NumberMatchAccuracy
+        from adamergex_pl.metrics.rouge import RougeLMetric
+        from adamergex_pl.metrics.squad import SquadMetric
 
         scores = {"final_number": NumberMatchAccuracy, "squad": SquadMetric, "rouge_l": RougeLMetric}
         return tuple(f"{self.task}/{name}" for name in scores[self.spec.metric].score_names)
@@ -373,7 +374,7 @@ class TaskDataModule(TokenizedDataModule):
         """Option ranking for choice tasks, greedy generation and the task's text metric otherwise."""
         languages = self.val_languages or self.test_languages
         from adamergex_pl.evaluation.choice_evaluator import ChoiceEvaluator
-        from adamergex_pl.evaluation.generation_evaluator import GenerationEvaluator
+        from adamergex_pl.evaluation.generation import GenerationEvaluator
 
         spec = self.spec
         if spec.kind == "choice":

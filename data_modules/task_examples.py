@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from adamergex_pl.data.templates import PromptTemplate
 from data_modules.collate import IGNORE_INDEX
+from data_modules.instruction_format import PromptTemplate
 
 
 def _common_prefix(sequences: list[list[int]]) -> int:

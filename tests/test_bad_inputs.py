@@ -14,9 +14,9 @@ from conftest import REPO_ROOT
 from merge_factories import make_ia3, make_lora
 
 from adamergex_pl.cli import main
-from adamergex_pl.data.sources import DataSource, load_records
-from adamergex_pl.merging import merge_adapters
+from adamergex_pl.merging.merge import merge_adapters
 from data_modules import InstructionDataModule, ReferenceLMDataModule
+from data_modules.sources import DataSource, load_records
 
 QUIET = ("--trainer.enable_progress_bar", "false")
 

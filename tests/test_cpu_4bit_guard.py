@@ -1,4 +1,4 @@
-"""4-bit layers keep one differentiable numeric path on every CPU (adamergex_pl/training/cpu_4bit_guard.py).
+"""4-bit layers keep one differentiable numeric path on every CPU (adamergex_pl/training/base_model.py).
 
 bitsandbytes repacks a ``Linear4bit``'s weight for its AVX512-BF16 kernel on the first eval-mode no-grad CPU
 forward, after which no gradient flows through the layer. Whether a machine takes that path depends on its CPU,
@@ -22,7 +22,7 @@ import torch
 from conftest import REPO_ROOT, run_adamergex
 
 from adamergex_pl import AdapterModule
-from adamergex_pl.training.cpu_4bit_guard import guard_4bit_cpu_path, is_guarded
+from adamergex_pl.training.base_model import guard_4bit_cpu_path, is_guarded
 
 RUN = Path("runs/tiny/task_lora")  # configs/tiny/task_lora.yaml's default_root_dir
 FORCE_AVX512_BF16 = [sys.executable, str(REPO_ROOT / "tests" / "force_avx512bf16.py")]

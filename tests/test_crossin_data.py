@@ -8,9 +8,9 @@ import pytest
 from conftest import REPO_ROOT
 
 from adamergex_pl.cli import main
-from adamergex_pl.crossin.mixture import CrossInMixture
 from data_modules import CrossInDataModule, DataSource
 from data_modules.collate import IGNORE_INDEX
+from data_modules.crossin_mixture import CrossInMixture
 from data_modules.instruction_format import InstructionFormat
 
 TINY_CONFIG = REPO_ROOT / "configs/tiny/crossin_x2x.yaml"

@@ -7,11 +7,15 @@ from collections import Counter
 
 import pytest
 
-from adamergex_pl.crossin.mixture import TRANSLATION_INSTRUCTION, CrossInMixture
-from adamergex_pl.crossin.modes import resolve_modes, variant_modes
-from adamergex_pl.crossin.parallel import ParallelInstructions
 from adamergex_pl.errors import InvalidValueError
 from data_modules import DataSource
+from data_modules.crossin_mixture import (
+    TRANSLATION_INSTRUCTION,
+    CrossInMixture,
+    ParallelInstructions,
+    resolve_modes,
+    variant_modes,
+)
 
 LANGS = ("en", "zh", "vi", "es")
 PARALLEL = [DataSource(f"builtin:crossin/alpaca_{lang}.jsonl", language=lang) for lang in LANGS]

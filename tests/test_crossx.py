@@ -11,12 +11,12 @@ import torch
 from conftest import REPO_ROOT, SHARED
 from torch import nn
 
-from adamergex_pl.crossin import CrossXEvaluator
-from adamergex_pl.crossin.crossx_items import load_crossx_items
 from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.evaluation.crossx_evaluator import CrossXEvaluator
 from adamergex_pl.evaluation.option_scoring import choice_scores
-from adamergex_pl.metrics import consistency_scores
+from adamergex_pl.metrics.consistency import consistency_scores
 from data_modules import CrossXDataModule, DataSource
+from data_modules.crossx import load_crossx_items
 
 # From a git worktree (/work/wt/<name>) the shared folder may sit one level higher than conftest's SHARED.
 _SHARED = next((p / "shared" for p in [REPO_ROOT, *REPO_ROOT.parents] if (p / "shared").is_dir()), SHARED)

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from adamergex_pl.data.sources import (
+from data_modules.instruction_format import PromptTemplate
+from data_modules.sources import (
     MIRROR_ENV,
     PARQUET_EXPORT,
     DataSource,
@@ -15,7 +16,6 @@ from adamergex_pl.data.sources import (
     load_records,
     mirror_folder,
 )
-from adamergex_pl.data.templates import PromptTemplate
 
 RECORDS = [{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": "d"}]
 
@@ -91,7 +91,7 @@ def _parquet(path, rows=ROWS, row_group_size=10):
 
 
 def test_iter_records_reads_in_file_order_or_in_a_seeded_order(tmp_path, monkeypatch):
-    import adamergex_pl.data.sources as sources
+    import data_modules.sources as sources
 
     monkeypatch.setattr(sources, "JSONL_CHUNK_BYTES", 64)  # several byte ranges in a small file
     jsonl = tmp_path / "docs.jsonl"

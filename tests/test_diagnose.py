@@ -12,7 +12,7 @@ from method_factories import synthetic_ia3, synthetic_lora
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from adamergex_pl.merging import AdapterWeights
+from adamergex_pl.merging.adapters import AdapterWeights
 from adamergex_pl.merging.diagnose import language_gap_alignment
 
 

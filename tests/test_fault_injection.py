@@ -37,7 +37,7 @@ from fault_injection import (
 from merge_factories import load_base, make_lora
 
 from adamergex_pl.cli import main
-from adamergex_pl.training.checkpoint_io import checkpoint_problem
+from callbacks.run_checkpoint import checkpoint_problem
 
 SEED = 17
 FIT_TRIALS, MERGE_TRIALS, PIPELINE_TRIALS = 6, 4, 2
@@ -172,7 +172,7 @@ def test_a_kill_in_the_middle_of_a_snapshot_write_leaves_only_complete_snapshots
     root = tmp_path / "run"
 
     def fit_dying_before_its_first_snapshot_is_renamed() -> int:
-        import adamergex_pl.training.adapter_snapshot as module
+        import callbacks.adapter_snapshot as module
 
         module.replace_dir = lambda new, target: kill_self()
         return main(fit_args(root))

@@ -14,8 +14,8 @@ import yaml
 from conftest import REPO_ROOT
 from hub_fixtures import PAWSX_EMPTY_SENTENCE2, PAWSX_UNLABELLED, SIZES, fixture_ids, write_hub_fixtures
 
-from adamergex_pl.data.sources import MIRROR_ENV, PARQUET_EXPORT, iter_records, load_records
 from data_modules import DataSource, ReferenceLMDataModule, TaskDataModule
+from data_modules.sources import MIRROR_ENV, PARQUET_EXPORT, iter_records, load_records
 from data_modules.tasks import TASKS
 
 TOKENIZER = "builtin:tiny-llama"
@@ -207,7 +207,7 @@ def test_every_config_source_of_a_mirrored_dataset_loads_through_the_mirror(hub_
 
 
 def test_a_reference_corpus_streams_from_the_mirror_with_a_seeded_order(mirror, monkeypatch):
-    import adamergex_pl.data.sources as sources
+    import data_modules.sources as sources
 
     monkeypatch.setattr(sources, "STREAM_SHUFFLE_BUFFER", 4)
 

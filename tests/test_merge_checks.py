@@ -9,14 +9,10 @@ import pytest
 import torch
 from merge_factories import make_ia3, make_lora
 
-from adamergex_pl.merging import (
-    AdapterWeights,
-    combine_adapters,
-    merge_adapters,
-    resolve_adapter_dir,
-    sha256_file,
-    write_merged,
-)
+from adamergex_pl.merging import resolve_adapter_dir
+from adamergex_pl.merging.adapters import AdapterWeights, sha256_file
+from adamergex_pl.merging.merge import combine_adapters, merge_adapters
+from adamergex_pl.merging.output import write_merged
 
 
 @pytest.fixture(scope="module")

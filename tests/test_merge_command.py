@@ -10,8 +10,9 @@ import pytest
 import torch
 from merge_factories import make_ia3, make_lora
 
-from adamergex_pl.merging import AdapterWeights, merge_adapters, sha256_file
+from adamergex_pl.merging.adapters import AdapterWeights, sha256_file
 from adamergex_pl.merging.command import main
+from adamergex_pl.merging.merge import merge_adapters
 
 
 @pytest.fixture(scope="module")

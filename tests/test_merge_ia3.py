@@ -6,14 +6,9 @@ import pytest
 import torch
 from merge_factories import make_ia3
 
-from adamergex_pl.merging import (
-    AdapterWeights,
-    combine_adapters,
-    ia3_adamergex,
-    ia3_arimerge,
-    ia3_product,
-    merge_adapters,
-)
+from adamergex_pl.merging.adapters import AdapterWeights
+from adamergex_pl.merging.ia3 import ia3_adamergex, ia3_arimerge, ia3_product
+from adamergex_pl.merging.merge import combine_adapters, merge_adapters
 
 T = 0.6
 

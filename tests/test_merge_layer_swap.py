@@ -15,8 +15,9 @@ from method_factories import (
     tiny_llama_with_layers,
 )
 
-from adamergex_pl.merging import AdapterWeights, write_merged
+from adamergex_pl.merging.adapters import AdapterWeights
 from adamergex_pl.merging.layer_swap import layer_index, layer_swap
+from adamergex_pl.merging.output import write_merged
 
 TOKENS = torch.tensor([[1, 72, 105, 33, 200, 17, 90, 44, 5, 250], [1, 10, 20, 30, 40, 50, 60, 70, 80, 90]])
 

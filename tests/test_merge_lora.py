@@ -17,7 +17,9 @@ from merge_factories import (
     relative_error,
 )
 
-from adamergex_pl.merging import AdapterWeights, combine_adapters, merge_adapters, truncate_factors
+from adamergex_pl.merging.adapters import AdapterWeights
+from adamergex_pl.merging.lora import truncate_factors
+from adamergex_pl.merging.merge import combine_adapters, merge_adapters
 
 T = 0.7
 

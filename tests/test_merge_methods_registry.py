@@ -9,7 +9,7 @@ import torch
 from merge_factories import make_lora
 from safetensors.torch import load_file
 
-from adamergex_pl.merging import AdapterWeights
+from adamergex_pl.merging.adapters import AdapterWeights
 from adamergex_pl.merging.command import main
 from adamergex_pl.merging.layer_swap import layer_swap
 from adamergex_pl.merging.methods import METHODS

@@ -13,7 +13,8 @@ from peft import PeftModel
 
 from adamergex_pl import MergeModule
 from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator
-from adamergex_pl.merging import merge_adapters, write_merged
+from adamergex_pl.merging.merge import merge_adapters
+from adamergex_pl.merging.output import write_merged
 from adamergex_pl.training.base_model import QuantizationSpec, load_base_model
 from data_modules import DataSource, InstructionDataModule
 

@@ -12,7 +12,10 @@ import torch.nn.functional as F
 from merge_factories import dense_merged, load_base, make_ia3, make_lora
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
-from adamergex_pl.merging import AdapterWeights, add_to_peft_model, merge_adapters, write_merged
+from adamergex_pl.merging.adapters import AdapterWeights
+from adamergex_pl.merging.live_model import add_to_peft_model
+from adamergex_pl.merging.merge import merge_adapters
+from adamergex_pl.merging.output import write_merged
 
 T = 0.8
 TOKENS = torch.tensor([[1, 72, 105, 33, 200, 17, 90, 44, 5, 250], [1, 10, 20, 30, 40, 50, 60, 70, 80, 90]])

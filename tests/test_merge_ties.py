@@ -10,7 +10,9 @@ import torch
 from merge_factories import dense_lora, dense_merged, make_ia3, make_lora, relative_error
 from method_factories import patched_logits, peft_logits, synthetic_ia3, synthetic_lora
 
-from adamergex_pl.merging import AdapterWeights, merge_adapters, write_merged
+from adamergex_pl.merging.adapters import AdapterWeights
+from adamergex_pl.merging.merge import merge_adapters
+from adamergex_pl.merging.output import write_merged
 from adamergex_pl.merging.ties import ties_merge
 
 T = 0.8

@@ -11,16 +11,16 @@ import pytest
 import torch
 
 import adamergex_pl.metrics.bootstrap as bootstrap_module
-import adamergex_pl.metrics.interval_format as interval_format_module
+import adamergex_pl.metrics.bootstrap as interval_format_module
 from adamergex_pl.errors import InvalidTypeError, InvalidValueError
 from adamergex_pl.metrics.bootstrap import (
     Interval,
     PairedComparison,
     bootstrap_interval,
+    format_with_interval,
     paired_bootstrap,
     selection_split,
 )
-from adamergex_pl.metrics.interval_format import format_with_interval
 
 
 def _continuous(n: int, seed: int = 7) -> list[float]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT, SHARED
 
-from adamergex_pl.metrics import CrossLingualConsistency, consistency_scores
+from adamergex_pl.metrics.consistency import CrossLingualConsistency, consistency_scores
 
 # conftest's SHARED is ../shared of the checkout; from a git worktree (/work/wt/<name>) the shared folder
 # sits one level higher, so look upward from there.

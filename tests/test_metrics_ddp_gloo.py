@@ -20,8 +20,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from adamergex_pl.metrics import CrossLingualConsistency, SquadMetric, consistency_scores
-from adamergex_pl.metrics.item_score_metric import ItemScoreMetric
+from adamergex_pl.metrics.consistency import CrossLingualConsistency, consistency_scores
+from adamergex_pl.metrics.item_scores import ItemScoreMetric
+from adamergex_pl.metrics.squad import SquadMetric
 
 LANGUAGES = ["en", "zh", "vi", "es"]
 NUM_ITEMS = 23

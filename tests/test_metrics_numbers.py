@@ -6,7 +6,12 @@ from decimal import Decimal
 
 import pytest
 
-from adamergex_pl.metrics import NumberMatchAccuracy, extract_final_number, numbers_equal, parse_number
+from adamergex_pl.metrics.numbers import (
+    NumberMatchAccuracy,
+    extract_final_number,
+    numbers_equal,
+    parse_number,
+)
 
 
 @pytest.mark.parametrize(

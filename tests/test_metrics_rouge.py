@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from adamergex_pl.metrics import lcs_length, rouge_l, rouge_tokens
+from adamergex_pl.metrics.rouge import lcs_length, rouge_l, rouge_tokens
 
 
 def _lcs_dp(first: list[str], second: list[str]) -> int:

@@ -6,7 +6,7 @@ import unicodedata
 
 import pytest
 
-from adamergex_pl.metrics import answer_tokens, exact_match, f1_score, normalize_answer, squad_scores
+from adamergex_pl.metrics.squad import answer_tokens, exact_match, f1_score, normalize_answer, squad_scores
 
 
 def test_english_articles_are_removed_for_english_only() -> None:

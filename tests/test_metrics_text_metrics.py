@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from adamergex_pl.metrics import NumberMatchAccuracy, RougeLMetric, SquadMetric
+from adamergex_pl.metrics.numbers import NumberMatchAccuracy
+from adamergex_pl.metrics.rouge import RougeLMetric
+from adamergex_pl.metrics.squad import SquadMetric
 
 
 def _floats(result: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -18,8 +18,7 @@ import torch
 from adamergex_pl.evaluation.choice_evaluator import ChoiceEvaluator
 from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator
 from adamergex_pl.merging.merge_results import MergeResults
-from adamergex_pl.metrics.item_score_metric import ItemScoreMetric
-from adamergex_pl.metrics.item_scores import ItemScores
+from adamergex_pl.metrics.item_scores import ItemScoreMetric, ItemScores
 from adamergex_pl.results.statistics import RATIO_NOTE, Result, StatisticsOptions, tidy_rows
 from data_modules.task_collator import TaskCollator
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from local_slurm import cancel, wait_for_file, wait_for_job
 
-from adamergex_pl.slurm import JobResources, SlurmJob, submit_chain, submit_jobs
+from adamergex_pl.slurm.jobs import SlurmJob, submit_chain, submit_jobs
+from adamergex_pl.slurm.resources import JobResources
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 PYTHON = sys.executable

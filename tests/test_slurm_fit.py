@@ -23,7 +23,8 @@ from conftest import ADAMERGEX_BIN, REPO_ROOT
 from local_slurm import cancel, wait_for_file, wait_for_job
 from safetensors.torch import load_file
 
-from adamergex_pl.slurm import JobResources, SlurmJob, adamergex_command, submit_jobs
+from adamergex_pl.slurm.jobs import SlurmJob, adamergex_command, submit_jobs
+from adamergex_pl.slurm.resources import JobResources
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 FIT = [

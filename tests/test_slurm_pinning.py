@@ -12,8 +12,7 @@ from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
 
-from adamergex_pl.slurm.pinning import pin_config, requeue_trainer_kwargs
-from adamergex_pl.slurm.resumable_csv_logger import ResumableCSVLogger
+from adamergex_pl.slurm.pinning import ResumableCSVLogger, pin_config, requeue_trainer_kwargs
 from callbacks import AdapterSnapshot, SlurmRequeue
 
 
@@ -30,7 +29,7 @@ def test_pin_config_points_output_at_the_run_dir_with_fixed_logger_versions(tmp_
     assert pin_config(cfg, "fit", tmp_path, version="job_7") is None  # first run: start cleanly
     assert cfg.ckpt_path is None and cfg.trainer.default_root_dir == str(tmp_path)
     logger = cfg.trainer.logger
-    assert logger.class_path == "adamergex_pl.slurm.resumable_csv_logger.ResumableCSVLogger"
+    assert logger.class_path == "adamergex_pl.slurm.pinning.ResumableCSVLogger"
     assert (logger.init_args.save_dir, logger.init_args.version) == (str(tmp_path), "job_7")
 
     tensorboard = csv_logger("lightning.pytorch.loggers.TensorBoardLogger")

@@ -18,9 +18,8 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.slurm import preemption
-from adamergex_pl.slurm.preemption import RequeueStop
-from callbacks import SlurmRequeue
+from callbacks import SlurmRequeue, slurm_requeue
+from callbacks.slurm_requeue import RequeueStop
 
 pytestmark = pytest.mark.usefixtures("clean_requeue_signal")
 
@@ -86,7 +85,7 @@ def test_checkpoint_after_the_signalled_step_then_stop_before_the_next_batch(tmp
     assert (stop.requeued, stop.exit_code) == (False, 1)
     assert "not running in a SLURM job" in stop.message() and "ADAMERGEX_RUN_DIR" in stop.message()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hpc_ckpt_1.ckpt"]  # no temporary left
-    assert preemption.received() is None
+    assert slurm_requeue.received() is None
 
     # the resumed run counts the requeue, writes the next number and removes the older checkpoint
     pacer, stop = fit(tmp_path, at=(1, 1), ckpt_path=str(tmp_path / "hpc_ckpt_1.ckpt"))
@@ -116,11 +115,11 @@ def test_passes_over_a_batch_after_which_validation_is_due(tmp_path):
 def test_a_signal_at_the_last_step_lets_training_finish(tmp_path):
     pacer, stop = fit(tmp_path, at=(0, 2), max_steps=3)
     assert stop is None and pacer.batches == [(0, 0), (0, 1), (0, 2)]
-    assert not list(tmp_path.glob("hpc_ckpt_*")) and preemption.received() is None
+    assert not list(tmp_path.glob("hpc_ckpt_*")) and slurm_requeue.received() is None
 
 
 def test_a_signal_before_training_is_kept_for_the_first_safe_step(tmp_path):
-    preemption.arm(signal.SIGUSR1)
+    slurm_requeue.arm(signal.SIGUSR1)
     os.kill(os.getpid(), signal.SIGUSR1)  # e.g. while the base model loads
     _, stop = fit(tmp_path, at=(5, 0))
     assert stop.step == 1
@@ -163,18 +162,18 @@ def test_a_failed_requeue_is_reported_with_what_scontrol_said(tmp_path, monkeypa
 
 
 def test_requeue_signal_names():
-    assert preemption.requeue_signal("usr2") is signal.SIGUSR2
-    assert preemption.requeue_signal("SIGUSR1") is signal.SIGUSR1
+    assert slurm_requeue.requeue_signal("usr2") is signal.SIGUSR2
+    assert slurm_requeue.requeue_signal("SIGUSR1") is signal.SIGUSR1
     with pytest.raises(InvalidValueError, match="SIGTERM cannot be the requeue signal"):
         SlurmRequeue(signal="SIGTERM")
     with pytest.raises(InvalidValueError, match="'NOPE' is not a signal name"):
-        preemption.requeue_signal("nope")
+        slurm_requeue.requeue_signal("nope")
 
 
 def test_the_handler_only_records_and_keeps_an_earlier_python_handler():
     seen = []
     signal.signal(signal.SIGUSR1, lambda number, frame: seen.append(number))
-    preemption.arm(signal.SIGUSR1)
-    preemption.arm(signal.SIGUSR1)  # idempotent: one record per signal
+    slurm_requeue.arm(signal.SIGUSR1)
+    slurm_requeue.arm(signal.SIGUSR1)  # idempotent: one record per signal
     os.kill(os.getpid(), signal.SIGUSR1)
-    assert preemption.received() == "SIGUSR1" and seen == [signal.SIGUSR1]
+    assert slurm_requeue.received() == "SIGUSR1" and seen == [signal.SIGUSR1]

@@ -6,8 +6,9 @@ import dataclasses
 
 import pytest
 
-from adamergex_pl.slurm import JobResources, parse_time_limit
-from adamergex_pl.slurm.run_env import RUN_DIR_ENV, hpc_checkpoint, pinned_run_dir, restart_count
+from adamergex_pl.slurm.pinning import RUN_DIR_ENV, pinned_run_dir, restart_count
+from adamergex_pl.slurm.resources import JobResources, parse_time_limit
+from callbacks.slurm_requeue import hpc_checkpoint
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from adamergex_pl.slurm import JobResources, render_sbatch_script
-from adamergex_pl.slurm.script import run_dir_expression
+from adamergex_pl.slurm.resources import JobResources
+from adamergex_pl.slurm.sbatch import render_sbatch_script, run_dir_expression
 
 COMMAND = ["/venv/bin/adamergex", "fit", "--config", "configs/fit.yaml"]
 

@@ -9,17 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from adamergex_pl.slurm import (
-    JobResources,
-    SlurmJob,
-    adamergex_command,
-    load_job_file,
-    submit_chain,
-    submit_jobs,
-)
-from adamergex_pl.slurm.jobs import dependency_order
+from adamergex_pl.slurm.jobs import SlurmJob, adamergex_command, dependency_order, submit_chain, submit_jobs
+from adamergex_pl.slurm.resources import JobResources
 from adamergex_pl.slurm.sbatch import SbatchError, SbatchNotFoundError, find_sbatch
-from adamergex_pl.slurm.submit import main
+from adamergex_pl.slurm.submit import load_job_file, main
 
 FAKE_SBATCH = """\
 #!/bin/bash

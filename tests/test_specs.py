@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from adamergex_pl.training.adapter_spec import AdapterSpec
 from adamergex_pl.training.base_model import QuantizationSpec
 from adamergex_pl.training.optim import OptimizerSpec
+from adamergex_pl.training.peft_model import AdapterSpec
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ from merge_factories import load_base, make_lora
 from safetensors.torch import load_file
 
 from adamergex_pl import AdapterModule
-from adamergex_pl.merging import AdapterWeights, write_merged
+from adamergex_pl.merging.adapters import AdapterWeights
 from adamergex_pl.merging.methods import METHODS, REF_TGT, TASK_SRC_STACKED
+from adamergex_pl.merging.output import write_merged
 from callbacks import AdapterSnapshot
 from data_modules import DataSource, InstructionDataModule
 
@@ -84,8 +85,7 @@ def test_the_stacked_pair_loads_with_peft_and_equals_the_stack_methods_single_ad
 
 def test_stack_on_an_adapter_of_another_type_and_stack_without_its_adapter_are_refused(tiny_llama_path):
     from adamergex_pl.merging.merge_module import MergeModule
-    from adamergex_pl.training.adapter_spec import AdapterSpec
-    from adamergex_pl.training.peft_model import attach_adapter
+    from adamergex_pl.training.peft_model import AdapterSpec, attach_adapter
 
     beneath = make_lora(tiny_llama_path, seed=32, r=4, lora_alpha=8)
     with pytest.raises(ValueError, match=r"stack_on=.* holds a lora adapter but adapter_type='ia3'"):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from adamergex_pl.cli import main
-from adamergex_pl.metrics import normalize_language
+from adamergex_pl.metrics.languages import normalize_language
 from data_modules import DataSource, TaskDataModule
 from data_modules.collate import IGNORE_INDEX
 from data_modules.task_collator import TaskCollator

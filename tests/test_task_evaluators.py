@@ -18,8 +18,8 @@ from transformers import LlamaForCausalLM
 
 from adamergex_pl.assets.builtin import tiny_llama_config
 from adamergex_pl.evaluation.choice_evaluator import ChoiceEvaluator
-from adamergex_pl.evaluation.generation_evaluator import GenerationEvaluator, cut_at_stops
-from adamergex_pl.metrics import extract_final_number
+from adamergex_pl.evaluation.generation import GenerationEvaluator, cut_at_stops
+from adamergex_pl.metrics.numbers import extract_final_number
 from adamergex_pl.results.tables import format_results_table
 from data_modules import DataSource, TaskDataModule
 from data_modules.task_collator import TaskCollator
@@ -344,7 +344,7 @@ def test_results_table_has_a_row_per_language_and_a_mean_row():
     "module_name",
     [
         "adamergex_pl.evaluation.choice_evaluator",
-        "adamergex_pl.evaluation.generation_evaluator",
+        "adamergex_pl.evaluation.generation",
         "adamergex_pl.results.tables",
         "adamergex_pl.evaluation.shared_prompt_scoring",
         "data_modules.task_collator",

@@ -28,16 +28,17 @@ mean; its norm is reported as computed.
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from adamergex_pl.merging.adapter_config import lora_module_scaling
-from adamergex_pl.merging.adapters import AdapterWeights
+from adamergex_pl.merging.adapters import AdapterWeights, lora_module_scaling, refuse_nonfinite
 from adamergex_pl.merging.checks import check_mergeable
-from adamergex_pl.merging.finite import refuse_nonfinite
 from adamergex_pl.merging.ia3 import checked_log
 from adamergex_pl.merging.lora import concat_factors
 from adamergex_pl.merging.merge import AdapterInput, _as_adapter, _union
@@ -168,3 +169,55 @@ def _ia3_gap(named: Mapping[str, AdapterWeights], tgt: str, src: str, module: st
     l_tgt, l_src = (v if v is not None else torch.zeros(shape, dtype=torch.float64) for v in logs)
     size = float(l_tgt.norm()) + float(l_src.norm())
     return _VectorGap(l_tgt - l_src, size)
+
+
+PROG = "adamergex diagnose"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``adamergex diagnose``."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Cosine per module between the task's language gap A(T,tgt) ⊖ A(T,src) and the reference "
+        "task's A(R,tgt) ⊖ A(R,src): the assumption AdaMergeX rests on.",
+    )
+    for flag, what in (
+        ("--task-src", "task adapter, source language"),
+        ("--task-tgt", "task adapter, target language (an oracle)"),
+        ("--ref-src", "reference-task adapter, source language"),
+        ("--ref-tgt", "reference-task adapter, target language"),
+    ):
+        parser.add_argument(flag, required=True, metavar="DIR", help=what)
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``adamergex diagnose``; return the exit code (0 printed, 2 refused or bad arguments)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    try:
+        report = language_gap_alignment(args.task_src, args.task_tgt, args.ref_src, args.ref_tgt)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    from adamergex_pl.results.tables import text_table
+
+    body = [
+        [
+            module,
+            "n/a" if cosine is None else f"{cosine:+.4f}",
+            *(f"{v:.4g}" for v in report["norms"][module].values()),
+        ]
+        for module, cosine in report["modules"].items()
+    ]
+    print(text_table(["module", "cosine", *report["norms"][next(iter(report["modules"]))]], body))
+    mean = report["mean"]
+    print(f"mean cosine over modules: {'n/a' if mean is None else f'{mean:+.4f}'} ({report['adapter_type']})")
+    return 0

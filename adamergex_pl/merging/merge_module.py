@@ -30,7 +30,7 @@ from typing_extensions import override
 
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator
-from adamergex_pl.merging.merge_results import MergeResults
+from adamergex_pl.merging.merge_results import MergeResults, Variant
 from adamergex_pl.merging.methods import (
     METHODS,
     REF_SRC,
@@ -41,13 +41,12 @@ from adamergex_pl.merging.methods import (
     check_methods,
     check_sweeps,
 )
-from adamergex_pl.merging.variant import Variant
 from adamergex_pl.results.files import write_jsonl_atomic
 from adamergex_pl.results.printing import claim_results_printing, print_report
 from adamergex_pl.results.statistics import StatisticsOptions
-from adamergex_pl.training.base_options import BaseModelOptions
-from adamergex_pl.training.snapshots import resolve_adapter_dir
+from adamergex_pl.training.base_model import BaseModelOptions
 from adamergex_pl.training.strategy_support import check_strategy
+from callbacks.adapter_snapshot import resolve_adapter_dir
 
 TASK_ADAPTER = "zero_shot"
 
@@ -197,7 +196,7 @@ class MergeModule(LightningModule):
             return
         from peft import PeftModel
 
-        from adamergex_pl.merging import AdapterWeights
+        from adamergex_pl.merging.adapters import AdapterWeights
 
         hp = self.hparams
         base = self.base_options.load_for(self)
@@ -234,7 +233,8 @@ class MergeModule(LightningModule):
 
     def _load_language(self, language: str) -> None:
         """Replace the previous language's merged (and oracle) adapters with this language's."""
-        from adamergex_pl.merging import AdapterWeights, add_to_peft_model
+        from adamergex_pl.merging.adapters import AdapterWeights
+        from adamergex_pl.merging.live_model import add_to_peft_model
 
         self.model.set_adapter(TASK_ADAPTER)
         for name in list(self.model.peft_config):

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from adamergex_pl.errors import InvalidValueError, reraise_os_error
+from adamergex_pl.merging.methods import formula
 from adamergex_pl.merging.result import MergeResult
 from adamergex_pl.results.files import current_umask
 
@@ -74,7 +75,9 @@ def write_merged(result: MergeResult, out_dir: str | Path, *, overwrite: bool = 
         reraise_os_error(err, "merged adapter", out)
     try:
         result.adapter.save(staging)
-        record = json.dumps(result.record(), indent=2, ensure_ascii=False, allow_nan=False)
+        record = json.dumps(
+            result.record(formula(result.method)), indent=2, ensure_ascii=False, allow_nan=False
+        )
         (staging / MERGE_RECORD_FILE).write_text(record + "\n", encoding="utf-8")
         os.chmod(staging, 0o777 & ~current_umask())
         if out.exists():

@@ -44,15 +44,15 @@ import torch
 from peft.utils.merge_utils import calculate_majority_sign_mask, disjoint_merge, magnitude_based_pruning
 
 from adamergex_pl.errors import InvalidTypeError, InvalidValueError
-from adamergex_pl.merging.adapter_config import (
+from adamergex_pl.merging.adapters import (
+    AdapterWeights,
     ia3_is_feedforward,
     lora_module_scaling,
     merged_ia3_config,
     merged_lora_config,
+    refuse_nonfinite,
 )
-from adamergex_pl.merging.adapters import AdapterWeights
 from adamergex_pl.merging.checks import check_mergeable
-from adamergex_pl.merging.finite import refuse_nonfinite
 from adamergex_pl.merging.ia3 import checked_log
 from adamergex_pl.merging.lora import lora_delta, svd_record
 from adamergex_pl.merging.merge import (
@@ -64,7 +64,7 @@ from adamergex_pl.merging.merge import (
     _result_dtype,
     _union,
 )
-from adamergex_pl.merging.method_result import MethodResult
+from adamergex_pl.merging.result import MethodResult
 
 TIES_METHODS = ("ties", "dare_ties")
 

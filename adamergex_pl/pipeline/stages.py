@@ -37,9 +37,9 @@ from adamergex_pl.pipeline import stage_records as records
 from adamergex_pl.pipeline.spec import FitSpec, PipelineSpec
 from adamergex_pl.results.files import write_text_atomic
 from adamergex_pl.results.statistics import BASELINE
-from adamergex_pl.training.base_options import BASE_MODEL_KEYS
-from adamergex_pl.training.checkpoint_io import checkpoint_problem
-from adamergex_pl.training.snapshot_files import remove_dir
+from adamergex_pl.training.base_model import BASE_MODEL_KEYS
+from callbacks.adapter_snapshot import remove_dir
+from callbacks.run_checkpoint import checkpoint_problem
 
 STAGE_RECORD = records.STAGE_RECORD
 ATTEMPT_RECORD = "attempt.json"

@@ -20,7 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from adamergex_pl.metrics.interval_format import format_with_interval
+from adamergex_pl.metrics.bootstrap import format_with_interval
 
 MEAN_ROW = "mean"
 
@@ -89,7 +89,7 @@ def format_results_table(metrics: Mapping[str, Any], prefix: str = "val") -> str
 
 def format_value(value: float | None, ci_low: float | None = None, ci_high: float | None = None) -> str:
     """A result as every table shows it: four decimals, ``nan``, or empty for a missing value; with an
-    interval, three decimals and the interval (:func:`~adamergex_pl.metrics.interval_format.format_with_interval`).
+    interval, three decimals and the interval (:func:`~adamergex_pl.metrics.bootstrap.format_with_interval`).
 
     Example:
         >>> format_value(0.18644), format_value(0.18644, 0.0983, 0.2881), format_value(None)

@@ -13,7 +13,7 @@ rows keep their index in the split.
 
 from __future__ import annotations
 
-from adamergex_pl.data.sources import DataSource
+from data_modules.sources import DataSource
 from data_modules.tasks.spec import Record, TaskSpec, int_label
 
 LABELS = ("no", "yes")  # index = the dataset's label: 1 means "the sentences are paraphrases"

@@ -19,7 +19,7 @@ prompts lacked).
 
 Answers. A ``choice`` task names its option texts and gold index (scored by option log-likelihood, see
 :class:`~adamergex_pl.evaluation.choice_evaluator.ChoiceEvaluator`); a ``generation`` task names its gold references
-and a text metric (see :class:`~adamergex_pl.evaluation.generation_evaluator.GenerationEvaluator`).
+and a text metric (see :class:`~adamergex_pl.evaluation.generation.GenerationEvaluator`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from adamergex_pl.data.sources import DataSource
+from data_modules.sources import DataSource
 
 Record = Mapping[str, Any]
 PROMPT_STYLES: tuple[str, ...] = ("instruction", "alpaca")

@@ -16,7 +16,7 @@ both, which cannot help the score.
 
 from __future__ import annotations
 
-from adamergex_pl.data.sources import DataSource
+from data_modules.sources import DataSource
 from data_modules.tasks.spec import Record, TaskSpec, int_label
 
 LANGUAGES = ("et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh")

@@ -12,7 +12,7 @@ cannot help the score (the prompt is only ever context, never parsed).
 
 from __future__ import annotations
 
-from adamergex_pl.data.sources import DataSource
+from data_modules.sources import DataSource
 from data_modules.tasks.spec import Record, TaskSpec, int_label
 
 LABELS = ("entailment", "neutral", "contradiction")

@@ -28,9 +28,9 @@ from torch import Tensor, nn
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation.language_modeling import Evaluator
 from adamergex_pl.evaluation.option_scoring import choice_scores
-from adamergex_pl.metrics import CrossLingualConsistency, index_to_letter
-from adamergex_pl.metrics.item_score_metric import ItemScoreMetric
-from adamergex_pl.metrics.item_scores import ItemScores
+from adamergex_pl.metrics.consistency import CrossLingualConsistency
+from adamergex_pl.metrics.item_scores import ItemScoreMetric, ItemScores
+from adamergex_pl.metrics.options import index_to_letter
 
 # Batches from the CrossX DataModule carry the option-token labels under this key rather than ``labels``:
 # AdapterModule rewrites ``labels`` for modules trained with ``loss_on_prompt``, which would score the prompt.

@@ -1,31 +1,216 @@
-"""Where records come from: local JSON/JSONL/CSV/Parquet/text files, a folder laid out as a hub dataset, or a
-dataset on the Hugging Face hub.
+"""Reading local data files with one-line errors that name the file, the line and what is wrong.
 
-A :class:`DataSource` is written in YAML as ``{path: data/train.jsonl}``, ``{path: builtin:tiny/add_en.jsonl}`` or
-``{path: facebook/xnli, name: en, split: train}``. A path that ends in a known suffix, or that is a file on
-disk, is read as that file; a folder on disk, or a hub dataset id, is loaded with ``datasets.load_dataset`` and
-resolved the same way in both cases (the dataset card's ``configs``, ``data_dir``, split names from file names).
-
-:func:`load_records` returns a whole split as a list; :func:`iter_records` reads it one record at a time, in file
-order or in a seeded order, so that a reader that needs only part of a large corpus (6.4M Wikipedia articles)
-stops early instead of loading it whole.
+``json.loads`` on a whole file reports "line 1" for a bad 31st line of a JSONL file, and a byte that is not
+UTF-8 ends in a ``UnicodeDecodeError`` traceback. These readers report the line (and column) of the problem
+and the fix instead. :func:`record_location` finds where the N-th record of a file is, for the messages of
+the record checks (:mod:`data_modules.sources`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import quote
 
 from adamergex_pl.assets.builtin import ASSETS_DIR, BUILTIN_PREFIX
-from adamergex_pl.data import readers
 from adamergex_pl.errors import InputNotFoundError, InvalidValueError
+from data_modules.instruction_format import PromptTemplate
+
+_UTF8_FIX = "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+
+
+def _not_utf8(label: str, raw: bytes, err: UnicodeDecodeError, line: int | None = None) -> InvalidValueError:
+    if line is None:  # a whole file: find the line of the bad byte
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+    else:
+        column = err.start + 1
+    return InvalidValueError(
+        f"{label}, line {line}, column {column}: byte 0x{raw[err.start]:02x} is not UTF-8 text; {_UTF8_FIX}"
+    )
+
+
+def read_text(path: Path, label: str) -> str:
+    """The whole file as UTF-8 text.
+
+    Raises:
+        ValueError: a byte that is not UTF-8, named by line and column.
+    """
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _not_utf8(label, raw, err) from None
+
+
+def read_jsonl(path: Path, label: str) -> list[Any]:
+    """The JSON value of every non-blank line of a JSONL file.
+
+    Raises:
+        ValueError: a line that is not UTF-8 or not valid JSON, named by its line number (and column).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> bad = pathlib.Path(tempfile.mkdtemp()) / "bad.jsonl"
+        >>> _ = bad.write_text('{"a": 1}\\n{"a": 2\\n')
+        >>> try:
+        ...     read_jsonl(bad, "bad.jsonl")
+        ... except ValueError as err:
+        ...     print(str(err).split(";")[0])
+        bad.jsonl, line 2, column 8: not valid JSON (Expecting ',' delimiter)
+    """
+    return [value for _, value in iter_jsonl(path, label)]
+
+
+def iter_jsonl(path: Path, label: str) -> Iterator[tuple[int, Any]]:
+    """``(line number, JSON value)`` of each non-blank line, read one line at a time (stop early and the rest
+    is never read). Raises as :func:`read_jsonl`."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise _not_utf8(label, raw, err, line=number) from None
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as err:
+                raise InvalidValueError(
+                    f"{label}, line {number}, column {err.colno}: not valid JSON ({err.msg}); each line must be "
+                    "one JSON object"
+                ) from None
+
+
+def read_json(path: Path, label: str) -> Any:
+    """The JSON value of a ``.json`` file.
+
+    Raises:
+        ValueError: not UTF-8 or not valid JSON, named by line and column.
+    """
+    try:
+        return json.loads(read_text(path, label))
+    except json.JSONDecodeError as err:
+        raise InvalidValueError(
+            f"{label}, line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}); a .json data file holds "
+            "an array of records (or a JSONL file one record per line: name it .jsonl)"
+        ) from None
+
+
+def read_csv(path: Path, label: str) -> list[dict[str, Any]]:
+    """The rows of a CSV file with a header line, as dictionaries.
+
+    Raises:
+        ValueError: not UTF-8 text, or a malformed row, named by its line.
+    """
+    text = read_text(path, label)
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    try:
+        return list(reader)
+    except csv.Error as err:
+        raise InvalidValueError(f"{label}, line {reader.line_num}: not valid CSV ({err})") from None
+
+
+def read_parquet(path: Path, label: str) -> list[dict[str, Any]]:
+    """The rows of a Parquet file.
+
+    Raises:
+        ValueError: the file is not a readable Parquet file (truncated, or another format).
+    """
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except pyarrow.ArrowException as err:
+        raise InvalidValueError(f"{label} is not a readable Parquet file ({err}); re-export it") from None
+
+
+def record_location(path: Path, index: int) -> str:
+    """Where record ``index`` (0-based) of a local file is, for messages: ``line 31`` (JSONL: blank lines
+    skipped, as the reader does), ``row 31`` (CSV, after the header), else ``record 31``."""
+    if path.suffix == ".jsonl":
+        seen = -1
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                seen += bool(raw.strip())
+                if seen == index:
+                    return f"line {number}"
+    elif path.suffix == ".csv":
+        return f"row {index + 1}"
+    return f"record {index + 1}"
+
+
+def check_records(
+    records: Sequence[Any],
+    source: DataSource,
+    templates: Iterable[PromptTemplate],
+    needs_value: Iterable[PromptTemplate] = (),
+) -> None:
+    """Refuse records that lack a field a template names, or leave a ``needs_value`` template's field null.
+
+    Args:
+        records: the source's records, in file order.
+        source: where they came from (for the message: its path, and the line of a local file's record).
+        templates: every template the records are rendered through (e.g. the prompt and the completion):
+            :class:`PromptTemplate` objects, or anything with ``fields``, ``option`` and ``template``.
+        needs_value: templates whose fields must not be null either (the completion: a null would train on
+            an empty target); other templates render a null as an empty string.
+
+    Raises:
+        ValueError: naming the source, the record's line or number, the field and the template.
+
+    Example:
+        >>> from data_modules.instruction_format import PromptTemplate
+        >>> templates = [PromptTemplate("{prompt}", "prompt_template"), PromptTemplate("{completion}", "completion")]
+        >>> records = [{"prompt": "1+1", "completion": "2"}, {"prompt": "2+2"}]
+        >>> try:
+        ...     check_records(records, DataSource("x.json"), templates)
+        ... except ValueError as err:
+        ...     print(str(err).split(" (")[0])
+        x.json, record 2: lacks field 'completion' that completion='{completion}' names
+    """
+    templates, needs_value = list(templates), list(needs_value)
+    first, count = None, 0
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            problem = f"is a {type(record).__name__}, not an object with fields"
+        else:
+            problem = record_problem(record, templates, needs_value)
+        if problem is not None:
+            count += 1
+            first = first or (index, problem)
+    if first is None:
+        return
+    index, problem = first
+    where = record_location(source.local_path(), index) if source.is_local else f"record {index + 1}"
+    more = f" ({count - 1} more records have problems too)" if count > 1 else ""
+    raise InvalidValueError(f"{source.describe()}, {where}: {problem}{more}; fix the record or drop it")
+
+
+def record_problem(
+    record: dict, templates: list[PromptTemplate], needs_value: list[PromptTemplate] = ()
+) -> str | None:
+    for template in templates:
+        for name in template.fields:
+            if name not in record:
+                return (
+                    f"lacks field {name!r} that {template.option}={template.template!r} names (the record has "
+                    f"{sorted(record)})"
+                )
+    for template in needs_value:
+        for name in template.fields:
+            if record[name] is None:
+                return f"field {name!r} is null, but {template.option}={template.template!r} needs a value"
+    return None
+
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
 MIRROR_ENV = "ADAMERGEX_DATASET_MIRROR"
@@ -183,7 +368,7 @@ def load_records(source: DataSource) -> list[dict[str, Any]]:
     Raises:
         FileNotFoundError: a local file that does not exist.
         ValueError: a file in an unexpected shape, a malformed line or byte that is not UTF-8 (named by its
-            line, :mod:`adamergex_pl.data.readers`), or a dataset that cannot be loaded.
+            line, :mod:`data_modules.sources`), or a dataset that cannot be loaded.
     """
     resolved = source.resolve()
     if resolved.kind != "file":
@@ -191,7 +376,7 @@ def load_records(source: DataSource) -> list[dict[str, Any]]:
     path = _existing_file(source)
     suffix = path.suffix
     if suffix == ".parquet":
-        return readers.read_parquet(path, source.path)
+        return read_parquet(path, source.path)
     if suffix == ".jsonl":
         return list(_jsonl_lines(source, path))
     return _whole_file(source, path)
@@ -305,9 +490,9 @@ def _existing_file(source: DataSource) -> Path:
 def _whole_file(source: DataSource, path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix
     if suffix == ".txt":
-        return [{"text": readers.read_text(path, source.path)}]
+        return [{"text": read_text(path, source.path)}]
     if suffix == ".json":
-        records = readers.read_json(path, source.path)
+        records = read_json(path, source.path)
         if isinstance(records, dict):
             if source.field is None or source.field not in records:
                 raise InvalidValueError(
@@ -316,7 +501,7 @@ def _whole_file(source: DataSource, path: Path) -> list[dict[str, Any]]:
                 )
             records = records[source.field]
     else:  # .csv
-        records = readers.read_csv(path, source.path)
+        records = read_csv(path, source.path)
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise InvalidValueError(f"{source.path} must hold a list of records (objects), one per example")
     return records
@@ -337,7 +522,7 @@ def _json_record(source: DataSource, line: bytes | str, where: str) -> dict[str,
 
 
 def _jsonl_lines(source: DataSource, path: Path) -> Iterator[dict[str, Any]]:
-    for number, record in readers.iter_jsonl(path, source.path):
+    for number, record in iter_jsonl(path, source.path):
         if not isinstance(record, dict):
             raise InvalidValueError(
                 f"{source.path}, line {number}: holds a {type(record).__name__}, not an object; each line must "

@@ -1,20 +1,22 @@
-"""The ``Example:`` blocks of the SLURM package and of the strategy table are run, so they stay true."""
+"""Every ``Example:`` block in the package runs as a doctest, so the documented API stays true."""
 
 from __future__ import annotations
 
 import doctest
 import importlib
-import pkgutil
 
 import pytest
+from conftest import REPO_ROOT
 
-import adamergex_pl.slurm as slurm_package
+MODULES = sorted(
+    ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
+    for top in ("adamergex_pl", "callbacks", "data_modules")
+    for path in (REPO_ROOT / top).rglob("*.py")
+    if path.name != "__main__.py"
+)
 
-MODULES = sorted(info.name for info in pkgutil.iter_modules(slurm_package.__path__, "adamergex_pl.slurm."))
-MODULES += ["adamergex_pl.training.strategy_support"]
 
-
-@pytest.mark.usefixtures("clean_requeue_signal")  # preemption's example arms SIGUSR1
+@pytest.mark.usefixtures("clean_requeue_signal")  # the requeue signal's example arms SIGUSR1
 @pytest.mark.parametrize("module_name", MODULES)
 def test_docstring_examples(module_name: str, monkeypatch) -> None:
     monkeypatch.delenv("ADAMERGEX_RUN_DIR", raising=False)
