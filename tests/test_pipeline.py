@@ -117,32 +117,51 @@ def test_the_embedded_default_runs_end_to_end_and_a_second_run_skips_everything(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from adamergex_pl.merging.methods import reference_method_names
+
     first = run_adamergex("pipeline", cwd=tmp_path, timeout=900)
     run_dir = tmp_path / "runs/demo"
     spec = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    methods, languages = spec["methods"], [spec["src_lang"], *spec["tgt_langs"]]
+    methods, languages, references = (
+        spec["methods"],
+        [spec["src_lang"], *spec["tgt_langs"]],
+        spec["references"],
+    )
+    assert len(references) >= 2
     table = (run_dir / "results.md").read_text()
     assert table in first.stdout
-    assert first.stdout.count("| method | t |") == 1 and "| method | t |" not in first.stderr  # ONE table
-    document = yaml.safe_load((run_dir / "results.json").read_text())
+    assert (
+        first.stdout.count("| method | reference | t |") == 1 and "| method |" not in first.stderr
+    )  # ONE table
+    document = json.loads((run_dir / "results.json").read_text())
     rows = document["rows"]
     accuracy = [r for r in rows if r["metric"] == "count/accuracy" and r["language"]]
-    for method in methods:
-        covered = {r["language"] for r in accuracy if r["method"] == method}
-        assert covered == ({"es"} if method == "oracle" else set(languages)), method
-    assert all(math.isfinite(r["value"]) and 0 <= r["value"] <= 1 for r in accuracy)
     assert len(accuracy) == len(rows)  # no summary over languages among the rows
-    for row in accuracy:  # 59 items per language, a 95% interval around every value, a paired test
-        assert row["n"] == 59 and row["ci_low"] <= row["value"] <= row["ci_high"], row
+    for method in methods:
+        found = {(r["reference"], r["language"]) for r in accuracy if r["method"] == method}
+        langs = {"es"} if method == "oracle" else set(languages)
+        refs = set(references) if method in reference_method_names() else {None}
+        assert found == {(ref, lang) for ref in refs for lang in langs}, method
+    assert all(math.isfinite(r["value"]) and 0 <= r["value"] <= 1 for r in accuracy)
+    n = {split: {r["n"] for r in accuracy if r["split"] == split} for split in ("selection", "test")}
+    assert len(n["selection"]) == len(n["test"]) == 1 and n["selection"].pop() + n["test"].pop() == 19
+    for row in accuracy:  # a 95% interval around every value, a paired test
+        assert row["ci_low"] <= row["value"] <= row["ci_high"], row
         assert (row["p_value"] is None) == (row["method"] == "zero_shot"), row
-    assert "chosen on these same items" in table  # the demo has no selection split, and says so
+    assert "held-out selection items per language" in table  # t is not chosen on the reported items
+    # the diagnostic beside every gain: each reference task's cosine, measured (a finite number in [-1, 1])
+    gains = document["gain_vs_gap_cosine"]
+    cosines = {g["reference"]: g["gap_cosine"] for g in gains}
+    assert set(cosines) == set(references) and all(-1 <= c <= 1 for c in cosines.values())
+    assert {g["method"] for g in gains} == set(methods) & set(reference_method_names())
     best = document["best"]["es"]
     assert (run_dir / best["adapter_dir"] / "adapter_config.json").is_file()  # relative to results.json
-    for plot in ("by_method.png", "scale_sweep.png"):
+    plots = ["gain_vs_cosine.png", "diagnosis.png", *(f"by_method_{ref}.png" for ref in references)]
+    for plot in plots:
         assert (run_dir / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     base = AutoModelForCausalLM.from_pretrained(str(REPO_ROOT / "adamergex_pl/assets/demo-bilingual"))
-    merged = PeftModel.from_pretrained(base, str(run_dir / "evaluate_count/merge_results/best/es")).eval()
+    merged = PeftModel.from_pretrained(base, str(run_dir / best["adapter_dir"])).eval()
     with torch.no_grad():
         assert torch.isfinite(merged(input_ids=torch.tensor([[1, 5, 6, 7]])).logits).all()
 
@@ -155,8 +174,8 @@ def test_the_embedded_default_runs_end_to_end_and_a_second_run_skips_everything(
 
 def _default_spec() -> PipelineSpec:
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    raw["task"], raw["reference"] = FitSpec(**raw["task"]), FitSpec(**raw["reference"])
-    raw["evaluation"] = EvaluationSpec(**raw["evaluation"])
+    raw["task"], raw["evaluation"] = FitSpec(**raw["task"]), EvaluationSpec(**raw["evaluation"])
+    raw["references"] = {name: FitSpec(**fit) for name, fit in raw["references"].items()}
     return PipelineSpec(**raw)
 
 

@@ -164,9 +164,9 @@ def gain_table(found: list[dict]) -> str:
     )
 
 
-def plot_gain(found: list[dict], metric: str, out: Path) -> Path:
+def plot_gain(found: list[dict], metric: str, out: Path, oracle: dict[str, float] | None = None) -> Path:
     """Gain over zero-shot against the mean cosine: one point per reference task × method × language, with its
-    interval."""
+    interval; ``oracle`` (``{language: the oracle's gain}``) as dashed lines, the gain a merge could reach."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,8 +189,16 @@ def plot_gain(found: list[dict], metric: str, out: Path) -> Path:
         ax.plot([], [], "o", color=f"C{i}", label=method)
     for j, ref in enumerate(references):
         ax.plot([], [], markers[j % len(markers)], color="grey", label=f"reference: {ref}")
+    for k, (lang, gain) in enumerate((oracle or {}).items()):
+        ax.axhline(
+            gain, color="black", linewidth=0.9, linestyle=("--", "-.", ":")[k % 3], label=f"oracle ({lang})"
+        )
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
+    cosines = [r["gap_cosine"] for r in shown] or [0.0]
+    ax.set_xlim(
+        min(-0.1, min(cosines) - 0.05), max(1.05, max(cosines) + 0.05)
+    )  # 0: unrelated, 1: the assumption
     ax.set_xlabel("mean cosine of the task's and the reference task's language gaps")
     ax.set_ylabel(f"gain over {BASELINE}\n({metric}, paired difference)")
     ax.set_title(

@@ -85,7 +85,7 @@ def _errors(row) -> tuple[float, float]:
     return max(0.0, row["value"] - row["ci_low"]), max(0.0, row["ci_high"] - row["value"])
 
 
-def _by_method(plt, rows, metric, languages, src_lang, path: Path) -> None:
+def _by_method(plt, rows, metric, languages, src_lang, path: Path, reference: str | None = None) -> None:
     shown, best, chosen_on = _points(rows, metric, languages)
     methods = list(dict.fromkeys(m for m, _, _ in shown))
     loss = lower_is_better(metric)
@@ -140,7 +140,8 @@ def _by_method(plt, rows, metric, languages, src_lang, path: Path) -> None:
         ax.set_ylim(0, 1.05 if _bounded(shown) else None)
     where = "held-out selection items" if chosen_on == "selection" else "the same items (flatters them)"
     bars = "error bars: 95% bootstrap interval over items" if _has_intervals(shown) else _NO_INTERVALS
-    ax.set_title(f"Each method per language; merge methods at their best t, chosen on {where}\n{bars}",
+    of = f" (reference task: {reference})" if reference else ""
+    ax.set_title(f"Each method per language{of}; merge methods at their best t, chosen on {where}\n{bars}",
                  fontsize=9)  # fmt: skip
     ax.legend(title="method", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
@@ -162,7 +163,7 @@ def _bounded(shown) -> bool:
     return all(0 <= r["value"] <= 1 for r in shown.values())
 
 
-def _scale_sweep(plt, rows, metric, languages, src_lang, path: Path) -> None:
+def _scale_sweep(plt, rows, metric, languages, src_lang, path: Path, reference: str | None = None) -> None:
     shown, _, _ = _points(rows, metric, languages)
     methods = list(dict.fromkeys(m for m, _, _ in shown))
     panels = (
@@ -218,7 +219,9 @@ def _scale_sweep(plt, rows, metric, languages, src_lang, path: Path) -> None:
                 labels.append(label)
     fig.legend(handles, labels, loc="lower center", ncols=min(len(labels), 6), fontsize=8, frameon=False)
     fig.suptitle(
-        "Main metric against the merge scale t, source language beside each target\n"
+        "Main metric against the merge scale t, source language beside each target"
+        + (f" (reference task: {reference})" if reference else "")
+        + "\n"
         + (
             f"error bars: 95% bootstrap intervals · dashed: methods without a scale (band: {BASELINE}'s interval)"
             if _has_intervals(shown)
@@ -232,18 +235,20 @@ def _scale_sweep(plt, rows, metric, languages, src_lang, path: Path) -> None:
 
 
 def plot(
-    rows, metric: str, languages: list[str], src_lang: str, out_dir: Path, suffix: str = ""
+    rows, metric: str, languages: list[str], src_lang: str, out_dir: Path, reference: str | None = None
 ) -> list[Path]:
-    """Write the two PNG plots (``by_method<suffix>.png``, ``scale_sweep<suffix>.png``); returns their paths."""
+    """Write the two PNG plots (``by_method.png``, ``scale_sweep.png``; of one of several reference tasks:
+    ``by_method_<reference>.png``, ...); returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = f"_{reference}" if reference else ""
     by_method, sweep = out_dir / f"by_method{suffix}.png", out_dir / f"scale_sweep{suffix}.png"
-    _by_method(plt, rows, metric, languages, src_lang, by_method)
-    _scale_sweep(plt, rows, metric, languages, src_lang, sweep)
+    _by_method(plt, rows, metric, languages, src_lang, by_method, reference)
+    _scale_sweep(plt, rows, metric, languages, src_lang, sweep, reference)
     return [by_method, sweep]
 
 
@@ -307,12 +312,18 @@ def write_report(
         gains = gain_rows(rows, chosen, cosines)
         document["gain_vs_gap_cosine"] = gains
         table += "\n\n" + gain_table(gains)
-        plot_gain(gains, chosen, run_dir / "plots" / GAIN_PLOT)
+        oracle = {
+            row["language"]: row[f"diff_vs_{BASELINE}"]
+            for row in in_split(rows, splits(rows)[1])
+            if row["method"] == "oracle"
+            and row["metric"] == chosen
+            and finite(row.get(f"diff_vs_{BASELINE}"))
+        }
+        plot_gain(gains, chosen, run_dir / "plots" / GAIN_PLOT, oracle)
     write_text_atomic(run_dir / "results.csv", csv_text(rows))
     write_text_atomic(run_dir / "results.json", json.dumps(document, indent=2) + "\n")
     write_text_atomic(run_dir / "results.md", table + "\n")
     groups = by_reference(rows)
     for ref, group in groups.items():
-        suffix = f"_{ref}" if len(groups) > 1 else ""
-        plot(group, chosen, languages, src_lang, run_dir / "plots", suffix)
+        plot(group, chosen, languages, src_lang, run_dir / "plots", ref if len(groups) > 1 else None)
     return table
