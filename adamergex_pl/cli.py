@@ -2,7 +2,7 @@
 
     adamergex fit --config configs/tiny/task_lora.yaml
     adamergex validate --config configs/tiny/task_lora.yaml --model.init_args.adapter_dir runs/tiny/snapshots
-    adamergex merge --task-src A --ref-src B --ref-tgt C --out D
+    adamergex merge --task_src A --ref_src B --ref_tgt C --out D
 
 ``model`` and ``data`` take any LightningModule / LightningDataModule by ``class_path`` (``AdapterModule``,
 ``MergeModule``, the DataModules in ``data_modules``). The DataModule's tokenizer follows the model's
@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import sys
 import traceback
 
@@ -154,6 +155,65 @@ def _usage() -> str:
     )
 
 
+def run_function(function, argv: list[str], prog: str) -> int:
+    """Run an extra command: its flags are the typed arguments of ``function`` (jsonargparse, as for the
+    Lightning commands: ``--config`` YAML files, ``--print_config``, types checked), and ``function`` returns the
+    exit code. Bad flags raise ``argparse.ArgumentError``, which :func:`main` prints as one line.
+    """
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    summary = (function.__doc__ or "").strip().split("\n\n")[0]
+    parser = ArgumentParser(prog=prog, description=summary, exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of these options (repeatable)")
+    parser.add_function_arguments(function, fail_untyped=True)
+    try:
+        config = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --print_config
+        return int(done.code or 0)
+    except argparse.ArgumentError as err:
+        print(
+            f"{prog}: error: {parse_error_line(err)} (run '{prog} --help' for the options)", file=sys.stderr
+        )
+        return 2
+    options = config.as_dict()
+    options.pop("config", None)
+    return int(function(**options) or 0)
+
+
+def parse_error_line(err: BaseException) -> str:
+    r"""jsonargparse's message for a value it refused, as one line: the key and value first, then the forms it
+    accepts (instead of its multi-line dump of a union's subtypes).
+
+    Example:
+        >>> parse_error_line(ValueError('Parser key "scale":\n  Expected a <class \'float\'>. Got value: nan'))
+        "scale='nan' is not valid; expected a float"
+    """
+    text = str(err)
+    key = re.match(r'Parser key "([^"]+)":', text)
+    value = re.search(r"(?:Given value|Got value): (.*)$", text, re.M)
+    if not (key and value):
+        return " ".join(line.strip() for line in text.splitlines() if line.strip())
+    forms = []
+    for found in re.findall(r"Expected an? (.+?)(?:\. Got value:.*)?$", text, re.M):
+        form = _TYPE_WORDS.get(found.strip(), found.strip())
+        literal = re.fullmatch(r"typing\.Literal\[(.*)\]", found.strip())
+        if literal:
+            form = "one of " + ", ".join(v.strip().strip("'\"") for v in literal.group(1).split(","))
+        if form not in forms:
+            forms.append(form)
+    expected = f"; expected {' or '.join(forms)}" if forms else ""
+    return f"{key.group(1)}={value.group(1).strip()!r} is not valid{expected}"
+
+
+_TYPE_WORDS = {
+    "<class 'float'>": "a float",
+    "<class 'int'>": "an integer",
+    "<class 'str'>": "a string",
+    "<class 'bool'>": "true or false",
+    "<class 'NoneType'>": "null",
+}
+
+
 def _help_requested(argv: list[str]) -> bool:
     return bool(argv) and argv[0] in LIGHTNING_COMMANDS and bool({"-h", "--help"} & set(argv))
 
@@ -207,8 +267,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"adamergex: {stop.message()}", file=sys.stderr)
         return stop.exit_code
     except argparse.ArgumentError as err:
-        command = argv[0] if argv and argv[0] in LIGHTNING_COMMANDS else "<command>"
-        print(f"adamergex: error: {err}\n(run 'adamergex {command} --help' for the options)", file=sys.stderr)
+        command = (
+            argv[0] if argv and (argv[0] in LIGHTNING_COMMANDS or argv[0] in EXTRA_COMMANDS) else "<command>"
+        )
+        print(
+            f"adamergex: error: {parse_error_line(err)} (run 'adamergex {command} --help' for the options)",
+            file=sys.stderr,
+        )
         return 2
     except Exception as err:
         user_error = _user_input_error(err)

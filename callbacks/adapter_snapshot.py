@@ -22,8 +22,6 @@ import os
 import re
 import shutil
 import struct
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,14 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
+from adamergex_pl.atomic_files import (
+    TMP,
+    finish_interrupted_writes,
+    is_within,
+    publish_dir,
+    remove_dir,
+    staging_dir,
+)
 from adamergex_pl.errors import InputNotFoundError, InvalidValueError, reraise_os_error
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -168,16 +174,6 @@ def read_snapshot_info(adapter_dir: str | Path) -> dict[str, Any]:
     return json.loads(info.read_text()) if info.is_file() else {}
 
 
-TMP = ".tmp-"
-OLD = ".tmp-old-"
-DROP = ".tmp-drop-"
-
-
-def is_within(path: Path, directory: Path) -> bool:
-    """Whether ``path`` is ``directory`` or lies under it (both resolved by the caller)."""
-    return path == directory or directory in path.parents
-
-
 def point_last(root: Path, name: str) -> None:
     """Atomically make ``<root>/last`` a relative symlink to ``name``."""
     link_tmp = root / f"{TMP}{LAST_LINK}"
@@ -186,49 +182,14 @@ def point_last(root: Path, name: str) -> None:
     os.replace(link_tmp, root / LAST_LINK)
 
 
-def replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``, replacing an existing ``target`` (a re-run epoch).
-
-    A kill between the two renames leaves ``.tmp-old-<target>``, which :func:`finish_interrupted_writes`
-    moves back.
-    """
-    if not target.exists():
-        new.rename(target)
-        return
-    old = target.with_name(f"{OLD}{target.name}")
-    shutil.rmtree(old, ignore_errors=True)
-    target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def remove_dir(path: Path) -> None:
-    """Delete the directory ``path`` so that it is never seen half-deleted: rename it away first."""
-    if not path.exists():
-        return
-    doomed = path.with_name(f"{DROP}{path.name}-{os.getpid()}-{time.monotonic_ns()}")
-    path.rename(doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
-
-
-def finish_interrupted_writes(root: Path) -> list[str]:
-    """Finish what a run killed while changing ``root`` left behind; return what was done, for the log.
+def repair_snapshot_root(root: Path) -> list[str]:
+    """Finish what a run killed while changing ``root`` left behind (see :mod:`adamergex_pl.atomic_files`)
+    and re-point a dangling ``last``; return what was done, for the log.
 
     Raises:
         OSError: ``root`` cannot be changed (read-only, full).
     """
-    done = []
-    for entry in sorted(root.iterdir()):
-        name = entry.name
-        if name.startswith(OLD) and not (root / name[len(OLD) :]).exists():
-            entry.rename(root / name[len(OLD) :])  # moved aside, never replaced: put it back
-            done.append(f"restored {name[len(OLD) :]}")
-        elif name.startswith(TMP):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            done.append(f"removed {name}")
+    done = finish_interrupted_writes(root)
     last = root / LAST_LINK
     if last.is_symlink() and not last.exists():
         remaining = list_snapshots(root)
@@ -321,7 +282,7 @@ class AdapterSnapshot(Callback):
             )
         if root.is_dir():
             try:
-                finish_interrupted_writes(root)
+                repair_snapshot_root(root)
             except Exception as err:
                 reraise_os_error(err, "snapshot folder", root)
 
@@ -399,15 +360,14 @@ class AdapterSnapshot(Callback):
         target = root / f"epoch={epoch}"
         try:
             root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=root))
+            tmp = staging_dir(target)
         except Exception as err:
             reraise_os_error(err, "snapshot", target)
         try:
-            tmp.chmod(0o755)  # mkdtemp makes it private
             pl_module.model.save_pretrained(str(tmp))
             info = self._describe(trainer, pl_module, epoch, step)
             (tmp / SNAPSHOT_JSON).write_text(json.dumps(info, indent=2, default=str) + "\n")
-            replace_dir(tmp, target)
+            publish_dir(tmp, target)
             point_last(root, target.name)
         except Exception as err:
             reraise_os_error(err, "snapshot", target)

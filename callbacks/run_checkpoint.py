@@ -9,11 +9,9 @@ their tensor names and shapes.
 
 from __future__ import annotations
 
-import glob
 import io
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,8 +25,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
+from adamergex_pl.atomic_files import finish_interrupted_writes, write_atomic
 from adamergex_pl.errors import InputNotFoundError, InvalidValueError, reraise_os_error
-from adamergex_pl.results.files import current_umask
 
 # "...layers.0.self_attn.q_proj.lora_A.default.weight" -> q_proj; "...mlp.down_proj.ia3_l.default" -> down_proj
 _ADAPTED = re.compile(r"(?:^|\.)([^.]+)\.(lora_A|lora_B|ia3_l)(?:\.|$)")
@@ -117,11 +115,6 @@ def check_checkpoint_fits(
 _FIX = "resume from another checkpoint (e.g. an hpc_ckpt_<n>.ckpt) or start the fit again without --ckpt_path"
 
 
-def partial_prefix(name: str) -> str:
-    """The name prefix of the temporary files that writing the checkpoint ``name`` uses."""
-    return f".{name}.tmp-"
-
-
 def checkpoint_problem(path: str | os.PathLike[str], *, thorough: bool = False) -> str | None:
     """Why ``path`` cannot be a checkpoint, or ``None`` when it looks whole.
 
@@ -191,23 +184,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()  # serialised first: a full disk is then a plain OSError of the write below
         torch.save(checkpoint, buffer)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            for stale in target.parent.glob(glob.escape(partial_prefix(target.name)) + "*"):
-                stale.unlink(missing_ok=True)  # left by a process killed while writing this checkpoint
-            handle, tmp = tempfile.mkstemp(prefix=partial_prefix(target.name), dir=target.parent)
-        except Exception as err:
-            reraise_os_error(err, "checkpoint", target)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(buffer.getbuffer())
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.chmod(tmp, 0o666 & ~current_umask())
-            os.replace(tmp, target)
+            write_atomic(target, buffer.getbuffer(), durable=True)
         except BaseException as err:
-            Path(tmp).unlink(missing_ok=True)
             reraise_os_error(err, "checkpoint", target)
-        _sync_directory(target.parent)
 
     @override
     def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage, weights_only=None):
@@ -226,20 +205,6 @@ def install(strategy) -> None:
     plugin other than Lightning's default is configured."""
     if type(strategy.checkpoint_io) is TorchCheckpointIO:
         strategy.checkpoint_io = AtomicCheckpointIO()
-
-
-def _sync_directory(directory: Path) -> None:
-    """Flush the rename itself to the disk (a power cut would otherwise lose it); best effort."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 LAST_CHECKPOINT = "last.ckpt"
@@ -315,8 +280,7 @@ class RunCheckpoint(ModelCheckpoint):
                 f"RunCheckpoint folder {str(directory)!r} is a file; choose another --trainer.default_root_dir"
             )
         try:
-            for stale in directory.glob(f".*{partial_prefix('')[1:]}*"):
-                stale.unlink(missing_ok=True)  # a temporary file of a write that was killed
+            finish_interrupted_writes(directory)  # temporary files of writes that were killed
         except Exception as err:
             reraise_os_error(err, "checkpoint folder", directory)
 

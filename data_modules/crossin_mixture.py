@@ -15,7 +15,6 @@ two ways of saying the same thing would let a composed config say two different 
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 import warnings
@@ -27,6 +26,7 @@ from typing import Any, Literal
 
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.metrics.languages import LANGUAGES, normalize_language
+from data_modules.base import check_split_options
 from data_modules.instruction_format import PromptTemplate
 from data_modules.sources import DataSource, load_records
 
@@ -355,8 +355,7 @@ class CrossInMixture:
             n = "all"
         elif isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InvalidValueError(f"n={n!r} must be a positive number of draws per mode, or 'all'")
-        if not 0.0 <= val_fraction < 1.0:
-            raise InvalidValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+        check_split_options(val_fraction=val_fraction)
         if not isinstance(translation_instruction, str) or not translation_instruction.strip():
             raise InvalidValueError("translation_instruction must be a non-empty sentence")
         self.tag = None
@@ -527,11 +526,11 @@ def _tokenizer_name(config: Any) -> str | None:
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    from adamergex_pl.atomic_files import write_jsonl_atomic
     from adamergex_pl.errors import reraise_os_error
-    from adamergex_pl.results.files import write_text_atomic
 
     try:
-        write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        write_jsonl_atomic(path, rows)
     except Exception as err:  # a read-only folder or a full disk is one line; nothing is left behind
         reraise_os_error(err, "--out", path)
 

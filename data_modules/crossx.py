@@ -176,13 +176,11 @@ class CrossXDataModule(TokenizedDataModule):
         length_normalized: divide each option's log-likelihood by its token count (for ``{text}`` options).
         max_items: evaluate a seeded subset of this many items per benchmark (the same items in every
             language).
-        tokenizer: the tokenizer (the CLI links it to ``model.init_args.base_model``).
-        batch_size: unused for training (CrossX has no training split); kept for the shared interface.
-        eval_batch_size: items per validation batch (each item is ``num_options`` rows).
+        **loader: the dataloader options of :class:`~data_modules.base.TokenizedDataModule`: ``tokenizer`` (the
+            CLI links it to the model's ``base_model``), ``batch_size``, ``eval_batch_size``, ``num_workers``,
+            ``pad_to_multiple_of``, ``pack_sequences``.
         max_length: longest prompt + option in tokens; longer prompts lose tokens from the left.
-        num_workers: dataloader workers.
         seed: seed of ``max_items``.
-        pad_to_multiple_of: unused (option rows are padded to the longest row).
         write_predictions: keep every item's chosen letter for ``predictions.jsonl`` (written by the module).
 
     Raises:
@@ -210,18 +208,12 @@ class CrossXDataModule(TokenizedDataModule):
         prompt_format: Literal["plain", "alpaca", "chat"] = "plain",
         length_normalized: bool = False,
         max_items: int | None = None,
-        tokenizer: str | None = None,
-        batch_size: int = 4,
-        eval_batch_size: int | None = None,
         max_length: int = 2048,
-        num_workers: int = 0,
         seed: int = 0,
-        pad_to_multiple_of: int | None = None,
         write_predictions: bool = False,
+        **loader: Any,
     ) -> None:
-        super().__init__(
-            tokenizer, batch_size, eval_batch_size, max_length, num_workers, seed, pad_to_multiple_of
-        )
+        super().__init__(max_length=max_length, seed=seed, **loader)
         self.write_predictions = write_predictions
         self.sources = list(benchmarks) if benchmarks else [DataSource(DEMO_BENCHMARK)]
         self.benchmark_names = [self._label(source) for source in self.sources]

@@ -6,7 +6,7 @@ For an example with prompt ``x``, options ``o_1 … o_K`` and gold option ``y``,
 
 and ``accuracy_l = mean_i 1[ŷ_i = y_i]`` over the examples of language ``l``; ``accuracy`` is the macro average
 over languages. The score reads only the model's probabilities of option tokens (batches built by
-:class:`~data_modules.task_collator.TaskCollator`, scored by
+:class:`~data_modules.collate.TaskCollator`, scored by
 :func:`~adamergex_pl.evaluation.shared_prompt_scoring.shared_prompt_scores`, which computes each prompt once, or by
 :func:`~adamergex_pl.evaluation.option_scoring.choice_scores` for one row of prompt + option per option):
 no text is generated and nothing is parsed, so a prompt that contains every label word gives every option the

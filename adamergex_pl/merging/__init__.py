@@ -3,7 +3,9 @@
 ``A(T,tgt) = A(T,src) ⊕ t·(A(R,tgt) ⊖ A(R,src))`` with ``⊕/⊖ = +/−`` for LoRA and ``⊙/⊘`` for (IA)³.
 
 Example:
-    >>> from adamergex_pl.merging import AdapterWeights, merge_adapters, write_merged
+    >>> from adamergex_pl.merging.adapters import AdapterWeights
+    >>> from adamergex_pl.merging.merge import merge_adapters
+    >>> from adamergex_pl.merging.output import write_merged
     >>> task, en, de = (AdapterWeights.load(p) for p in ("xnli_en", "wiki_en", "wiki_de"))  # doctest: +SKIP
     >>> for t in (0.25, 0.5, 1.0):  # doctest: +SKIP
     ...     write_merged(merge_adapters(task, en, de, scale=t), f"xnli_de_t{t}")

@@ -105,7 +105,7 @@ def check_mergeable(
         example, missing = next(iter(partial.items()))
         raise InvalidValueError(
             f"{len(partial)} modules are adapted by only some inputs (e.g. {example!r} is missing from "
-            f"{', '.join(missing)}); strict_modules refuses this: drop strict_modules (--strict-modules) to "
+            f"{', '.join(missing)}); strict_modules refuses this: drop strict_modules (--strict_modules true) to "
             "treat a missing module as no update"
         )
     if next(iter(adapters.values())).adapter_type == "ia3":
@@ -152,7 +152,7 @@ def check_same_base(adapters: Mapping[str, AdapterWeights], *, allow_different_b
             raise InvalidValueError(
                 f"{role} was trained on base model {base!r} but {first_role} on {first!r}; merged adapters "
                 "only make sense on one base. If these name the same weights (e.g. a moved copy), pass "
-                "allow_different_base=True (--allow-different-base)"
+                "allow_different_base=True (--allow_different_base true)"
             )
 
 

@@ -28,12 +28,11 @@ mean; its norm is reported as computed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -171,40 +170,28 @@ def _ia3_gap(named: Mapping[str, AdapterWeights], tgt: str, src: str, module: st
     return _VectorGap(l_tgt - l_src, size)
 
 
-PROG = "adamergex diagnose"
+def diagnose(
+    task_src: str, task_tgt: str, ref_src: str, ref_tgt: str, format: Literal["table", "json"] = "table"
+) -> int:
+    """Cosine per module between the task's language gap A(T,tgt) ⊖ A(T,src) and the reference task's
+    A(R,tgt) ⊖ A(R,src): the assumption AdaMergeX rests on (``adamergex diagnose``).
 
+    Args:
+        task_src: the task adapter in the source language (an adapter folder or a snapshot root).
+        task_tgt: the task adapter in the target language (an oracle).
+        ref_src: the reference-task adapter in the source language.
+        ref_tgt: the reference-task adapter in the target language.
+        format: ``table`` (a line per module and the mean) or ``json`` (the report as one JSON object).
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``adamergex diagnose``."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Cosine per module between the task's language gap A(T,tgt) ⊖ A(T,src) and the reference "
-        "task's A(R,tgt) ⊖ A(R,src): the assumption AdaMergeX rests on.",
-    )
-    for flag, what in (
-        ("--task-src", "task adapter, source language"),
-        ("--task-tgt", "task adapter, target language (an oracle)"),
-        ("--ref-src", "reference-task adapter, source language"),
-        ("--ref-tgt", "reference-task adapter, target language"),
-    ):
-        parser.add_argument(flag, required=True, metavar="DIR", help=what)
-    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``adamergex diagnose``; return the exit code (0 printed, 2 refused or bad arguments)."""
-    parser = build_parser()
+    Returns:
+        The exit code: 0 printed, 2 refused (one line on stderr).
+    """
     try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    except SystemExit as stop:
-        return int(stop.code or 0)
-    try:
-        report = language_gap_alignment(args.task_src, args.task_tgt, args.ref_src, args.ref_tgt)
+        report = language_gap_alignment(task_src, task_tgt, ref_src, ref_tgt)
     except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        print(f"adamergex diagnose: error: {err}", file=sys.stderr)
         return 2
-    if args.json:
+    if format == "json":
         print(json.dumps(report))
         return 0
     from adamergex_pl.results.tables import text_table
@@ -221,3 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     mean = report["mean"]
     print(f"mean cosine over modules: {'n/a' if mean is None else f'{mean:+.4f}'} ({report['adapter_type']})")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    """``adamergex diagnose --task_src A --task_tgt B --ref_src C --ref_tgt D [--format json]``."""
+    from adamergex_pl.cli import run_function
+
+    return run_function(diagnose, argv, "adamergex diagnose")

@@ -15,7 +15,7 @@ arrives and dropped when the next language starts, so memory holds one language'
 Every result carries ``n``, a 95% bootstrap interval over items and a paired comparison with ``zero_shot`` on
 the same items (:mod:`adamergex_pl.results.statistics`); with ``selection_fraction`` the best ``t`` is chosen
 on held-out items and reported on the rest. ``adamergex validate`` ends with one table on stdout
-(:mod:`adamergex_pl.results.comparison_table`) and the paths of the files (``verbose: false`` keeps it quiet).
+(:mod:`adamergex_pl.results.tables`) and the paths of the files (``verbose: false`` keeps it quiet).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from typing_extensions import override
 
+from adamergex_pl.atomic_files import write_jsonl_atomic
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator
 from adamergex_pl.merging.merge_results import MergeResults, Variant
@@ -41,7 +42,6 @@ from adamergex_pl.merging.methods import (
     check_methods,
     check_sweeps,
 )
-from adamergex_pl.results.files import write_jsonl_atomic
 from adamergex_pl.results.printing import claim_results_printing, print_report
 from adamergex_pl.results.statistics import StatisticsOptions
 from adamergex_pl.training.base_model import BaseModelOptions

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adamergex_pl.atomic_files import write_atomic
 from adamergex_pl.merging.methods import merge_method_names, reference_method_names
 from adamergex_pl.metrics.item_scores import ItemScores
-from adamergex_pl.results.comparison_table import comparison_table
-from adamergex_pl.results.files import write_text_atomic
 from adamergex_pl.results.selection import best_overall, best_per_language, in_split, main_metric, splits
 from adamergex_pl.results.statistics import FIELDS, Result, StatisticsOptions, tidy_rows
+from adamergex_pl.results.tables import comparison_table
 
 
 @dataclass(frozen=True)
@@ -220,9 +220,9 @@ class MergeResults:
     def write(self, metric: str | None = None) -> None:
         """Write ``results.csv``, ``results.json`` and ``results.md`` (each replaced atomically)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.directory / "results.csv", self.csv_text())
-        write_text_atomic(self.directory / "results.json", json.dumps(self.document(metric), indent=2) + "\n")
-        write_text_atomic(self.directory / "results.md", self.markdown(metric))
+        write_atomic(self.directory / "results.csv", self.csv_text())
+        write_atomic(self.directory / "results.json", json.dumps(self.document(metric), indent=2) + "\n")
+        write_atomic(self.directory / "results.md", self.markdown(metric))
 
 
 def csv_text(rows: list[dict[str, Any]]) -> str:

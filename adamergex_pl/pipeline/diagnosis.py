@@ -22,8 +22,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from adamergex_pl.atomic_files import write_atomic
 from adamergex_pl.merging.methods import reference_method_names, swept_method_names
-from adamergex_pl.results.files import write_text_atomic
 from adamergex_pl.results.selection import best_per_language, by_reference, in_split, splits
 from adamergex_pl.results.statistics import BASELINE, finite
 from adamergex_pl.results.tables import format_difference, markdown_table
@@ -73,7 +73,7 @@ def diagnose(spec, run_dir: Path) -> dict[tuple[str, str, str], float | None]:
     means, curves = {}, {}
     for name, ref, lang in triples:
         report = diagnose_task(spec, name, ref, lang)
-        path = write_text_atomic(
+        path = write_atomic(
             run_dir / "diagnosis" / f"{per_reference(spec, f'{name}_{lang}', ref)}.json",
             json.dumps({"task": name, "reference": ref, **report}, indent=2) + "\n",
         )

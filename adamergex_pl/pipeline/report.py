@@ -5,7 +5,7 @@
   with several reference tasks, every evaluation's, each method that uses reference adapters once per
   ``reference``; ``results.json``'s ``best[<lang>].adapter_dir`` is rewritten relative to the run directory
   (the folder of this ``results.json``);
-* ``results.md``: the one table (:mod:`adamergex_pl.results.comparison_table`), also printed at the end;
+* ``results.md``: the one table (:mod:`adamergex_pl.results.tables`), also printed at the end;
 * ``plots/by_method.png`` (with several reference tasks, one per reference: ``by_method_<ref>.png``): per
   language, each method (merge methods at their best ``t``, written under the bar) with its interval: bars
   from 0 for scores, points for losses and perplexities;
@@ -21,10 +21,9 @@ import json
 import os
 from pathlib import Path
 
+from adamergex_pl.atomic_files import write_atomic
 from adamergex_pl.merging.merge_results import csv_text
 from adamergex_pl.merging.methods import swept_method_names
-from adamergex_pl.results.comparison_table import comparison_table
-from adamergex_pl.results.files import write_text_atomic
 from adamergex_pl.results.selection import (
     best_per_language,
     by_reference,
@@ -34,6 +33,7 @@ from adamergex_pl.results.selection import (
     splits,
 )
 from adamergex_pl.results.statistics import BASELINE, finite
+from adamergex_pl.results.tables import comparison_table
 
 _MARKERS = ("o", "s", "^", "D", "v", "P")
 _NO_INTERVALS = "no intervals: a token-weighted loss is not a mean over items"
@@ -320,9 +320,9 @@ def write_report(
             and finite(row.get(f"diff_vs_{BASELINE}"))
         }
         plot_gain(gains, chosen, run_dir / "plots" / GAIN_PLOT, oracle)
-    write_text_atomic(run_dir / "results.csv", csv_text(rows))
-    write_text_atomic(run_dir / "results.json", json.dumps(document, indent=2) + "\n")
-    write_text_atomic(run_dir / "results.md", table + "\n")
+    write_atomic(run_dir / "results.csv", csv_text(rows))
+    write_atomic(run_dir / "results.json", json.dumps(document, indent=2) + "\n")
+    write_atomic(run_dir / "results.md", table + "\n")
     groups = by_reference(rows)
     for ref, group in groups.items():
         plot(group, chosen, languages, src_lang, run_dir / "plots", ref if len(groups) > 1 else None)

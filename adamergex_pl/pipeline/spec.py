@@ -68,7 +68,7 @@ class EvaluationSpec:
 
 
 @dataclass
-class TaskSpec:
+class PipelineTask:
     """One task of a multi-task pipeline (its name is its key under ``tasks``).
 
     Args:
@@ -154,7 +154,7 @@ class PipelineSpec:
             method that uses the reference adapters is compared once per reference task.
         task: one task's fits (the single-task form; or use ``tasks``).
         evaluation: that task's comparison of methods per language.
-        tasks: several tasks by name (the multi-task form: each a :class:`TaskSpec`).
+        tasks: several tasks by name (the multi-task form: each a :class:`PipelineTask`).
         run_dir: where every stage writes (``<run_dir>/<stage>/``) and the report goes.
         src_lang: the language of the task training data.
         tgt_langs: single-task form: the languages to transfer the task to.
@@ -181,7 +181,7 @@ class PipelineSpec:
     references: dict[str, FitSpec] = field(default_factory=dict)
     task: FitSpec | None = None
     evaluation: EvaluationSpec | None = None
-    tasks: dict[str, TaskSpec] = field(default_factory=dict)
+    tasks: dict[str, PipelineTask] = field(default_factory=dict)
     run_dir: str = "runs/adamergex"
     src_lang: str = "en"
     tgt_langs: list[str] = field(default_factory=list)
@@ -218,7 +218,7 @@ class PipelineSpec:
                     "tgt_langs}}"
                 )
             self.tasks = {
-                self.task.name: TaskSpec(
+                self.task.name: PipelineTask(
                     self.task, self.evaluation, list(self.tgt_langs), list(self.oracle_langs), self.metric
                 )
             }

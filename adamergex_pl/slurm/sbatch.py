@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
-from adamergex_pl.results.files import write_text_atomic
+from adamergex_pl.atomic_files import write_atomic
 from adamergex_pl.slurm.pinning import RUN_DIR_ENV
 from adamergex_pl.slurm.resources import RUN_DIR_PATTERNS, JobResources, sbatch_option
 from callbacks.slurm_requeue import REQUEUE_SIGNAL_ENV
@@ -278,7 +278,7 @@ def write_script(text: str, path: str | os.PathLike[str]) -> Path:
     Returns:
         The path written.
     """
-    return write_text_atomic(path, text, mode=0o755)
+    return write_atomic(path, text, mode=0o755)
 
 
 def make_log_dirs(resources: JobResources, *, workdir: str | os.PathLike[str]) -> list[Path]:

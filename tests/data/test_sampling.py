@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from data_modules.sampling import EvalShardSampler, ResumableShuffleSampler
+from data_modules.base import EvalShardSampler, ResumableShuffleSampler
 
 
 def test_order_depends_only_on_seed_and_epoch():

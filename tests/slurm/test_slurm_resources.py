@@ -8,6 +8,7 @@ import pytest
 
 from adamergex_pl.slurm.pinning import RUN_DIR_ENV, pinned_run_dir, restart_count
 from adamergex_pl.slurm.resources import JobResources, parse_time_limit
+from adamergex_pl.slurm.sbatch import render_sbatch_script
 from callbacks.slurm_requeue import hpc_checkpoint
 
 
@@ -133,7 +134,12 @@ def test_refusals_name_value_and_fix(fields, message):
     ],
 )
 def test_accepted(fields):
-    JobResources(**fields)
+    resources = JobResources(**fields)
+    assert {key: getattr(resources, key) for key in fields} == fields  # kept as given, not normalised away
+    script = render_sbatch_script(["adamergex", "fit"], resources).lower()  # sbatch reads 500m as 500M
+    for key in set(fields) & {"time", "mem", "partition", "dependency", "array", "output", "error"}:
+        if fields[key] is not None:
+            assert f"#sbatch --{key}={fields[key]}".lower() in script, key
 
 
 def test_replace_revalidates():

@@ -20,7 +20,7 @@ from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator
 from adamergex_pl.merging.merge_results import MergeResults
 from adamergex_pl.metrics.item_scores import ItemScoreMetric, ItemScores
 from adamergex_pl.results.statistics import RATIO_NOTE, Result, StatisticsOptions, tidy_rows
-from data_modules.task_collator import TaskCollator
+from data_modules.collate import TaskCollator
 
 KNOWN = [1.0] * 11 + [0.0] * 48  # 11 of 59 correct
 

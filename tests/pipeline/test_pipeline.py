@@ -13,7 +13,7 @@ from conftest import REPO_ROOT, run_adamergex
 
 from adamergex_pl.pipeline import stages as st
 from adamergex_pl.pipeline.command import DEFAULT_CONFIG
-from adamergex_pl.pipeline.spec import EvaluationSpec, FitSpec, PipelineSpec, TaskSpec
+from adamergex_pl.pipeline.spec import EvaluationSpec, FitSpec, PipelineSpec, PipelineTask
 
 TINY = REPO_ROOT / "configs/pipeline/tiny.yaml"
 
@@ -235,7 +235,7 @@ def test_two_references_train_each_reference_once_per_language_and_evaluate_each
 def test_two_tasks_share_the_reference_stages():
     raw = yaml.safe_load(TINY.read_text())
     tasks = {
-        name: TaskSpec(FitSpec(**copy.deepcopy(raw["task"])), EvaluationSpec(**raw["evaluation"]), ["es"])
+        name: PipelineTask(FitSpec(**copy.deepcopy(raw["task"])), EvaluationSpec(**raw["evaluation"]), ["es"])
         for name in ("add", "again")
     }
     spec = _two_references(task=None, evaluation=None, tgt_langs=[], metric=None, tasks=tasks)

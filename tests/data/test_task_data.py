@@ -9,8 +9,7 @@ import pytest
 from adamergex_pl.cli import main
 from adamergex_pl.metrics.languages import normalize_language
 from data_modules import DataSource, TaskDataModule
-from data_modules.collate import IGNORE_INDEX
-from data_modules.task_collator import TaskCollator
+from data_modules.collate import IGNORE_INDEX, TaskCollator
 from data_modules.tasks import TASKS, get_task
 from data_modules.tasks.mgsm import gsm8k_target
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from merge_factories import make_ia3, make_lora
 
-from adamergex_pl.merging import resolve_adapter_dir
 from adamergex_pl.merging.adapters import AdapterWeights, sha256_file
 from adamergex_pl.merging.merge import combine_adapters, merge_adapters
 from adamergex_pl.merging.output import write_merged
+from callbacks.adapter_snapshot import resolve_adapter_dir
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_different_base_model_and_its_override(loaded):
     with pytest.raises(
         ValueError,
         match=r"ref_tgt was trained on base model 'meta-llama/Llama-2-7b-hf' but task_src"
-        r".*--allow-different-base",
+        r".*--allow_different_base",
     ):
         merge_adapters(loaded["a"], loaded["c"], other)
     assert merge_adapters(loaded["a"], loaded["c"], other, allow_different_base=True).adapter.tensors
@@ -123,7 +123,7 @@ def test_partial_modules_strict(loaded):
     assert result.partial_modules["model.layers.0.mlp.down_proj"] == ["ref_src"]
     with pytest.raises(
         ValueError,
-        match=r"10 modules are adapted by only some inputs .* missing from ref_src.*--strict-modules",
+        match=r"10 modules are adapted by only some inputs .* missing from ref_src.*--strict_modules",
     ):
         merge_adapters(loaded["a"], loaded["partial"], loaded["b"], strict_modules=True)
 
@@ -210,7 +210,7 @@ def test_write_merged_refusals_and_overwrite(loaded, dirs, tmp_path):
         "merge.json",
     ]
     with pytest.raises(
-        FileExistsError, match=r"out_dir '.*merged' already exists; pass overwrite=True \(--overwrite\)"
+        FileExistsError, match=r"out_dir '.*merged' already exists; pass overwrite=True \(--overwrite true\)"
     ):
         write_merged(result, out)
     other = merge_adapters(loaded["a"], loaded["b"], loaded["c"], scale=0.25)

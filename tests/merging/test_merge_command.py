@@ -29,10 +29,10 @@ def dirs(tiny_llama_path):
 
 def _args(dirs, out, *extra, prefix=""):
     return [
-        "--task-src", str(dirs[f"{prefix}task"]),
-        "--ref-src", str(dirs[f"{prefix}src"]),
-        "--ref-tgt", str(dirs[f"{prefix}tgt"]),
-        "--out", str(out),
+        "--task_src", str(dirs[f"{prefix}task"]),
+        "--ref_src", str(dirs[f"{prefix}src"]),
+        "--ref_tgt", str(dirs[f"{prefix}tgt"]),
+        "--out_dir", str(out),
         *extra,
     ]  # fmt: skip
 
@@ -68,7 +68,7 @@ def test_merge_writes_adapter_and_record(dirs, tmp_path, capsys):
 
 def test_svd_mode_records_its_error(dirs, tmp_path, capsys):
     out = tmp_path / "svd"
-    assert main(_args(dirs, out, "--lora-mode", "svd", "--svd-rank", "3")) == 0
+    assert main(_args(dirs, out, "--lora_mode", "svd", "--svd_rank", "3")) == 0
     assert "svd relative error" in capsys.readouterr().out
     svd = json.loads((out / "merge.json").read_text())["svd"]
     assert svd["rank"] == 3 and 0 < svd["relative_error"] <= svd["max_module_error"] < 1
@@ -76,9 +76,16 @@ def test_svd_mode_records_its_error(dirs, tmp_path, capsys):
 
 
 def test_ia3_and_arimerge(dirs, tmp_path, capsys):
-    assert main(_args(dirs, tmp_path / "ia3", "--ia3-mode", "loglinear", prefix="ia3_")) == 0
+    assert main(_args(dirs, tmp_path / "ia3", "--ia3_mode", "loglinear", prefix="ia3_")) == 0
     assert "(loglinear, t=1)" in capsys.readouterr().out
-    args = ["--task-src", str(dirs["task"]), "--ref-tgt", str(dirs["tgt"]), "--out", str(tmp_path / "ari")]
+    args = [
+        "--task_src",
+        str(dirs["task"]),
+        "--ref_tgt",
+        str(dirs["tgt"]),
+        "--out_dir",
+        str(tmp_path / "ari"),
+    ]
     assert main([*args, "--method", "arimerge", "--scale", "-0.25"]) == 0
     record = json.loads((tmp_path / "ari" / "merge.json").read_text())
     assert record["method"] == "arimerge" and [i["role"] for i in record["inputs"]] == ["task_src", "ref_tgt"]
@@ -86,16 +93,16 @@ def test_ia3_and_arimerge(dirs, tmp_path, capsys):
 
 # case: (flags to set or add, given the adapter dirs and tmp_path; a None value is a bare flag; message)
 REFUSALS = {
-    "missing input": (lambda d, t: {"--ref-src": str(t / "nowhere")}, "does not exist"),
-    "mixed types": (lambda d, t: {"--ref-tgt": str(d["ia3_tgt"])}, "different peft types"),
-    "snapshot without last": (lambda d, t: {"--ref-src": str(_snapshot_root(t))}, "no 'last' link"),
-    "factor ranks": (lambda d, t: {"--lora-mode": "factor"}, "needs equal ranks"),
-    "svd without rank": (lambda d, t: {"--lora-mode": "svd"}, "--lora-mode svd needs --svd-rank"),
-    "rank without svd": (lambda d, t: {"--svd-rank": "4"}, "--svd-rank only applies to --lora-mode svd"),
-    "ia3 mode on lora": (lambda d, t: {"--ia3-mode": "paper"}, "the inputs are LoRA adapters"),
-    "arimerge with ref-src": (lambda d, t: {"--method": "arimerge"}, "takes no --ref-src"),
-    "strict modules": (lambda d, t: {"--strict-modules": None}, "adapted by only some inputs"),
-    "non-finite scale": (lambda d, t: {"--scale": "nan"}, "scale=nan must be finite"),
+    "missing input": (lambda d, t: {"--ref_src": str(t / "nowhere")}, "does not exist"),
+    "mixed types": (lambda d, t: {"--ref_tgt": str(d["ia3_tgt"])}, "different peft types"),
+    "snapshot without last": (lambda d, t: {"--ref_src": str(_snapshot_root(t))}, "no 'last' link"),
+    "factor ranks": (lambda d, t: {"--lora_mode": "factor"}, "needs equal ranks"),
+    "svd without rank": (lambda d, t: {"--lora_mode": "svd"}, "--lora_mode svd needs --svd_rank"),
+    "rank without svd": (lambda d, t: {"--svd_rank": "4"}, "--svd_rank only applies to --lora_mode svd"),
+    "ia3 mode on lora": (lambda d, t: {"--ia3_mode": "paper"}, "the inputs are LoRA adapters"),
+    "arimerge with ref-src": (lambda d, t: {"--method": "arimerge"}, "takes no --ref_src"),
+    "strict modules": (lambda d, t: {"--strict_modules": "true"}, "adapted by only some inputs"),
+    "non-finite scale": (lambda d, t: {"--scale": "nan"}, "scale='nan' is not valid; expected a float"),
 }
 
 
@@ -127,9 +134,9 @@ def test_existing_out_needs_overwrite(dirs, tmp_path, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     assert main(_args(dirs, out)) == 2
-    assert "already exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
+    assert "already exists; pass overwrite=True (--overwrite true)" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "mine"
-    assert main(_args(dirs, out, "--overwrite")) == 0
+    assert main(_args(dirs, out, "--overwrite", "true")) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "adapter_config.json",
         "adapter_model.safetensors",
@@ -137,11 +144,28 @@ def test_existing_out_needs_overwrite(dirs, tmp_path, capsys):
     ]
 
 
-def test_argparse_errors_exit_2(dirs, tmp_path, capsys):
+def test_bad_flags_are_one_line_and_exit_2(dirs, tmp_path, capsys):
     assert main(_args(dirs, tmp_path / "out", "--method", "magic")) == 2
-    assert "invalid choice: 'magic'" in capsys.readouterr().err
+    assert (
+        "method='magic' is not a merge method; expected one of arimerge, adamergex" in capsys.readouterr().err
+    )
+    assert main(_args(dirs, tmp_path / "out", "--lora_mode", "exactly")) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and "lora_mode='exactly' is not valid; expected one of exact, factor, svd" in err
+    )
     assert main(["--help"]) == 0
-    assert "--lora-mode" in capsys.readouterr().out
+    assert "--lora_mode" in capsys.readouterr().out
+
+
+def test_flags_can_come_from_a_yaml_config(dirs, tmp_path, capsys):
+    config = tmp_path / "merge.yaml"
+    config.write_text(
+        f"task_src: {dirs['task']}\nref_src: {dirs['src']}\nref_tgt: {dirs['tgt']}\nout_dir: {tmp_path / 'out'}\n"
+        "scale: 0.5\n"
+    )
+    assert main(["--config", str(config)]) == 0
+    assert json.loads((tmp_path / "out" / "merge.json").read_text())["scale"] == 0.5
 
 
 def test_module_entry_point_in_a_subprocess(dirs, tmp_path):

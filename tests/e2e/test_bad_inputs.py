@@ -122,13 +122,13 @@ def merge(adapters, out: Path, *extra: str) -> int:
     return main(
         [
             "merge",
-            "--task-src",
+            "--task_src",
             str(task),
-            "--ref-src",
+            "--ref_src",
             str(src),
-            "--ref-tgt",
+            "--ref_tgt",
             str(tgt),
-            "--out",
+            "--out_dir",
             str(out),
             *extra,
         ]

@@ -22,7 +22,7 @@ from adamergex_pl.evaluation.generation import GenerationEvaluator, cut_at_stops
 from adamergex_pl.metrics.numbers import extract_final_number
 from adamergex_pl.results.tables import format_results_table
 from data_modules import DataSource, TaskDataModule
-from data_modules.task_collator import TaskCollator
+from data_modules.collate import TaskCollator
 from data_modules.tasks.xnli import LABELS
 
 TOKENIZER = "builtin:tiny-llama"
@@ -347,7 +347,7 @@ def test_results_table_has_a_row_per_language_and_a_mean_row():
         "adamergex_pl.evaluation.generation",
         "adamergex_pl.results.tables",
         "adamergex_pl.evaluation.shared_prompt_scoring",
-        "data_modules.task_collator",
+        "data_modules.collate",
     ],
 )
 def test_docstring_examples_of_the_task_suite(module_name):

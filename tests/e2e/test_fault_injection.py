@@ -191,7 +191,17 @@ def adapters(tiny_llama_path):
 
 def merge(adapters, out: Path, *extra: str) -> int:
     task, src, tgt = adapters
-    args = ["merge", "--task-src", str(task), "--ref-src", str(src), "--ref-tgt", str(tgt), "--out", str(out)]
+    args = [
+        "merge",
+        "--task_src",
+        str(task),
+        "--ref_src",
+        str(src),
+        "--ref_tgt",
+        str(tgt),
+        "--out_dir",
+        str(out),
+    ]
     return main([*args, "--scale", "0.5", *extra])
 
 
@@ -209,7 +219,7 @@ def test_a_merge_killed_at_any_moment_leaves_the_old_output_or_none_and_the_reru
 
     def dying_in(patch) -> int:
         patch()
-        return merge(adapters, out, "--overwrite")
+        return merge(adapters, out, "--overwrite", "true")
 
     def in_the_weights_write():
         from adamergex_pl.merging.adapters import AdapterWeights
@@ -232,11 +242,13 @@ def test_a_merge_killed_at_any_moment_leaves_the_old_output_or_none_and_the_reru
     rng, outcomes = random.Random(SEED), Counter()
     for _ in range(MERGE_TRIALS):  # random moments of a whole `adamergex merge --overwrite`
         code = run_forked(
-            lambda: merge(adapters, out, "--overwrite"), kill_after=rng.uniform(0.1, 1.0) * duration
+            lambda: merge(adapters, out, "--overwrite", "true"), kill_after=rng.uniform(0.1, 1.0) * duration
         )
         outcomes["finished" if code == 0 else "killed"] += 1
         assert out.is_dir() or not out.exists()
-        assert run_forked(lambda: merge(adapters, out, "--overwrite")) == 0 and leftovers(tmp_path) == []
+        assert (
+            run_forked(lambda: merge(adapters, out, "--overwrite", "true")) == 0 and leftovers(tmp_path) == []
+        )
         assert_same_weights({"out": snapshot_weights_of(out)}, {"out": expected}, "merge")
     print(f"merge trials ({duration:.3f} s each): {dict(outcomes)}")
     assert outcomes["killed"] >= 1, outcomes

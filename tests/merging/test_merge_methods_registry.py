@@ -24,15 +24,15 @@ def dirs(tiny_llama_path):
 
 
 def _args(dirs, out, *extra, ref_src=True):
-    args = ["--task-src", str(dirs["T"]), "--ref-tgt", str(dirs["G"]), "--out", str(out), *extra]
-    return args + (["--ref-src", str(dirs["S"])] if ref_src else [])
+    args = ["--task_src", str(dirs["T"]), "--ref_tgt", str(dirs["G"]), "--out_dir", str(out), *extra]
+    return args + (["--ref_src", str(dirs["S"])] if ref_src else [])
 
 
 def test_layer_swap_takes_the_bottom_and_top_layers_from_the_target_reference(dirs, tmp_path):
     out = tmp_path / "swap"
     assert (
         main(
-            _args(dirs, out, "--method", "layer_swap", "--swap-bottom", "1", "--swap-top", "0", ref_src=False)
+            _args(dirs, out, "--method", "layer_swap", "--swap_bottom", "1", "--swap_top", "0", ref_src=False)
         )
         == 0
     )
@@ -49,7 +49,7 @@ def test_layer_swap_takes_the_bottom_and_top_layers_from_the_target_reference(di
 def test_ties_writes_a_lora_at_the_svd_rank_and_records_its_error(dirs, tmp_path):
     out = tmp_path / "ties"
     assert (
-        main(_args(dirs, out, "--method", "ties", "--density", "0.5", "--svd-rank", "4", "--scale", "0.5"))
+        main(_args(dirs, out, "--method", "ties", "--density", "0.5", "--svd_rank", "4", "--scale", "0.5"))
         == 0
     )
     record = json.loads((out / "merge.json").read_text())
@@ -61,8 +61,8 @@ def test_ties_writes_a_lora_at_the_svd_rank_and_records_its_error(dirs, tmp_path
     ("extra", "message"),
     [
         (["--method", "layer_swap"], "needs swap_bottom and swap_top"),
-        (["--method", "adamergex", "--swap-top", "1"], "only apply to --method layer_swap"),
-        (["--method", "ties", "--density", "1.5", "--svd-rank", "4"], "density"),
+        (["--method", "adamergex", "--swap_top", "1"], "only apply to --method layer_swap"),
+        (["--method", "ties", "--density", "1.5", "--svd_rank", "4"], "density"),
     ],
 )
 def test_bad_method_options_are_one_line_and_write_nothing(dirs, tmp_path, capsys, extra, message):

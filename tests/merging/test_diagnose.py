@@ -211,12 +211,12 @@ def test_the_diagnose_command_prints_the_json_report_in_a_subprocess(tmp_path, t
     config = _json.loads((task_src / "adapter_config.json").read_text())
     config.update(r=6, lora_alpha=6)
     (task_tgt / "adapter_config.json").write_text(_json.dumps(config))
-    args = ["--task-src", task_src, "--task-tgt", task_tgt, "--ref-src", ref_src, "--ref-tgt", ref_tgt]
-    result = run_adamergex("diagnose", *map(str, args), "--json", cwd=tmp_path)
+    args = ["--task_src", task_src, "--task_tgt", task_tgt, "--ref_src", ref_src, "--ref_tgt", ref_tgt]
+    result = run_adamergex("diagnose", *map(str, args), "--format", "json", cwd=tmp_path)
     report = _json.loads(result.stdout)
     assert report["mean"] == pytest.approx(1.0, abs=1e-6)
     assert all(c == pytest.approx(1.0, abs=1e-6) for c in report["modules"].values())
     bad = run_adamergex(
-        "diagnose", "--task-src", str(tmp_path / "nope"), *map(str, args[2:]), cwd=tmp_path, check=False
+        "diagnose", "--task_src", str(tmp_path / "nope"), *map(str, args[2:]), cwd=tmp_path, check=False
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "error" in bad.stderr
