@@ -196,9 +196,9 @@ class PipelineSpec:
     checkpoint_every_n_train_steps: int = 50
 
     def __post_init__(self) -> None:
-        self._check_references()
         check_methods(self.methods)
         check_sweeps(self.methods, ("scale", "swap"), "the pipeline")
+        self._check_references()
         if "layer_swap" in self.methods and not self.swaps:
             raise InvalidValueError(
                 "methods include 'layer_swap' but swaps is empty; give K values, e.g. [1, 2]"
