@@ -336,3 +336,49 @@ def test_the_report_of_two_references_carries_the_reference_and_puts_the_cosine_
     assert "| count_sibling | es | +0.800 | adamergex | 1 | +0.400 [" in table
     for plot in ("gain_vs_cosine.png", "by_method_wiki_lm.png", "scale_sweep_count_sibling.png"):
         assert (run_dir / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_experiment_table_of_two_tasks_and_two_references_names_the_reference(tmp_path):
+    import csv
+
+    from adamergex_pl.pipeline.experiment_table import write_experiment_table
+    from adamergex_pl.pipeline.report import write_report
+
+    raw = yaml.safe_load(TINY.read_text())
+    tasks = {
+        name: PipelineTask(FitSpec(**copy.deepcopy(raw["task"])), EvaluationSpec(**raw["evaluation"]), ["es"])
+        for name in ("add", "again")
+    }
+    spec = _two_references(task=None, evaluation=None, tgt_langs=[], metric=None, tasks=tasks)
+    half = [1.0, 0.0] * 10
+    for name in tasks:
+        dirs = {
+            ref: _evaluation(
+                tmp_path / name / ref,
+                ref,
+                {
+                    ("zero_shot", None): half,
+                    ("adamergex", 1.0): [1.0] * 12 + [0.0] * 8
+                    if ref == "wiki_lm"
+                    else [1.0] * 16 + [0.0] * 4,
+                },
+            )
+            for ref in ("wiki_lm", "wiki_short")
+        }
+        (tmp_path / "run" / name).mkdir(parents=True)
+        write_report(dirs, tmp_path / "run" / name, "accuracy", "en")
+    summary = write_experiment_table(spec, tmp_path / "run")
+    assert (
+        "| adamergex (wiki_lm) | 0.6000 | 0.6000 |" in summary
+        and "| adamergex (wiki_short) | 0.8000 | 0.8000 |" in summary
+    )
+    with open(tmp_path / "run" / "results.csv") as handle:
+        rows = [(r["task"], r["reference"], r["method"]) for r in csv.DictReader(handle)]
+    assert rows == [
+        ("add", "", "zero_shot"),
+        ("add", "wiki_lm", "adamergex"),
+        ("add", "wiki_short", "adamergex"),
+        ("again", "", "zero_shot"),
+        ("again", "wiki_lm", "adamergex"),
+        ("again", "wiki_short", "adamergex"),
+    ]
