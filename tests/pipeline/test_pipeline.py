@@ -216,7 +216,7 @@ def test_two_references_train_each_reference_once_per_language_and_evaluate_each
     assert first["reference_task"] == "wiki_lm" and second["reference_task"] == "wiki_short"
     assert first["reference_adapters"]["es"].endswith("reference_wiki_lm_es/snapshots")
     assert second["reference_adapters"]["es"].endswith("reference_wiki_short_es/snapshots")
-    assert second["stacked_task_adapter"].endswith("task_add_en_stacked_wiki_short/snapshots")
+    assert second["task_src_stacked"].endswith("task_add_en_stacked_wiki_short/snapshots")
     # the methods that use no reference adapter are evaluated once; zero_shot, every comparison's baseline, twice
     assert first["methods"] == ["base", "zero_shot", "adamergex", "stack", "oracle"]
     assert second["methods"] == ["zero_shot", "adamergex", "stack"] and "oracle_adapters" not in second
