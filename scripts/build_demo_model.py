@@ -14,7 +14,10 @@ What it does, deterministically for a seed:
    ``adamergex_pl/assets/demo-bilingual/``, and to ``adamergex_pl/assets/demo/`` the held-out Wikipedia
    windows that the demo's reference adapters train on and the demo task in both languages: the number that
    comes next, before, or two after a number, in words ("Next: three =" -> " four", "Siguiente: tres =" ->
-   " cuatro").
+   " cuatro"), all relations (``count_<lang>.jsonl``), "two after" alone (``count_two_after_<lang>.jsonl``,
+   the embedded default's task) and the others (``count_sibling_<lang>.jsonl``, its sibling reference task).
+
+``--data-only`` rewrites the data and trains nothing.
 
 It takes about 15 minutes on two CPU cores.
 """
@@ -86,6 +89,9 @@ TASK_PROMPTS = {
     "es": {"next": "Siguiente: {x} =", "previous": "Anterior: {x} =", "two_after": "Dos después: {x} ="},
 }
 TASK_OFFSETS = {"next": 1, "previous": -1, "two_after": 2}
+# the demo's task files: every relation (the ``count`` task spec), the task of the embedded default ("two after"),
+# and its positive-control reference task (the other relations: the same language gap, none of the task's items)
+RELATION_FILES = {"count": None, "count_two_after": ("two_after",), "count_sibling": ("next", "previous")}
 HELD_OUT_RECORDS = 120  # per language, kept out of pretraining for the demo's reference adapters
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 
@@ -135,8 +141,12 @@ def write_demo_data(texts: dict[str, list[str]]) -> Path:
     for lang in WIKI_FILES:
         lines = [json.dumps({"text": t}, ensure_ascii=False) for t in texts[lang][:HELD_OUT_RECORDS]]
         (demo_data / f"wiki_{lang}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        lines = [json.dumps(r, ensure_ascii=False) for r in task_records(lang)]
-        (demo_data / f"count_{lang}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        for name, relations in RELATION_FILES.items():
+            records = [
+                r for r in task_records(lang) if relations is None or r["item"].split("-")[0] in relations
+            ]
+            lines = [json.dumps(r, ensure_ascii=False) for r in records]
+            (demo_data / f"{name}_{lang}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return demo_data
 
 

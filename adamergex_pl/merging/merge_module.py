@@ -91,6 +91,8 @@ class MergeModule(LightningModule):
         selection_metric: the metric that picks the best merge and that the printed table shows, e.g.
             ``accuracy`` or ``loss``. Default: the first metric that is not a loss or perplexity, else loss.
         task: the task's name, recorded in the results.
+        reference_task: the reference task's name (e.g. ``wiki_lm``), recorded in the results of the methods
+            that use the reference adapters, so that comparisons of several reference tasks stay apart.
         selection_fraction: choose the best ``t`` on this share of each language's items and report on the
             others. Default: no split (``t`` is chosen on the reported items, and the table says so).
         confidence: coverage of the bootstrap intervals.
@@ -132,6 +134,7 @@ class MergeModule(LightningModule):
         overwrite: bool = False,
         selection_metric: str | None = None,
         task: str = "task",
+        reference_task: str | None = None,
         selection_fraction: float | None = None,
         confidence: float = 0.95,
         bootstrap_resamples: int = 2000,
@@ -281,7 +284,13 @@ class MergeModule(LightningModule):
         hp = self.hparams
         results_dir = hp.results_dir or str(Path(self.trainer.default_root_dir) / "merge_results")
         self.results = MergeResults(
-            results_dir, self._languages, hp.task, hp.src_lang, self.statistics, hp.selection_metric
+            results_dir,
+            self._languages,
+            hp.task,
+            hp.src_lang,
+            self.statistics,
+            hp.selection_metric,
+            hp.reference_task,
         )
         if self.trainer.is_global_zero:  # before the base loads: another run's results are never mixed in
             self.results.claim(hp.overwrite)

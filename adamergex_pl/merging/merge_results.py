@@ -1,6 +1,6 @@
 """The results of a merge comparison: tidy rows with intervals, written as CSV, JSON and Markdown.
 
-One row per result (task, method, scale ``t``, language, metric, split) with ``value``, ``n`` (items),
+One row per result (task, reference task, method, scale ``t``, language, metric, split) with ``value``, ``n`` (items),
 ``ci_low``/``ci_high`` (95% percentile bootstrap over items) and the paired comparison with ``zero_shot`` on
 the same items (``diff_vs_zero_shot``, ``diff_ci_low``, ``diff_ci_high``, ``p_value``); see
 :mod:`adamergex_pl.results.statistics` for the definitions, the selection split and what a token-weighted loss
@@ -8,8 +8,9 @@ gets. Summaries over languages that the per-language rows already hold (a task's
 ``loss``) are logged but not rows; cross-language scores (``consistency_k``, ``ac3_k``) are rows with language
 ``""``.
 
-``results.json`` holds ``task``, ``languages``, ``src_lang``, ``main_metric``, ``statistics`` (the options),
-``rows`` and ``best``; each ``best[<lang>].adapter_dir`` is relative to the folder of that ``results.json``.
+``results.json`` holds ``task``, ``reference_task``, ``languages``, ``src_lang``, ``main_metric``,
+``statistics`` (the options), ``rows`` and ``best``; each ``best[<lang>].adapter_dir`` is relative to the
+folder of that ``results.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from adamergex_pl.atomic_files import write_atomic
 from adamergex_pl.errors import InvalidValueError, reraise_os_error
-from adamergex_pl.merging.methods import merge_method_names
+from adamergex_pl.merging.methods import merge_method_names, reference_method_names
 from adamergex_pl.metrics.item_scores import ItemScores
 from adamergex_pl.results.selection import best_overall, best_per_language, in_split, main_metric, splits
 from adamergex_pl.results.statistics import FIELDS, Result, StatisticsOptions, tidy_rows
@@ -68,6 +69,8 @@ class MergeResults:
         statistics: interval and selection-split options (default: 95%, 2000 resamples, seed 0, no split).
         metric: the main metric of the table (its full name or last part; default: the first recorded metric
             that is not a loss).
+        reference_task: the reference task's name, recorded in the rows of the methods that use the reference
+            adapters (``reference``; ``None`` in the others' rows).
 
     Example:
         >>> results = MergeResults("out", ["en", "es"], "xnli")
@@ -84,6 +87,7 @@ class MergeResults:
         src_lang: str | None = None,
         statistics: StatisticsOptions | None = None,
         metric: str | None = None,
+        reference_task: str | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.languages = list(languages)
@@ -91,6 +95,7 @@ class MergeResults:
         self.src_lang = src_lang
         self.statistics = statistics or StatisticsOptions()
         self.metric = metric
+        self.reference_task = reference_task
         self.results: list[Result] = []
         self.best: dict[str, dict[str, Any]] = {}
         self._rows: list[dict[str, Any]] | None = None
@@ -140,6 +145,8 @@ class MergeResults:
             per_language = {r.metric for r in self.results if r.language}
             kept = [r for r in self.results if r.language or r.metric not in per_language]
             self._rows = tidy_rows(kept, self.task, self.statistics)
+            for row in self._rows:
+                row["reference"] = self.reference_task if row["method"] in reference_method_names() else None
         return self._rows
 
     def metrics(self) -> list[str]:
@@ -203,12 +210,7 @@ class MergeResults:
 
     # ------------------------------------------------------------------ output
     def csv_text(self) -> str:
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
-        writer.writeheader()
-        for row in self.rows:
-            writer.writerow({key: "" if value is None else value for key, value in row.items()})
-        return out.getvalue()
+        return csv_text(self.rows)
 
     def table(self, metric: str | None = None) -> str:
         """The comparison table of ``metric`` (default: the main metric, the first that is not a loss)."""
@@ -233,6 +235,7 @@ class MergeResults:
         options = self.statistics
         return {
             "task": self.task,
+            "reference_task": self.reference_task,
             "languages": self.languages,
             "src_lang": self.src_lang,
             "main_metric": main_metric(self.metrics(), metric or self.metric) if self.metrics() else None,
@@ -254,3 +257,13 @@ class MergeResults:
         write_atomic(self.directory / "results.csv", self.csv_text())
         write_atomic(self.directory / "results.json", json.dumps(self.document(metric), indent=2) + "\n")
         write_atomic(self.directory / "results.md", self.markdown(metric))
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """Tidy rows as ``results.csv`` (the columns of :data:`~adamergex_pl.results.statistics.FIELDS`)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "" if row.get(key) is None else row[key] for key in FIELDS})
+    return out.getvalue()

@@ -252,6 +252,12 @@ def swept_method_names(sweep: str | None = None) -> tuple[str, ...]:
     )
 
 
+def reference_method_names() -> tuple[str, ...]:
+    """The methods that use the reference adapters (``A(R,src)`` or ``A(R,tgt)``): their results depend on the
+    reference task, so a comparison of several reference tasks has them once per reference."""
+    return tuple(name for name, method in METHODS.items() if {REF_SRC, REF_TGT} & set(method.needs))
+
+
 def fixed_method_names() -> tuple[str, ...]:
     """The fixed points of comparison (no merge): ``base``, ``zero_shot``, ``oracle``."""
     return tuple(name for name, method in METHODS.items() if not method.is_merge)

@@ -28,7 +28,7 @@ from adamergex_pl.atomic_files import write_atomic
 from adamergex_pl.errors import InputNotFoundError, InvalidValueError
 from adamergex_pl.pipeline import stages as st
 from adamergex_pl.pipeline.budget import FitBudget, count_offline, fit_budget
-from adamergex_pl.pipeline.diagnosis import write_diagnosis
+from adamergex_pl.pipeline.diagnosis import diagnose
 from adamergex_pl.pipeline.experiment_table import write_experiment_table
 from adamergex_pl.pipeline.plan_checks import check_plan
 from adamergex_pl.pipeline.rehearsal import rehearse
@@ -130,6 +130,7 @@ def describe(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -
     tasks = "; ".join(f"{n}: {t.src_lang} -> {', '.join(t.tgt_langs)}" for n, t in spec.tasks.items())
     lines = [f"AdaMergeX pipeline in {spec.run_dir}: {tasks}"]
     budgets: list[FitBudget] = []
+    width = max(28, *(len(stage.name) + 1 for stage in plan))
     for stage in plan:
         if st.is_done(spec, stage, prints[stage.name]):
             state = "done"
@@ -138,7 +139,7 @@ def describe(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -
         else:
             state = "to run"
         config = Path(spec.run_dir) / "configs" / f"{stage.name}.yaml"
-        line = f"{stage.name:<28} {state:<7} adamergex {stage.command} --config {config}"
+        line = f"{stage.name:<{width}} {state:<7} adamergex {stage.command} --config {config}"
         if stage.is_fit:
             budget = fit_budget(stage.config)
             budgets.append(budget)
@@ -326,29 +327,35 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -> None:
     """Write the report once every evaluation is done: one task's table in ``<run_dir>/``; with several
-    tasks, each task's in ``<run_dir>/<task>/`` and the whole table (tasks × languages) in ``<run_dir>/``."""
+    tasks, each task's in ``<run_dir>/<task>/`` and the whole table (tasks × languages) in ``<run_dir>/``.
+    Wherever an oracle exists, the diagnostic first (:mod:`adamergex_pl.pipeline.diagnosis`), then beside the
+    gains."""
     by_name = {stage.name: stage for stage in plan}
     done = {
-        name: st.stage_dir(spec, f"evaluate_{name}") / "merge_results"
+        name: {
+            ref: st.stage_dir(spec, stage) / "merge_results"
+            for ref, stage in st.evaluations(spec, name).items()
+        }
         for name in spec.tasks
-        if st.is_done(spec, by_name[f"evaluate_{name}"], prints[f"evaluate_{name}"])
+        if all(st.is_done(spec, by_name[s], prints[s]) for s in st.evaluations(spec, name).values())
     }
     if len(done) < len(spec.tasks):
         return
     run_dir = Path(spec.run_dir)
     curves = {stage.name: training_curves(st.metrics_files(spec, stage)) for stage in plan if stage.is_fit}
     plot_training(curves, run_dir / "plots" / "training.png")
+    means = diagnose(spec, run_dir)
     if len(spec.tasks) == 1:
-        (name, task), results = next(iter(spec.tasks.items())), next(iter(done.values()))
-        table = write_report(results, run_dir, task.metric, task.src_lang)
-        write_diagnosis(spec, run_dir)
+        name, task = next(iter(spec.tasks.items()))
+        cosines = {(ref, lang): mean for (n, ref, lang), mean in means.items() if n == name}
+        table = write_report(done[name], run_dir, task.metric, task.src_lang, cosines)
         print(f"\n{table}\nResults: {run_dir}/results.{{csv,json,md}}, plots in {run_dir}/plots/")
         return
     for name, task in spec.tasks.items():
         (run_dir / name).mkdir(parents=True, exist_ok=True)
-        write_report(done[name], run_dir / name, task.metric, task.src_lang)
+        cosines = {(ref, lang): mean for (n, ref, lang), mean in means.items() if n == name}
+        write_report(done[name], run_dir / name, task.metric, task.src_lang, cosines)
     table = write_experiment_table(spec, run_dir)
-    write_diagnosis(spec, run_dir)
     print(f"\n{table}\nResults: {run_dir}/results.{{csv,json,md}}; per task in {run_dir}/<task>/")
 
 

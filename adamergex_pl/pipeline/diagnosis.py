@@ -1,10 +1,18 @@
-"""The pipeline's test of the AdaMergeX assumption, wherever an oracle exists.
+"""The pipeline's test of the AdaMergeX assumption, wherever an oracle exists, and whether it predicts the gain.
 
-For each task with target-language training data (``oracle_langs``), :func:`write_diagnosis` runs
-:func:`adamergex_pl.merging.diagnose.language_gap_alignment` on ``A(T,src)``, the oracle ``A(T,tgt)`` and the
-reference adapters of both languages: per adapted module, the cosine between the task's language gap and the
-reference task's (1: the assumption holds up to the scale ``t``; 0: unrelated). It writes
-``<run_dir>/diagnosis/<task>_<lang>.json`` and ``<run_dir>/plots/diagnosis.png`` (the mean cosine per layer).
+For each task with target-language training data (``oracle_langs``) and each reference task, :func:`diagnose`
+runs :func:`adamergex_pl.merging.diagnose.language_gap_alignment` on ``A(T,src)``, the oracle ``A(T,tgt)`` and
+the reference adapters of both languages: per adapted module, the cosine between the task's language gap and
+the reference task's (1: the assumption holds up to the scale ``t``; 0: unrelated). It writes
+``<run_dir>/diagnosis/<task>_<lang>.json`` (with several reference tasks ``<task>_<lang>_<ref>.json``) and
+``<run_dir>/plots/diagnosis.png`` (the mean cosine per layer).
+
+The diagnostic as a predictor: if the assumption is what makes AdaMergeX work, a reference task whose language
+gap is aligned with the task's (mean cosine near 1) should give a merge that beats zero-shot transfer, and one
+whose gap is unrelated (near 0) should not. :func:`gain_rows` puts, for every task, reference task, target
+language with an oracle and method that uses the reference adapters, the mean cosine next to the method's
+paired gain over ``zero_shot`` at its best ``t`` (chosen on the selection split when there is one; the gain,
+its interval and ``p`` on the reported items); :func:`gain_table` and :func:`plot_gain` show them.
 """
 
 from __future__ import annotations
@@ -12,23 +20,29 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from adamergex_pl.atomic_files import write_atomic
+from adamergex_pl.merging.methods import reference_method_names, swept_method_names
+from adamergex_pl.results.selection import best_per_language, by_reference, in_split, splits
+from adamergex_pl.results.statistics import BASELINE, finite
+from adamergex_pl.results.tables import format_difference, markdown_table
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+GAIN_PLOT = "gain_vs_cosine.png"
 
 
-def diagnose_task(spec, name: str, lang: str) -> dict:
-    """The alignment report of one task and one oracle language (see the module docstring)."""
+def diagnose_task(spec, name: str, reference: str, lang: str) -> dict:
+    """The alignment report of one task, one reference task and one oracle language (see the module)."""
     from adamergex_pl.merging.diagnose import language_gap_alignment
-    from adamergex_pl.pipeline.stages import snapshots
+    from adamergex_pl.pipeline.stages import reference_stage, snapshots
 
     task = spec.tasks[name]
     return language_gap_alignment(
         snapshots(spec, f"task_{name}_{task.src_lang}"),
         snapshots(spec, f"task_{name}_{lang}"),
-        snapshots(spec, f"reference_{task.src_lang}"),
-        snapshots(spec, f"reference_{lang}"),
+        snapshots(spec, reference_stage(spec, reference, task.src_lang)),
+        snapshots(spec, reference_stage(spec, reference, lang)),
     )
 
 
@@ -42,26 +56,165 @@ def per_layer(report: dict) -> dict[int, float]:
     return {layer: sum(values) / len(values) for layer, values in sorted(layers.items())}
 
 
-def write_diagnosis(spec, run_dir: Path) -> list[Path]:
-    """Diagnose every (task, oracle language) of ``spec``; print one line each; return the files written."""
-    pairs = [(name, lang) for name, task in spec.tasks.items() for lang in task.oracle_langs]
-    if not pairs:
-        return []
-    written, curves = [], {}
-    for name, lang in pairs:
-        report = diagnose_task(spec, name, lang)
+def diagnose(spec, run_dir: Path) -> dict[tuple[str, str, str], float | None]:
+    """Diagnose every (task, reference task, oracle language) of ``spec``; print one line each.
+
+    Returns:
+        ``{(task, reference, language): mean cosine}`` (``None`` where no module has a defined cosine).
+    """
+    from adamergex_pl.pipeline.stages import per_reference
+
+    triples = [
+        (name, ref, lang)
+        for name, task in spec.tasks.items()
+        for ref in spec.references
+        for lang in task.oracle_langs
+    ]
+    means, curves = {}, {}
+    for name, ref, lang in triples:
+        report = diagnose_task(spec, name, ref, lang)
         path = write_atomic(
-            run_dir / "diagnosis" / f"{name}_{lang}.json", json.dumps(report, indent=2) + "\n"
+            run_dir / "diagnosis" / f"{per_reference(spec, f'{name}_{lang}', ref)}.json",
+            json.dumps({"task": name, "reference": ref, **report}, indent=2) + "\n",
         )
-        written.append(path)
-        curves[f"{name} {spec.tasks[name].src_lang}->{lang}"] = per_layer(report)
+        means[(name, ref, lang)] = report["mean"]
+        curves[f"{name} {spec.tasks[name].src_lang}->{lang}, reference {ref}"] = per_layer(report)
         mean = "n/a" if report["mean"] is None else f"{report['mean']:+.3f}"
-        print(f"[pipeline] language-gap alignment {name} {lang}: mean cosine {mean} over modules -> {path}")
-    written.append(_plot(curves, run_dir / "plots" / "diagnosis.png"))
-    return written
+        print(
+            f"[pipeline] language-gap alignment {name} {lang} (reference {ref}): mean cosine {mean} -> {path}"
+        )
+    if curves:
+        _plot_layers(curves, run_dir / "plots" / "diagnosis.png")
+    return means
 
 
-def _plot(curves: dict[str, dict[int, float]], out: Path) -> Path:
+def gain_rows(
+    rows: list[dict[str, Any]], metric: str, cosines: dict[tuple[str, str], float | None]
+) -> list[dict]:
+    """The diagnostic next to the gain: one row per reference task, target language with a cosine, and method
+    that uses the reference adapters (at its best ``t`` or ``K``), from a task's tidy result rows.
+
+    Args:
+        rows: the task's tidy rows (every reference task's; :func:`~adamergex_pl.results.selection.by_reference`).
+        metric: the main metric.
+        cosines: ``{(reference, language): mean cosine}`` of this task.
+
+    Returns:
+        Rows ``{reference, language, gap_cosine, method, scale, chosen_on, n, value, diff_vs_zero_shot,
+        diff_ci_low, diff_ci_high, p_value}``.
+    """
+    chosen_on, reported_on = splits(rows)
+    found = []
+    for ref, group in by_reference(rows).items():
+        languages = [lang for (r, lang) in cosines if r == ref]
+        best = best_per_language(in_split(group, chosen_on), metric, languages, swept_method_names())
+        reported = {
+            (r["method"], r["scale"], r["language"]): r
+            for r in in_split(group, reported_on)
+            if r["metric"] == metric
+        }
+        for method in dict.fromkeys(r["method"] for r in group if r["method"] in reference_method_names()):
+            for lang in languages:
+                scale = best[(method, lang)]["scale"] if (method, lang) in best else None
+                row = reported.get((method, scale, lang))
+                if row is None:
+                    continue
+                found.append(
+                    {
+                        "reference": ref,
+                        "language": lang,
+                        "gap_cosine": cosines[(ref, lang)],
+                        "method": method,
+                        "scale": scale,
+                        "chosen_on": chosen_on if method in swept_method_names() else None,
+                        **{key: row.get(key) for key in ("n", "value", f"diff_vs_{BASELINE}")},
+                        **{key: row.get(key) for key in ("diff_ci_low", "diff_ci_high", "p_value")},
+                    }
+                )
+    return found
+
+
+def gain_table(found: list[dict]) -> str:
+    """Markdown: the mean cosine of each reference task and language beside each method's gain over zero-shot."""
+    body = [
+        [
+            row["reference"],
+            row["language"],
+            "n/a" if row["gap_cosine"] is None else f"{row['gap_cosine']:+.3f}",
+            row["method"],
+            "" if row["scale"] is None else f"{row['scale']:g}",
+            format_difference(
+                row[f"diff_vs_{BASELINE}"], row["diff_ci_low"], row["diff_ci_high"], row["p_value"]
+            )
+            if finite(row[f"diff_vs_{BASELINE}"])
+            else "",
+        ]
+        for row in found
+    ]
+    where = (
+        "held-out selection items"
+        if any(r["chosen_on"] == "selection" for r in found)
+        else "the reported items"
+    )
+    return (
+        "**Does the diagnostic predict the gain?** Mean cosine between the task's and the reference task's "
+        f"language gaps, beside each method's paired gain over {BASELINE} [95% interval], p (t or K chosen on "
+        f"{where})\n\n"
+        + markdown_table(["reference", "language", "gap cosine", "method", "t", f"Δ vs {BASELINE}"], body)
+    )
+
+
+def plot_gain(found: list[dict], metric: str, out: Path, oracle: dict[str, float] | None = None) -> Path:
+    """Gain over zero-shot against the mean cosine: one point per reference task × method × language, with its
+    interval; ``oracle`` (``{language: the oracle's gain}``) as dashed lines, the gain a merge could reach."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in found if r["gap_cosine"] is not None and finite(r[f"diff_vs_{BASELINE}"])]
+    methods = list(dict.fromkeys(r["method"] for r in shown))
+    references = list(dict.fromkeys(r["reference"] for r in shown))
+    markers = ("o", "s", "^", "D", "v", "P")
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    for row in shown:  # the methods of one reference share its cosine: side by side, a little apart
+        i, j = methods.index(row["method"]), references.index(row["reference"])
+        x = row["gap_cosine"] + (i - (len(methods) - 1) / 2) * 0.008
+        diff = row[f"diff_vs_{BASELINE}"]
+        low, high = diff - row["diff_ci_low"], row["diff_ci_high"] - diff
+        ax.errorbar(
+            x, diff, yerr=[[low], [high]], fmt=markers[j % len(markers)], color=f"C{i}", capsize=3, lw=1
+        )
+    for i, method in enumerate(methods):
+        ax.plot([], [], "o", color=f"C{i}", label=method)
+    for j, ref in enumerate(references):
+        ax.plot([], [], markers[j % len(markers)], color="grey", label=f"reference: {ref}")
+    for k, (lang, gain) in enumerate((oracle or {}).items()):
+        ax.axhline(
+            gain, color="black", linewidth=0.9, linestyle=("--", "-.", ":")[k % 3], label=f"oracle ({lang})"
+        )
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
+    cosines = [r["gap_cosine"] for r in shown] or [0.0]
+    ax.set_xlim(
+        min(-0.1, min(cosines) - 0.05), max(1.05, max(cosines) + 0.05)
+    )  # 0: unrelated, 1: the assumption
+    ax.set_xlabel("mean cosine of the task's and the reference task's language gaps")
+    ax.set_ylabel(f"gain over {BASELINE}\n({metric}, paired difference)")
+    ax.set_title(
+        "Does the diagnostic predict the gain? One point per reference × method × language\n"
+        "error bars: 95% paired bootstrap interval over the reported items",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def _plot_layers(curves: dict[str, dict[int, float]], out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")

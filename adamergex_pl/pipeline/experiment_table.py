@@ -8,7 +8,9 @@ are. The average of a task is over its target languages; a method missing a lang
 target data exists) has no average for that task.
 
 Files: ``<run_dir>/results.md`` (the table), ``results.csv`` and ``results.json`` (one row per method, task and
-language: ``task, method, language, metric, value, scale``), ``plots/overview.png`` (per-task averages).
+language: ``task, reference, method, language, metric, value, scale``; a method that uses reference adapters
+has a row per reference task, and the tables name it ``adamergex (wiki_lm)``), ``plots/overview.png``
+(per-task averages).
 """
 
 from __future__ import annotations
@@ -20,56 +22,66 @@ from pathlib import Path
 from typing import Any
 
 from adamergex_pl.atomic_files import write_atomic
-from adamergex_pl.merging.methods import swept_method_names
+from adamergex_pl.merging.methods import reference_method_names, swept_method_names
 from adamergex_pl.pipeline.report import best_scales
-from adamergex_pl.results.selection import in_split, splits
+from adamergex_pl.results.selection import by_reference, in_split, splits
 from adamergex_pl.results.tables import format_value, markdown_table
 
-FIELDS = ("task", "method", "language", "metric", "value", "scale")
+FIELDS = ("task", "reference", "method", "language", "metric", "value", "scale")
 
 
 def experiment_rows(spec, run_dir: Path) -> list[dict[str, Any]]:
-    """One row per task, method and target language, from each task's report."""
+    """One row per task, method (and reference task) and target language, from each task's report."""
     rows: list[dict[str, Any]] = []
     for name, task in spec.tasks.items():
         document = json.loads((run_dir / name / "results.json").read_text())
         metric = document["main_metric"]
-        task_rows = in_split(document["rows"], splits(document["rows"])[1])  # the reported items
-        best = best_scales(document["rows"], metric, task.tgt_langs)
-        for method in dict.fromkeys(r["method"] for r in task_rows):
-            for lang in task.tgt_langs:
-                if method in swept_method_names():
-                    if (method, lang) not in best:
-                        continue
-                    scale, value = best[(method, lang)]
-                else:
-                    found = [
-                        r
-                        for r in task_rows
-                        if (r["method"], r["language"], r["metric"]) == (method, lang, metric)
-                    ]
-                    if not found:
-                        continue
-                    scale, value = found[0]["scale"], found[0]["value"]
-                rows.append(
-                    {
-                        "task": name,
-                        "method": method,
-                        "language": lang,
-                        "metric": metric,
-                        "value": value,
-                        "scale": scale,
-                    }
-                )
+        for ref, group in by_reference(document["rows"]).items():
+            task_rows = in_split(group, splits(group)[1])  # the reported items
+            best = best_scales(group, metric, task.tgt_langs)
+            for method in dict.fromkeys(r["method"] for r in task_rows):
+                shared = method not in reference_method_names()
+                if shared and any(r["task"] == name and r["method"] == method for r in rows):
+                    continue  # zero_shot, base, oracle: the same in every reference task's comparison
+                for lang in task.tgt_langs:
+                    if method in swept_method_names():
+                        if (method, lang) not in best:
+                            continue
+                        scale, value = best[(method, lang)]
+                    else:
+                        found = [
+                            r
+                            for r in task_rows
+                            if (r["method"], r["language"], r["metric"]) == (method, lang, metric)
+                        ]
+                        if not found:
+                            continue
+                        scale, value = found[0]["scale"], found[0]["value"]
+                    rows.append(
+                        {
+                            "task": name,
+                            "reference": None if shared else ref,
+                            "method": method,
+                            "language": lang,
+                            "metric": metric,
+                            "value": value,
+                            "scale": scale,
+                        }
+                    )
     return rows
+
+
+def label(row: dict[str, Any]) -> str:
+    """A row's method as the tables name it: ``adamergex (wiki_lm)`` for a method of a reference task."""
+    return f"{row['method']} ({row['reference']})" if row.get("reference") else row["method"]
 
 
 def averages(rows: list[dict[str, Any]], spec) -> dict[tuple[str, str], float]:
     """``{(method, task): mean over the task's target languages}`` where the method covers all of them."""
     found: dict[tuple[str, str], float] = {}
     for name, task in spec.tasks.items():
-        for method in dict.fromkeys(r["method"] for r in rows if r["task"] == name):
-            values = [r["value"] for r in rows if (r["task"], r["method"]) == (name, method)]
+        for method in dict.fromkeys(label(r) for r in rows if r["task"] == name):
+            values = [r["value"] for r in rows if (r["task"], label(r)) == (name, method)]
             if len(values) == len(task.tgt_langs):
                 found[(method, name)] = sum(values) / len(values)
     return found
@@ -78,7 +90,7 @@ def averages(rows: list[dict[str, Any]], spec) -> dict[tuple[str, str], float]:
 def summary(rows: list[dict[str, Any]], spec) -> str:
     """Methods × tasks: each method's average over a task's target languages (what the run prints)."""
     means = averages(rows, spec)
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    methods = list(dict.fromkeys(label(r) for r in rows))
     body = [[method, *(format_value(means.get((method, name))) for name in spec.tasks)] for method in methods]
     metrics = ", ".join(f"{name}: {_metric(rows, name)}" for name in spec.tasks)
     return (
@@ -94,8 +106,8 @@ def markdown(rows: list[dict[str, Any]], spec) -> str:
     means = averages(rows, spec)
     blocks = [summary(rows, spec)]
     for name, task in spec.tasks.items():
-        methods = list(dict.fromkeys(r["method"] for r in rows if r["task"] == name))
-        values = {(r["method"], r["language"]): r["value"] for r in rows if r["task"] == name}
+        methods = list(dict.fromkeys(label(r) for r in rows if r["task"] == name))
+        values = {(label(r), r["language"]): r["value"] for r in rows if r["task"] == name}
         body = [
             [
                 method,

@@ -131,7 +131,7 @@ def _check_metric(datamodule, option: str, wanted: str | None, stage: str) -> No
 
 def _check_methods(spec, task, merge: dict[str, Any]) -> None:
     adapter_types = {spec.model.get("adapter_type", "lora"), task.fit.model.get("adapter_type")}
-    adapter_types |= {spec.reference.model.get("adapter_type")}
+    adapter_types |= {fit.model.get("adapter_type") for fit in spec.references.values()}
     for adapter_type in sorted(t for t in adapter_types if t):
         check_adapter_type(merge["methods"], adapter_type)
     if merge.get("lora_mode") == "svd" and not merge.get("svd_rank"):

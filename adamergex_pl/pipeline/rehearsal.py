@@ -50,7 +50,7 @@ def rehearse(spec):
     spec.run_dir = f"{spec.run_dir}/rehearsal"
     spec.trainer = {**spec.trainer, **_TRAINER}
     spec.model = {**spec.model, **_MODEL}
-    for fit in (spec.reference, *(task.fit for task in spec.tasks.values())):
+    for fit in (*spec.references.values(), *(task.fit for task in spec.tasks.values())):
         fit.data = _shrunk(fit.data)
         fit.trainer = {k: v for k, v in fit.trainer.items() if k not in ("max_epochs", "max_steps")}
     for task in spec.tasks.values():

@@ -2,11 +2,13 @@
 
 * ``results.csv`` / ``results.json``: the evaluation's tidy rows (method, scale, language, metric, split, value,
   ``n``, the 95% bootstrap interval, the paired comparison with zero-shot; :mod:`adamergex_pl.results.statistics`);
-  ``results.json``'s ``best[<lang>].adapter_dir`` is rewritten relative to the run directory (the folder of
-  this ``results.json``);
+  with several reference tasks, every evaluation's, each method that uses reference adapters once per
+  ``reference``; ``results.json``'s ``best[<lang>].adapter_dir`` is rewritten relative to the run directory
+  (the folder of this ``results.json``);
 * ``results.md``: the one table (:mod:`adamergex_pl.results.tables`), also printed at the end;
-* ``plots/by_method.png``: per language, each method (merge methods at their best ``t``, written under the
-  bar) with its interval: bars from 0 for scores, points for losses and perplexities;
+* ``plots/by_method.png`` (with several reference tasks, one per reference: ``by_method_<ref>.png``): per
+  language, each method (merge methods at their best ``t``, written under the bar) with its interval: bars
+  from 0 for scores, points for losses and perplexities;
 * ``plots/scale_sweep.png``: the main metric against ``t`` for the merge methods with interval bands, in the
   source language beside every target, with the methods that have no scale as horizontal lines;
 * ``plots/training.png`` (:func:`plot_training`): the training loss and the validation loss of every fit
@@ -22,12 +24,19 @@ import csv
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 from adamergex_pl.atomic_files import write_atomic
+from adamergex_pl.merging.merge_results import csv_text
 from adamergex_pl.merging.methods import swept_method_names
-from adamergex_pl.results.selection import best_per_language, in_split, lower_is_better, main_metric, splits
+from adamergex_pl.results.selection import (
+    best_per_language,
+    by_reference,
+    in_split,
+    lower_is_better,
+    main_metric,
+    splits,
+)
 from adamergex_pl.results.statistics import BASELINE, finite
 from adamergex_pl.results.tables import comparison_table
 
@@ -81,7 +90,7 @@ def _errors(row) -> tuple[float, float]:
     return max(0.0, row["value"] - row["ci_low"]), max(0.0, row["ci_high"] - row["value"])
 
 
-def _by_method(plt, rows, metric, languages, src_lang, path: Path) -> None:
+def _by_method(plt, rows, metric, languages, src_lang, path: Path, reference: str | None = None) -> None:
     shown, best, chosen_on = _points(rows, metric, languages)
     methods = list(dict.fromkeys(m for m, _, _ in shown))
     loss = lower_is_better(metric)
@@ -136,7 +145,8 @@ def _by_method(plt, rows, metric, languages, src_lang, path: Path) -> None:
         ax.set_ylim(0, 1.05 if _bounded(shown) else None)
     where = "held-out selection items" if chosen_on == "selection" else "the same items (flatters them)"
     bars = "error bars: 95% bootstrap interval over items" if _has_intervals(shown) else _NO_INTERVALS
-    ax.set_title(f"Each method per language; merge methods at their best t, chosen on {where}\n{bars}",
+    of = f" (reference task: {reference})" if reference else ""
+    ax.set_title(f"Each method per language{of}; merge methods at their best t, chosen on {where}\n{bars}",
                  fontsize=9)  # fmt: skip
     ax.legend(title="method", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
@@ -158,7 +168,7 @@ def _bounded(shown) -> bool:
     return all(0 <= r["value"] <= 1 for r in shown.values())
 
 
-def _scale_sweep(plt, rows, metric, languages, src_lang, path: Path) -> None:
+def _scale_sweep(plt, rows, metric, languages, src_lang, path: Path, reference: str | None = None) -> None:
     shown, _, _ = _points(rows, metric, languages)
     methods = list(dict.fromkeys(m for m, _, _ in shown))
     panels = (
@@ -214,7 +224,9 @@ def _scale_sweep(plt, rows, metric, languages, src_lang, path: Path) -> None:
                 labels.append(label)
     fig.legend(handles, labels, loc="lower center", ncols=min(len(labels), 6), fontsize=8, frameon=False)
     fig.suptitle(
-        "Main metric against the merge scale t, source language beside each target\n"
+        "Main metric against the merge scale t, source language beside each target"
+        + (f" (reference task: {reference})" if reference else "")
+        + "\n"
         + (
             f"error bars: 95% bootstrap intervals · dashed: methods without a scale (band: {BASELINE}'s interval)"
             if _has_intervals(shown)
@@ -227,40 +239,98 @@ def _scale_sweep(plt, rows, metric, languages, src_lang, path: Path) -> None:
     plt.close(fig)
 
 
-def plot(rows, metric: str, languages: list[str], src_lang: str, out_dir: Path) -> list[Path]:
-    """Write the two PNG plots; returns their paths."""
+def plot(
+    rows, metric: str, languages: list[str], src_lang: str, out_dir: Path, reference: str | None = None
+) -> list[Path]:
+    """Write the two PNG plots (``by_method.png``, ``scale_sweep.png``; of one of several reference tasks:
+    ``by_method_<reference>.png``, ...); returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    by_method, sweep = out_dir / "by_method.png", out_dir / "scale_sweep.png"
-    _by_method(plt, rows, metric, languages, src_lang, by_method)
-    _scale_sweep(plt, rows, metric, languages, src_lang, sweep)
+    suffix = f"_{reference}" if reference else ""
+    by_method, sweep = out_dir / f"by_method{suffix}.png", out_dir / f"scale_sweep{suffix}.png"
+    _by_method(plt, rows, metric, languages, src_lang, by_method, reference)
+    _scale_sweep(plt, rows, metric, languages, src_lang, sweep, reference)
     return [by_method, sweep]
 
 
-def write_report(results_dir: Path, run_dir: Path, metric: str | None, src_lang: str) -> str:
-    """Copy the evaluation's results into ``run_dir`` and write the Markdown table and the plots.
+def combined_results(results_dirs: dict[str, Path], run_dir: Path) -> dict:
+    """One ``results.json`` document from the evaluations of one task, one per reference task.
+
+    The rows of the methods that use no reference adapters (``zero_shot``, ``base``, ``oracle``) are the same in
+    every evaluation and kept once; ``best[<lang>]`` is the best merge over every reference task (its
+    ``reference`` says which), with ``adapter_dir`` relative to ``run_dir``.
+    """
+    documents = {ref: json.loads((path / "results.json").read_text()) for ref, path in results_dirs.items()}
+    rows, seen, best = [], set(), {}
+    for ref, document in documents.items():
+        for row in document["rows"]:
+            key = (row["method"], row["scale"], row["language"], row["metric"], row.get("split"))
+            if not row.get("reference") and key in seen:
+                continue
+            seen.add(key)
+            rows.append(row)
+        for lang, entry in (document.get("best") or {}).items():
+            entry = {**entry, "reference": ref}
+            entry["adapter_dir"] = os.path.relpath(results_dirs[ref] / entry["adapter_dir"], run_dir)
+            sign = -1.0 if lower_is_better(entry["metric"]) else 1.0
+            if lang not in best or sign * entry["value"] > sign * best[lang]["value"]:
+                best[lang] = entry
+    first = next(iter(documents.values()))
+    return {**first, "reference_task": list(documents), "rows": rows, "best": best}
+
+
+def write_report(
+    results_dirs: dict[str, Path],
+    run_dir: Path,
+    metric: str | None,
+    src_lang: str,
+    cosines: dict[tuple[str, str], float | None] | None = None,
+) -> str:
+    """Write the evaluations' results (one per reference task) into ``run_dir`` as one: ``results.{csv,json}``,
+    the Markdown table and the plots (per reference task, with several: ``plots/by_method_<ref>.png``, ...).
+
+    Args:
+        results_dirs: ``{reference task: the evaluation's results folder}``, the first reference first.
+        run_dir: where the report goes.
+        metric: the main metric (default: the first that is not a loss).
+        src_lang: the source language.
+        cosines: ``{(reference, language): mean cosine of the language gaps}`` where an oracle exists: the
+            diagnostic beside each gain (``gain_vs_gap_cosine`` in ``results.json``, a table in ``results.md``
+            and ``plots/gain_vs_cosine.png``; :mod:`adamergex_pl.pipeline.diagnosis`).
 
     Returns:
-        The Markdown table.
+        The Markdown table (and, with ``cosines``, the diagnostic's).
     """
-    document = json.loads((results_dir / "results.json").read_text())
+    from adamergex_pl.pipeline.diagnosis import GAIN_PLOT, gain_rows, gain_table, plot_gain
+
+    document = combined_results(results_dirs, run_dir)
     rows, languages, task = document["rows"], document["languages"], document.get("task", "task")
     chosen = main_metric([r["metric"] for r in rows if r["language"]], metric)
     confidence = (document.get("statistics") or {}).get("confidence", 0.95)
     table = comparison_table(rows, chosen, languages, src_lang, swept_method_names(), task, confidence)
-    best = {
-        lang: {**entry, "adapter_dir": os.path.relpath(results_dir / entry["adapter_dir"], run_dir)}
-        for lang, entry in (document.get("best") or {}).items()
-    }  # relative to the run directory, where this copy of results.json lives
-    shutil.copyfile(results_dir / "results.csv", run_dir / "results.csv")
-    document = {**document, "main_metric": chosen, "best": best}
+    document["main_metric"] = chosen
+    if cosines:
+        gains = gain_rows(rows, chosen, cosines)
+        document["gain_vs_gap_cosine"] = gains
+        table += "\n\n" + gain_table(gains)
+        oracle = {
+            row["language"]: row[f"diff_vs_{BASELINE}"]
+            for row in in_split(rows, splits(rows)[1])
+            if row["method"] == "oracle"
+            and row["metric"] == chosen
+            and finite(row.get(f"diff_vs_{BASELINE}"))
+        }
+        plot_gain(gains, chosen, run_dir / "plots" / GAIN_PLOT, oracle)
+    write_atomic(run_dir / "results.csv", csv_text(rows))
     write_atomic(run_dir / "results.json", json.dumps(document, indent=2) + "\n")
     write_atomic(run_dir / "results.md", table + "\n")
-    plot(rows, chosen, languages, src_lang, run_dir / "plots")
+    groups = by_reference(rows)
+    for ref, group in groups.items():
+        plot(group, chosen, languages, src_lang, run_dir / "plots", ref if len(groups) > 1 else None)
     return table
 
 

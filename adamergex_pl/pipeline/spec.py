@@ -1,7 +1,7 @@
 """What ``adamergex pipeline`` reads: one YAML for the whole AdaMergeX experiment, one task or many.
 
 The recipe (arXiv 2402.18913, section 3): fine-tune the task adapter ``A(T,src)`` in the source language, the
-reference adapters ``A(R,lang)`` (causal LM on Wikipedia) in the source and every target language, and, where
+reference adapters ``A(R,lang)`` (the paper: causal LM on Wikipedia) in the source and every target language, and, where
 target-language task data exists, an oracle ``A(T,tgt)``; then compare, per target language,
 ``A(T,src) ⊕ t·(A(R,tgt) ⊖ A(R,src))`` with AriMerge, zero-shot transfer, the bare base model and the oracle.
 
@@ -14,16 +14,24 @@ A pipeline runs one task (``task``, ``evaluation``, ``tgt_langs``, ``oracle_lang
 level) or several (``tasks: {xnli: {fit: ..., evaluation: ..., tgt_langs: ...}, mgsm: ...}``); the reference
 adapters are trained once per language for all tasks. An evaluation ``val`` may be one source with ``{lang}``
 in it: it is expanded to one source per language of its task, so the languages are named once.
+
+The reference task is a choice (which one transfers best is an open question): ``reference: {...}`` names one,
+``references: {wiki_lm: {...}, count_sibling: {...}}`` several, each any DataModule (causal LM on text, or a
+task in each language). Each reference's adapters are trained once per language and shared by every task, and
+every method that uses them is evaluated once per reference.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.merging.merge import checked_scale
 from adamergex_pl.merging.methods import METHODS, check_methods, check_sweeps
+
+_WORD = re.compile(r"[A-Za-z0-9_]+")
 
 
 @dataclass
@@ -141,7 +149,10 @@ class PipelineSpec:
     """The AdaMergeX experiment end to end: reference adapters per language, and one or more tasks.
 
     Args:
-        reference: the reference-task fits, in every language any task uses.
+        reference: the reference-task fits, in every language any task uses (one reference task; or use
+            ``references``).
+        references: several reference tasks by name, each a :class:`FitSpec` (the name is its key): every
+            method that uses the reference adapters is compared once per reference task.
         task: one task's fits (the single-task form; or use ``tasks``).
         evaluation: that task's comparison of methods per language.
         tasks: several tasks by name (the multi-task form: each a :class:`PipelineTask`).
@@ -162,11 +173,13 @@ class PipelineSpec:
             at every epoch end (``callbacks.RunCheckpoint``), so that a killed pipeline resumes its fit.
 
     Raises:
-        ValueError: both forms or neither, unknown methods, a target language equal to the source, oracle
+        ValueError: both forms or neither (of the tasks, or of the reference tasks), a reference name that is
+            not a word, unknown methods, a target language equal to the source, oracle
             languages that are not targets, ``oracle`` without any oracle language, or no ``base_model``.
     """
 
-    reference: FitSpec
+    reference: FitSpec | None = None
+    references: dict[str, FitSpec] = field(default_factory=dict)
     task: FitSpec | None = None
     evaluation: EvaluationSpec | None = None
     tasks: dict[str, PipelineTask] = field(default_factory=dict)
@@ -186,6 +199,7 @@ class PipelineSpec:
     def __post_init__(self) -> None:
         check_methods(self.methods)
         check_sweeps(self.methods, ("scale", "swap"), "the pipeline")
+        self._check_references()
         if "layer_swap" in self.methods and not self.swaps:
             raise InvalidValueError(
                 "methods include 'layer_swap' but swaps is empty; give K values, e.g. [1, 2]"
@@ -234,6 +248,24 @@ class PipelineSpec:
             raise InvalidValueError(
                 f"checkpoint_every_n_train_steps={every!r} must be a positive integer, e.g. 50"
             )
+
+    def _check_references(self) -> None:
+        """One reference (``reference``) becomes ``references`` of one entry, the same object."""
+        if (self.reference is None) == (not self.references):
+            raise InvalidValueError(
+                "give either reference: (one reference task) or references: {<name>: {data, model, trainer}} "
+                f"(several), {'not both' if self.reference is not None else 'one of them'}"
+            )
+        if self.reference is not None:
+            self.references = {self.reference.name: self.reference}
+            return
+        for name, fit in self.references.items():
+            if not _WORD.fullmatch(name):
+                raise InvalidValueError(
+                    f"references.{name!r}: a reference task's name names stages and folders; use letters, "
+                    "digits and underscores, e.g. wiki_lm"
+                )
+            fit.name = name
 
     @property
     def languages(self) -> list[str]:

@@ -6,6 +6,11 @@
     task_<task>_<tgt>           adamergex fit       the oracle A(T,tgt), where target-language task data exists
     evaluate_<task>             adamergex validate  MergeModule: every method and scale on the task's languages
 
+With several reference tasks (``references``) the stages that depend on one are named after it too:
+``reference_<ref>_<lang>``, ``task_<task>_<src>_stacked_<ref>`` and ``evaluate_<task>_<ref>``; the first
+reference's evaluation compares every method, the others' only the methods that use reference adapters (and
+``zero_shot``, the baseline of every paired comparison).
+
 Each stage writes ``<run_dir>/<stage>/`` and, when it finishes, ``stage.json`` with a fingerprint of its
 config and of the stages it uses, and digests of its outputs and of the outputs it used
 (:mod:`adamergex_pl.pipeline.stage_records`): a stage whose record still matches its config *and* the disk is
@@ -31,8 +36,10 @@ import yaml
 
 from adamergex_pl.atomic_files import remove_dir, write_atomic
 from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.merging.methods import reference_method_names
 from adamergex_pl.pipeline import stage_records as records
 from adamergex_pl.pipeline.spec import FitSpec, PipelineSpec
+from adamergex_pl.results.statistics import BASELINE
 from adamergex_pl.training.base_model import BASE_MODEL_KEYS
 from callbacks.run_checkpoint import checkpoint_problem
 
@@ -134,39 +141,67 @@ def snapshots(spec: PipelineSpec, stage_name: str) -> str:
     return f"{stage_dir(spec, stage_name)}/snapshots"
 
 
+def per_reference(spec: PipelineSpec, name: str, reference: str) -> str:
+    """The name of a stage that exists once per reference task: ``name`` with one reference task,
+    ``name_<reference>`` with several (``reference_<ref>_<lang>`` for the reference fits themselves)."""
+    if len(spec.references) == 1:
+        return name
+    if name.startswith("reference_"):
+        return f"reference_{reference}_{name.removeprefix('reference_')}"
+    return f"{name}_{reference}"
+
+
+def reference_stage(spec: PipelineSpec, reference: str, lang: str) -> str:
+    """The stage that trains ``A(R,lang)`` of one reference task."""
+    return per_reference(spec, f"reference_{lang}", reference)
+
+
 def plan(spec: PipelineSpec) -> list[Stage]:
     """Every stage of ``spec``, in an order that respects their dependencies.
 
-    ``reference_<lang>`` once per language over all tasks; per task ``task_<task>_<src>``, with the ``stack``
-    method also ``task_<task>_<src>_stacked`` (trained on top of ``reference_<src>``), the oracles
-    ``task_<task>_<lang>``, and ``evaluate_<task>``.
+    Per reference task, ``reference_<lang>`` once per language over all tasks; per task ``task_<task>_<src>``,
+    with the ``stack`` method also ``task_<task>_<src>_stacked`` per reference task (trained on top of its
+    ``reference_<src>``), the oracles ``task_<task>_<lang>``, and ``evaluate_<task>`` per reference task.
     """
     references = {
-        lang: _fit_stage(spec, spec.reference, f"reference_{lang}", lang) for lang in spec.languages
+        (ref, lang): _fit_stage(spec, fit, reference_stage(spec, ref, lang), lang)
+        for ref, fit in spec.references.items()
+        for lang in spec.languages
     }
     stages = list(references.values())
     for name, task in spec.tasks.items():
         src = task.src_lang
-        fits = [_fit_stage(spec, task.fit, f"task_{name}_{src}", src)]
-        if "stack" in spec.methods:
-            beneath = references[src].name
-            fits.append(
-                _fit_stage(
-                    spec,
-                    task.fit,
-                    f"task_{name}_{src}_stacked",
-                    src,
-                    (beneath,),
-                    stack_on=snapshots(spec, beneath),
-                )
-            )
+        fit = _fit_stage(spec, task.fit, f"task_{name}_{src}", src)
         oracles = [_fit_stage(spec, task.fit, f"task_{name}_{lang}", lang) for lang in task.oracle_langs]
-        stages += [*fits, *oracles, _evaluate_stage(spec, name, task, fits, oracles, references)]
+        stacked, evaluations = [], []
+        for i, ref in enumerate(spec.references):
+            fits = [fit]
+            if "stack" in spec.methods:
+                beneath = references[(ref, src)].name
+                fits.append(
+                    _fit_stage(
+                        spec,
+                        task.fit,
+                        per_reference(spec, f"task_{name}_{src}_stacked", ref),
+                        src,
+                        (beneath,),
+                        stack_on=snapshots(spec, beneath),
+                    )
+                )
+                stacked.append(fits[-1])
+            own = {lang: references[(ref, lang)] for lang in task.languages}
+            evaluations.append(_evaluate_stage(spec, name, task, ref, fits, oracles if i == 0 else [], own))
+        stages += [fit, *stacked, *oracles, *evaluations]
     return stages
 
 
-def _evaluate_stage(spec, name: str, task, fits: list[Stage], oracles: list[Stage], references) -> Stage:
+def _evaluate_stage(
+    spec, name: str, task, ref: str, fits: list[Stage], oracles: list[Stage], references
+) -> Stage:
     methods = [m for m in spec.methods if m != "oracle" or oracles]  # a task without target data: no oracle
+    if ref != next(iter(spec.references)):  # every other method is the same whatever the reference task
+        methods = [m for m in methods if m in reference_method_names() or m == BASELINE]
+    evaluation = per_reference(spec, f"evaluate_{name}", ref)
     merge = {key: spec.model[key] for key in BASE_MODEL_KEYS if key in spec.model}
     merge.update(
         task_src=snapshots(spec, fits[0].name),
@@ -176,7 +211,8 @@ def _evaluate_stage(spec, name: str, task, fits: list[Stage], oracles: list[Stag
         scales=list(spec.scales),
         **({"swaps": list(spec.swaps)} if "layer_swap" in methods else {}),
         task=name,
-        results_dir=str(stage_dir(spec, f"evaluate_{name}") / "merge_results"),
+        reference_task=ref,
+        results_dir=str(stage_dir(spec, evaluation) / "merge_results"),
     )
     if len(fits) > 1:
         merge["task_src_stacked"] = snapshots(spec, fits[1].name)
@@ -187,7 +223,7 @@ def _evaluate_stage(spec, name: str, task, fits: list[Stage], oracles: list[Stag
     merge.update(copy.deepcopy(task.evaluation.merge))
     trainer = {**copy.deepcopy(spec.trainer), **copy.deepcopy(task.evaluation.trainer)}
     trainer = {k: v for k, v in trainer.items() if k not in ("max_epochs", "max_steps", "callbacks")}
-    root = str(stage_dir(spec, f"evaluate_{name}"))
+    root = str(stage_dir(spec, evaluation))
     trainer.update(default_root_dir=root, logger=_csv_logger(root))
     data = copy.deepcopy(task.evaluation.data)
     init = data.setdefault("init_args", {})
@@ -197,7 +233,7 @@ def _evaluate_stage(spec, name: str, task, fits: list[Stage], oracles: list[Stag
         init["languages"] = list(task.eval_languages)
     inputs = [*fits, *oracles, *(references[lang] for lang in task.languages)]
     return Stage(
-        f"evaluate_{name}",
+        evaluation,
         "validate",
         {
             "seed_everything": spec.seed,
@@ -208,6 +244,11 @@ def _evaluate_stage(spec, name: str, task, fits: list[Stage], oracles: list[Stag
         },
         depends=tuple(dict.fromkeys(stage.name for stage in inputs)),
     )
+
+
+def evaluations(spec: PipelineSpec, name: str) -> dict[str, str]:
+    """``{reference task: evaluate stage}`` of task ``name``, the first reference first."""
+    return {ref: per_reference(spec, f"evaluate_{name}", ref) for ref in spec.references}
 
 
 def fingerprints(stages: list[Stage]) -> dict[str, str]:

@@ -89,6 +89,23 @@ def best_per_language(
     return best
 
 
+def by_reference(rows: Iterable[dict[str, Any]]) -> dict[str | None, list[dict[str, Any]]]:
+    """The rows of each reference task together with the rows that use none (``zero_shot``, ``base``,
+    ``oracle``), in order: what one comparison of methods holds. ``{None: rows}`` when no row names one.
+
+    Example:
+        >>> rows = [{"method": "zero_shot"}, {"method": "adamergex", "reference": "wiki"},
+        ...         {"method": "adamergex", "reference": "count"}]
+        >>> {ref: [r["method"] for r in group] for ref, group in by_reference(rows).items()}
+        {'wiki': ['zero_shot', 'adamergex'], 'count': ['zero_shot', 'adamergex']}
+    """
+    rows = list(rows)
+    references = list(dict.fromkeys(row["reference"] for row in rows if row.get("reference")))
+    if not references:
+        return {None: rows}
+    return {ref: [row for row in rows if row.get("reference") in (ref, None)] for ref in references}
+
+
 def best_overall(best: dict[tuple[str, str], dict[str, Any]], metric: str) -> dict[str, dict[str, Any]]:
     """From :func:`best_per_language`, the single best row per language over all methods."""
     sign = -1.0 if lower_is_better(metric) else 1.0

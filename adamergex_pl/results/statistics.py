@@ -1,6 +1,8 @@
 """Tidy result rows with their uncertainty: ``n``, a bootstrap interval, and a paired comparison with a baseline.
 
-For every result (method, scale ``t``, language, metric) with per-item scores
+Every row names its ``task`` and, for a method that uses reference adapters, its ``reference`` task (``None``
+for the others: ``zero_shot``, ``base``, ``oracle``; :class:`~adamergex_pl.merging.merge_results.MergeResults`
+fills it in). For every result (method, scale ``t``, language, metric) with per-item scores
 (:class:`~adamergex_pl.metrics.item_scores.ItemScores`):
 
 * ``n``: the number of items;
@@ -35,7 +37,7 @@ from adamergex_pl.metrics.bootstrap import bootstrap_interval, paired_bootstrap,
 from adamergex_pl.metrics.item_scores import ItemScores
 
 FIELDS = (
-    "task", "method", "scale", "language", "metric", "split", "value", "n", "ci_low", "ci_high",
+    "task", "reference", "method", "scale", "language", "metric", "split", "value", "n", "ci_low", "ci_high",
     "diff_vs_zero_shot", "diff_ci_low", "diff_ci_high", "p_value", "note",
 )  # fmt: skip
 BASELINE = "zero_shot"  # the source-language task adapter as it is: zero-shot transfer

@@ -21,7 +21,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from adamergex_pl.metrics.bootstrap import format_with_interval
-from adamergex_pl.results.selection import best_per_language, in_split, lower_is_better, splits
+from adamergex_pl.results.selection import best_per_language, by_reference, in_split, lower_is_better, splits
 from adamergex_pl.results.statistics import BASELINE, finite
 
 MEAN_ROW = "mean"
@@ -170,6 +170,10 @@ def _difference(row: dict[str, Any] | None) -> str:
     )
 
 
+def _reference(row: dict[str, Any]) -> str:
+    return row.get("reference") or ""
+
+
 def _legend(rows: list[dict[str, Any]], chosen_on: str) -> str:
     """The line under the table: where ``t`` was chosen, and why some cells have no interval."""
     if chosen_on == "selection":
@@ -200,6 +204,10 @@ def comparison_table(
 ) -> str:
     """The Markdown table of ``metric`` (a caption line, the table, the legend under it).
 
+    A row per method, reference task and ``t``: where rows name a ``reference`` (a comparison of several
+    reference tasks), a ``reference`` column, a method's reference tasks side by side, and each reference
+    task's best ``t`` marked apart.
+
     Args:
         rows: the tidy rows of a comparison (:func:`adamergex_pl.results.statistics.tidy_rows`).
         metric: the metric the table is about (e.g. ``xnli/accuracy``).
@@ -214,10 +222,17 @@ def comparison_table(
     """
     chosen_on, reported_on = splits(rows)
     shown = [r for r in in_split(rows, reported_on) if r["metric"] == metric]
-    cells = {(r["method"], r["scale"], r["language"]): r for r in shown}
-    variants = list(dict.fromkeys((r["method"], r["scale"]) for r in shown if r["language"] in languages))
-    best = best_per_language(in_split(rows, chosen_on), metric, languages, merge_methods)
-    marked = {(m, row["scale"], lang) for (m, lang), row in best.items()}
+    cells = {(r["method"], _reference(r), r["scale"], r["language"]): r for r in shown}
+    variants = list(
+        dict.fromkeys((r["method"], _reference(r), r["scale"]) for r in shown if r["language"] in languages)
+    )
+    order = list(dict.fromkeys(method for method, _, _ in variants))
+    variants.sort(key=lambda variant: order.index(variant[0]))  # a method's reference tasks side by side
+    marked = set()
+    for group in by_reference(rows).values():  # each reference task's best t, apart
+        best = best_per_language(in_split(group, chosen_on), metric, languages, merge_methods)
+        marked |= {(m, _reference(row), row["scale"], lang) for (m, lang), row in best.items()}
+    with_reference = any(reference for _, reference, _ in variants)
     targets = [lang for lang in languages if lang != src_lang]
     percent = f"{confidence * 100:g}%"
     direction = "lower is better" if lower_is_better(metric) else "higher is better"
@@ -231,16 +246,18 @@ def comparison_table(
             f" · Δ: paired difference with {BASELINE} on the same items [{percent} interval], two-sided "
             "bootstrap p"
         )
-    header = ["method", "t", *(_header_language(lang, shown) for lang in languages)]
+    header = ["method", *(["reference"] if with_reference else []), "t"]
+    header += [_header_language(lang, shown) for lang in languages]
     targets = targets if compared else []  # a table without paired comparisons (losses) has no Δ columns
     header += [f"Δ {lang} vs {BASELINE}" for lang in targets]
     body = []
-    for method, scale in variants:
-        line = [method, "" if scale is None else f"{scale:g}"]
+    for method, reference, scale in variants:
+        line = [method, *([reference] if with_reference else []), "" if scale is None else f"{scale:g}"]
         line += [
-            _cell(cells.get((method, scale, lang)), (method, scale, lang) in marked) for lang in languages
+            _cell(cells.get((method, reference, scale, lang)), (method, reference, scale, lang) in marked)
+            for lang in languages
         ]
-        line += [_difference(cells.get((method, scale, lang))) for lang in targets]
+        line += [_difference(cells.get((method, reference, scale, lang))) for lang in targets]
         body.append(line)
     return "\n\n".join(
         [
