@@ -23,10 +23,6 @@ if os.environ.get("ADAMERGEX_NATIVE_CPU_NUMERICS", "0") in ("", "0"):
 
 __version__ = "0.1.0"
 
-from adamergex_pl import moved_modules  # noqa: E402  (old module paths, e.g. adamergex_pl.adapter_module)
-
-moved_modules.install()
-
 _LAZY = {
     "AdapterModule": "adamergex_pl.training.adapter_module",
     "MergeModule": "adamergex_pl.merging.merge_module",

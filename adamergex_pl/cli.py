@@ -2,7 +2,7 @@
 
     adamergex fit --config configs/tiny/task_lora.yaml
     adamergex validate --config configs/tiny/task_lora.yaml --model.init_args.adapter_dir runs/tiny/snapshots
-    adamergex merge --task-src A --ref-src B --ref-tgt C --out D
+    adamergex merge --task_src A --ref_src B --ref_tgt C --out D
 
 ``model`` and ``data`` take any LightningModule / LightningDataModule by ``class_path`` (``AdapterModule``,
 ``MergeModule``, the DataModules in ``data_modules``). The DataModule's tokenizer follows the model's
@@ -18,19 +18,20 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import sys
 import traceback
 
 from adamergex_pl import quiet
 from adamergex_pl.errors import OutputNotWritableError, UserInputError, os_error_reason
-from adamergex_pl.slurm.preemption import RequeueStop
+from callbacks.slurm_requeue import RequeueStop
 
 # Extra commands: name -> "module:function" taking argv (without the command name) and returning an exit code.
 EXTRA_COMMANDS: dict[str, str] = {
     "pipeline": "adamergex_pl.pipeline.command:main",  # the whole recipe; no arguments: the embedded demo
     "merge": "adamergex_pl.merging.command:main",  # structure-adaptive merge of three adapters
-    "diagnose": "adamergex_pl.merging.diagnose_command:main",  # does the language gap transfer across tasks?
-    "crossin": "adamergex_pl.crossin.command:main",  # `adamergex crossin build` writes a CrossIn mixture to JSONL
+    "diagnose": "adamergex_pl.merging.diagnose:main",  # does the language gap transfer across tasks?
+    "crossin": "data_modules.crossin_mixture:main",  # `adamergex crossin build` writes a CrossIn mixture to JSONL
     "submit": "adamergex_pl.slurm.submit:main",  # sbatch jobs for any adamergex command
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -74,7 +75,7 @@ def _lightning_cli():
             # LightningCLI would replace model.init_args by the checkpoint's hyperparameters (a LoRA config
             # silently turning into (IA)³); the config stays what the user wrote, AdapterModule refuses a
             # checkpoint of another adapter naming both, and a missing or damaged file is one line.
-            from adamergex_pl.training.checkpoint_io import check_checkpoint
+            from callbacks.run_checkpoint import check_checkpoint
 
             subcommand = self.config.get("subcommand")
             ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -84,8 +85,7 @@ def _lightning_cli():
         def before_instantiate_classes(self) -> None:
             # In a job from `adamergex submit`: output into the pinned run dir, fixed logger versions, and
             # `fit` resumes from the run dir's HPC checkpoint on a restart (adamergex_pl/slurm/pinning.py).
-            from adamergex_pl.slurm.pinning import pin_config
-            from adamergex_pl.slurm.run_env import pinned_run_dir, restart_count
+            from adamergex_pl.slurm.pinning import pin_config, pinned_run_dir, restart_count
 
             run_dir = pinned_run_dir()
             if run_dir is not None:
@@ -97,8 +97,7 @@ def _lightning_cli():
 
         def instantiate_trainer(self, **kwargs):
             # In a job: the preemption-safe SlurmRequeue callback, and Lightning's own requeue handler off.
-            from adamergex_pl.slurm.pinning import requeue_trainer_kwargs
-            from adamergex_pl.slurm.run_env import pinned_run_dir
+            from adamergex_pl.slurm.pinning import pinned_run_dir, requeue_trainer_kwargs
 
             if pinned_run_dir() is not None:
                 kwargs = {
@@ -116,7 +115,7 @@ def _lightning_cli():
                         callback.check_fresh_run(self.trainer, self.model)
 
         def after_instantiate_classes(self) -> None:
-            from adamergex_pl.training.adapter_snapshot import AdapterSnapshot
+            from callbacks.adapter_snapshot import AdapterSnapshot
 
             self._dump_config()
             for callback in self.trainer.callbacks:
@@ -154,6 +153,65 @@ def _usage() -> str:
         "'adamergex fit --model.help adamergex_pl.AdapterModule', "
         "'adamergex validate --data.help data_modules.TaskDataModule'."
     )
+
+
+def run_function(function, argv: list[str], prog: str) -> int:
+    """Run an extra command: its flags are the typed arguments of ``function`` (jsonargparse, as for the
+    Lightning commands: ``--config`` YAML files, ``--print_config``, types checked), and ``function`` returns the
+    exit code. Bad flags raise ``argparse.ArgumentError``, which :func:`main` prints as one line.
+    """
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    summary = (function.__doc__ or "").strip().split("\n\n")[0]
+    parser = ArgumentParser(prog=prog, description=summary, exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of these options (repeatable)")
+    parser.add_function_arguments(function, fail_untyped=True)
+    try:
+        config = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --print_config
+        return int(done.code or 0)
+    except argparse.ArgumentError as err:
+        print(
+            f"{prog}: error: {parse_error_line(err)} (run '{prog} --help' for the options)", file=sys.stderr
+        )
+        return 2
+    options = config.as_dict()
+    options.pop("config", None)
+    return int(function(**options) or 0)
+
+
+def parse_error_line(err: BaseException) -> str:
+    r"""jsonargparse's message for a value it refused, as one line: the key and value first, then the forms it
+    accepts (instead of its multi-line dump of a union's subtypes).
+
+    Example:
+        >>> parse_error_line(ValueError('Parser key "scale":\n  Expected a <class \'float\'>. Got value: nan'))
+        "scale='nan' is not valid; expected a float"
+    """
+    text = str(err)
+    key = re.match(r'Parser key "([^"]+)":', text)
+    value = re.search(r"(?:Given value|Got value): (.*)$", text, re.M)
+    if not (key and value):
+        return " ".join(line.strip() for line in text.splitlines() if line.strip())
+    forms = []
+    for found in re.findall(r"Expected an? (.+?)(?:\. Got value:.*)?$", text, re.M):
+        form = _TYPE_WORDS.get(found.strip(), found.strip())
+        literal = re.fullmatch(r"typing\.Literal\[(.*)\]", found.strip())
+        if literal:
+            form = "one of " + ", ".join(v.strip().strip("'\"") for v in literal.group(1).split(","))
+        if form not in forms:
+            forms.append(form)
+    expected = f"; expected {' or '.join(forms)}" if forms else ""
+    return f"{key.group(1)}={value.group(1).strip()!r} is not valid{expected}"
+
+
+_TYPE_WORDS = {
+    "<class 'float'>": "a float",
+    "<class 'int'>": "an integer",
+    "<class 'str'>": "a string",
+    "<class 'bool'>": "true or false",
+    "<class 'NoneType'>": "null",
+}
 
 
 def _help_requested(argv: list[str]) -> bool:
@@ -204,13 +262,18 @@ def main(argv: list[str] | None = None) -> int:
         # LightningCLI reads sys.argv itself when given None, and warns when given both
         _lightning_cli()(None if from_sys_argv else argv)
         return 0
-    except RequeueStop as stop:  # a run checkpointed for its requeue (adamergex_pl/slurm/requeue_callback.py)
+    except RequeueStop as stop:  # a run checkpointed for its requeue (callbacks/slurm_requeue.py)
         if stop.exit_code:  # not requeued: say how to resume (a successful requeue was logged already)
             print(f"adamergex: {stop.message()}", file=sys.stderr)
         return stop.exit_code
     except argparse.ArgumentError as err:
-        command = argv[0] if argv and argv[0] in LIGHTNING_COMMANDS else "<command>"
-        print(f"adamergex: error: {err}\n(run 'adamergex {command} --help' for the options)", file=sys.stderr)
+        command = (
+            argv[0] if argv and (argv[0] in LIGHTNING_COMMANDS or argv[0] in EXTRA_COMMANDS) else "<command>"
+        )
+        print(
+            f"adamergex: error: {parse_error_line(err)} (run 'adamergex {command} --help' for the options)",
+            file=sys.stderr,
+        )
         return 2
     except Exception as err:
         user_error = _user_input_error(err)
@@ -228,11 +291,11 @@ def _arm_requeue_signal() -> None:
     Before the model loads (minutes for a large one) and before data-loader workers fork, so that an early
     signal is kept for ``SlurmRequeue`` to act on at the first safe step.
     """
-    from adamergex_pl.slurm import preemption
-    from adamergex_pl.slurm.run_env import pinned_run_dir
+    from adamergex_pl.slurm.pinning import pinned_run_dir
+    from callbacks import slurm_requeue
 
     if pinned_run_dir() is not None:
-        preemption.arm(preemption.requeue_signal())
+        slurm_requeue.arm(slurm_requeue.requeue_signal())
 
 
 def _user_input_error(err: BaseException) -> UserInputError | None:

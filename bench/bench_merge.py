@@ -78,7 +78,7 @@ def write_inputs(root: Path) -> dict[str, dict[str, str]]:
     """Random LoRA and (IA)³ adapters (three of each), plus the one-layer subsets for PEFT's svd."""
     from peft import IA3Config, LoraConfig
 
-    from adamergex_pl.merging import AdapterWeights
+    from adamergex_pl.merging.adapters import AdapterWeights
 
     lora_config = _config_dict(
         LoraConfig(
@@ -198,7 +198,8 @@ def process_peak_mib() -> float:
 
 
 def worker_ours(variant: str, paths: dict) -> dict:
-    from adamergex_pl.merging import AdapterWeights, merge_adapters
+    from adamergex_pl.merging.adapters import AdapterWeights
+    from adamergex_pl.merging.merge import merge_adapters
 
     kind = "ia3" if variant == "ia3-paper" else "lora"
     task, src, tgt = (AdapterWeights.load(paths[kind][role]) for role in ROLES)
@@ -274,7 +275,7 @@ def _peft_model(paths: dict[str, str], layers: int):
 def worker_peft_cat(paths: dict) -> dict:
     from peft.tuners.lora import LoraLayer
 
-    from adamergex_pl.merging import merge_adapters
+    from adamergex_pl.merging.merge import merge_adapters
 
     start = time.perf_counter()
     model = _peft_model(paths["lora"], LAYERS)

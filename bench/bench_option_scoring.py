@@ -76,7 +76,7 @@ def load_model(name: str):
 
 def option_scoring(model, tokenizer, examples, batch_size: int, share_prompt: bool) -> list[int]:
     from adamergex_pl.evaluation.choice_evaluator import ChoiceEvaluator
-    from data_modules.task_collator import TaskCollator
+    from data_modules.collate import TaskCollator
 
     evaluator = ChoiceEvaluator("xnli", ["all"], 3)
     collate = TaskCollator("choice", tokenizer.pad_token_id, share_prompt=share_prompt)
@@ -112,7 +112,7 @@ def one_token_scoring(model, tokenizer, examples, batch_size: int, two_pass: boo
 
 def generate_then_parse(model, tokenizer, examples, batch_size: int, max_new_tokens: int) -> list[int]:
     from adamergex_pl.evaluation.generation import greedy_completions
-    from data_modules.task_collator import TaskCollator
+    from data_modules.collate import TaskCollator
 
     collate = TaskCollator("generation", tokenizer.pad_token_id)
     predictions = []

@@ -122,7 +122,7 @@ def main() -> None:
     if args.quick:
         args.articles, args.repeats = 500, 2
 
-    from adamergex_pl.base_model import load_tokenizer
+    from adamergex_pl.training.base_model import load_tokenizer
 
     tokenizer = load_tokenizer("builtin:tiny-llama")
     results = []

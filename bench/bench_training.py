@@ -66,9 +66,8 @@ def dataset(vocab_size: int, seq_len: int, rows: int) -> list[dict]:
 def build_peft_model(args):
     import torch
 
-    from adamergex_pl.training.adapter_spec import AdapterSpec
     from adamergex_pl.training.base_model import QuantizationSpec, load_base_model
-    from adamergex_pl.training.peft_model import attach_adapter
+    from adamergex_pl.training.peft_model import AdapterSpec, attach_adapter
 
     quant = QuantizationSpec(args.quant)
     base = load_base_model(args.path, quant, torch.device("cpu"))

@@ -13,12 +13,12 @@ A subclass turns its sources into tokenized examples (``{"input_ids": [...], "la
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from typing_extensions import override
 
 from adamergex_pl.errors import InvalidValueError
@@ -26,9 +26,85 @@ from adamergex_pl.evaluation.language_modeling import Evaluator, LanguageModelin
 from adamergex_pl.training.base_model import load_tokenizer
 from data_modules.collate import PadCollator
 from data_modules.packing import PackingCollator
-from data_modules.sampling import EvalShardSampler, ResumableShuffleSampler
+
+
+class ResumableShuffleSampler(DistributedSampler):
+    """Shuffles per ``(seed, epoch)``, shards across ranks, and can skip the start of one epoch.
+
+    Args:
+        dataset: the training dataset.
+        num_replicas: the world size.
+        rank: this process's global rank.
+        seed: the shuffling seed.
+        shuffle: shuffle (training) or keep the dataset order.
+    """
+
+    def __init__(
+        self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True
+    ):
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
+        )
+        self._skip: tuple[int, int] | None = None  # (epoch, samples to skip)
+
+    def skip_in_epoch(self, epoch: int, num_samples: int) -> None:
+        """On the next pass over ``epoch``, leave out its first ``num_samples`` samples (this rank's count)."""
+        self._skip = (epoch, num_samples) if num_samples > 0 else None
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        if self._skip is not None:
+            epoch, count = self._skip
+            self._skip = None
+            if epoch == self.epoch:
+                indices = indices[count:]
+        return iter(indices)
+
+
+class EvalShardSampler(DistributedSampler):
+    """Evaluation order, sharded across ranks without the padding that would count examples twice.
+
+    Ranks may get one example more or less than each other; evaluation needs no step-wise collectives, and
+    metric states are reduced once at the end.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def generator_for(seed: int) -> torch.Generator:
+    """A CPU generator seeded for reproducible sub-sampling."""
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
 
 Examples = list[dict[str, Any]]
+
+
+def check_split_options(val_sources: Any = None, val_fraction: float = 0.0, **limits: int | None) -> None:
+    """Refuse a ``val_fraction`` outside ``[0, 1)``, one given together with validation sources, and a sample
+    limit (``max_samples=0``) that is not a positive integer or null.
+
+    Raises:
+        ValueError: naming the option and its value.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise InvalidValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+    if val_sources and val_fraction:
+        raise InvalidValueError(
+            f"val sources and val_fraction={val_fraction} conflict; give validation sources or a fraction"
+        )
+    for option, value in limits.items():
+        if value is not None and value < 1:
+            raise InvalidValueError(f"{option}={value} must be a positive integer or null")
 
 
 class TokenizedDataModule(LightningDataModule):
@@ -147,7 +223,7 @@ class TokenizedDataModule(LightningDataModule):
         """How validation/test batches are built (default: :meth:`collator`).
 
         Task DataModules override it: multiple-choice tasks batch one row per option, generation tasks
-        left-pad their prompts and carry the gold answers (see ``data_modules/task_collator.py``).
+        left-pad their prompts and carry the gold answers (see ``data_modules/collate.py``).
         """
         return self.collator()
 

@@ -1,7 +1,7 @@
 """CrossIn instruction tuning data: the mixed cross-lingual mixture, tokenized with the loss on responses only.
 
 The mixture (modes, variants, draws, language tags, validation split) is :class:`CrossInMixture`'s; see
-:mod:`adamergex_pl.crossin.mixture` for the exact procedure. This DataModule renders each row in a prompt
+:mod:`data_modules.crossin_mixture` for the exact procedure. This DataModule renders each row in a prompt
 format (:mod:`data_modules.instruction_format`) and masks the prompt, so the loss covers the response only.
 Validation rows are grouped by mode: the validation dataloaders are ``base``, ``en2x``, ``x2en``, ``trans``
 (those in the mixture and the held-out split), logged as ``val/<mode>/loss`` and ``val/<mode>/perplexity``.
@@ -12,16 +12,16 @@ Validation rows are grouped by mode: the validation dataloaders are ``base``, ``
 from __future__ import annotations
 
 import random
-from typing import Literal
+from typing import Any, Literal
 
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from adamergex_pl.crossin.mixture import TRANSLATION_INSTRUCTION, CrossInMixture, Row
-from adamergex_pl.data.sources import DataSource
 from adamergex_pl.errors import InvalidValueError
-from data_modules.base import Examples, TokenizedDataModule
+from data_modules.base import Examples, TokenizedDataModule, check_split_options
+from data_modules.crossin_mixture import TRANSLATION_INSTRUCTION, CrossInMixture, Row
 from data_modules.instruction_format import InstructionFormat, PromptFormat
+from data_modules.sources import DataSource
 
 
 class CrossInDataModule(TokenizedDataModule):
@@ -45,14 +45,11 @@ class CrossInDataModule(TokenizedDataModule):
         val_fraction: hold out this fraction of parallel items and base rows for validation (no item is in
             both splits).
         max_val_samples: keep at most this many validation rows per mode (seeded).
-        tokenizer: the tokenizer (the CLI links it to ``model.init_args.base_model``).
-        batch_size: training batch size per device.
-        eval_batch_size: validation batch size per device (default: ``batch_size``).
+        **loader: the dataloader options of :class:`~data_modules.base.TokenizedDataModule`: ``tokenizer`` (the
+            CLI links it to the model's ``base_model``), ``batch_size``, ``eval_batch_size``, ``num_workers``,
+            ``pad_to_multiple_of``, ``pack_sequences``.
         max_length: longest example in tokens (longer ones are cut; rows left without response are dropped).
-        num_workers: dataloader workers.
         seed: seed of the draws, of the validation split and of the shuffling (the paper: 0).
-        pad_to_multiple_of: pad lengths to a multiple of this.
-        pack_sequences: pack training batches into shared rows (``data_modules/packing.py``).
 
     Raises:
         InvalidValueError: variant and modes both (or neither) given, an unknown variant or mode, a mode
@@ -87,25 +84,11 @@ class CrossInDataModule(TokenizedDataModule):
         prompt_format: PromptFormat = "alpaca",
         val_fraction: float = 0.0,
         max_val_samples: int | None = None,
-        tokenizer: str | None = None,
-        batch_size: int = 4,
-        eval_batch_size: int | None = None,
         max_length: int = 4096,
-        num_workers: int = 0,
         seed: int = 0,
-        pad_to_multiple_of: int | None = None,
-        pack_sequences: bool = False,
+        **loader: Any,
     ) -> None:
-        super().__init__(
-            tokenizer,
-            batch_size,
-            eval_batch_size,
-            max_length,
-            num_workers,
-            seed,
-            pad_to_multiple_of,
-            pack_sequences,
-        )
+        super().__init__(max_length=max_length, seed=seed, **loader)
         self.mixture = CrossInMixture(
             parallel=parallel,
             base=base,
@@ -120,8 +103,7 @@ class CrossInDataModule(TokenizedDataModule):
             seed=seed,
         )
         self.format = InstructionFormat(prompt_format)
-        if max_val_samples is not None and max_val_samples < 1:
-            raise InvalidValueError(f"max_val_samples={max_val_samples} must be a positive integer or null")
+        check_split_options(max_val_samples=max_val_samples)
         self.max_val_samples = max_val_samples
         self.train_rows: list[Row] = []
         self.val_rows: list[Row] = []

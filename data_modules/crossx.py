@@ -3,14 +3,15 @@ validation/test DataModule.
 
 Every item is asked in every chosen language (default en, zh, vi, es, as in CrossIn) and answered by option
 log-likelihood: the prompt lists the choices, and each option (by default its tag ``" (B)"``) is scored as a
-continuation of the prompt. Predictions feed :class:`adamergex_pl.crossin.CrossXEvaluator`, which logs
+continuation of the prompt. Predictions feed
+:class:`adamergex_pl.evaluation.crossx_evaluator.CrossXEvaluator`, which logs
 ``val/<benchmark>/<lang>/accuracy``, ``val/<benchmark>/accuracy``, ``val/<benchmark>/consistency_k`` and
 ``val/<benchmark>/ac3_k``. There is one dataloader per (benchmark, language), labelled ``<benchmark>/<lang>``.
 
 Data. The package ships small subsets for tests and demos, ``builtin:crossx/cross_mmlu.json`` and
 ``builtin:crossx/cross_logiqa.json`` (CC BY-NC 4.0, see ``adamergex_pl/assets/crossx/README.md``). The full
 benchmarks are the hub dataset ``SeaEval/SeaEval_datasets`` (configs ``cross_mmlu``, ``cross_logiqa``,
-``cross_xquad``; split ``test``) or local copies in the same format (:mod:`adamergex_pl.crossin.crossx_items`).
+``cross_xquad``; split ``test``) or local copies in the same format (:mod:`data_modules.crossx`).
 Cross-XQuAD is read the same way where a copy is available; the project's anchor data holds none.
 """
 
@@ -18,20 +19,127 @@ from __future__ import annotations
 
 import random
 import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from typing_extensions import override
 
-from adamergex_pl.crossin.crossx_evaluator import OPTION_LABELS, CrossXEvaluator
-from adamergex_pl.crossin.crossx_items import CrossXQuestion, load_crossx_items
-from adamergex_pl.crossin.parallel import language_code
-from adamergex_pl.data.sources import DataSource
-from adamergex_pl.data.templates import PromptTemplate
 from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.evaluation.crossx_evaluator import OPTION_LABELS, CrossXEvaluator
 from adamergex_pl.evaluation.option_scoring import ChoiceCollator
+from adamergex_pl.metrics.options import option_index
 from data_modules.base import Examples, TokenizedDataModule
-from data_modules.instruction_format import ALPACA_NO_INPUT, chat_prompt
+from data_modules.crossin_mixture import language_code
+from data_modules.instruction_format import ALPACA_NO_INPUT, PromptTemplate, chat_prompt
+from data_modules.sources import DataSource, load_records
+
+_TAGGED = re.compile(r"^\(([A-Z])\)\s?(.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class CrossXQuestion:
+    """One item in one language.
+
+    Args:
+        question: the question.
+        choices: the choice strings as stored, e.g. ``"(A) responsible"``.
+        answer: the 0-based index of the gold choice.
+        context: the passage (Cross-LogiQA, Cross-XQuAD), or "".
+    """
+
+    question: str
+    choices: tuple[str, ...]
+    answer: int
+    context: str = ""
+
+    def option_fields(self, k: int) -> dict[str, str]:
+        """Fields of choice ``k`` for an option template: ``letter`` ``B``, ``tag`` ``(B)``, ``text`` (the choice
+        without its tag) and ``choice`` (as stored)."""
+        letter = string.ascii_uppercase[k]
+        match = _TAGGED.match(self.choices[k])
+        text = match.group(2) if match and match.group(1) == letter else self.choices[k]
+        return {"letter": letter, "tag": f"({letter})", "text": text, "choice": self.choices[k]}
+
+    def prompt_fields(self) -> dict[str, str]:
+        """Fields for a prompt template: ``question``, ``context`` (the passage and a blank line, or ""),
+        ``choices`` (one per line)."""
+        return {
+            "question": self.question,
+            "context": f"{self.context}\n\n" if self.context else "",
+            "choices": "\n".join(self.choices),
+        }
+
+
+def _question(cell: dict[str, Any], where: str) -> CrossXQuestion:
+    missing = [f for f in ("question", "choices", "answer") if f not in cell]
+    if missing:
+        raise InvalidValueError(f"{where} lacks {missing}; a CrossX cell has question, choices, answer")
+    choices = cell["choices"]
+    if isinstance(choices, str) or not isinstance(choices, Sequence) or not 2 <= len(choices) <= 26:
+        raise InvalidValueError(f"{where}: choices must be a list of 2 to 26 strings, got {choices!r}")
+    answer = cell["answer"]
+    if answer in choices:
+        gold = list(choices).index(answer)
+    else:
+        try:
+            gold = option_index(str(answer), len(choices))
+        except ValueError as err:
+            raise InvalidValueError(
+                f"{where}: answer {answer!r} is neither one of its choices nor an option letter"
+            ) from err
+    return CrossXQuestion(
+        str(cell["question"]), tuple(map(str, choices)), gold, str(cell.get("context") or "")
+    )
+
+
+def load_crossx_items(source: DataSource, languages: Sequence[str]) -> list[dict[str, CrossXQuestion]]:
+    """The items of a CrossX file in ``languages``: per item, its questions keyed by language code.
+
+    Args:
+        source: the benchmark file or hub dataset (SeaEval format, see the module docstring).
+        languages: language codes to keep (e.g. ``["en", "zh", "vi", "es"]``).
+
+    Returns:
+        One dict per item, in file order (the item index), without the languages the item lacks.
+
+    Raises:
+        InvalidValueError: an unknown language key, a malformed cell, a gold letter that differs between
+            languages, or a requested language that no item has.
+        InputNotFoundError: a missing file.
+    """
+    records = load_records(source)
+    if not records:
+        raise InvalidValueError(f"CrossX benchmark {source.describe()} holds no items")
+    wanted = set(languages)
+    items: list[dict[str, CrossXQuestion]] = []
+    seen: set[str] = set()
+    for position, record in enumerate(records):
+        item: dict[str, CrossXQuestion] = {}
+        for key, cell in record.items():
+            if key == "id" or not isinstance(cell, dict):
+                continue  # the id, or a language this item lacks (null in a hub dataset)
+            code = language_code(key, f"{source.describe()} item {position}")
+            seen.add(code)
+            if code in wanted:
+                item[code] = _question(cell, f"{source.describe()} item {position} ({key})")
+        golds = {q.answer for q in item.values()}
+        if len(golds) > 1:
+            letters = {lang: string.ascii_uppercase[q.answer] for lang, q in item.items()}
+            raise InvalidValueError(
+                f"{source.describe()} item {position} (id {record.get('id')!r}) has different gold options per "
+                f"language {letters}; CrossX items must share their gold option"
+            )
+        items.append(item)
+    absent = [lang for lang in languages if lang not in seen]
+    if absent:
+        raise InvalidValueError(
+            f"CrossX benchmark {source.describe()} has no items in {absent}; its languages are {sorted(seen)}"
+        )
+    return items
+
 
 DEFAULT_LANGUAGES = ("en", "zh", "vi", "es")
 DEMO_BENCHMARK = "builtin:crossx/cross_mmlu.json"
@@ -68,13 +176,11 @@ class CrossXDataModule(TokenizedDataModule):
         length_normalized: divide each option's log-likelihood by its token count (for ``{text}`` options).
         max_items: evaluate a seeded subset of this many items per benchmark (the same items in every
             language).
-        tokenizer: the tokenizer (the CLI links it to ``model.init_args.base_model``).
-        batch_size: unused for training (CrossX has no training split); kept for the shared interface.
-        eval_batch_size: items per validation batch (each item is ``num_options`` rows).
+        **loader: the dataloader options of :class:`~data_modules.base.TokenizedDataModule`: ``tokenizer`` (the
+            CLI links it to the model's ``base_model``), ``batch_size``, ``eval_batch_size``, ``num_workers``,
+            ``pad_to_multiple_of``, ``pack_sequences``.
         max_length: longest prompt + option in tokens; longer prompts lose tokens from the left.
-        num_workers: dataloader workers.
         seed: seed of ``max_items``.
-        pad_to_multiple_of: unused (option rows are padded to the longest row).
         write_predictions: keep every item's chosen letter for ``predictions.jsonl`` (written by the module).
 
     Raises:
@@ -102,18 +208,12 @@ class CrossXDataModule(TokenizedDataModule):
         prompt_format: Literal["plain", "alpaca", "chat"] = "plain",
         length_normalized: bool = False,
         max_items: int | None = None,
-        tokenizer: str | None = None,
-        batch_size: int = 4,
-        eval_batch_size: int | None = None,
         max_length: int = 2048,
-        num_workers: int = 0,
         seed: int = 0,
-        pad_to_multiple_of: int | None = None,
         write_predictions: bool = False,
+        **loader: Any,
     ) -> None:
-        super().__init__(
-            tokenizer, batch_size, eval_batch_size, max_length, num_workers, seed, pad_to_multiple_of
-        )
+        super().__init__(max_length=max_length, seed=seed, **loader)
         self.write_predictions = write_predictions
         self.sources = list(benchmarks) if benchmarks else [DataSource(DEMO_BENCHMARK)]
         self.benchmark_names = [self._label(source) for source in self.sources]

@@ -9,12 +9,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from adamergex_pl.data.record_checks import check_records
-from adamergex_pl.data.sources import DataSource, load_records
-from adamergex_pl.data.templates import PromptTemplate
 from adamergex_pl.errors import InvalidValueError
-from data_modules.base import Examples, TokenizedDataModule
+from data_modules.base import Examples, TokenizedDataModule, check_split_options
 from data_modules.collate import IGNORE_INDEX
+from data_modules.instruction_format import PromptTemplate
+from data_modules.sources import DataSource, check_records, load_records
 
 
 class InstructionDataModule(TokenizedDataModule):
@@ -36,14 +35,9 @@ class InstructionDataModule(TokenizedDataModule):
         val_fraction: with no ``val`` sources, hold out this fraction of ``train`` for validation.
         max_samples: keep a seeded random subset of this many training records.
         max_val_samples: keep at most this many records per validation language.
-        tokenizer: see :class:`~data_modules.base.TokenizedDataModule` (as are the remaining arguments).
-        batch_size: training batch size per device.
-        eval_batch_size: evaluation batch size per device.
-        max_length: longest example in tokens.
-        num_workers: dataloader workers.
-        seed: sub-sampling and shuffling seed.
-        pad_to_multiple_of: pad lengths to a multiple of this.
-        pack_sequences: pack training batches into shared rows (``data_modules/packing.py``).
+        **loader: the dataloader options of :class:`~data_modules.base.TokenizedDataModule`: ``tokenizer`` (the
+            CLI links it to the model's ``base_model``), ``batch_size``, ``eval_batch_size``, ``max_length``,
+            ``num_workers``, ``seed``, ``pad_to_multiple_of``, ``pack_sequences``.
 
     Raises:
         ValueError: a template naming a missing field, no examples left, two sources of one language.
@@ -73,34 +67,10 @@ class InstructionDataModule(TokenizedDataModule):
         val_fraction: float = 0.0,
         max_samples: int | None = None,
         max_val_samples: int | None = None,
-        tokenizer: str | None = None,
-        batch_size: int = 4,
-        eval_batch_size: int | None = None,
-        max_length: int = 512,
-        num_workers: int = 0,
-        seed: int = 42,
-        pad_to_multiple_of: int | None = None,
-        pack_sequences: bool = False,
+        **loader: Any,
     ) -> None:
-        super().__init__(
-            tokenizer,
-            batch_size,
-            eval_batch_size,
-            max_length,
-            num_workers,
-            seed,
-            pad_to_multiple_of,
-            pack_sequences,
-        )
-        if not 0.0 <= val_fraction < 1.0:
-            raise InvalidValueError(f"val_fraction={val_fraction} must be in [0, 1)")
-        if val and val_fraction:
-            raise InvalidValueError(
-                f"val sources and val_fraction={val_fraction} conflict; give validation sources or a fraction"
-            )
-        for option, value in (("max_samples", max_samples), ("max_val_samples", max_val_samples)):
-            if value is not None and value < 1:
-                raise InvalidValueError(f"{option}={value} must be a positive integer or null")
+        super().__init__(**loader)
+        check_split_options(val, val_fraction, max_samples=max_samples, max_val_samples=max_val_samples)
         self.train_source, self.val_sources, self.test_sources = train, list(val or []), list(test or [])
         self.predict_source = predict
         self.prompt = PromptTemplate(prompt_template, "prompt_template")

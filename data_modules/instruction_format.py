@@ -1,7 +1,7 @@
 """Prompt formats of Alpaca-style rows (``instruction``, ``input``, ``output``), tokenized with the prompt masked.
 
 * ``alpaca``: the Stanford Alpaca prompt (with its "### Input:" section only when the input is not empty),
-  the response after "### Response:\\n";
+  the response after "### Response:\n";
 * ``plain``: the instruction, a blank line and the input (when there is one), a blank line, the response;
 * ``chat``: the tokenizer's chat template, the instruction (and input) as the user turn and the response as
   the assistant turn; the prompt is the template with the generation prompt, the completion is the rest of
@@ -15,11 +15,63 @@ template's turn end is not already EOS.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import string
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from adamergex_pl.errors import InvalidValueError
 from data_modules.collate import IGNORE_INDEX
+
+
+class PromptTemplate:
+    """A format string with named fields.
+
+    Args:
+        template: the format string, e.g. ``"{instruction}\\n\\n### Response:\\n"``.
+        option: the option it came from, quoted in error messages (e.g. ``prompt_template``).
+
+    Raises:
+        ValueError: the template is malformed, or uses positional or attribute/index fields.
+
+    Example:
+        >>> PromptTemplate("Q: {question}\\nA:").render({"question": "2+2?"})
+        'Q: 2+2?\\nA:'
+    """
+
+    def __init__(self, template: str, option: str = "template") -> None:
+        self.template = template
+        self.option = option
+        try:
+            parsed = list(string.Formatter().parse(template))
+        except ValueError as err:
+            raise InvalidValueError(f"{option}={template!r} is not a valid format string: {err}") from err
+        fields = [name for _, name, _, _ in parsed if name is not None]
+        bad = [f for f in fields if not f.isidentifier()]
+        if bad:
+            raise InvalidValueError(
+                f"{option}={template!r} uses fields {bad}; use plain field names such as {{question}} "
+                "(write literal braces as {{{{ and }}}})"
+            )
+        self.fields = tuple(dict.fromkeys(fields))
+
+    def check_fields(self, available: Iterable[str], source: str) -> None:
+        """Refuse a template that names a field the records lack.
+
+        Raises:
+            ValueError: naming the missing fields, the data source and the fields it has.
+        """
+        available = list(available)
+        missing = [f for f in self.fields if f not in available]
+        if missing:
+            raise InvalidValueError(
+                f"{self.option}={self.template!r} names field(s) {missing} that the records of {source} lack; "
+                f"their fields are {available}"
+            )
+
+    def render(self, record: Mapping[str, Any]) -> str:
+        """The template filled with ``record``'s fields (``None`` renders as an empty string)."""
+        return self.template.format(**{f: "" if record.get(f) is None else record[f] for f in self.fields})
+
 
 PromptFormat = Literal["alpaca", "plain", "chat"]
 PROMPT_FORMATS = ("alpaca", "plain", "chat")

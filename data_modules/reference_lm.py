@@ -20,11 +20,9 @@ from typing import Any
 
 from typing_extensions import override
 
-from adamergex_pl.data.readers import record_location
-from adamergex_pl.data.record_checks import record_problem
-from adamergex_pl.data.sources import DataSource, ReadCounter, iter_records
 from adamergex_pl.errors import InvalidValueError
-from data_modules.base import Examples, TokenizedDataModule
+from data_modules.base import Examples, TokenizedDataModule, check_split_options
+from data_modules.sources import DataSource, ReadCounter, iter_records, record_location, record_problem
 
 _TOKENIZE_BATCH = 8  # documents per tokenizer call when reading lazily
 
@@ -95,15 +93,7 @@ class ReferenceLMDataModule(TokenizedDataModule):
         seed: int = 42,
     ) -> None:
         super().__init__(tokenizer, batch_size, eval_batch_size, window_tokens, num_workers, seed)
-        if not 0.0 <= val_fraction < 1.0:
-            raise InvalidValueError(f"val_fraction={val_fraction} must be in [0, 1)")
-        if val and val_fraction:
-            raise InvalidValueError(
-                f"val sources and val_fraction={val_fraction} conflict; give validation sources or a fraction"
-            )
-        for option, value in (("max_windows", max_windows), ("max_val_windows", max_val_windows)):
-            if value is not None and value < 1:
-                raise InvalidValueError(f"{option}={value} must be a positive integer or null")
+        check_split_options(val, val_fraction, max_windows=max_windows, max_val_windows=max_val_windows)
         self.train_source, self.val_sources, self.test_sources = train, list(val or []), list(test or [])
         self.text_fields = list(text_fields or ["text"])
         self.record_separator = record_separator
@@ -152,7 +142,7 @@ class ReferenceLMDataModule(TokenizedDataModule):
 
         Without ``limit``: every window of the whole text, in order. With ``limit`` (and independent records,
         ``record_separator: null``): documents are read in a seeded order (see
-        :func:`~adamergex_pl.data.sources.iter_records`) and tokenized only until ``limit`` windows exist, so the cost
+        :func:`~data_modules.sources.iter_records`) and tokenized only until ``limit`` windows exist, so the cost
         does not grow with the corpus. Records joined by ``record_separator`` form one text, read whole.
         """
         n, eos = self.window_tokens, self.tokenizer.eos_token_id

@@ -21,14 +21,13 @@ from typing import Any, Literal
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from adamergex_pl.data.readers import record_location
-from adamergex_pl.data.sources import DataSource, load_records
-from adamergex_pl.data.templates import PromptTemplate
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation.language_modeling import Evaluator
-from adamergex_pl.metrics import normalize_language
-from data_modules.base import Examples, TokenizedDataModule
-from data_modules.task_collator import TaskCollator
+from adamergex_pl.metrics.languages import normalize_language
+from data_modules.base import Examples, TokenizedDataModule, check_split_options
+from data_modules.collate import TaskCollator
+from data_modules.instruction_format import PromptTemplate
+from data_modules.sources import DataSource, load_records, record_location
 from data_modules.task_examples import choice_example, render_prompt, training_example
 from data_modules.tasks import PROMPT_STYLES, get_task
 
@@ -60,14 +59,10 @@ class TaskDataModule(TokenizedDataModule):
             keys/values (same scores, fewer FLOPs); ``false`` runs one row of prompt + option per option.
         max_new_tokens: generation tasks: greedy decoding length (default per task: MGSM 256, XQuAD 32,
             XL-Sum 64).
-        tokenizer: see :class:`~data_modules.base.TokenizedDataModule` (as are the remaining arguments).
-        batch_size: training batch size per device.
-        eval_batch_size: evaluation batch size per device (examples, not option rows).
+        **loader: the dataloader options of :class:`~data_modules.base.TokenizedDataModule`: ``tokenizer`` (the
+            CLI links it to the model's ``base_model``), ``batch_size``, ``eval_batch_size``, ``num_workers``,
+            ``pad_to_multiple_of``, ``pack_sequences``.
         max_length: longest training example / evaluation row, in tokens (prompts are fitted to it).
-        num_workers: dataloader workers.
-        seed: sampling and shuffling seed.
-        pad_to_multiple_of: pad lengths to a multiple of this.
-        pack_sequences: pack training batches into shared rows (``data_modules/packing.py``).
         write_predictions: keep every item's prediction for ``predictions.jsonl`` (written by the module: in
             ``default_root_dir``, or ``results_dir`` with the method and t of each record for ``MergeModule``).
 
@@ -106,26 +101,11 @@ class TaskDataModule(TokenizedDataModule):
         length_normalized: bool = False,
         share_prompt: bool = True,
         max_new_tokens: int | None = None,
-        tokenizer: str | None = None,
-        batch_size: int = 4,
-        eval_batch_size: int | None = None,
         max_length: int = 1024,
-        num_workers: int = 0,
-        seed: int = 42,
-        pad_to_multiple_of: int | None = None,
-        pack_sequences: bool = False,
         write_predictions: bool = False,
+        **loader: Any,
     ) -> None:
-        super().__init__(
-            tokenizer,
-            batch_size,
-            eval_batch_size,
-            max_length,
-            num_workers,
-            seed,
-            pad_to_multiple_of,
-            pack_sequences,
-        )
+        super().__init__(max_length=max_length, **loader)
         self.spec = spec = get_task(task)
         if prompt_style not in PROMPT_STYLES:
             raise InvalidValueError(
@@ -142,12 +122,7 @@ class TaskDataModule(TokenizedDataModule):
             raise InvalidValueError(
                 f"eval_samples={eval_samples!r}; expected 'paper', 'all' or a positive integer"
             )
-        if max_train_samples is not None and max_train_samples < 1:
-            raise InvalidValueError(
-                f"max_train_samples={max_train_samples} must be a positive integer or null"
-            )
-        if max_new_tokens is not None and max_new_tokens < 1:
-            raise InvalidValueError(f"max_new_tokens={max_new_tokens} must be a positive integer or null")
+        check_split_options(max_train_samples=max_train_samples, max_new_tokens=max_new_tokens)
         self.task = task
         self.languages = list(languages or spec.paper_languages)
         self.val_sources = list(val or [])
@@ -376,7 +351,9 @@ class TaskDataModule(TokenizedDataModule):
     def metric_names(self) -> tuple[str, ...]:
         if self.spec.kind == "choice":
             return (f"{self.task}/accuracy",)
-        from adamergex_pl.metrics import NumberMatchAccuracy, RougeLMetric, SquadMetric
+        from adamergex_pl.metrics.numbers import NumberMatchAccuracy
+        from adamergex_pl.metrics.rouge import RougeLMetric
+        from adamergex_pl.metrics.squad import SquadMetric
 
         scores = {"final_number": NumberMatchAccuracy, "squad": SquadMetric, "rouge_l": RougeLMetric}
         return tuple(f"{self.task}/{name}" for name in scores[self.spec.metric].score_names)
@@ -385,7 +362,7 @@ class TaskDataModule(TokenizedDataModule):
         """Option ranking for choice tasks, greedy generation and the task's text metric otherwise."""
         languages = self.val_languages or self.test_languages
         from adamergex_pl.evaluation.choice_evaluator import ChoiceEvaluator
-        from adamergex_pl.evaluation.generation_evaluator import GenerationEvaluator
+        from adamergex_pl.evaluation.generation import GenerationEvaluator
 
         spec = self.spec
         if spec.kind == "choice":

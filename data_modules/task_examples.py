@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from adamergex_pl.data.templates import PromptTemplate
 from data_modules.collate import IGNORE_INDEX
+from data_modules.instruction_format import PromptTemplate
 
 
 def _common_prefix(sequences: list[list[int]]) -> int:
@@ -79,7 +79,7 @@ def split_continuations(
 def choice_example(
     tokenizer, prompt_text: str | None, prompt_ids: list[int], options: list[str], label: int, index: int
 ) -> dict[str, Any]:
-    """A multiple-choice example for :class:`~data_modules.task_collator.TaskCollator`."""
+    """A multiple-choice example for :class:`~data_modules.collate.TaskCollator`."""
     prompt, option_ids = split_continuations(tokenizer, prompt_text, prompt_ids, options)
     return {"prompt_ids": prompt, "option_ids": option_ids, "label": label, "index": index}
 

@@ -2,7 +2,7 @@
 # The project's test command (CI runs exactly this through .ci/run): lint, then the whole test suite.
 #
 #   scripts/test.sh                 # everything
-#   scripts/test.sh tests/test_merge_lora.py -k exact     # extra arguments go to pytest
+#   scripts/test.sh tests/merging/test_merge_lora.py -k exact     # extra arguments go to pytest
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 .venv/bin/ruff check .

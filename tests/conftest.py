@@ -93,16 +93,16 @@ def clean_requeue_signal(monkeypatch):
     and SIGTERM handlers afterwards, forget recorded signals, and hide any SLURM job this test runs in."""
     import signal
 
-    from adamergex_pl.slurm import preemption
+    from callbacks import slurm_requeue
 
     for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_NTASKS"):
         monkeypatch.delenv(name, raising=False)
     saved = {number: signal.getsignal(number) for number in (signal.SIGUSR1, signal.SIGTERM)}
-    preemption.clear()
+    slurm_requeue.clear()
     yield
     for number, handler in saved.items():
         signal.signal(number, handler)
-    preemption.clear()
+    slurm_requeue.clear()
 
 
 @pytest.fixture(scope="session")

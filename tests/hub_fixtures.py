@@ -26,7 +26,7 @@ from the hub repository, with the same configuration, split and field names, dty
 The repositories' file names follow the hub's usual layouts (``push_to_hub`` for cards with ``configs``, the
 Parquet converter's for ``refs/convert/parquet``); they were not compared file by file with each repository.
 
-Use it offline in one of two ways (see :class:`adamergex_pl.data.sources.DataSource`):
+Use it offline in one of two ways (see :class:`data_modules.sources.DataSource`):
 
 * ``ADAMERGEX_DATASET_MIRROR=<root>``: every ``DataSource`` whose path is a hub id found under ``<root>`` loads
   from there, so configs and the task table run unchanged (``adamergex`` subprocesses inherit the variable);
@@ -49,7 +49,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from adamergex_pl.data.sources import MIRROR_ENV, PARQUET_EXPORT, mirror_folder  # noqa: E402
+from data_modules.sources import MIRROR_ENV, PARQUET_EXPORT, mirror_folder  # noqa: E402
 from data_modules.tasks.mgsm import LANGUAGES as MGSM_LANGUAGES  # noqa: E402
 from data_modules.tasks.pawsx import LANGUAGES as PAWSX_LANGUAGES  # noqa: E402
 from data_modules.tasks.xcopa import LANGUAGES as XCOPA_LANGUAGES  # noqa: E402

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from adamergex_pl.training.cpu_4bit_guard import guard_4bit_cpu_path
+from adamergex_pl.training.base_model import guard_4bit_cpu_path
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # beside the test session's other temporary files (conftest sets ADAMERGEX_CACHE inside them)

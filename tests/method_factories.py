@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from adamergex_pl.merging import AdapterWeights
+from adamergex_pl.merging.adapters import AdapterWeights
 
 # module suffix -> (out, in) of the made-up model; down_proj is the (IA)³ feedforward module
 SHAPES = {"self_attn.q_proj": (12, 10), "self_attn.v_proj": (6, 10), "mlp.down_proj": (10, 14)}
@@ -96,7 +96,7 @@ def tiny_llama_with_layers(directory: Path, num_layers: int) -> str:
     """``builtin:tiny-llama``'s shape with ``num_layers`` layers, random weights, saved to ``directory``."""
     from transformers import LlamaForCausalLM
 
-    from adamergex_pl.builtin_models import build_byte_tokenizer, tiny_llama_config
+    from adamergex_pl.assets.builtin import build_byte_tokenizer, tiny_llama_config
 
     with torch.random.fork_rng():
         torch.manual_seed(123)

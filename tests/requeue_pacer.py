@@ -19,8 +19,8 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from adamergex_pl.slurm import preemption
-from adamergex_pl.slurm.run_env import pinned_run_dir, restart_count
+from adamergex_pl.slurm.pinning import pinned_run_dir, restart_count
+from callbacks import slurm_requeue
 
 
 class PauseForRequeueSignal(Callback):
@@ -38,7 +38,7 @@ class PauseForRequeueSignal(Callback):
         run_dir = pinned_run_dir() or Path(trainer.default_root_dir)
         (run_dir / f"paused-rank{trainer.global_rank}").write_text(str(os.getpid()))
         deadline = time.monotonic() + self.timeout
-        while preemption.received() is None and time.monotonic() < deadline:
+        while slurm_requeue.received() is None and time.monotonic() < deadline:
             time.sleep(0.05)
 
 
@@ -52,4 +52,4 @@ class SignalAtStep(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if trainer.global_step == self.at_step:
-            os.kill(os.getpid(), preemption.requeue_signal())
+            os.kill(os.getpid(), slurm_requeue.requeue_signal())

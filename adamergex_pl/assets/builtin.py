@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from adamergex_pl.atomic_files import staging_dir
 
 BUILTIN_PREFIX = "builtin:"
 ASSETS_DIR = Path(__file__).parent  # this package: adamergex_pl/assets
@@ -132,8 +133,7 @@ def ensure_tiny_llama(seed: int = 0) -> Path:
     import torch
     from transformers import LlamaForCausalLM
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    tmp = staging_dir(target)
     try:
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)

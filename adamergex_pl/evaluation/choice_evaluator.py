@@ -6,14 +6,14 @@ For an example with prompt ``x``, options ``o_1 … o_K`` and gold option ``y``,
 
 and ``accuracy_l = mean_i 1[ŷ_i = y_i]`` over the examples of language ``l``; ``accuracy`` is the macro average
 over languages. The score reads only the model's probabilities of option tokens (batches built by
-:class:`~data_modules.task_collator.TaskCollator`, scored by
+:class:`~data_modules.collate.TaskCollator`, scored by
 :func:`~adamergex_pl.evaluation.shared_prompt_scoring.shared_prompt_scores`, which computes each prompt once, or by
 :func:`~adamergex_pl.evaluation.option_scoring.choice_scores` for one row of prompt + option per option):
 no text is generated and nothing is parsed, so a prompt that contains every label word gives every option the
 same context and cannot score. Ties go to the first option.
 
 States are torchmetrics ``MulticlassAccuracy`` counters (integers, summed across DDP ranks), and one record
-per item (its id and 0/1 correctness, :class:`~adamergex_pl.metrics.item_score_metric.ItemScoreMetric`) for
+per item (its id and 0/1 correctness, :class:`~adamergex_pl.metrics.item_scores.ItemScoreMetric`) for
 intervals and paired comparisons; with :meth:`~adamergex_pl.evaluation.language_modeling.Evaluator.keep_predictions`
 also the chosen option of every item.
 """
@@ -29,8 +29,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from adamergex_pl.evaluation.language_modeling import Evaluator
 from adamergex_pl.evaluation.option_scoring import choice_scores
 from adamergex_pl.evaluation.shared_prompt_scoring import shared_prompt_scores
-from adamergex_pl.metrics.item_score_metric import ItemScoreMetric
-from adamergex_pl.metrics.item_scores import ItemScores
+from adamergex_pl.metrics.item_scores import ItemScoreMetric, ItemScores
 
 
 class ChoiceEvaluator(Evaluator):

@@ -29,8 +29,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric, SumMetric
 
 from adamergex_pl.evaluation.prediction_records import PredictionRecords
-from adamergex_pl.metrics.item_score_metric import ItemScoreMetric
-from adamergex_pl.metrics.item_scores import ItemScores
+from adamergex_pl.metrics.item_scores import ItemScoreMetric, ItemScores
 
 IGNORE_INDEX = -100
 

@@ -11,12 +11,68 @@ Inputs are passed as ``{role: AdapterWeights}`` so that messages name them (``ta
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 
+import torch
+
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.merging.adapter_config import ia3_is_feedforward
-from adamergex_pl.merging.adapters import AdapterWeights
+from adamergex_pl.merging.adapters import AdapterWeights, ia3_is_feedforward
+
+OVERFLOW_LIMIT = math.sqrt(torch.finfo(torch.float32).max)  # ≈ 1.84e19
+
+
+def module_bounds(adapter) -> dict[str, float]:
+    """Per adapted module, the bound above on what the adapter adds to a unit-scale input (float64).
+
+    Args:
+        adapter: an :class:`~adamergex_pl.merging.adapters.AdapterWeights`.
+
+    Example:
+        >>> import torch
+        >>> from adamergex_pl.merging.adapters import AdapterWeights
+        >>> ia3 = AdapterWeights({"peft_type": "IA3"}, {"m": {"ia3_l": torch.full((4, 1), 2.0)}})
+        >>> module_bounds(ia3)
+        {'m': 4.0}
+    """
+    from adamergex_pl.merging.adapters import lora_module_scaling
+
+    bounds = {}
+    for module, parts in adapter.tensors.items():
+        if "ia3_l" in parts:
+            vector = parts["ia3_l"].detach().to(torch.float64)
+            bounds[module] = float(vector.abs().max()) * math.sqrt(vector.numel()) if vector.numel() else 0.0
+            continue
+        lora_a, lora_b = (parts[name].detach().to(torch.float64) for name in ("lora_A", "lora_B"))
+        scaling = lora_module_scaling(adapter.config, module, lora_a.shape[0], label=adapter.label)
+        norms = float(torch.linalg.vector_norm(lora_b)) * float(torch.linalg.vector_norm(lora_a))
+        bounds[module] = abs(scaling) * norms * math.sqrt(lora_a.shape[1])
+    return bounds
+
+
+def refuse_overflowing(adapter, scale: float | None, method: str) -> None:
+    """Raise unless every module's bound is finite and below :data:`OVERFLOW_LIMIT`.
+
+    Args:
+        adapter: the merged adapter.
+        scale: the merge's ``t`` (named in the fix), ``None`` for a merge without one.
+        method: the method, for the message.
+
+    Raises:
+        ValueError: naming the worst module, its bound, the limit, and the fix.
+    """
+    bounds = module_bounds(adapter)
+    bad = {module: bound for module, bound in bounds.items() if not bound < OVERFLOW_LIMIT}
+    if not bad:
+        return
+    worst = max(bad, key=lambda module: bad[module] if math.isfinite(bad[module]) else math.inf)
+    fix = f"use a smaller |t| than scale={scale:g}" if scale is not None else "check the inputs' weights"
+    raise InvalidValueError(
+        f"the {method} merge could overflow: module {worst!r} (and {len(bad) - 1} more) can add up to "
+        f"{bad[worst]:.3g} to a unit-scale activation, beyond {OVERFLOW_LIMIT:.3g}, where float32 activations "
+        f"can overflow to inf and the logits become NaN; {fix}"
+    )
 
 
 def check_mergeable(
@@ -49,7 +105,7 @@ def check_mergeable(
         example, missing = next(iter(partial.items()))
         raise InvalidValueError(
             f"{len(partial)} modules are adapted by only some inputs (e.g. {example!r} is missing from "
-            f"{', '.join(missing)}); strict_modules refuses this: drop strict_modules (--strict-modules) to "
+            f"{', '.join(missing)}); strict_modules refuses this: drop strict_modules (--strict_modules true) to "
             "treat a missing module as no update"
         )
     if next(iter(adapters.values())).adapter_type == "ia3":
@@ -96,7 +152,7 @@ def check_same_base(adapters: Mapping[str, AdapterWeights], *, allow_different_b
             raise InvalidValueError(
                 f"{role} was trained on base model {base!r} but {first_role} on {first!r}; merged adapters "
                 "only make sense on one base. If these name the same weights (e.g. a moved copy), pass "
-                "allow_different_base=True (--allow-different-base)"
+                "allow_different_base=True (--allow_different_base true)"
             )
 
 

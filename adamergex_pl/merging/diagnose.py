@@ -28,16 +28,16 @@ mean; its norm is reported as computed.
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from adamergex_pl.merging.adapter_config import lora_module_scaling
-from adamergex_pl.merging.adapters import AdapterWeights
+from adamergex_pl.merging.adapters import AdapterWeights, lora_module_scaling, refuse_nonfinite
 from adamergex_pl.merging.checks import check_mergeable
-from adamergex_pl.merging.finite import refuse_nonfinite
 from adamergex_pl.merging.ia3 import checked_log
 from adamergex_pl.merging.lora import concat_factors
 from adamergex_pl.merging.merge import AdapterInput, _as_adapter, _union
@@ -168,3 +168,50 @@ def _ia3_gap(named: Mapping[str, AdapterWeights], tgt: str, src: str, module: st
     l_tgt, l_src = (v if v is not None else torch.zeros(shape, dtype=torch.float64) for v in logs)
     size = float(l_tgt.norm()) + float(l_src.norm())
     return _VectorGap(l_tgt - l_src, size)
+
+
+def diagnose(
+    task_src: str, task_tgt: str, ref_src: str, ref_tgt: str, format: Literal["table", "json"] = "table"
+) -> int:
+    """Cosine per module between the task's language gap A(T,tgt) ⊖ A(T,src) and the reference task's
+    A(R,tgt) ⊖ A(R,src): the assumption AdaMergeX rests on (``adamergex diagnose``).
+
+    Args:
+        task_src: the task adapter in the source language (an adapter folder or a snapshot root).
+        task_tgt: the task adapter in the target language (an oracle).
+        ref_src: the reference-task adapter in the source language.
+        ref_tgt: the reference-task adapter in the target language.
+        format: ``table`` (a line per module and the mean) or ``json`` (the report as one JSON object).
+
+    Returns:
+        The exit code: 0 printed, 2 refused (one line on stderr).
+    """
+    try:
+        report = language_gap_alignment(task_src, task_tgt, ref_src, ref_tgt)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"adamergex diagnose: error: {err}", file=sys.stderr)
+        return 2
+    if format == "json":
+        print(json.dumps(report))
+        return 0
+    from adamergex_pl.results.tables import text_table
+
+    body = [
+        [
+            module,
+            "n/a" if cosine is None else f"{cosine:+.4f}",
+            *(f"{v:.4g}" for v in report["norms"][module].values()),
+        ]
+        for module, cosine in report["modules"].items()
+    ]
+    print(text_table(["module", "cosine", *report["norms"][next(iter(report["modules"]))]], body))
+    mean = report["mean"]
+    print(f"mean cosine over modules: {'n/a' if mean is None else f'{mean:+.4f}'} ({report['adapter_type']})")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """``adamergex diagnose --task_src A --task_tgt B --ref_src C --ref_tgt D [--format json]``."""
+    from adamergex_pl.cli import run_function
+
+    return run_function(diagnose, argv, "adamergex diagnose")

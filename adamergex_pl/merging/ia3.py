@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.merging.finite import refuse_nonfinite
+from adamergex_pl.merging.adapters import refuse_nonfinite
 
 
 def _refuse_nonfinite(vector: torch.Tensor, what: str, module: str) -> None:

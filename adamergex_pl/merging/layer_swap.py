@@ -30,18 +30,18 @@ from collections.abc import Mapping
 import torch
 
 from adamergex_pl.errors import InvalidTypeError, InvalidValueError
-from adamergex_pl.merging.adapter_config import (
+from adamergex_pl.merging.adapters import (
+    AdapterWeights,
     ia3_is_feedforward,
     lora_module_scaling,
     merged_ia3_config,
     merged_lora_config,
+    refuse_nonfinite,
 )
-from adamergex_pl.merging.adapters import AdapterWeights
 from adamergex_pl.merging.checks import check_mergeable
-from adamergex_pl.merging.finite import refuse_nonfinite
 from adamergex_pl.merging.lora import concat_factors
 from adamergex_pl.merging.merge import AdapterInput, _as_adapter, _keep_targeting, _result_dtype, _union
-from adamergex_pl.merging.method_result import MethodResult
+from adamergex_pl.merging.result import MethodResult
 
 METHOD = "layer_swap"
 

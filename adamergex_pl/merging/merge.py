@@ -28,16 +28,16 @@ from typing import Any
 import torch
 
 from adamergex_pl.errors import InvalidTypeError, InvalidValueError
-from adamergex_pl.merging.adapter_config import (
+from adamergex_pl.merging.adapters import (
+    AdapterWeights,
     ia3_is_feedforward,
     lora_module_scaling,
     merged_ia3_config,
     merged_lora_config,
+    refuse_nonfinite,
     targeting,
 )
-from adamergex_pl.merging.adapters import AdapterWeights
 from adamergex_pl.merging.checks import check_mergeable
-from adamergex_pl.merging.finite import refuse_nonfinite
 from adamergex_pl.merging.ia3 import ia3_adamergex, ia3_arimerge, ia3_product
 from adamergex_pl.merging.lora import combine_factors, concat_factors, svd_record, truncate_factors
 from adamergex_pl.merging.result import MergeResult

@@ -15,7 +15,7 @@ arrives and dropped when the next language starts, so memory holds one language'
 Every result carries ``n``, a 95% bootstrap interval over items and a paired comparison with ``zero_shot`` on
 the same items (:mod:`adamergex_pl.results.statistics`); with ``selection_fraction`` the best ``t`` is chosen
 on held-out items and reported on the rest. ``adamergex validate`` ends with one table on stdout
-(:mod:`adamergex_pl.results.comparison_table`) and the paths of the files (``verbose: false`` keeps it quiet).
+(:mod:`adamergex_pl.results.tables`) and the paths of the files (``verbose: false`` keeps it quiet).
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from typing_extensions import override
 
+from adamergex_pl.atomic_files import write_jsonl_atomic
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator
-from adamergex_pl.merging.merge_results import MergeResults
+from adamergex_pl.merging.merge_results import MergeResults, Variant
 from adamergex_pl.merging.methods import (
     METHODS,
     REF_SRC,
@@ -41,13 +42,11 @@ from adamergex_pl.merging.methods import (
     check_methods,
     check_sweeps,
 )
-from adamergex_pl.merging.variant import Variant
-from adamergex_pl.results.files import write_jsonl_atomic
 from adamergex_pl.results.printing import claim_results_printing, print_report
 from adamergex_pl.results.statistics import StatisticsOptions
-from adamergex_pl.training.base_options import BaseModelOptions
-from adamergex_pl.training.snapshots import resolve_adapter_dir
+from adamergex_pl.training.base_model import BaseModelOptions
 from adamergex_pl.training.strategy_support import check_strategy
+from callbacks.adapter_snapshot import resolve_adapter_dir
 
 TASK_ADAPTER = "zero_shot"
 
@@ -194,7 +193,7 @@ class MergeModule(LightningModule):
             return
         from peft import PeftModel
 
-        from adamergex_pl.merging import AdapterWeights
+        from adamergex_pl.merging.adapters import AdapterWeights
 
         hp = self.hparams
         base = self.base_options.load_for(self)
@@ -231,7 +230,8 @@ class MergeModule(LightningModule):
 
     def _load_language(self, language: str) -> None:
         """Replace the previous language's merged (and oracle) adapters with this language's."""
-        from adamergex_pl.merging import AdapterWeights, add_to_peft_model
+        from adamergex_pl.merging.adapters import AdapterWeights
+        from adamergex_pl.merging.live_model import add_to_peft_model
 
         self.model.set_adapter(TASK_ADAPTER)
         for name in list(self.model.peft_config):

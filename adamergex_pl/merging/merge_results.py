@@ -18,16 +18,34 @@ import csv
 import io
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adamergex_pl.atomic_files import write_atomic
 from adamergex_pl.merging.methods import merge_method_names
-from adamergex_pl.merging.variant import Variant
 from adamergex_pl.metrics.item_scores import ItemScores
-from adamergex_pl.results.comparison_table import comparison_table
-from adamergex_pl.results.files import write_text_atomic
 from adamergex_pl.results.selection import best_overall, best_per_language, in_split, main_metric, splits
 from adamergex_pl.results.statistics import FIELDS, Result, StatisticsOptions, tidy_rows
+from adamergex_pl.results.tables import comparison_table
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One column of the comparison: a method at a scale (``None`` for methods without one)."""
+
+    method: str
+    scale: float | None
+
+    @property
+    def label(self) -> str:
+        """How the variant appears in metric names: ``adamergex/0.5``, ``zero_shot/none``."""
+        return f"{self.method}/{'none' if self.scale is None else f'{self.scale:g}'}"
+
+    @property
+    def key(self) -> str:
+        """A module and adapter name (no dots or slashes)."""
+        return self.label.replace("/", "__").replace(".", "_").replace("-", "m")
 
 
 class MergeResults:
@@ -199,6 +217,6 @@ class MergeResults:
     def write(self, metric: str | None = None) -> None:
         """Write ``results.csv``, ``results.json`` and ``results.md`` (each replaced atomically)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.directory / "results.csv", self.csv_text())
-        write_text_atomic(self.directory / "results.json", json.dumps(self.document(metric), indent=2) + "\n")
-        write_text_atomic(self.directory / "results.md", self.markdown(metric))
+        write_atomic(self.directory / "results.csv", self.csv_text())
+        write_atomic(self.directory / "results.json", json.dumps(self.document(metric), indent=2) + "\n")
+        write_atomic(self.directory / "results.md", self.markdown(metric))

@@ -230,6 +230,14 @@ _REGISTRY = (
 METHODS: dict[str, Method] = {method.name: method for method in _REGISTRY}
 
 
+COMBINATION_FORMULA = "Σ_i w_i·A_i"  # what a signed combination (``combine_adapters``) computes
+
+
+def formula(method: str) -> str:
+    """What ``method`` computes (written to ``merge.json``): the registry's formula, or a combination's."""
+    return METHODS[method].formula if method in METHODS else COMBINATION_FORMULA
+
+
 def merge_method_names() -> tuple[str, ...]:
     """The methods that build a merged adapter, in registry order."""
     return tuple(name for name, method in METHODS.items() if method.is_merge)

@@ -1,24 +1,21 @@
 """Writing a merged adapter: a standard PEFT adapter directory plus ``merge.json``, atomically.
 
-The directory is built in a temporary directory beside the target and renamed into place, so a refused or
-failed write leaves no output directory behind, and an overwritten one is replaced whole (the old directory is
-moved aside first and removed after the rename). A write killed half-way leaves ``.<out>.tmp-*`` (the staging
-directory) or ``.<out>.old-*`` (the old output, moved aside); the next write to the same ``out_dir`` removes
-the first and puts the second back when ``out_dir`` is missing, so that nothing is lost or left behind.
+The directory is built in a staging folder beside the target and renamed into place
+(:mod:`adamergex_pl.atomic_files`), so a refused or failed write leaves no output directory behind, and an
+overwritten one is replaced whole. What a killed write leaves is finished by the next write to the same
+``out_dir``: nothing is lost or left behind.
 """
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from adamergex_pl.atomic_files import finish_interrupted_writes, is_within, publish_dir, staging_dir
 from adamergex_pl.errors import InvalidValueError, reraise_os_error
+from adamergex_pl.merging.methods import formula
 from adamergex_pl.merging.result import MergeResult
-from adamergex_pl.results.files import current_umask
 
 MERGE_RECORD_FILE = "merge.json"
 
@@ -49,12 +46,12 @@ def write_merged(result: MergeResult, out_dir: str | Path, *, overwrite: bool = 
     """
     out = Path(out_dir)
     try:
-        _finish_interrupted_write(out)
+        finish_interrupted_writes(out.parent, out.name)
     except Exception as err:
         reraise_os_error(err, "merged adapter", out)
     resolved = out.resolve()
     for entry in result.inputs:
-        if entry["path"] and _is_within(Path(entry["path"]).resolve(), resolved):
+        if entry["path"] and is_within(Path(entry["path"]).resolve(), resolved):
             raise InvalidValueError(
                 f"out_dir {str(out)!r} holds the input {entry['role']} ({entry['path']}); writing there "
                 "would destroy it: choose another directory"
@@ -64,51 +61,21 @@ def write_merged(result: MergeResult, out_dir: str | Path, *, overwrite: bool = 
             raise FileExistsError(f"out_dir {str(out)!r} is a file or a link; choose another path")
         if not overwrite:
             raise FileExistsError(
-                f"out_dir {str(out)!r} already exists; pass overwrite=True (--overwrite) to replace it, or "
+                f"out_dir {str(out)!r} already exists; pass overwrite=True (--overwrite true) to replace it, or "
                 "choose another directory"
             )
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        staging = staging_dir(out)
     except Exception as err:
         reraise_os_error(err, "merged adapter", out)
     try:
         result.adapter.save(staging)
-        record = json.dumps(result.record(), indent=2, ensure_ascii=False, allow_nan=False)
+        record = json.dumps(
+            result.record(formula(result.method)), indent=2, ensure_ascii=False, allow_nan=False
+        )
         (staging / MERGE_RECORD_FILE).write_text(record + "\n", encoding="utf-8")
-        os.chmod(staging, 0o777 & ~current_umask())
-        if out.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.rename(retired / out.name)
-            try:
-                staging.rename(out)
-            except OSError:
-                (retired / out.name).rename(out)  # put the old one back
-                retired.rmdir()
-                raise
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            staging.rename(out)
+        publish_dir(staging, out)
     except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
         reraise_os_error(err, "merged adapter", out)
     return out
-
-
-def _finish_interrupted_write(out: Path) -> None:
-    """Remove what a killed write to ``out`` left beside it; put back an old output moved aside but not
-    replaced (``out`` missing)."""
-    if not out.parent.is_dir():
-        return
-    name = glob.escape(out.name)
-    for retired in sorted(out.parent.glob(f".{name}.old-*")):
-        kept = retired / out.name
-        if kept.is_dir() and not (out.exists() or out.is_symlink()):
-            kept.rename(out)
-        shutil.rmtree(retired, ignore_errors=True)
-    for staging in out.parent.glob(f".{name}.tmp-*"):
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _is_within(path: Path, directory: Path) -> bool:
-    return path == directory or directory in path.parents

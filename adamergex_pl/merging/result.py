@@ -8,15 +8,6 @@ from typing import Any
 
 from adamergex_pl.merging.adapters import AdapterWeights
 
-COMBINATION_FORMULA = "Σ_i w_i·A_i"
-
-
-def formula(method: str) -> str:
-    """What ``method`` computes: the registry's formula, or the signed combination's."""
-    from adamergex_pl.merging.methods import METHODS
-
-    return METHODS[method].formula if method in METHODS else COMBINATION_FORMULA
-
 
 @dataclass(frozen=True)
 class MergeResult:
@@ -34,7 +25,7 @@ class MergeResult:
 
     Raises:
         ValueError: the merged adapter would overflow float32 activations
-            (:mod:`adamergex_pl.merging.overflow`).
+            (:mod:`adamergex_pl.merging.checks`).
 
     Example:
         >>> result = merge_adapters("task_en", "wiki_en", "wiki_de", scale=0.5)  # doctest: +SKIP
@@ -53,12 +44,13 @@ class MergeResult:
     def __post_init__(self) -> None:
         # every merge ends here: its inputs were checked for NaN and inf, and so were its tensors; this checks
         # what the adapter does to an activation (finite factors may still overflow the forward pass)
-        from adamergex_pl.merging.overflow import refuse_overflowing
+        from adamergex_pl.merging.checks import refuse_overflowing
 
         refuse_overflowing(self.adapter, self.scale, self.method)
 
-    def record(self) -> dict[str, Any]:
-        """The ``merge.json`` content: inputs, hashes, method, mode, ``t``, partial modules, svd error."""
+    def record(self, formula: str | None = None) -> dict[str, Any]:
+        """The ``merge.json`` content: inputs, hashes, method, ``formula`` (what the method computes, from the
+        method registry), mode, ``t``, partial modules, svd error."""
         try:
             version = metadata.version("adamergex-pl")
         except metadata.PackageNotFoundError:
@@ -68,7 +60,7 @@ class MergeResult:
             "library": {"name": "adamergex-pl", "version": version},
             "adapter_type": self.adapter.adapter_type,
             "method": self.method,
-            "formula": formula(self.method),
+            "formula": formula,
             "mode": self.mode,
             "scale": self.scale,
             "inputs": [dict(entry) for entry in self.inputs],
@@ -97,3 +89,29 @@ class MergeResult:
         if self.svd:
             line += f", svd relative error {self.svd['relative_error']:.3g}"
         return line
+
+
+@dataclass(frozen=True)
+class MethodResult(MergeResult):
+    """A merged adapter with its record, plus the method's own parameters.
+
+    Args:
+        options: JSON-serialisable parameters of the method beyond ``t`` (e.g. ``{"density": 0.2}``).
+        (the other fields as in :class:`MergeResult`)
+
+    Example:
+        >>> result = ties_merge(task, en, de, scale=1.0, density=0.2, svd_rank=8)  # doctest: +SKIP
+        >>> result.record()["options"]  # doctest: +SKIP
+        {'density': 0.2, 'seed': None}
+    """
+
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, formula: str | None = None) -> dict[str, Any]:
+        """The ``merge.json`` content of :meth:`MergeResult.record` with ``"options"`` added."""
+        return {**super().record(formula), "options": dict(self.options)}
+
+    def summary(self) -> str:
+        """:meth:`MergeResult.summary` followed by the options, e.g. ``..., density=0.2``."""
+        shown = ", ".join(f"{key}={value}" for key, value in self.options.items() if value is not None)
+        return f"{super().summary()}, {shown}" if shown else super().summary()

@@ -15,39 +15,3 @@ torchmetrics metrics for validation loops (every state is synced correctly under
 tasks (XNLI, XCOPA, PAWS-X) need no text metric: compare the extracted label with ``torchmetrics``
 accuracy or a per-language mean.
 """
-
-from adamergex_pl.metrics.consistency import consistency_scores
-from adamergex_pl.metrics.consistency_metric import CrossLingualConsistency
-from adamergex_pl.metrics.languages import normalize_language
-from adamergex_pl.metrics.number_match import NumberMatchAccuracy
-from adamergex_pl.metrics.numbers import extract_final_number, numbers_equal, parse_number
-from adamergex_pl.metrics.options import index_to_letter, option_index, option_letter
-from adamergex_pl.metrics.per_language_mean import PerLanguageMeanMetric
-from adamergex_pl.metrics.rouge import lcs_length, rouge_l, rouge_tokens
-from adamergex_pl.metrics.rouge_metric import RougeLMetric
-from adamergex_pl.metrics.squad import answer_tokens, exact_match, f1_score, normalize_answer, squad_scores
-from adamergex_pl.metrics.squad_metric import SquadMetric
-
-__all__ = [
-    "CrossLingualConsistency",
-    "NumberMatchAccuracy",
-    "PerLanguageMeanMetric",
-    "RougeLMetric",
-    "SquadMetric",
-    "answer_tokens",
-    "consistency_scores",
-    "exact_match",
-    "extract_final_number",
-    "f1_score",
-    "index_to_letter",
-    "lcs_length",
-    "normalize_answer",
-    "normalize_language",
-    "numbers_equal",
-    "option_index",
-    "option_letter",
-    "parse_number",
-    "rouge_l",
-    "rouge_tokens",
-    "squad_scores",
-]

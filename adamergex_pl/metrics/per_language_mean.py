@@ -55,7 +55,7 @@ class PerLanguageMeanMetric(Metric):
         ValueError: If it is empty, holds an unknown language, or names a language twice.
 
     Example:
-        >>> from adamergex_pl.metrics import SquadMetric
+        >>> from adamergex_pl.metrics.squad import SquadMetric
         >>> metric = SquadMetric(languages=["en", "zh"])
         >>> metric.update(["Paris"], ["Paris"], language="en")
         >>> float(metric.compute()["en/exact_match"])

@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from adamergex_pl.results.files import write_text_atomic
+from adamergex_pl.atomic_files import write_atomic
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
@@ -50,7 +50,7 @@ def write_diagnosis(spec, run_dir: Path) -> list[Path]:
     written, curves = [], {}
     for name, lang in pairs:
         report = diagnose_task(spec, name, lang)
-        path = write_text_atomic(
+        path = write_atomic(
             run_dir / "diagnosis" / f"{name}_{lang}.json", json.dumps(report, indent=2) + "\n"
         )
         written.append(path)

@@ -19,9 +19,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from adamergex_pl.atomic_files import write_atomic
 from adamergex_pl.merging.methods import swept_method_names
 from adamergex_pl.pipeline.report import best_scales
-from adamergex_pl.results.files import write_text_atomic
 from adamergex_pl.results.selection import in_split, splits
 from adamergex_pl.results.tables import format_value, markdown_table
 
@@ -147,9 +147,9 @@ def write_experiment_table(spec, run_dir: Path) -> str:
     writer = csv.DictWriter(text, fieldnames=FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows({**r, "scale": "" if r["scale"] is None else r["scale"]} for r in rows)
-    write_text_atomic(run_dir / "results.csv", text.getvalue())
+    write_atomic(run_dir / "results.csv", text.getvalue())
     document = {"tasks": {n: t.tgt_langs for n, t in spec.tasks.items()}, "rows": rows}
-    write_text_atomic(run_dir / "results.json", json.dumps(document, indent=2) + "\n")
-    write_text_atomic(run_dir / "results.md", table)
+    write_atomic(run_dir / "results.json", json.dumps(document, indent=2) + "\n")
+    write_atomic(run_dir / "results.md", table)
     plot(rows, spec, run_dir / "plots" / "overview.png")
     return summary(rows, spec)

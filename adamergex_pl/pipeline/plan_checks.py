@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from adamergex_pl.data.sources import DataSource
 from adamergex_pl.errors import InputNotFoundError, InvalidValueError, UserInputError
 from adamergex_pl.merging.methods import check_adapter_type
+from data_modules.sources import DataSource
 
 
 def check_plan(spec, plan) -> None:

@@ -5,7 +5,7 @@ its cost: the base model becomes ``builtin:tiny-llama`` (a 2-layer Llama built l
 couple of optimizer steps on a few examples, and every evaluation scores a few items per language, on the CPU
 in full precision. The data is read as configured, so a rehearsal also checks that every dataset id, config,
 split and field loads; offline, point ``ADAMERGEX_DATASET_MIRROR`` at a folder that mirrors the hub (see
-:class:`adamergex_pl.data.sources.DataSource`). Its outputs go to ``<run_dir>/rehearsal`` so they never mix
+:class:`data_modules.sources.DataSource`). Its outputs go to ``<run_dir>/rehearsal`` so they never mix
 with the real run's. The numbers it reports are meaningless; that every cell of the table is there is the point.
 """
 

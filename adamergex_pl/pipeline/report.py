@@ -4,7 +4,7 @@
   ``n``, the 95% bootstrap interval, the paired comparison with zero-shot; :mod:`adamergex_pl.results.statistics`);
   ``results.json``'s ``best[<lang>].adapter_dir`` is rewritten relative to the run directory (the folder of
   this ``results.json``);
-* ``results.md``: the one table (:mod:`adamergex_pl.results.comparison_table`), also printed at the end;
+* ``results.md``: the one table (:mod:`adamergex_pl.results.tables`), also printed at the end;
 * ``plots/by_method.png``: per language, each method (merge methods at their best ``t``, written under the
   bar) with its interval: bars from 0 for scores, points for losses and perplexities;
 * ``plots/scale_sweep.png``: the main metric against ``t`` for the merge methods with interval bands, in the
@@ -20,11 +20,11 @@ import os
 import shutil
 from pathlib import Path
 
+from adamergex_pl.atomic_files import write_atomic
 from adamergex_pl.merging.methods import swept_method_names
-from adamergex_pl.results.comparison_table import comparison_table
-from adamergex_pl.results.files import write_text_atomic
 from adamergex_pl.results.selection import best_per_language, in_split, lower_is_better, main_metric, splits
 from adamergex_pl.results.statistics import BASELINE, finite
+from adamergex_pl.results.tables import comparison_table
 
 _MARKERS = ("o", "s", "^", "D", "v", "P")
 _NO_INTERVALS = "no intervals: a token-weighted loss is not a mean over items"
@@ -253,7 +253,7 @@ def write_report(results_dir: Path, run_dir: Path, metric: str | None, src_lang:
     }  # relative to the run directory, where this copy of results.json lives
     shutil.copyfile(results_dir / "results.csv", run_dir / "results.csv")
     document = {**document, "main_metric": chosen, "best": best}
-    write_text_atomic(run_dir / "results.json", json.dumps(document, indent=2) + "\n")
-    write_text_atomic(run_dir / "results.md", table + "\n")
+    write_atomic(run_dir / "results.json", json.dumps(document, indent=2) + "\n")
+    write_atomic(run_dir / "results.md", table + "\n")
     plot(rows, chosen, languages, src_lang, run_dir / "plots")
     return table

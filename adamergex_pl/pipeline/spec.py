@@ -60,7 +60,7 @@ class EvaluationSpec:
 
 
 @dataclass
-class TaskSpec:
+class PipelineTask:
     """One task of a multi-task pipeline (its name is its key under ``tasks``).
 
     Args:
@@ -143,7 +143,7 @@ class PipelineSpec:
         reference: the reference-task fits, in every language any task uses.
         task: one task's fits (the single-task form; or use ``tasks``).
         evaluation: that task's comparison of methods per language.
-        tasks: several tasks by name (the multi-task form: each a :class:`TaskSpec`).
+        tasks: several tasks by name (the multi-task form: each a :class:`PipelineTask`).
         run_dir: where every stage writes (``<run_dir>/<stage>/``) and the report goes.
         src_lang: the language of the task training data.
         tgt_langs: single-task form: the languages to transfer the task to.
@@ -168,7 +168,7 @@ class PipelineSpec:
     reference: FitSpec
     task: FitSpec | None = None
     evaluation: EvaluationSpec | None = None
-    tasks: dict[str, TaskSpec] = field(default_factory=dict)
+    tasks: dict[str, PipelineTask] = field(default_factory=dict)
     run_dir: str = "runs/adamergex"
     src_lang: str = "en"
     tgt_langs: list[str] = field(default_factory=list)
@@ -204,7 +204,7 @@ class PipelineSpec:
                     "tgt_langs}}"
                 )
             self.tasks = {
-                self.task.name: TaskSpec(
+                self.task.name: PipelineTask(
                     self.task, self.evaluation, list(self.tgt_langs), list(self.oracle_langs), self.metric
                 )
             }

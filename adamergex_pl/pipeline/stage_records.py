@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from adamergex_pl.errors import UserInputError
-from adamergex_pl.training.snapshots import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LAST_LINK, resolve_adapter_dir
+from callbacks.adapter_snapshot import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LAST_LINK, resolve_adapter_dir
 
 STAGE_RECORD = "stage.json"
 RESULTS_DIR = "merge_results"

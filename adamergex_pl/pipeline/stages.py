@@ -26,13 +26,12 @@ from typing import Any
 
 import yaml
 
+from adamergex_pl.atomic_files import remove_dir, write_atomic
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.pipeline import stage_records as records
 from adamergex_pl.pipeline.spec import FitSpec, PipelineSpec
-from adamergex_pl.results.files import write_text_atomic
-from adamergex_pl.training.base_options import BASE_MODEL_KEYS
-from adamergex_pl.training.checkpoint_io import checkpoint_problem
-from adamergex_pl.training.snapshot_files import remove_dir
+from adamergex_pl.training.base_model import BASE_MODEL_KEYS
+from callbacks.run_checkpoint import checkpoint_problem
 
 STAGE_RECORD = records.STAGE_RECORD
 ATTEMPT_RECORD = "attempt.json"
@@ -258,7 +257,7 @@ def write_config(spec: PipelineSpec, stage: Stage) -> Path:
         f"# Stage '{stage.name}' of an AdaMergeX pipeline, written by `adamergex pipeline`.\n"
         f"#   adamergex {stage.command} --config {path}\n"
     )
-    write_text_atomic(path, header + yaml.safe_dump(stage.config, sort_keys=False, allow_unicode=True))
+    write_atomic(path, header + yaml.safe_dump(stage.config, sort_keys=False, allow_unicode=True))
     return path
 
 
@@ -272,7 +271,7 @@ def mark(spec: PipelineSpec, stage: Stage, record: str, fingerprint: str) -> Non
     root = stage_dir(spec, stage.name)
     root.mkdir(parents=True, exist_ok=True)
     if record != STAGE_RECORD:
-        write_text_atomic(root / record, json.dumps({"stage": stage.name, "fingerprint": fingerprint}) + "\n")
+        write_atomic(root / record, json.dumps({"stage": stage.name, "fingerprint": fingerprint}) + "\n")
         return
     outputs = records.output_digest(root, stage.is_fit)
     if outputs is None:
@@ -281,7 +280,7 @@ def mark(spec: PipelineSpec, stage: Stage, record: str, fingerprint: str) -> Non
             "marked done (did the fit run any step?)"
         )
     inputs = {name: records.recorded_outputs(stage_dir(spec, name)) for name in stage.depends}
-    write_text_atomic(root / STAGE_RECORD, records.record_entry(stage.name, fingerprint, outputs, inputs))
+    write_atomic(root / STAGE_RECORD, records.record_entry(stage.name, fingerprint, outputs, inputs))
     (root / ATTEMPT_RECORD).unlink(missing_ok=True)  # the attempt is over: nothing to resume any more
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adamergex_pl.results.files import write_jsonl_atomic
+from adamergex_pl.atomic_files import write_jsonl_atomic
 from adamergex_pl.results.tables import format_results_table
 
 __all__ = ["claim_results_printing", "finish_evaluation", "fit_summary", "print_report"]

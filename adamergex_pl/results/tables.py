@@ -3,7 +3,7 @@
 :func:`markdown_table` and :func:`text_table` render any grid (a header and rows of cells); every results table
 of the package (``results.md`` of a merge comparison and of a pipeline, the table ``validate`` prints) goes
 through them, and :func:`format_value` (with :func:`format_difference` for paired differences) writes every
-number. The comparison of methods (:mod:`adamergex_pl.results.comparison_table`) builds its grid here too.
+number. The comparison of methods (:mod:`adamergex_pl.results.tables`) builds its grid here too.
 
 The per-language table of logged metrics, printed at the end of ``adamergex validate``:
 
@@ -17,10 +17,12 @@ out. Values print with four decimals.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from adamergex_pl.metrics.interval_format import format_with_interval
+from adamergex_pl.metrics.bootstrap import format_with_interval
+from adamergex_pl.results.selection import best_per_language, in_split, lower_is_better, splits
+from adamergex_pl.results.statistics import BASELINE, finite
 
 MEAN_ROW = "mean"
 
@@ -89,7 +91,7 @@ def format_results_table(metrics: Mapping[str, Any], prefix: str = "val") -> str
 
 def format_value(value: float | None, ci_low: float | None = None, ci_high: float | None = None) -> str:
     """A result as every table shows it: four decimals, ``nan``, or empty for a missing value; with an
-    interval, three decimals and the interval (:func:`~adamergex_pl.metrics.interval_format.format_with_interval`).
+    interval, three decimals and the interval (:func:`~adamergex_pl.metrics.bootstrap.format_with_interval`).
 
     Example:
         >>> format_value(0.18644), format_value(0.18644, 0.0983, 0.2881), format_value(None)
@@ -141,3 +143,109 @@ def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines)
+
+
+def _header_language(language: str, rows: list[dict[str, Any]]) -> str:
+    counts = {row.get("n") for row in rows if row["language"] == language and row.get("n") is not None}
+    if len(counts) == 1:
+        return f"{language} (n={counts.pop()})"
+    return language if not counts else f"{language} (n={min(counts)}-{max(counts)})"
+
+
+def _cell(row: dict[str, Any] | None, best: bool) -> str:
+    if row is None:
+        return ""
+    low, high = row.get("ci_low"), row.get("ci_high")
+    text = (
+        format_value(row["value"], low, high) if finite(low) and finite(high) else format_value(row["value"])
+    )
+    return f"{text} *" if best else text
+
+
+def _difference(row: dict[str, Any] | None) -> str:
+    if row is None or row["method"] == BASELINE or not finite(row.get(f"diff_vs_{BASELINE}")):
+        return ""
+    return format_difference(
+        row[f"diff_vs_{BASELINE}"], row["diff_ci_low"], row["diff_ci_high"], row["p_value"]
+    )
+
+
+def _legend(rows: list[dict[str, Any]], chosen_on: str) -> str:
+    """The line under the table: where ``t`` was chosen, and why some cells have no interval."""
+    if chosen_on == "selection":
+        counts = sorted({row["n"] for row in rows if row.get("split") == "selection" and row.get("n")})
+        sizes = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}" if counts else "some"
+        text = (
+            f"\\* best t of each merge method per language, chosen on {sizes} held-out selection items per "
+            "language; every value above is on the other (test) items."
+        )
+    else:
+        text = (
+            "\\* best t of each merge method per language, chosen on these same items (no selection split): "
+            "that choice flatters the merge methods."
+        )
+    if any((row.get("note") or "").startswith("token-weighted") for row in rows):
+        text += " Losses and perplexities are token-weighted ratios over items: no interval."
+    return text
+
+
+def comparison_table(
+    rows: Sequence[dict[str, Any]],
+    metric: str,
+    languages: Sequence[str],
+    src_lang: str | None,
+    merge_methods: Collection[str],
+    task: str = "task",
+    confidence: float = 0.95,
+) -> str:
+    """The Markdown table of ``metric`` (a caption line, the table, the legend under it).
+
+    Args:
+        rows: the tidy rows of a comparison (:func:`adamergex_pl.results.statistics.tidy_rows`).
+        metric: the metric the table is about (e.g. ``xnli/accuracy``).
+        languages: the columns, in order.
+        src_lang: the source language: it gets no difference column (None: every language gets one).
+        merge_methods: the methods that have a scale (their best ``t`` is marked).
+        task: the task's name, for the caption.
+        confidence: the intervals' coverage, for the caption.
+
+    Returns:
+        Markdown text (no trailing newline).
+    """
+    chosen_on, reported_on = splits(rows)
+    shown = [r for r in in_split(rows, reported_on) if r["metric"] == metric]
+    cells = {(r["method"], r["scale"], r["language"]): r for r in shown}
+    variants = list(dict.fromkeys((r["method"], r["scale"]) for r in shown if r["language"] in languages))
+    best = best_per_language(in_split(rows, chosen_on), metric, languages, merge_methods)
+    marked = {(m, row["scale"], lang) for (m, lang), row in best.items()}
+    targets = [lang for lang in languages if lang != src_lang]
+    percent = f"{confidence * 100:g}%"
+    direction = "lower is better" if lower_is_better(metric) else "higher is better"
+    intervals = any(finite(r.get("ci_low")) for r in shown)
+    compared = any(finite(r.get(f"diff_vs_{BASELINE}")) for r in shown)
+    caption = f"**{task}: {metric}** ({direction})"
+    if intervals:
+        caption += f" · value [{percent} bootstrap interval over items]"
+    if compared:
+        caption += (
+            f" · Δ: paired difference with {BASELINE} on the same items [{percent} interval], two-sided "
+            "bootstrap p"
+        )
+    header = ["method", "t", *(_header_language(lang, shown) for lang in languages)]
+    targets = targets if compared else []  # a table without paired comparisons (losses) has no Δ columns
+    header += [f"Δ {lang} vs {BASELINE}" for lang in targets]
+    body = []
+    for method, scale in variants:
+        line = [method, "" if scale is None else f"{scale:g}"]
+        line += [
+            _cell(cells.get((method, scale, lang)), (method, scale, lang) in marked) for lang in languages
+        ]
+        line += [_difference(cells.get((method, scale, lang))) for lang in targets]
+        body.append(line)
+    return "\n\n".join(
+        [
+            caption,
+            markdown_table(header, body),
+            _legend([r for r in rows if r["metric"] == metric], chosen_on),
+        ]
+    )

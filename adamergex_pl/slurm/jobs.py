@@ -30,8 +30,14 @@ from pathlib import Path
 
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.slurm.resources import JobResources
-from adamergex_pl.slurm.sbatch import SbatchError, find_sbatch, make_log_dirs, sbatch_submit, write_script
-from adamergex_pl.slurm.script import render_sbatch_script
+from adamergex_pl.slurm.sbatch import (
+    SbatchError,
+    find_sbatch,
+    make_log_dirs,
+    render_sbatch_script,
+    sbatch_submit,
+    write_script,
+)
 
 DEFAULT_JOBS_DIR = "runs/slurm/jobs"
 

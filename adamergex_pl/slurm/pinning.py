@@ -1,6 +1,6 @@
 """What ``adamergex`` changes in a run inside a job from ``adamergex submit`` (``$ADAMERGEX_RUN_DIR`` set).
 
-Two steps, both called by the CLI (``adamergex_pl/cli.py``) only when :func:`~adamergex_pl.slurm.run_env.pinned_run_dir`
+Two steps, both called by the CLI (``adamergex_pl/cli.py``) only when :func:`~adamergex_pl.slurm.pinning.pinned_run_dir`
 is set:
 
 * :func:`pin_config`, on the parsed config, before anything is instantiated (so the saved ``config.yaml`` and
@@ -11,7 +11,7 @@ is set:
   * loggers get a fixed ``version`` (``job_<SLURM_JOB_ID>``) instead of the next free ``version_<n>``, so that
     every run of a requeued job appends to the same logs. The default logger (Lightning's is a ``CSVLogger``
     without tensorboard) and a configured ``CSVLogger`` become
-    :class:`~adamergex_pl.slurm.resumable_csv_logger.ResumableCSVLogger`, because ``CSVLogger`` deletes the
+    :class:`~adamergex_pl.slurm.pinning.ResumableCSVLogger`, because ``CSVLogger`` deletes the
     ``metrics.csv`` it finds in its version directory;
   * ``fit`` resumes from the newest ``hpc_ckpt_<n>.ckpt`` in the run dir, or from ``checkpoints/last.ckpt``
     (``callbacks.RunCheckpoint``) when that is newer (a job killed without the signal and restarted), and
@@ -20,7 +20,7 @@ is set:
 * :func:`requeue_trainer_kwargs`, added to the Trainer's arguments (not to the saved config, which must stay
   runnable outside SLURM): the ``callbacks.SlurmRequeue`` callback unless the config has one, and
   ``SLURMEnvironment(auto_requeue=False)`` so that Lightning's own requeue handler, which checkpoints inside
-  the signal handler, is off (see :mod:`adamergex_pl.slurm.preemption`).
+  the signal handler, is off (see :mod:`callbacks.slurm_requeue`).
 
 Callback paths set explicitly in the config (e.g. a ``ModelCheckpoint`` ``dirpath``) are the user's and are kept.
 
@@ -35,17 +35,93 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from typing_extensions import override
 
-from adamergex_pl.slurm.run_env import hpc_checkpoint
+from callbacks.slurm_requeue import hpc_checkpoint
+
+RUN_DIR_ENV = "ADAMERGEX_RUN_DIR"
+
+
+def pinned_run_dir() -> Path | None:
+    """The run directory of this job (``$ADAMERGEX_RUN_DIR``), or ``None`` outside a submitted job.
+
+    Example:
+        >>> pinned_run_dir()  # doctest: +SKIP
+        PosixPath('/work/runs/slurm/fit-1234')
+    """
+    value = os.environ.get(RUN_DIR_ENV, "").strip()
+    return Path(value) if value else None
+
+
+def restart_count() -> int:
+    """How often SLURM has restarted this job (``$SLURM_RESTART_COUNT``; 0 on a first run or outside SLURM).
+
+    Raises:
+        ValueError: ``SLURM_RESTART_COUNT`` is set but not a whole number.
+    """
+    value = os.environ.get("SLURM_RESTART_COUNT", "").strip()
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise ValueError(
+            f"SLURM_RESTART_COUNT={value!r} is not a whole number; expected what SLURM sets, e.g. '1'"
+        )
+    return int(value)
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``CSVLogger`` that appends to an existing ``<save_dir>/<name>/<version>/metrics.csv``.
+
+    Args:
+        save_dir: the directory that holds ``<name>/<version>/``.
+        name: experiment name (a sub-directory); ``""`` or ``None`` for none.
+        version: the version directory (``version_<n>`` for an int); give a fixed string so restarts find it.
+        prefix: put at the beginning of metric keys.
+        flush_logs_every_n_steps: how often rows are written to disk.
+
+    Example:
+        .. code-block:: yaml
+
+            trainer:
+              logger:
+                class_path: adamergex_pl.slurm.pinning.ResumableCSVLogger
+                init_args: {save_dir: runs/x, version: run}
+    """
+
+    @property
+    @override
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is not None:
+            return self._experiment
+        self._fs.makedirs(self.root_dir, exist_ok=True)
+        self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's writer, minus the deletion: starts from the existing file's columns."""
+
+    @override
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                header = next(csv.reader(file), [])
+            self.metrics_keys = sorted(key for key in header if key)
+
 
 # Loggers whose `version` names a sub-directory of their save_dir (pinning it makes restarts append there).
 _VERSIONED_LOGGERS = ("CSVLogger", "TensorBoardLogger")
-_RESUMABLE_CSV = "adamergex_pl.slurm.resumable_csv_logger.ResumableCSVLogger"
+_RESUMABLE_CSV = "adamergex_pl.slurm.pinning.ResumableCSVLogger"
 _LIGHTNING_CSV = ("lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.csv_logs.CSVLogger")
 
 
@@ -131,8 +207,7 @@ def requeue_trainer_kwargs(trainer_init: dict[str, Any]) -> dict[str, Any]:
     """
     from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
-    from adamergex_pl.slurm.preemption import requeue_signal
-    from adamergex_pl.slurm.requeue_callback import SlurmRequeue
+    from callbacks.slurm_requeue import SlurmRequeue, requeue_signal
 
     kwargs: dict[str, Any] = {}
     callbacks = _as_list(trainer_init.get("callbacks"))

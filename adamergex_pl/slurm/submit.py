@@ -14,15 +14,97 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from adamergex_pl.slurm.job_file import load_job_file
+import yaml
+
 from adamergex_pl.slurm.jobs import DEFAULT_JOBS_DIR, JobSubmission, SlurmJob, adamergex_command, submit_jobs
+from adamergex_pl.slurm.pinning import RUN_DIR_ENV
 from adamergex_pl.slurm.resources import JobResources
-from adamergex_pl.slurm.run_env import RUN_DIR_ENV
 from adamergex_pl.slurm.sbatch import SbatchError, SbatchNotFoundError
+
+_TOP_KEYS = {"defaults", "jobs"}
+_JOB_KEYS = {"command", "after", "resources", "program"}
+
+
+def load_job_file(
+    path: str | os.PathLike[str], *, overrides: Mapping[str, Any] | None = None, program: str | None = None
+) -> list[SlurmJob]:
+    """Read a job file into :class:`SlurmJob` objects (in file order).
+
+    Args:
+        path: the YAML file.
+        overrides: ``JobResources`` fields from the command line; they win over the file's ``defaults`` and
+            lose to a job's own ``resources``.
+        program: the program for jobs that name none; defaults to the adamergex of this environment.
+
+    Returns:
+        The jobs.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not of the form above (unknown keys, a job without a command, resources that
+            ``JobResources`` refuses); the message names the job and the key.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"job file {os.fspath(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"job file {file} is not valid YAML: {err}") from err
+    if not isinstance(data, dict) or not isinstance(data.get("jobs"), dict) or not data["jobs"]:
+        raise ValueError(f"job file {file} must be a mapping with a non-empty 'jobs:' mapping of name -> job")
+    _no_unknown_keys(data, _TOP_KEYS, f"job file {file}")
+    defaults = _resource_fields(data.get("defaults") or {}, f"{file}: defaults")
+    jobs = []
+    for name, spec in data["jobs"].items():
+        where = f"{file}: job {name!r}"
+        if not isinstance(spec, dict):
+            raise ValueError(
+                f"{where} must be a mapping with 'command' (and optionally after, resources, program)"
+            )
+        _no_unknown_keys(spec, _JOB_KEYS, where)
+        own = _resource_fields(spec.get("resources") or {}, f"{where}: resources")
+        fields = {**defaults, **(overrides or {}), **own, "job_name": str(name)}
+        try:
+            resources = JobResources(**fields)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from err
+        command = spec.get("command")
+        if isinstance(command, str):
+            command = shlex.split(command)
+        if not isinstance(command, list) or not command:
+            raise ValueError(f"{where} has no command; expected e.g. 'command: fit --config fit.yaml'")
+        after = spec.get("after") or []
+        after = [after] if isinstance(after, str) else after
+        job_program = spec.get("program") or program
+        try:
+            jobs.append(SlurmJob(adamergex_command([str(a) for a in command], job_program), resources, after))
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from err
+    return jobs
+
+
+def _resource_fields(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a mapping of JobResources fields, e.g. {{time: '01:00:00'}}")
+    _no_unknown_keys(value, set(JobResources.field_names()) - {"job_name"}, where)
+    return dict(value)
+
+
+def _no_unknown_keys(mapping: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(map(str, mapping)) - allowed)
+    if unknown:
+        raise ValueError(
+            f"{where} has unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(allowed))}"
+        )
+
 
 _EPILOG = f"""\
 examples:
@@ -52,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--jobs",
         metavar="FILE",
-        help="YAML list of jobs and their dependencies (adamergex_pl/slurm/job_file.py)",
+        help="YAML list of jobs and their dependencies (adamergex_pl/slurm/submit.py)",
     )
     p.add_argument("--jobs-dir", default=DEFAULT_JOBS_DIR, help="where scripts are written (%(default)s)")
     p.add_argument("--workdir", help="the jobs' working directory (default: the current directory)")

@@ -20,13 +20,13 @@ from adamergex_pl.evaluation.language_modeling import (
     forward_logits,
 )
 from adamergex_pl.results.printing import finish_evaluation, fit_summary
-from adamergex_pl.training.adapter_spec import AdapterSpec
-from adamergex_pl.training.base_options import BaseModelOptions
-from adamergex_pl.training.checkpoint_io import install as install_checkpoint_io
-from adamergex_pl.training.checkpoint_signature import adapter_signature, check_checkpoint_fits
+from adamergex_pl.training.base_model import BaseModelOptions
 from adamergex_pl.training.optim import OptimizerSpec
-from adamergex_pl.training.snapshots import resolve_adapter_dir
+from adamergex_pl.training.peft_model import AdapterSpec
 from adamergex_pl.training.strategy_support import check_strategy
+from callbacks.adapter_snapshot import resolve_adapter_dir
+from callbacks.run_checkpoint import adapter_signature, check_checkpoint_fits
+from callbacks.run_checkpoint import install as install_checkpoint_io
 
 
 class AdapterModule(LightningModule):

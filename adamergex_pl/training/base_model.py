@@ -16,10 +16,60 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from adamergex_pl.assets.builtin import resolve_base_model
 from adamergex_pl.errors import InputNotFoundError, InvalidValueError
-from adamergex_pl.training.cpu_4bit_guard import guard_4bit_cpu_path
+
+# the attribute Linear4bit.__init__ sets from has_avx512bf16() and forward reads on every call
+_REPACK_FLAG = "support_avx512bf16_for_cpu"
+
+
+def guard_4bit_cpu_path(model: nn.Module) -> int:
+    """Keep every bitsandbytes ``Linear4bit`` in ``model`` on its unpacked, differentiable path.
+
+    Args:
+        model: any module; modules that are not 4-bit layers are left alone.
+
+    Returns:
+        The number of 4-bit layers guarded (0 for an unquantized or 8-bit model).
+
+    Example:
+        ``guard_4bit_cpu_path(AutoModelForCausalLM.from_pretrained(name, quantization_config=nf4))``
+    """
+    guarded = 0
+    for module in model.modules():
+        if not hasattr(module, _REPACK_FLAG):
+            continue
+        setattr(module, _REPACK_FLAG, False)
+        _unpack_if_packed(module)
+        guarded += 1
+    return guarded
+
+
+def is_guarded(model: nn.Module) -> bool:
+    """Whether no 4-bit layer of ``model`` can repack, and none is repacked now."""
+    return all(
+        not getattr(module, _REPACK_FLAG) and not _is_packed(module)
+        for module in model.modules()
+        if hasattr(module, _REPACK_FLAG)
+    )
+
+
+def _is_packed(layer: nn.Module) -> bool:
+    state = getattr(layer.weight, "quant_state", None)
+    return bool(getattr(state, "packing_format_for_cpu", False))
+
+
+def _unpack_if_packed(layer: nn.Module) -> None:
+    if not _is_packed(layer):
+        return
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+    layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+        layer.weight.data, layer.weight.quant_state
+    )
+
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -148,7 +198,7 @@ def load_base_model(
 
     A quantized model is placed on ``device`` while loading (each DDP rank loads its own copy onto its own
     device); an unquantized one is loaded on the CPU and moved by Lightning. 4-bit layers are guarded against
-    bitsandbytes' AVX512-BF16 repacking (:mod:`adamergex_pl.training.cpu_4bit_guard`), so training, validation and
+    bitsandbytes' AVX512-BF16 repacking (:mod:`adamergex_pl.training.base_model`), so training, validation and
     evaluation compute the same way on every CPU.
 
     Raises:
@@ -192,3 +242,66 @@ def _existing_model_path(name: str) -> str:
             "'meta-llama/Llama-2-7b-hf', or builtin:tiny-llama"
         )
     return path
+
+
+if TYPE_CHECKING:
+    from lightning.pytorch import LightningModule
+    from transformers import PreTrainedModel
+
+
+@dataclass(frozen=True)
+class BaseModelOptions:
+    """Which base model to load and how.
+
+    Args:
+        base_model: hub name, local directory, or ``builtin:<name>``.
+        quantization: how the frozen weights are stored (mode, double quant, compute and storage dtypes).
+        dtype: dtype of unquantized base weights (``auto``: bfloat16 on CUDA, float32 on CPU).
+        attn_implementation: transformers attention backend (``sdpa``, ``eager``, ``flash_attention_2``).
+
+    Raises:
+        ValueError: an unknown quantization mode or dtype, or conflicting quantization options.
+    """
+
+    base_model: str
+    quantization: QuantizationSpec
+    dtype: str = "auto"
+    attn_implementation: str | None = "sdpa"
+
+    @classmethod
+    def from_args(
+        cls,
+        base_model: str,
+        quantization: str = "none",
+        double_quant: bool = True,
+        compute_dtype: str = "auto",
+        quant_storage: str | None = None,
+        dtype: str = "auto",
+        attn_implementation: str | None = "sdpa",
+    ) -> BaseModelOptions:
+        """Build from a module's flat ``__init__`` arguments (the YAML keys of :data:`BASE_MODEL_KEYS`)."""
+        spec = QuantizationSpec(quantization, double_quant, compute_dtype, quant_storage)
+        return cls(base_model, spec, dtype, attn_implementation)
+
+    def load_for(self, module: LightningModule) -> PreTrainedModel:
+        """Load the base model onto ``module``'s device: its strategy's root device, the CPU without a trainer."""
+        trainer = module._trainer
+        return self.load(trainer.strategy.root_device if trainer is not None else torch.device("cpu"))
+
+    def load(self, device: torch.device) -> PreTrainedModel:
+        """Load the base model for ``device`` (quantized while loading; 4-bit layers CPU-guarded)."""
+        return load_base_model(
+            self.base_model, self.quantization, device, self.dtype, self.attn_implementation
+        )
+
+
+# the YAML keys of BaseModelOptions.from_args, in its order
+BASE_MODEL_KEYS = (
+    "base_model",
+    "quantization",
+    "double_quant",
+    "compute_dtype",
+    "quant_storage",
+    "dtype",
+    "attn_implementation",
+)

@@ -18,7 +18,7 @@ ModelParallel, XLA     no                      no                               
 
 * DDP replicates the whole model on every rank and all-reduces only the gradients of trainable parameters;
   the frozen 4-bit weights are plain tensors to it. Tested on CPU with gloo, also with ``nf4``
-  (``tests/test_slurm_fit.py``).
+  (``tests/slurm/test_slurm_fit.py``).
 * FSDP flattens the parameters of each wrapped module into one flat tensor, which needs one dtype. bitsandbytes
   packs 4-bit weights into ``uint8`` storage by default, beside ``bfloat16``/``float32`` norms and adapter
   weights; with ``bnb_4bit_quant_storage`` (``quant_storage`` here) set to the model dtype the packed weights are

@@ -16,7 +16,7 @@ Fields: ``question``, ``answer``, ``options`` (the number words), ``label`` (the
 
 from __future__ import annotations
 
-from adamergex_pl.data.sources import DataSource
+from data_modules.sources import DataSource
 from data_modules.tasks.spec import Record, TaskSpec
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from adamergex_pl.data.sources import DataSource
+from data_modules.sources import DataSource
 from data_modules.tasks.spec import Record, TaskSpec
 
 LANGUAGES = ("bn", "de", "en", "es", "fr", "ja", "ru", "sw", "te", "th", "zh")

@@ -13,19 +13,11 @@ rows keep their index in the split.
 
 from __future__ import annotations
 
-from adamergex_pl.data.sources import DataSource
-from data_modules.tasks.spec import Record, TaskSpec, int_label
+from data_modules.sources import DataSource
+from data_modules.tasks.spec import TaskSpec
 
 LABELS = ("no", "yes")  # index = the dataset's label: 1 means "the sentences are paraphrases"
 LANGUAGES = ("de", "en", "es", "fr", "ja", "ko", "zh")
-
-
-def _label(record: Record) -> int:
-    return int_label(record, "label", LABELS)
-
-
-def _target(record: Record) -> str:
-    return LABELS[_label(record)]
 
 
 PAWSX = TaskSpec(
@@ -43,10 +35,7 @@ PAWSX = TaskSpec(
     instruction="Do the two sentences mean the same thing? Answer yes or no.",
     input_template="Sentence 1: {sentence1}\nSentence 2: {sentence2}",
     cue="Answer:",
-    train_target=_target,
-    options=lambda record: list(LABELS),
-    label=_label,
-    num_options=len(LABELS),
+    labels=LABELS,
     metric="accuracy",
     label_field="label",
     required_text=("sentence1", "sentence2"),

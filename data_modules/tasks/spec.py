@@ -19,7 +19,7 @@ prompts lacked).
 
 Answers. A ``choice`` task names its option texts and gold index (scored by option log-likelihood, see
 :class:`~adamergex_pl.evaluation.choice_evaluator.ChoiceEvaluator`); a ``generation`` task names its gold references
-and a text metric (see :class:`~adamergex_pl.evaluation.generation_evaluator.GenerationEvaluator`).
+and a text metric (see :class:`~adamergex_pl.evaluation.generation.GenerationEvaluator`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from adamergex_pl.data.sources import DataSource
+from data_modules.sources import DataSource
 
 Record = Mapping[str, Any]
 PROMPT_STYLES: tuple[str, ...] = ("instruction", "alpaca")
@@ -65,10 +65,17 @@ class TaskSpec:
         input_template: the layout of the input fields (a format string over the prompt fields).
         cue: the answer cue of the ``instruction`` style, e.g. ``"Answer:"``.
         prompt_fields: record -> the fields the templates use (adds derived fields, e.g. XCOPA's relation).
-        train_target: training record -> the target text the model learns to produce.
-        options: record -> the option texts of a choice task, in label order.
-        label: record -> the gold option index of a choice task (raises ``ValueError`` naming the field).
-        num_options: the number of options of a choice task.
+        labels: a choice task's label set: ``label_field`` holds an index into it or one of its names (XNLI's
+            ``entailment``...); without ``option_fields`` the labels are also the option texts.
+        option_fields: the fields holding a choice task's option texts, in label order (XCOPA's ``choice1``,
+            ``choice2``); their positions ``"0"``, ``"1"``... are the label set when ``labels`` is empty.
+        train_target: training record -> the target text the model learns to produce (default for a choice
+            task: the gold option's text).
+        options: record -> the option texts of a choice task, in label order (default: from ``labels`` or
+            ``option_fields``).
+        label: record -> the gold option index of a choice task (raises ``ValueError`` naming the field;
+            default: ``label_field`` read against the label set).
+        num_options: the number of options of a choice task (default: the label set's size).
         references: record -> the gold answers of a generation task (raises ``ValueError`` naming the field).
         metric: ``accuracy`` (choice), ``final_number`` (MGSM), ``squad`` (XQuAD) or ``rouge_l`` (XLSum).
         max_new_tokens: default greedy decoding length of a generation task.
@@ -95,7 +102,9 @@ class TaskSpec:
     instruction: str
     input_template: str
     cue: str
-    train_target: Callable[[Record], str]
+    train_target: Callable[[Record], str] | None = None
+    labels: tuple[str, ...] = ()
+    option_fields: tuple[str, ...] = ()
     prompt_fields: Callable[[Record], dict[str, Any]] = _identity
     options: Callable[[Record], list[str]] | None = None
     label: Callable[[Record], int] | None = None
@@ -108,6 +117,21 @@ class TaskSpec:
     revision: str | None = None
     required_text: tuple[str, ...] = ()
     label_field: str | None = None
+
+    def __post_init__(self) -> None:
+        # a choice task with a label set: its options, gold index, size and training target follow from it
+        names = self.labels or tuple(str(i) for i in range(len(self.option_fields)))
+        if not names:
+            return
+        defaults = {
+            "options": lambda record: [str(record[f]) for f in self.option_fields] or list(self.labels),
+            "label": lambda record: int_label(record, self.label_field, names),
+            "num_options": len(names),
+            "train_target": lambda record: self.options(record)[self.label(record)],
+        }
+        for name, value in defaults.items():
+            if getattr(self, name) in (None, 0):
+                object.__setattr__(self, name, value)
 
     def invalid_reason(self, record: Record) -> str | None:
         """Why ``record`` is a row the dataset marks invalid (``"label -1"``, ``"an empty sentence2"``), or

@@ -16,8 +16,8 @@ both, which cannot help the score.
 
 from __future__ import annotations
 
-from adamergex_pl.data.sources import DataSource
-from data_modules.tasks.spec import Record, TaskSpec, int_label
+from data_modules.sources import DataSource
+from data_modules.tasks.spec import Record, TaskSpec
 
 LANGUAGES = ("et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh")
 _RELATIONS = {"cause": "cause", "effect": "effect"}
@@ -32,18 +32,6 @@ def _relation(record: Record) -> str:
 
 def _prompt_fields(record: Record) -> dict:
     return {**record, "relation": _relation(record)}
-
-
-def _options(record: Record) -> list[str]:
-    return [str(record["choice1"]), str(record["choice2"])]
-
-
-def _label(record: Record) -> int:
-    return int_label(record, "label", ("0", "1"))
-
-
-def _target(record: Record) -> str:
-    return _options(record)[_label(record)]
 
 
 XCOPA = TaskSpec(
@@ -64,10 +52,7 @@ XCOPA = TaskSpec(
     input_template="Premise: {premise}\nAlternative 1: {choice1}\nAlternative 2: {choice2}",
     cue="Answer:",
     prompt_fields=_prompt_fields,
-    train_target=_target,
-    options=_options,
-    label=_label,
-    num_options=2,
+    option_fields=("choice1", "choice2"),
     metric="accuracy",
     label_field="label",
     required_text=("premise", "choice1", "choice2"),

@@ -7,7 +7,7 @@ them here is refused with the list of languages XL-Sum has. Fields ``id``, ``url
 ``text``; splits ``train``, ``validation``, ``test``. The repository ships a loading script on ``main``,
 which ``datasets`` >= 4 refuses to run, so the data is read from its Parquet export (revision
 ``refs/convert/parquet``). That branch has no dataset card and lays files out as
-``<configuration>/<split>/0000.parquet``: :class:`~adamergex_pl.data.sources.DataSource` reads ``name`` there as
+``<configuration>/<split>/0000.parquet``: :class:`~data_modules.sources.DataSource` reads ``name`` there as
 ``data_dir`` (``spanish/test/*.parquet``). AdaMergeX evaluates 500 test examples sampled per language.
 
 Training: the English ``train`` split. Long articles are cut (from the end, in tokens) to fit ``max_length``.
@@ -17,7 +17,7 @@ Scoring: ROUGE-L F1 (also precision and recall) of the generated summary's first
 
 from __future__ import annotations
 
-from adamergex_pl.data.sources import DataSource
+from data_modules.sources import DataSource
 from data_modules.tasks.spec import Record, TaskSpec
 
 # language code -> XL-Sum configuration (all 45)

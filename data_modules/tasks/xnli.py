@@ -12,19 +12,11 @@ cannot help the score (the prompt is only ever context, never parsed).
 
 from __future__ import annotations
 
-from adamergex_pl.data.sources import DataSource
-from data_modules.tasks.spec import Record, TaskSpec, int_label
+from data_modules.sources import DataSource
+from data_modules.tasks.spec import TaskSpec
 
 LABELS = ("entailment", "neutral", "contradiction")
 LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
-
-
-def _label(record: Record) -> int:
-    return int_label(record, "label", LABELS)
-
-
-def _target(record: Record) -> str:
-    return LABELS[_label(record)]
 
 
 XNLI = TaskSpec(
@@ -45,10 +37,7 @@ XNLI = TaskSpec(
     ),
     input_template="Premise: {premise}\nHypothesis: {hypothesis}",
     cue="Answer:",
-    train_target=_target,
-    options=lambda record: list(LABELS),
-    label=_label,
-    num_options=len(LABELS),
+    labels=LABELS,
     metric="accuracy",
     label_field="label",
     required_text=("premise", "hypothesis"),
