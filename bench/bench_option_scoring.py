@@ -97,7 +97,7 @@ def one_token_scoring(model, tokenizer, examples, batch_size: int, two_pass: boo
     ``two_pass``, the path every option took before (cached prompt pass, then a pass over the option rows),
     reached by a padding column after the options (masked, so the scores are the same)."""
     from adamergex_pl.evaluation.shared_prompt_scoring import shared_prompt_scores
-    from data_modules.task_collator import TaskCollator
+    from data_modules.collate import TaskCollator
 
     collate = TaskCollator("choice", tokenizer.pad_token_id, share_prompt=True)
     predictions = []
