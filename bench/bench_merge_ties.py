@@ -235,10 +235,13 @@ def main() -> int:
         print(f"  {pair}: {json.dumps(value)}")
     print("storage error on layer 0 at rank k:")
     for method, rows in results["sweep"].items():
-        cells = ", ".join(
-            f"{k}: {v['relative_error']:.3f}/{v['best_relative_error']:.3f}" for k, v in rows.items()
-        )
-        print(f"  {method}: {cells}")
+        print(f"  {method}: " + ", ".join(f"{k}: {v['relative_error']:.3f}" for k, v in rows.items()))
+        for module in next(iter(rows.values()))["sampled_modules_best"]:
+            cells = ", ".join(
+                f"{k}: {v['sampled_modules_error'][module]:.3f}/{v['sampled_modules_best'][module]:.3f}"
+                for k, v in rows.items()
+            )
+            print(f"    {module} (randomized/best): {cells}")
     load = report["machine"]["load_average_1min"]
     print(
         f"  load average (1 min) before/after: {load['before']:.1f}/{load['after']:.1f} ({os.cpu_count()} cores)"
