@@ -1,12 +1,7 @@
-"""Atomic writes of files and folders: a reader, a rerun after a crash or a kill -9 sees the old version or the
-new one, never half of one. Every writer of the package (results, checkpoints, snapshots, merged adapters,
-job scripts) goes through this module.
+"""Atomic writes of files and folders: a reader, or a rerun after a kill -9, sees the old version or the new one.
 
-* A file is written to a temporary file beside it, then renamed over it (:func:`write_atomic`).
-* A folder is built in a staging folder ``.tmp-<name>-XXXX`` beside it (:func:`staging_dir`), then published by
-  a rename (:func:`publish_dir`); an existing folder is first moved aside to ``.tmp-old-<name>`` and removed
-  after the rename. A write killed between the two renames leaves ``.tmp-old-<name>`` with ``<name>`` missing:
-  :func:`finish_interrupted_writes` puts it back and removes staging leftovers.
+Files and folders are built beside their target (``.tmp-<name>...``) and renamed into place; a replaced folder
+is moved aside to ``.tmp-old-<name>`` first, which :func:`finish_interrupted_writes` restores after a kill.
 
 Example:
     >>> import tempfile, pathlib
@@ -22,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,7 +32,7 @@ OLD = ".tmp-old-"  # a folder moved aside while its replacement is renamed into 
 
 
 def current_umask() -> int:
-    """The process's umask (read without changing it for longer than one call)."""
+    """The process's umask."""
     current = os.umask(0)
     os.umask(current)
     return current
@@ -49,18 +45,13 @@ def write_atomic(
     mode: int | None = None,
     durable: bool = False,
 ) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+    """Write ``data`` (text as UTF-8) to a temporary file beside ``path``, then rename it over ``path``.
 
     Args:
         path: the file to (re)place; its folder is created if missing.
-        data: the content (text is written as UTF-8).
-        mode: file permissions to set before the rename (e.g. ``0o755`` for a script); default: what the
-            umask allows for a new file.
-        durable: ``fsync`` the file before the rename and its folder after it (checkpoints: the rename must
-            not reach the disk before the data).
-
-    Returns:
-        ``path`` as a ``Path``.
+        data: the content.
+        mode: file permissions (e.g. ``0o755``); default: what the umask allows.
+        durable: ``fsync`` the file before the rename and its folder after it.
 
     Raises:
         OSError: the folder is not writable or the disk is full; the temporary file is removed first.
@@ -86,14 +77,13 @@ def write_atomic(
 
 
 def write_jsonl_atomic(path: str | os.PathLike[str], records: Iterable[Mapping[str, Any]]) -> Path:
-    """Write ``records`` as JSON Lines (one object per line, UTF-8, non-ASCII kept) atomically; values that
-    are not JSON (paths, numpy numbers) are written as text."""
+    """Write ``records`` as UTF-8 JSON Lines atomically; values that are not JSON are written as text."""
     text = "".join(json.dumps(dict(record), ensure_ascii=False, default=str) + "\n" for record in records)
     return write_atomic(path, text)
 
 
 def staging_dir(target: Path) -> Path:
-    """A new, empty staging folder beside ``target`` (its parent is created), readable like any new folder."""
+    """A new, empty staging folder beside ``target`` (its parent is created)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{TMP}{target.name}-", dir=target.parent))
     staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it private
@@ -101,11 +91,7 @@ def staging_dir(target: Path) -> Path:
 
 
 def publish_dir(staging: Path, target: Path) -> None:
-    """Rename ``staging`` to ``target``, replacing an existing ``target`` whole.
-
-    Raises:
-        OSError: the rename failed; an old ``target`` moved aside is put back first.
-    """
+    """Rename ``staging`` to ``target``, replacing an existing ``target`` whole (put back if the rename fails)."""
     if not (target.exists() or target.is_symlink()):
         staging.rename(target)
         return
@@ -130,11 +116,9 @@ def remove_dir(path: Path) -> None:
 
 
 def finish_interrupted_writes(folder: Path, name: str | None = None) -> list[str]:
-    """Finish what a writer killed in ``folder`` left behind (for the entry ``name`` only, or all): put back a
-    folder moved aside but never replaced, remove staging files and folders. Returns what was done.
+    """Restore folders moved aside and remove staging leftovers in ``folder`` (of ``name`` only, or all).
 
-    Raises:
-        OSError: ``folder`` cannot be changed (read-only, full).
+    Returns what was done; raises OSError when ``folder`` cannot be changed.
     """
     done = []
     if not folder.is_dir():
@@ -166,21 +150,19 @@ def is_within(path: Path, directory: Path) -> bool:
 
 
 def _staging_of(entry: str, name: str) -> bool:
-    """Whether ``entry`` is a staging folder (``.tmp-<name>-XXXXXXXX``) or temporary file (``.tmp-<name>.XXXXXXXX``)
-    of ``name`` (mkstemp/mkdtemp add 8 characters), and not of another name that starts like it."""
+    """Whether ``entry`` is ``.tmp-<name>-XXXXXXXX`` or ``.tmp-<name>.XXXXXXXX`` (mkdtemp/mkstemp add 8)."""
     rest = entry[len(TMP) :]
     return rest.startswith(name) and len(rest) == len(name) + 9 and rest[len(name)] in "-."
 
 
 def _sync_directory(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (POSIX; a no-op where directories cannot be opened)."""
+    """Make a rename in ``folder`` durable (a no-op where directories cannot be opened)."""
     try:
         handle = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
-        os.fsync(handle)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.fsync(handle)
     finally:
         os.close(handle)

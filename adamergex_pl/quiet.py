@@ -3,7 +3,7 @@
 ``adamergex`` (every command, and so every ``adamergex`` process a pipeline or a SLURM job starts) applies
 
 * :data:`WARNING_FILTERS`, exactly the filters of the tests (``pyproject.toml``,
-  ``[tool.pytest.ini_options] filterwarnings``; ``tests/test_quiet.py`` keeps the two lists equal): every
+  ``[tool.pytest.ini_options] filterwarnings``; ``tests/e2e/test_cli_output.py`` keeps the two lists equal): every
   ``DeprecationWarning``, transformers' ``is_gradient_checkpointing`` / ``gradient_checkpointing_enable``
   FutureWarnings (whose second line is the stray ``warnings.warn(``), torch's ``LeafSpec`` deprecation that
   Lightning triggers, and Lightning's ``srun`` hint on machines with SLURM installed;

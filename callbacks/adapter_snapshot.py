@@ -1,16 +1,7 @@
 """The on-disk layout of adapter snapshots, and finding the adapter a path names.
 
-``callbacks.AdapterSnapshot`` writes, under its ``dirpath``::
-
-    epoch=0/                     a PEFT adapter directory ...
-        adapter_config.json
-        adapter_model.safetensors
-        snapshot.json            ... plus what produced it (epoch, step, metrics, base model, config)
-    epoch=1/
-    last -> epoch=1              relative symlink to the newest snapshot
-
-Anything that takes an adapter (``adapter_dir`` of the modules, the inputs of ``adamergex merge``) accepts a
-PEFT adapter directory or such a snapshot root, whose ``last`` is then used.
+Anything that takes an adapter accepts a PEFT adapter directory or an :class:`AdapterSnapshot` root, whose
+``last`` link to the newest ``epoch=<N>/`` is then used.
 """
 
 from __future__ import annotations
@@ -53,21 +44,13 @@ _EXPECTED = (
 def resolve_adapter_dir(path: str | Path, what: str = "adapter path") -> Path:
     """The PEFT adapter directory that ``path`` stands for: itself, or the ``last`` of a snapshot root.
 
-    The ``last`` link is followed, so the result names the epoch directory.
-
     Args:
-        path: a PEFT adapter directory or an ``AdapterSnapshot`` root.
-        what: how error messages call the path (e.g. the option it came from, ``adapter_dir``).
+        path: A PEFT adapter directory or an ``AdapterSnapshot`` root (its ``last`` link is followed).
+        what: How error messages call the path (e.g. ``adapter_dir``).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist, is a file, lacks the adapter files (a pickled
-            ``adapter_model.bin`` is named), or is a snapshot root whose ``last`` link is missing or dangling.
-        ValueError: ``adapter_config.json`` is not a JSON object, or ``adapter_model.safetensors`` is
-            truncated or its header is damaged.
-
-    Example:
-        >>> resolve_adapter_dir("runs/xnli_en/snapshots")  # doctest: +SKIP
-        PosixPath('runs/xnli_en/snapshots/epoch=2')
+        FileNotFoundError: ``path`` is missing, a file, lacks adapter files, or has no valid ``last`` link.
+        ValueError: ``adapter_config.json`` is not a JSON object, or the safetensors file is damaged.
     """
     root = Path(path).expanduser()
     if not root.exists():
@@ -123,9 +106,6 @@ def _checked_adapter_dir(directory: Path) -> Path:
 
 def safetensors_problem(path: str | Path) -> str | None:
     """Why ``path`` is not a whole safetensors file (truncated, or a damaged header), or ``None``.
-
-    Reads the 8-byte header length and the JSON header only: every tensor's byte range must lie inside the
-    file and the last one must end where the file ends, which any truncation breaks.
 
     Example:
         >>> safetensors_problem(__file__)  # a Python file is no safetensors file
@@ -183,8 +163,8 @@ def point_last(root: Path, name: str) -> None:
 
 
 def repair_snapshot_root(root: Path) -> list[str]:
-    """Finish what a run killed while changing ``root`` left behind (see :mod:`adamergex_pl.atomic_files`)
-    and re-point a dangling ``last``; return what was done, for the log.
+    """Finish a killed run's changes to ``root`` (:mod:`adamergex_pl.atomic_files`) and re-point a dangling
+    ``last``; return what was done, for the log.
 
     Raises:
         OSError: ``root`` cannot be changed (read-only, full).
@@ -205,48 +185,23 @@ log = logging.getLogger(__name__)
 
 
 class AdapterSnapshot(Callback):
-    """Writes ``<dirpath>/epoch=<N>/`` (a PEFT adapter directory plus ``snapshot.json``) and points
-    ``<dirpath>/last`` at it.
-
-    A snapshot is written at the end of every training epoch and, if training stopped mid-epoch (e.g. at
-    ``max_steps``), at the end of fit; only global rank zero writes. Each snapshot is built in a temporary
-    directory and renamed into place, and ``last`` is replaced atomically, so an interrupted run never
-    leaves a half-written snapshot. A snapshot loads with ``peft.PeftModel.from_pretrained(base, path)``.
-
-    Across restarts (a requeued SLURM job, ``fit --ckpt_path``): the callback's state comes back with the
-    checkpoint, so a run resumed mid-epoch writes that epoch's snapshot once, at its end, and the fit-end
-    snapshot is not repeated. Snapshots taken *after* the resumed step (left by a run that went on past the
-    checkpoint it is resumed from) belong to a timeline that is being redone: they are removed when training
-    starts and ``last`` points at the newest remaining one, so ``last`` never runs ahead of training.
-
-    A run's snapshots are its own: they always go under the *current* run's ``dirpath`` (resuming a checkpoint
-    of another run never writes to, nor prunes, that run's snapshots), and a fresh fit (no ``--ckpt_path``)
-    into a ``dirpath`` that holds snapshots is refused unless ``overwrite`` is set, so two runs never mix their
-    epochs. Removals rename a snapshot away before deleting it, so a kill at any moment leaves only complete
-    snapshots and a ``last`` that points at one; the next run finishes what a killed one left.
-
-    ``snapshot.json`` records the epoch, global step, the metrics logged so far (``trainer.callback_metrics``),
-    the base model, adapter type, task, language, and the run's configuration (the full CLI config when run
-    through ``adamergex``, otherwise the module's hyperparameters).
+    """Writes ``<dirpath>/epoch=<N>/`` (a PEFT adapter plus ``snapshot.json``) at every epoch end and points
+    ``<dirpath>/last`` at it; on resume, snapshots past the resumed step are removed.
 
     Args:
-        dirpath: where snapshots go. Default: ``<trainer.default_root_dir>/snapshots`` (stable across logger
-            versions and requeued jobs).
-        keep_last: keep only the newest ``keep_last`` snapshots (``None`` keeps all).
-        save_on_fit_end: also snapshot at the end of fit when the last epoch ended early.
-        overwrite: let a fresh fit remove the snapshots of an earlier run in ``dirpath`` instead of refusing.
+        dirpath: Where snapshots go. Default: ``<trainer.default_root_dir>/snapshots``.
+        keep_last: Keep only the newest ``keep_last`` snapshots (``None`` keeps all).
+        save_on_fit_end: Also snapshot at the end of fit when the last epoch ended early.
+        overwrite: Let a fresh fit remove the snapshots of an earlier run in ``dirpath`` instead of refusing.
 
     Raises:
-        ValueError: ``keep_last`` is not a positive integer; a fresh fit into a ``dirpath`` that holds
-            snapshots (without ``overwrite``).
+        ValueError: ``keep_last`` is not positive; a fresh fit into a ``dirpath`` with snapshots (no ``overwrite``).
 
     Example:
         .. code-block:: yaml
 
             trainer:
-              callbacks:
-                - class_path: callbacks.AdapterSnapshot
-                  init_args: {dirpath: runs/xnli_en/snapshots, keep_last: 3}
+              callbacks: [{class_path: callbacks.AdapterSnapshot, init_args: {keep_last: 3}}]
     """
 
     def __init__(
@@ -287,12 +242,10 @@ class AdapterSnapshot(Callback):
                 reraise_os_error(err, "snapshot folder", root)
 
     def check_fresh_run(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """For a fit that resumes nothing: refuse a ``dirpath`` that holds snapshots, or, with ``overwrite``,
-        remove them (the CLI calls this before the trainer starts; :meth:`on_train_start` again).
+        """For a fit that resumes nothing: refuse a ``dirpath`` with snapshots, or remove them with ``overwrite``.
 
         Raises:
-            ValueError: ``dirpath`` holds snapshots and ``overwrite`` is false, or the module starts from one
-                of the snapshots that ``overwrite`` would remove.
+            ValueError: Snapshots without ``overwrite``, or the module starts from one ``overwrite`` would remove.
         """
         root = Path(self.dirpath or os.path.join(trainer.default_root_dir, "snapshots"))
         names = [path.name for _, path in list_snapshots(root)]
@@ -431,7 +384,6 @@ class AdapterSnapshot(Callback):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # the checkpoint's dirpath is not restored: a run resumed from another run's checkpoint writes (and
-        # prunes) its own snapshots, never the other run's
+        # the dirpath is not restored: a run resumed from another run's checkpoint never touches its snapshots
         self.last_step = state_dict.get("last_step")
         self.last_epoch = state_dict.get("last_epoch")

@@ -1,10 +1,7 @@
 """What adapter a checkpoint holds, and refusing to resume one into a model that trains another.
 
-An ``AdapterModule`` checkpoint records its adapter's *signature*: the adapter type, the LoRA rank and the
-adapted modules (by their last name, e.g. ``q_proj``), read from the saved tensors themselves. Resuming checks
-it against the model the config builds, so a LoRA checkpoint never trains on as an (IA)³ adapter, nor a rank-8
-one as rank 4: the message names both sides. Checkpoints without a signature (older ones) are checked by
-their tensor names and shapes.
+An ``AdapterModule`` checkpoint records its adapter's *signature* (type, LoRA rank, adapted modules); resuming
+checks it against the configured model, so a LoRA checkpoint never trains on as (IA)³, nor rank 8 as rank 4.
 """
 
 from __future__ import annotations
@@ -33,12 +30,7 @@ _ADAPTED = re.compile(r"(?:^|\.)([^.]+)\.(lora_A|lora_B|ia3_l)(?:\.|$)")
 
 
 def adapter_signature(adapter_type: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"adapter_type", "rank", "target_modules"}`` of the adapter tensors in ``state_dict``.
-
-    Args:
-        adapter_type: ``lora`` or ``ia3``.
-        state_dict: the module's (or a checkpoint's) state dict; tensors that are not adapter weights are
-            ignored.
+    """``{"adapter_type", "rank", "target_modules"}`` of the adapter tensors in ``state_dict`` (others ignored).
 
     Example:
         >>> import torch
@@ -74,16 +66,8 @@ def check_checkpoint_fits(
 ) -> None:
     """Refuse a checkpoint whose adapter is not the one this model trains.
 
-    Args:
-        checkpoint: the loaded checkpoint (``state_dict`` holds only adapter tensors).
-        adapter_type: this model's ``adapter_type``.
-        own_state: this model's state dict.
-        adapter_keys: the names of this model's trainable (adapter) tensors.
-        where: how messages name the checkpoint.
-
     Raises:
-        ValueError: another adapter type, rank or set of target modules (naming both), other tensors, or
-            tensors of other shapes.
+        ValueError: Another adapter type, rank, target modules, tensors, or tensor shapes (naming both).
     """
     state = checkpoint.get("state_dict", {})
     ours = adapter_signature(adapter_type, {k: v for k, v in own_state.items() if k in adapter_keys})
@@ -118,10 +102,7 @@ _FIX = "resume from another checkpoint (e.g. an hpc_ckpt_<n>.ckpt) or start the 
 def checkpoint_problem(path: str | os.PathLike[str], *, thorough: bool = False) -> str | None:
     """Why ``path`` cannot be a checkpoint, or ``None`` when it looks whole.
 
-    Args:
-        path: the checkpoint file (``torch.save``'s zip format).
-        thorough: also check every member's CRC (reads the whole file); by default only the zip directory at
-            the end of the file is read, which any truncation destroys.
+    ``thorough`` also checks every member's CRC; by default only the zip directory (at the end) is read.
 
     Example:
         >>> checkpoint_problem("no/such.ckpt")
@@ -201,8 +182,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def install(strategy) -> None:
-    """Make ``strategy`` write and read checkpoints through :class:`AtomicCheckpointIO`, unless a checkpoint
-    plugin other than Lightning's default is configured."""
+    """Route ``strategy``'s checkpoint I/O through :class:`AtomicCheckpointIO` unless another plugin is set."""
     if type(strategy.checkpoint_io) is TorchCheckpointIO:
         strategy.checkpoint_io = AtomicCheckpointIO()
 
@@ -211,35 +191,22 @@ LAST_CHECKPOINT = "last.ckpt"
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """Writes ``<dirpath>/last.ckpt`` every ``every_n_train_steps`` optimizer steps, at every epoch end and at
-    the end of fit, so that a fit killed at any moment resumes with ``--ckpt_path last``.
-
-    Writes are atomic (a temporary file renamed into place, :mod:`callbacks.run_checkpoint`): a full
-    disk or a kill in the middle of a write leaves the previous ``last.ckpt``, never a truncated one; leftovers
-    of an interrupted write are removed when the next fit starts. With an ``AdapterModule`` a checkpoint holds
-    only the adapter and the optimizer, scheduler and loop state (kilobytes for the tiny model).
-
-    The run's outputs are its own: the folder defaults to ``<trainer.default_root_dir>/checkpoints`` (stable
-    across logger versions and requeued jobs); a *fresh* fit (no ``--ckpt_path``) into a folder that already
-    holds checkpoints is refused unless ``overwrite`` is set, and ``--ckpt_path last`` when there is no
-    ``last.ckpt`` is refused too, instead of silently starting again at epoch 0.
+    """Writes ``<dirpath>/last.ckpt`` atomically every ``every_n_train_steps`` optimizer steps, at every epoch
+    end and at the end of fit, so that a fit killed at any moment resumes with ``--ckpt_path last``.
 
     Args:
-        dirpath: where ``last.ckpt`` goes. Default: ``<trainer.default_root_dir>/checkpoints``.
-        every_n_train_steps: optimizer steps between checkpoints (besides every epoch end).
-        overwrite: let a fresh fit remove the checkpoints of an earlier run in ``dirpath`` instead of refusing.
+        dirpath: Where ``last.ckpt`` goes. Default: ``<trainer.default_root_dir>/checkpoints``.
+        every_n_train_steps: Optimizer steps between checkpoints (besides every epoch end).
+        overwrite: Let a fresh fit remove the checkpoints of an earlier run in ``dirpath`` instead of refusing.
 
     Raises:
-        ValueError: ``every_n_train_steps`` is not a positive integer; a fresh fit into a folder that holds
-            checkpoints (without ``overwrite``); ``--ckpt_path last`` without a ``last.ckpt``.
+        ValueError: A bad step count; a fresh fit over checkpoints; ``--ckpt_path last`` without ``last.ckpt``.
 
     Example:
         .. code-block:: yaml
 
             trainer:
-              callbacks:
-                - class_path: callbacks.RunCheckpoint
-                  init_args: {every_n_train_steps: 500}
+              callbacks: [{class_path: callbacks.RunCheckpoint, init_args: {every_n_train_steps: 500}}]
     """
 
     def __init__(
@@ -264,8 +231,7 @@ class RunCheckpoint(ModelCheckpoint):
         self.overwrite = overwrite
 
     def run_dirpath(self, trainer: Trainer) -> Path:
-        """The folder of this run's checkpoints (also before :meth:`setup`, when ``--ckpt_path last`` is
-        resolved)."""
+        """The folder of this run's checkpoints (also before :meth:`setup`, to resolve ``--ckpt_path last``)."""
         return Path(self.dirpath or os.path.realpath(os.path.join(trainer.default_root_dir, "checkpoints")))
 
     @override
@@ -292,11 +258,10 @@ class RunCheckpoint(ModelCheckpoint):
             self.check_fresh_run(trainer, pl_module)
 
     def check_fresh_run(self, trainer: Trainer, pl_module: LightningModule | None = None) -> None:
-        """For a fit that resumes nothing: refuse a folder that holds checkpoints, or, with ``overwrite``,
-        remove them (the CLI calls this before the trainer starts; :meth:`on_train_start` again).
+        """For a fit that resumes nothing: refuse a folder with checkpoints, or remove them with ``overwrite``.
 
         Raises:
-            ValueError: the folder holds checkpoints and ``overwrite`` is false.
+            ValueError: The folder holds checkpoints and ``overwrite`` is false.
         """
         directory = self.run_dirpath(trainer)
         earlier = sorted(path.name for path in directory.glob("*.ckpt")) if directory.is_dir() else []
@@ -341,8 +306,7 @@ class RunCheckpoint(ModelCheckpoint):
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # after validation and the epoch's snapshot: the state to resume the next epoch from, even when a
-        # step-interval checkpoint was written at this same step before validation ran
+        # after validation and the snapshot, even if a step checkpoint was written at this step before them
         if self._may_save(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 

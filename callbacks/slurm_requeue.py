@@ -1,25 +1,6 @@
 """The requeue signal: a handler that only records it, and the ``scontrol requeue`` that follows later.
 
-SLURM sends the requeue signal (``--signal=SIGUSR1@<seconds>`` before the time limit, ``scancel --signal=USR1``,
-or at preemption with ``PreemptParameters=send_user_signal``) to every task of the job's steps. What to do
-about it is decided at a safe point of training by ``callbacks.SlurmRequeue``; this module holds the parts that
-do not need a Trainer:
-
-* :func:`arm` installs a handler that records the signal and does nothing else. ``adamergex`` arms it at start-up
-  inside a submitted job, before the model loads and before data-loader workers fork (they inherit it), so an
-  early signal is remembered instead of killing the process (the default action of ``SIGUSR1``).
-* :func:`received` says whether it came; :func:`clear` forgets it.
-* :func:`requeue_job` runs ``scontrol requeue <job id>``. SLURM then cancels the running step (``SIGTERM``, then
-  ``SIGKILL`` after ``KillWait``) and queues the job again under the same id, so it must come last: after the
-  checkpoint is complete.
-* :class:`RequeueStop` is raised to end a run that was checkpointed for a requeue; ``adamergex`` turns it into
-  its exit code.
-
-Why not Lightning's ``SLURMEnvironment(auto_requeue=True)``: its handler saves the HPC checkpoint inside the
-signal handler, i.e. wherever the main thread was when the signal came (between the optimizer step and the
-progress counters, or midway through gradient accumulation, whose gradients are not saved), and under DDP it
-calls the collective ``save_checkpoint`` from a handler that fires at a different point on each rank. Then
-training goes on until SLURM kills it, writing snapshots and checkpoints newer than the HPC checkpoint.
+:class:`SlurmRequeue` acts at a safe point of training; Lightning's ``auto_requeue`` saves inside the handler.
 
 Example:
     >>> import os, signal
@@ -40,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import signal as _signal
 import subprocess
 import threading
 from pathlib import Path
@@ -65,13 +45,6 @@ _HPC_CHECKPOINT = re.compile(r"^hpc_ckpt_(\d+)\.ckpt$")
 def hpc_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     """The newest Lightning HPC checkpoint (``hpc_ckpt_<n>.ckpt``) in ``run_dir``; ``None`` if there is none.
 
-    ``callbacks.SlurmRequeue`` writes these into ``trainer.default_root_dir`` (Lightning's own SLURM handler
-    uses the same names); a first run has none, which is why ``ckpt_path="hpc"`` must not be passed
-    unconditionally.
-
-    Args:
-        run_dir: the directory to look in; a missing directory has no checkpoint.
-
     Example:
         >>> hpc_checkpoint("/nonexistent") is None
         True
@@ -86,16 +59,10 @@ def hpc_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
 
 
 def requeue_signal(name: str | None = None) -> signal.Signals:
-    """The requeue signal named ``name``, else ``$ADAMERGEX_REQUEUE_SIGNAL``, else ``SIGUSR1``.
-
-    ``adamergex submit`` exports ``ADAMERGEX_REQUEUE_SIGNAL`` with the job's ``--signal`` name.
-
-    Args:
-        name: a signal name such as ``"SIGUSR1"`` or ``"USR1"`` (any case).
+    """The requeue signal named ``name`` (e.g. ``"usr1"``), else ``$ADAMERGEX_REQUEUE_SIGNAL``, else ``SIGUSR1``.
 
     Raises:
-        ValueError: the name is not a signal of this platform, or names a signal that must keep ending the
-            process (``SIGTERM``, ``SIGINT``, ``SIGKILL``, ``SIGSTOP``).
+        ValueError: The name is not a signal, or is one that must keep ending the process (``SIGTERM``, ...).
 
     Example:
         >>> requeue_signal("usr2").name
@@ -125,15 +92,10 @@ def _check_catchable(signum: signal.Signals) -> None:
 def arm(signum: signal.Signals) -> None:
     """Record ``signum`` when it arrives instead of acting on it (idempotent; main thread only).
 
-    A Python handler that was installed before is still called after recording; the default action
-    (terminating the process for ``SIGUSR1``) is not.
-
-    Args:
-        signum: the requeue signal.
+    A previously installed Python handler is still called; the default action (termination) is not.
 
     Raises:
-        ValueError: ``signum`` is ``SIGTERM``, ``SIGINT``, ``SIGKILL`` or ``SIGSTOP``, which must keep ending
-            the process.
+        ValueError: ``signum`` is ``SIGTERM``, ``SIGINT``, ``SIGKILL`` or ``SIGSTOP``.
     """
     signum = signal.Signals(signum)
     _check_catchable(signum)
@@ -163,12 +125,7 @@ def clear() -> None:
 
 
 def slurm_job_id() -> str | None:
-    """The id that ``scontrol requeue`` takes for this job: ``<array job>_<task>`` for array tasks.
-
-    Example:
-        >>> slurm_job_id()  # doctest: +SKIP
-        '1234_7'
-    """
+    """The id that ``scontrol requeue`` takes for this job: ``<array job>_<task>`` for array tasks."""
     array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     if array_job and array_task:
         return f"{array_job}_{array_task}"
@@ -176,12 +133,7 @@ def slurm_job_id() -> str | None:
 
 
 def requeue_job(job_id: str, scontrol: str = "scontrol", timeout: float = 60.0) -> tuple[bool, str]:
-    """Run ``scontrol requeue <job_id>``; return whether it worked and what scontrol said.
-
-    Args:
-        job_id: the job, as :func:`slurm_job_id` gives it.
-        scontrol: the scontrol command or path.
-        timeout: seconds to wait for scontrol.
+    """Run ``scontrol requeue <job_id>`` (``timeout`` in seconds); return whether it worked and what scontrol said.
 
     Example:
         >>> requeue_job("1", scontrol="/nonexistent/scontrol")[0]
@@ -203,12 +155,11 @@ class RequeueStop(Exception):
     """Ends a run that saved its checkpoint for a requeue; ``adamergex`` exits with :attr:`exit_code`.
 
     Args:
-        checkpoint: the checkpoint the next run resumes from.
-        step: the global step it holds.
-        job_id: the SLURM job, or ``None`` outside SLURM.
-        requeued: ``True`` if this process requeued the job, ``False`` if it tried and failed or could not,
-            ``None`` on ranks other than zero (rank zero requeues).
-        detail: what ``scontrol`` said, or why there was no requeue.
+        checkpoint: The checkpoint the next run resumes from.
+        step: The global step it holds.
+        job_id: The SLURM job, or ``None`` outside SLURM.
+        requeued: Whether this process requeued the job; ``None`` on ranks other than zero.
+        detail: What ``scontrol`` said, or why there was no requeue.
 
     Example:
         >>> RequeueStop("/r/hpc_ckpt_1.ckpt", 12, "42", True).exit_code
@@ -218,13 +169,8 @@ class RequeueStop(Exception):
     def __init__(
         self, checkpoint: str, step: int, job_id: str | None, requeued: bool | None, detail: str = ""
     ) -> None:
-        self.checkpoint, self.step, self.job_id, self.requeued, self.detail = (
-            checkpoint,
-            step,
-            job_id,
-            requeued,
-            detail,
-        )
+        self.checkpoint, self.step, self.job_id = checkpoint, step, job_id
+        self.requeued, self.detail = requeued, detail
         super().__init__(self.message())
 
     @property
@@ -245,50 +191,19 @@ class RequeueStop(Exception):
         )
 
 
-_HPC_NAME = re.compile(r"^hpc_ckpt_(\d+)\.ckpt$")
 _TMP_DIR = ".requeue-tmp"  # no "hpc_ckpt_" in the name: Lightning's own HPC look-up lists the run dir
 
 
 class SlurmRequeue(Callback):
     """On SLURM's requeue signal: save ``hpc_ckpt_<n>.ckpt`` at the next safe point, requeue the job, stop.
 
-    The signal handler only records the signal (:mod:`callbacks.slurm_requeue`). The checkpoint is taken
-    in ``on_train_batch_end`` of a batch that completed an optimizer step, the same point at which
-    ``ModelCheckpoint(every_n_train_steps=...)`` saves and from which a resumed run continues exactly (the
-    DataModule skips the batches already trained on). Batches that are not safe are passed over:
-
-    * a batch in the middle of gradient accumulation (its gradients are not in a checkpoint);
-    * the last batch of an epoch, and a batch after which validation is due: Lightning resumes such a
-      checkpoint without re-running ``on_train_epoch_end`` (no epoch snapshot) or that validation;
-    * the last step of training (``max_steps``): the run finishes instead.
-
-    Under DDP the ranks vote at each such boundary (one all-reduce of two numbers) whether any of them got the
-    signal and whether validation is due on any, so they all save at the same step; ``save_checkpoint`` is
-    collective and only rank zero writes.
-    The file is written under ``<dirpath>/.requeue-tmp/`` and renamed into place, and older HPC checkpoints are
-    then removed. Logging of that step finishes; at the start of the next batch rank zero runs
-    ``scontrol requeue $SLURM_JOB_ID`` and every rank ends the run by raising
-    :class:`~callbacks.slurm_requeue.RequeueStop` (``adamergex`` exits with code 0; 1 if the requeue
-    failed). No epoch-end snapshot or checkpoint is written for the unfinished epoch.
-
-    On the next run, ``adamergex`` finds the newest ``hpc_ckpt_<n>.ckpt`` in ``$ADAMERGEX_RUN_DIR`` and resumes
-    from it (see :mod:`adamergex_pl.slurm.pinning`). Outside SLURM the run still stops with its checkpoint.
-
-    Validation, test and predict runs are not requeued: they save nothing, so a run longer than the time limit
-    would start over forever. The signal is recorded and ignored; the job ends at its time limit.
-
-    Use it instead of Lightning's ``SLURMEnvironment(auto_requeue=True)`` (whose handler saves inside the
-    signal handler, at an arbitrary point of a step): ``adamergex`` adds this callback and
-    ``SLURMEnvironment(auto_requeue=False)`` in submitted jobs. Lightning never installs its own handler for a
-    signal that already has one, so this callback wins in plain Python too; pass
-    ``plugins=[SLURMEnvironment(auto_requeue=False)]`` to say so.
+    It saves after an optimizer step (not mid-accumulation, at an epoch's last batch, before a due validation
+    or at the last step), then every rank raises :class:`RequeueStop`. Only fit runs are requeued.
 
     Args:
-        dirpath: where HPC checkpoints go; default ``trainer.default_root_dir`` (the pinned run dir in a job
-            from ``adamergex submit``), where ``adamergex`` looks for them on restart.
-        signal: the requeue signal; default ``$ADAMERGEX_REQUEUE_SIGNAL`` (set by ``adamergex submit``) or
-            ``SIGUSR1``.
-        requeue: run ``scontrol requeue`` after saving; ``False`` only saves and stops.
+        dirpath: Where HPC checkpoints go; default ``trainer.default_root_dir`` (searched on restart).
+        signal: The requeue signal; default ``$ADAMERGEX_REQUEUE_SIGNAL`` or ``SIGUSR1``.
+        requeue: Run ``scontrol requeue`` after saving; ``False`` only saves and stops.
 
     Raises:
         ValueError: ``signal`` is not a signal name, or is one that SLURM uses to end jobs (``SIGTERM``).
@@ -310,7 +225,6 @@ class SlurmRequeue(Callback):
         self._step_at_batch_start: int | None = None
         self._saved: tuple[str, int] | None = None
 
-    # ------------------------------------------------------------------ set-up
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.dirpath is None:
@@ -326,7 +240,6 @@ class SlurmRequeue(Callback):
                 f"SlurmRequeue: resumed at step {trainer.global_step} after {self.requeues} requeue(s)"
             )
 
-    # ------------------------------------------------------------------ training
     @override
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
@@ -343,8 +256,7 @@ class SlurmRequeue(Callback):
             return
         asked, unsafe = received() is not None, _validation_due(trainer)
         if trainer.world_size > 1:
-            # Every rank votes at every boundary, signalled or not, so that all save at the same step or none
-            # does: save_checkpoint is collective. One all-reduce of two numbers per optimizer step.
+            # all ranks vote at every boundary: save_checkpoint is collective, so all save at one step or none
             votes = torch.tensor([float(asked), float(unsafe)], device=trainer.strategy.root_device)
             votes = trainer.strategy.reduce(votes, reduce_op="sum")
             asked, unsafe = bool(votes[0] > 0), bool(votes[1] > 0)
@@ -359,8 +271,7 @@ class SlurmRequeue(Callback):
         clear()  # a signal after the last safe step: the run is complete, the job ends by itself
 
     def _at_step_boundary(self, trainer: Trainer, batch_idx: int) -> bool:
-        """An optimizer step ended this batch, and neither the epoch nor training ends with it (the same on
-        every rank; whether validation is due is voted on separately)."""
+        """An optimizer step ended this batch, and neither the epoch nor training ends with it."""
         if self._step_at_batch_start is None or trainer.global_step == self._step_at_batch_start:
             return False  # no optimizer step in this batch: gradients are being accumulated
         if trainer.max_steps >= 0 and trainer.global_step >= trainer.max_steps:
@@ -379,7 +290,7 @@ class SlurmRequeue(Callback):
             os.replace(partial, final)  # the run dir never holds a half-written HPC checkpoint
             shutil.rmtree(root / _TMP_DIR, ignore_errors=True)
             for older in root.glob("hpc_ckpt_*.ckpt"):
-                match = _HPC_NAME.match(older.name)
+                match = _HPC_CHECKPOINT.match(older.name)
                 if match and int(match.group(1)) < number:
                     older.unlink(missing_ok=True)
         trainer.strategy.barrier("SlurmRequeue.save")
@@ -394,8 +305,7 @@ class SlurmRequeue(Callback):
         self._saved = None
         clear()
         job = slurm_job_id()
-        # The requeue makes SLURM cancel this step (SIGTERM to every task). The state is saved, and the run ends
-        # right here; ignoring SIGTERM keeps Lightning's SIGTERM handler (which runs a DDP collective) out of it.
+        # the requeue SIGTERMs every task; Lightning's SIGTERM handler (a DDP collective) must stay out of it
         _ignore_sigterm()
         if not trainer.is_global_zero:
             raise RequeueStop(path, step, job, None)
@@ -412,7 +322,6 @@ class SlurmRequeue(Callback):
             rank_zero_warn(f"SlurmRequeue: {said}")
         raise stop
 
-    # ------------------------------------------------------------------ state
     @override
     def state_dict(self) -> dict[str, Any]:
         return {"requeues": self.requeues}
@@ -424,7 +333,7 @@ class SlurmRequeue(Callback):
 
 def _next_hpc_number(root: Path) -> int:
     newest = hpc_checkpoint(root)
-    return 1 if newest is None else int(_HPC_NAME.match(newest.name).group(1)) + 1
+    return 1 if newest is None else int(_HPC_CHECKPOINT.match(newest.name).group(1)) + 1
 
 
 def _validation_due(trainer: Trainer) -> bool:
@@ -438,4 +347,4 @@ def _validation_due(trainer: Trainer) -> bool:
 
 def _ignore_sigterm() -> None:
     with contextlib.suppress(ValueError):  # ValueError: not the main thread
-        _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

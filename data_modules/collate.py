@@ -14,16 +14,12 @@ IGNORE_INDEX = -100
 
 
 class PadCollator:
-    """Pads tokenized examples into a batch of tensors.
-
-    Each example is a dict with ``input_ids`` (list of ints) and optionally ``labels`` (list of ints, ``-100``
-    where no loss is taken) and ``index`` (its position in the dataset). Padding tokens get attention mask 0
-    and label ``-100``.
+    """Pads examples (``input_ids``, optional ``labels`` and ``index``) into a batch; pads get mask 0, label -100.
 
     Args:
         pad_token_id: the tokenizer's pad token.
         padding_side: ``right`` for training and scoring, ``left`` for generation.
-        pad_to_multiple_of: round the padded length up to a multiple (helps tensor cores), or ``None``.
+        pad_to_multiple_of: round the padded length up to a multiple, or ``None``.
 
     Example:
         >>> collate = PadCollator(pad_token_id=0)
@@ -67,11 +63,9 @@ class TaskCollator:
     Args:
         kind: ``choice`` (options to score) or ``generation`` (left-padded prompts).
         pad_token_id: the tokenizer's pad token.
-        max_length: a choice prompt plus option longer than this loses prompt tokens from the left (options
-            are never cut).
+        max_length: a longer choice prompt plus option loses prompt tokens from the left.
         pad_to_multiple_of: generation prompts are padded to a multiple of this.
-        share_prompt: choice batches hold each prompt once (scored with
-            :func:`~adamergex_pl.evaluation.shared_prompt_scoring.shared_prompt_scores`) instead of once per option.
+        share_prompt: choice batches hold each prompt once, not once per option.
 
     Raises:
         ValueError: an unknown ``kind``.

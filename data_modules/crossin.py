@@ -1,12 +1,8 @@
-"""CrossIn instruction tuning data: the mixed cross-lingual mixture, tokenized with the loss on responses only.
+"""CrossIn instruction tuning data (:mod:`data_modules.crossin_mixture`), with the loss on responses only.
 
-The mixture (modes, variants, draws, language tags, validation split) is :class:`CrossInMixture`'s; see
-:mod:`data_modules.crossin_mixture` for the exact procedure. This DataModule renders each row in a prompt
-format (:mod:`data_modules.instruction_format`) and masks the prompt, so the loss covers the response only.
-Validation rows are grouped by mode: the validation dataloaders are ``base``, ``en2x``, ``x2en``, ``trans``
-(those in the mixture and the held-out split), logged as ``val/<mode>/loss`` and ``val/<mode>/perplexity``.
-
-``adamergex crossin build --config <the same config> --out mix.jsonl`` writes the mixture for inspection.
+Validation dataloaders are the mixture's modes (``base``, ``en2x``, ``x2en``, ``trans``), logged as
+``val/<mode>/loss`` and ``val/<mode>/perplexity``. ``adamergex crossin build --config <the same config> --out
+mix.jsonl`` writes the mixture for inspection.
 """
 
 from __future__ import annotations
@@ -28,26 +24,21 @@ class CrossInDataModule(TokenizedDataModule):
     """CrossIn's cross-lingual instruction mixture (arXiv:2404.11932) as a DataModule.
 
     Args:
-        parallel: one Alpaca-style source per language (``instruction``/``input``/``output``), each with its
-            ``language``, aligned item by item: English plus the target languages, e.g.
-            ``{path: MBZUAI/Bactrian-X, name: zh, language: zh}``.
+        parallel: one Alpaca-style source per language, each with its ``language`` (English and the targets),
+            aligned item by item, e.g. ``{path: MBZUAI/Bactrian-X, name: zh, language: zh}``.
         base: the English base instruction set of mode 0, e.g. ``{path: garage-bAInd/Open-Platypus}``.
-        variant: ``base``, ``en2x``, ``x2en``, ``x2x``, each optionally with ``+trans``; exclusive with
-            ``modes``.
+        variant: ``base``, ``en2x``, ``x2en``, ``x2x``, optionally ``+trans``; exclusive with ``modes``.
         modes: the modes as numbers, 0 base, 1 en2x, 2 x2en, 3 trans; exclusive with ``variant``.
         n: rows per cross-lingual mode: a number of seeded draws (the paper: 3000, 6000, 15000) or ``all``.
         languages: parallel languages to use (default: all parallel sources'); must include ``en``.
         align_on: align parallel items on this record field (``id`` for Bactrian-X) instead of positions.
-        language_tag: the tag appended to inputs after a newline, over ``{language}`` (code) and ``{name}``
-            (English name), e.g. ``"[{language}]"`` gives ``[zh]``; null for none.
+        language_tag: the tag appended to inputs after a newline, over ``{language}`` and ``{name}``; null: none.
         translation_instruction: the instruction of translation rows (mode 3).
         prompt_format: ``alpaca``, ``plain`` or ``chat`` (the tokenizer's chat template).
-        val_fraction: hold out this fraction of parallel items and base rows for validation (no item is in
-            both splits).
+        val_fraction: hold out this fraction of parallel items and base rows for validation.
         max_val_samples: keep at most this many validation rows per mode (seeded).
-        **loader: the dataloader options of :class:`~data_modules.base.TokenizedDataModule`: ``tokenizer`` (the
-            CLI links it to the model's ``base_model``), ``batch_size``, ``eval_batch_size``, ``num_workers``,
-            ``pad_to_multiple_of``, ``pack_sequences``.
+        **loader: :class:`~data_modules.base.TokenizedDataModule`'s loader options (``tokenizer``,
+            ``batch_size``, ...).
         max_length: longest example in tokens (longer ones are cut; rows left without response are dropped).
         seed: seed of the draws, of the validation split and of the shuffling (the paper: 0).
 
@@ -61,9 +52,8 @@ class CrossInDataModule(TokenizedDataModule):
             data:
               class_path: data_modules.CrossInDataModule
               init_args:
-                parallel:
-                  - {path: MBZUAI/Bactrian-X, name: en, language: en}
-                  - {path: MBZUAI/Bactrian-X, name: zh, language: zh}
+                parallel: [{path: MBZUAI/Bactrian-X, name: en, language: en},
+                           {path: MBZUAI/Bactrian-X, name: zh, language: zh}]
                 align_on: id
                 base: {path: garage-bAInd/Open-Platypus}
                 variant: x2x+trans

@@ -9,8 +9,7 @@ Modes of a training row (``x`` is a non-English language of the parallel set):
   English instruction.
 
 Variants: ``base`` = {0}, ``en2x`` = {0, 1}, ``x2en`` = {0, 2}, ``x2x`` = {0, 1, 2}; the suffix ``+trans``
-adds mode 3 (``x2x+trans`` = {0, 1, 2, 3}). A mixture is chosen by ``variant`` or by ``modes``, never both:
-two ways of saying the same thing would let a composed config say two different things.
+adds mode 3 (``x2x+trans`` = {0, 1, 2, 3}). A mixture is chosen by ``variant`` or by ``modes``, never both.
 """
 
 from __future__ import annotations
@@ -24,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.atomic_files import write_jsonl_atomic
+from adamergex_pl.errors import InvalidValueError, reraise_os_error
 from adamergex_pl.metrics.languages import LANGUAGES, normalize_language
 from data_modules.base import check_split_options
 from data_modules.instruction_format import PromptTemplate
@@ -40,6 +40,10 @@ VARIANTS: dict[str, tuple[int, ...]] = {
     "x2x": (BASE, EN2X, X2EN),
 }
 TRANS_SUFFIX = "+trans"
+FIELDS = ("instruction", "input", "output")
+ENGLISH = "en"
+TRANSLATION_INSTRUCTION = "Translate the following sentence into English."
+Row = dict[str, Any]
 
 
 def variant_names() -> list[str]:
@@ -48,13 +52,7 @@ def variant_names() -> list[str]:
 
 
 def variant_modes(variant: str) -> tuple[int, ...]:
-    """The modes of a named variant (case-insensitive; ``x2x+Trans`` and ``x2x + trans`` are accepted).
-
-    Args:
-        variant: ``base``, ``en2x``, ``x2en`` or ``x2x``, optionally followed by ``+trans``.
-
-    Returns:
-        The sorted mode numbers.
+    """The sorted modes of a named variant (case-insensitive, spaces ignored).
 
     Raises:
         InvalidValueError: an unknown variant.
@@ -94,14 +92,7 @@ def _check_modes(modes: Sequence[int]) -> tuple[int, ...]:
 
 
 def resolve_modes(variant: str | None, modes: Sequence[int] | None) -> tuple[int, ...]:
-    """The modes of a mixture given by exactly one of ``variant`` and ``modes``.
-
-    Args:
-        variant: a named variant (see :func:`variant_modes`), or None.
-        modes: explicit mode numbers, or None.
-
-    Returns:
-        The sorted mode numbers.
+    """The sorted modes of a mixture given by exactly one of ``variant`` and ``modes``.
 
     Raises:
         InvalidValueError: both or neither given, an unknown variant, or a bad mode list.
@@ -124,12 +115,8 @@ def resolve_modes(variant: str | None, modes: Sequence[int] | None) -> tuple[int
 
 
 def mode_name(mode: int) -> str:
-    """``base``, ``en2x``, ``x2en`` or ``trans``: the label of a mode in rows, counts and metric keys."""
+    """``base``, ``en2x``, ``x2en`` or ``trans``."""
     return MODE_NAMES[mode]
-
-
-FIELDS = ("instruction", "input", "output")
-ENGLISH = "en"
 
 
 def language_code(language: str, what: str) -> str:
@@ -141,24 +128,17 @@ def language_code(language: str, what: str) -> str:
 
 
 def instruction_record(record: dict[str, Any], where: str) -> dict[str, str]:
-    """``{"instruction", "input", "output"}`` of a record, as strings (a missing or None input is "").
-
-    Raises:
-        InvalidValueError: the record lacks ``instruction`` or ``output``, or a field is not text.
-    """
+    """``{"instruction", "input", "output"}`` of a record, as strings (a missing input is ""); or InvalidValueError."""
     missing = [f for f in ("instruction", "output") if f not in record]
     if missing:
         raise InvalidValueError(
             f"{where} lacks field(s) {missing}; its fields are {sorted(record)}. CrossIn reads Alpaca-style "
             "records with instruction, input (optional) and output"
         )
-    row = {}
-    for field in FIELDS:
-        value = record.get(field)
-        value = "" if value is None else value
+    row = {field: "" if record.get(field) is None else record[field] for field in FIELDS}
+    for field, value in row.items():
         if not isinstance(value, str):
             raise InvalidValueError(f"{where}: field {field!r} is {type(value).__name__}, expected text")
-        row[field] = value
     return row
 
 
@@ -173,8 +153,8 @@ class ParallelInstructions:
     Example:
         >>> data = ParallelInstructions.load([DataSource("builtin:crossin/alpaca_en.jsonl", language="en"),
         ...                                   DataSource("builtin:crossin/alpaca_zh.jsonl", language="zh")])
-        >>> data.languages, len(data), data.record("zh", 0)["instruction"][:4]  # doctest: +SKIP
-        (('en', 'zh'), 20, '给出三个保持')
+        >>> data.languages
+        ('en', 'zh')
     """
 
     records: dict[str, list[dict[str, str]]]
@@ -198,12 +178,7 @@ class ParallelInstructions:
         languages: Sequence[str] | None = None,
         align_on: str | None = None,
     ) -> ParallelInstructions:
-        """Read one source per language and align them.
-
-        Args:
-            sources: one source per language, each with its ``language`` set.
-            languages: keep only these languages (default: every source's); must include English.
-            align_on: align items on this record field instead of on record positions.
+        """Read one source per language (``language`` set) and align them, on ``align_on`` or on positions.
 
         Raises:
             InvalidValueError: a source without a language, two sources of one language, no English or no other
@@ -241,9 +216,11 @@ class ParallelInstructions:
         for lang, rows in raw.items():
             if not rows:
                 raise InvalidValueError(f"parallel source {by_language[lang].describe()} holds no records")
-        if align_on is None:
-            return cls._by_position(raw, by_language)
-        return cls._by_key(raw, by_language, align_on)
+        return (
+            cls._by_position(raw, by_language)
+            if align_on is None
+            else cls._by_key(raw, by_language, align_on)
+        )
 
     @classmethod
     def _by_position(cls, raw: dict[str, list[dict]], sources: dict[str, DataSource]) -> ParallelInstructions:
@@ -289,27 +266,12 @@ class ParallelInstructions:
         return cls({lang: [table[key] for key in keys] for lang, table in keyed.items()}, keys)
 
 
-TRANSLATION_INSTRUCTION = "Translate the following sentence into English."
-Row = dict[str, Any]
-
-
 class CrossInMixture:
     """Composes the CrossIn mixture from its sources (no tokenizer needed).
 
     Args:
-        parallel: one Alpaca-style source per language, each with ``language`` (English and at least one
-            other), aligned item by item; e.g. ``{path: MBZUAI/Bactrian-X, name: zh, language: zh}``.
-        base: the English base instruction set (mode 0), e.g. ``{path: garage-bAInd/Open-Platypus}``.
-        variant: ``base``, ``en2x``, ``x2en``, ``x2x``, optionally ``+trans`` (exclusive with ``modes``).
-        modes: the modes as numbers, 0 base, 1 en2x, 2 x2en, 3 trans (exclusive with ``variant``).
-        n: rows per cross-lingual mode: a positive number of draws, or ``all`` (every item once).
-        languages: the parallel languages to use (default: every parallel source's); English is required.
-        align_on: align parallel items on this field (e.g. ``id``) instead of on record positions.
-        language_tag: format of the tag appended to the input, over ``{language}`` (``zh``) and ``{name}``
-            (``Chinese``); null for no tag.
-        translation_instruction: the instruction of mode-3 rows.
-        val_fraction: hold out this fraction of the parallel items and of the base rows for validation.
-        seed: seed of the draws and of the validation split.
+        parallel, base, variant, modes, n, languages, align_on, language_tag, translation_instruction,
+            val_fraction, seed: as in :class:`~data_modules.crossin.CrossInDataModule`.
 
     Raises:
         InvalidValueError: conflicting or unknown variant/modes, a mode without its source, a bad ``n``, tag or
@@ -371,14 +333,8 @@ class CrossInMixture:
         self.val_fraction = val_fraction
         self.seed = seed
 
-    # ------------------------------------------------------------------ building
     def build(self) -> tuple[list[Row], list[Row]]:
-        """Load the sources and compose ``(train_rows, val_rows)``.
-
-        Raises:
-            InvalidValueError: sources that do not fit (see :meth:`ParallelInstructions.load`).
-            InputNotFoundError: a missing file.
-        """
+        """Load the sources and compose ``(train_rows, val_rows)``; raises as :meth:`ParallelInstructions.load`."""
         parallel = None
         if self.cross_modes:
             parallel = ParallelInstructions.load(self.parallel_sources, self.languages, self.align_on)
@@ -400,21 +356,15 @@ class CrossInMixture:
     def compose(
         self, parallel: ParallelInstructions | None, base: Sequence[dict[str, str]] | None
     ) -> tuple[list[Row], list[Row]]:
-        """The mixture of in-memory data (``build`` without the loading); see the module docstring."""
+        """The mixture of in-memory data: :meth:`build` without the loading."""
         split_rng = random.Random(f"crossin-validation-{self.seed}")
         train: list[Row] = []
         val: list[Row] = []
         if BASE in self.modes:
             held_out = self._held_out(len(base), split_rng)
             for index, record in enumerate(base):
-                row = {
-                    "mode": BASE,
-                    "mode_name": mode_name(BASE),
-                    "language": ENGLISH,
-                    "index": index,
-                    **record,
-                }
-                (val if index in held_out else train).append(row)
+                row = {"mode": BASE, "mode_name": mode_name(BASE), "language": ENGLISH, "index": index}
+                (val if index in held_out else train).append({**row, **record})
         if self.cross_modes:
             held_out = self._held_out(len(parallel), split_rng)
             targets = [lang for lang in parallel.languages if lang != ENGLISH]
@@ -440,11 +390,7 @@ class CrossInMixture:
         rng = random.Random(self.seed)
         if self.n == "all":
             return [(rng.choice(targets), index) for index in pool]
-        draws = []
-        for _ in range(self.n):
-            language = rng.choice(targets)
-            draws.append((language, pool[rng.randrange(len(pool))]))
-        return draws
+        return [(rng.choice(targets), pool[rng.randrange(len(pool))]) for _ in range(self.n)]
 
     def _tagged(self, text: str, language: str) -> str:
         if self.tag is None:
@@ -468,7 +414,6 @@ class CrossInMixture:
             rows.append({**row, **dict(zip(("instruction", "input", "output"), text, strict=True))})
         return rows
 
-    # ------------------------------------------------------------------ reporting
     @staticmethod
     def counts(rows: Sequence[Row]) -> dict[str, int]:
         """Rows per mode name, in mode order."""
@@ -497,7 +442,6 @@ def _parser():
         exit_on_error=False,
     )
     parser.add_argument("--config", action=ActionConfigFile, help="an adamergex fit config (repeatable)")
-    # any DataModule by class_path, as in `fit` (no import of data_modules here: it builds on this package)
     parser.add_subclass_arguments(LightningDataModule, "data", required=True)
     # the other sections of a fit config: accepted so that the same file works, otherwise unused
     parser.add_argument("--model", type=dict | None, default=None, help="unused (the fit config's model)")
@@ -525,26 +469,12 @@ def _tokenizer_name(config: Any) -> str | None:
     return (model.get("init_args") or {}).get("base_model")
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    from adamergex_pl.atomic_files import write_jsonl_atomic
-    from adamergex_pl.errors import reraise_os_error
-
-    try:
-        write_jsonl_atomic(path, rows)
-    except Exception as err:  # a read-only folder or a full disk is one line; nothing is left behind
-        reraise_os_error(err, "--out", path)
-
-
 def build(argv: list[str]) -> int:
-    """``adamergex crossin build ...``: see the module docstring."""
-    from data_modules.crossin_mixture import CrossInMixture
-
+    """``adamergex crossin build ...``."""
     parser = _parser()
     config = parser.parse_args(argv)
     datamodule = parser.instantiate(config).data
     if not hasattr(datamodule, "mixture"):
-        from adamergex_pl.errors import InvalidValueError
-
         raise InvalidValueError(
             f"data.class_path={config.data.class_path!r} builds no CrossIn mixture; expected "
             "data_modules.CrossInDataModule"
@@ -562,8 +492,6 @@ def build(argv: list[str]) -> int:
 
             name = _tokenizer_name(config)
             if name is None:
-                from adamergex_pl.errors import InvalidValueError
-
                 raise InvalidValueError(
                     "--rendered with prompt_format chat needs a tokenizer; set model.init_args.base_model or "
                     "--data.init_args.tokenizer"
@@ -572,7 +500,10 @@ def build(argv: list[str]) -> int:
         for row in rows:
             row["prompt"], row["completion"] = datamodule.format.render(row, tokenizer)
     out = Path(config.out)
-    _write_jsonl(out, rows)
+    try:
+        write_jsonl_atomic(out, rows)
+    except Exception as err:  # a read-only folder or a full disk is one line; nothing is left behind
+        reraise_os_error(err, "--out", out)
     print(
         f"wrote {len(rows)} rows to {out} (modes {list(datamodule.mixture.modes)}, seed {datamodule.seed}): "
         f"train {CrossInMixture.counts(train)}, val {CrossInMixture.counts(val)}; cross-lingual rows per "

@@ -1,18 +1,7 @@
-"""CrossX: the cross-lingual consistency benchmark of CrossIn (Cross-MMLU, Cross-LogiQA, Cross-XQuAD) as a
-validation/test DataModule.
+"""CrossX, CrossIn's cross-lingual consistency benchmark (Cross-MMLU, Cross-LogiQA, Cross-XQuAD), for validation.
 
-Every item is asked in every chosen language (default en, zh, vi, es, as in CrossIn) and answered by option
-log-likelihood: the prompt lists the choices, and each option (by default its tag ``" (B)"``) is scored as a
-continuation of the prompt. Predictions feed
-:class:`adamergex_pl.evaluation.crossx_evaluator.CrossXEvaluator`, which logs
-``val/<benchmark>/<lang>/accuracy``, ``val/<benchmark>/accuracy``, ``val/<benchmark>/consistency_k`` and
-``val/<benchmark>/ac3_k``. There is one dataloader per (benchmark, language), labelled ``<benchmark>/<lang>``.
-
-Data. The package ships small subsets for tests and demos, ``builtin:crossx/cross_mmlu.json`` and
-``builtin:crossx/cross_logiqa.json`` (CC BY-NC 4.0, see ``adamergex_pl/assets/crossx/README.md``). The full
-benchmarks are the hub dataset ``SeaEval/SeaEval_datasets`` (configs ``cross_mmlu``, ``cross_logiqa``,
-``cross_xquad``; split ``test``) or local copies in the same format (:mod:`data_modules.crossx`).
-Cross-XQuAD is read the same way where a copy is available; the project's anchor data holds none.
+One dataloader per (benchmark, language), ``<benchmark>/<lang>``. Subsets ship as ``builtin:crossx/*.json``
+(CC BY-NC 4.0); the full benchmarks are ``SeaEval/SeaEval_datasets`` (split ``test``) or local copies.
 """
 
 from __future__ import annotations
@@ -41,14 +30,8 @@ _TAGGED = re.compile(r"^\(([A-Z])\)\s?(.*)$", re.DOTALL)
 
 @dataclass(frozen=True)
 class CrossXQuestion:
-    """One item in one language.
-
-    Args:
-        question: the question.
-        choices: the choice strings as stored, e.g. ``"(A) responsible"``.
-        answer: the 0-based index of the gold choice.
-        context: the passage (Cross-LogiQA, Cross-XQuAD), or "".
-    """
+    """One item in one language: ``choices`` as stored (``"(A) responsible"``), ``answer`` the gold index,
+    ``context`` the passage (Cross-LogiQA, Cross-XQuAD) or ""."""
 
     question: str
     choices: tuple[str, ...]
@@ -56,16 +39,14 @@ class CrossXQuestion:
     context: str = ""
 
     def option_fields(self, k: int) -> dict[str, str]:
-        """Fields of choice ``k`` for an option template: ``letter`` ``B``, ``tag`` ``(B)``, ``text`` (the choice
-        without its tag) and ``choice`` (as stored)."""
+        """Option-template fields of choice ``k``: ``letter`` ``B``, ``tag`` ``(B)``, ``text``, ``choice``."""
         letter = string.ascii_uppercase[k]
         match = _TAGGED.match(self.choices[k])
         text = match.group(2) if match and match.group(1) == letter else self.choices[k]
         return {"letter": letter, "tag": f"({letter})", "text": text, "choice": self.choices[k]}
 
     def prompt_fields(self) -> dict[str, str]:
-        """Fields for a prompt template: ``question``, ``context`` (the passage and a blank line, or ""),
-        ``choices`` (one per line)."""
+        """Prompt-template fields: ``question``, ``context`` (passage and blank line, or ""), ``choices``."""
         return {
             "question": self.question,
             "context": f"{self.context}\n\n" if self.context else "",
@@ -96,19 +77,11 @@ def _question(cell: dict[str, Any], where: str) -> CrossXQuestion:
 
 
 def load_crossx_items(source: DataSource, languages: Sequence[str]) -> list[dict[str, CrossXQuestion]]:
-    """The items of a CrossX file in ``languages``: per item, its questions keyed by language code.
-
-    Args:
-        source: the benchmark file or hub dataset (SeaEval format, see the module docstring).
-        languages: language codes to keep (e.g. ``["en", "zh", "vi", "es"]``).
-
-    Returns:
-        One dict per item, in file order (the item index), without the languages the item lacks.
+    """The items of a CrossX file in file order: per item, its questions by language (those it has).
 
     Raises:
-        InvalidValueError: an unknown language key, a malformed cell, a gold letter that differs between
-            languages, or a requested language that no item has.
-        InputNotFoundError: a missing file.
+        InvalidValueError: An unknown language, a malformed cell, differing golds, or a language no item has.
+        InputNotFoundError: A missing file.
     """
     records = load_records(source)
     if not records:
@@ -163,29 +136,20 @@ class CrossXDataModule(TokenizedDataModule):
     """CrossX items in several languages, scored as multiple choice for accuracy and consistency.
 
     Args:
-        benchmarks: the benchmark sources; each is labelled by its ``name`` (``cross_mmlu`` for
-            ``{path: SeaEval/SeaEval_datasets, name: cross_mmlu, split: test}``) or, for a local file without
-            a name, by the file's stem. Default: the shipped Cross-MMLU subset.
-        languages: language codes or names to evaluate, at least two (default ``[en, zh, vi, es]``).
-        prompt_template: the question prompt, over ``{question}``, ``{context}`` (passage and blank line, or
-            empty) and ``{choices}`` (one choice string per line).
-        option_template: the scored continuation for each option, over ``{letter}`` (``B``), ``{tag}``
-            (``(B)``), ``{text}`` (choice without its tag) and ``{choice}`` (``(B) text``).
-        prompt_format: ``plain`` (the prompt as is), ``alpaca`` (the prompt as the instruction of the Alpaca
-            template, as CrossIn trains by default) or ``chat`` (a user turn of the tokenizer's chat template).
-        length_normalized: divide each option's log-likelihood by its token count (for ``{text}`` options).
-        max_items: evaluate a seeded subset of this many items per benchmark (the same items in every
-            language).
-        **loader: the dataloader options of :class:`~data_modules.base.TokenizedDataModule`: ``tokenizer`` (the
-            CLI links it to the model's ``base_model``), ``batch_size``, ``eval_batch_size``, ``num_workers``,
-            ``pad_to_multiple_of``, ``pack_sequences``.
-        max_length: longest prompt + option in tokens; longer prompts lose tokens from the left.
-        seed: seed of ``max_items``.
-        write_predictions: keep every item's chosen letter for ``predictions.jsonl`` (written by the module).
+        benchmarks: The sources, labelled by ``name`` or a file's stem; default the shipped Cross-MMLU subset.
+        languages: Language codes or names to evaluate, at least two (default ``[en, zh, vi, es]``).
+        prompt_template: The question prompt, over :meth:`CrossXQuestion.prompt_fields`.
+        option_template: Each option's scored continuation, over :meth:`CrossXQuestion.option_fields`.
+        prompt_format: ``plain``, ``alpaca`` (as CrossIn trains) or ``chat`` (the tokenizer's chat template).
+        length_normalized: Divide each option's log-likelihood by its token count.
+        max_items: Evaluate a seeded subset of this many items per benchmark (the same in every language).
+        **loader: The dataloader options of :class:`~data_modules.base.TokenizedDataModule`.
+        max_length: Longest prompt + option in tokens; longer prompts lose tokens from the left.
+        seed: Seed of ``max_items``.
+        write_predictions: Keep every item's chosen letter for ``predictions.jsonl``.
 
     Raises:
-        InvalidValueError: fewer than two languages, duplicate or malformed benchmark names, templates with
-            unknown fields, or bad sizes.
+        InvalidValueError: Fewer than two languages, bad benchmark names, unknown template fields, bad sizes.
 
     Example:
         .. code-block:: yaml
@@ -193,9 +157,7 @@ class CrossXDataModule(TokenizedDataModule):
             data:
               class_path: data_modules.CrossXDataModule
               init_args:
-                benchmarks:
-                  - {path: SeaEval/SeaEval_datasets, name: cross_mmlu, split: test}
-                  - {path: SeaEval/SeaEval_datasets, name: cross_logiqa, split: test}
+                benchmarks: [{path: SeaEval/SeaEval_datasets, name: cross_mmlu, split: test}]
                 languages: [en, zh, vi, es]
     """
 
@@ -254,7 +216,6 @@ class CrossXDataModule(TokenizedDataModule):
             )
         return label
 
-    # ------------------------------------------------------------------ examples
     def _example(self, question: CrossXQuestion, index: int) -> dict[str, Any]:
         text = self.prompt.render(question.prompt_fields())
         if self.prompt_format == "chat":
@@ -283,8 +244,6 @@ class CrossXDataModule(TokenizedDataModule):
                     sets[f"{name}/{lang}"] = examples
         return [], sets, dict(sets)
 
-    # ------------------------------------------------------------------ evaluation
-    @override
     @override
     def planned_val_languages(self) -> list[str]:
         return list(self.languages)

@@ -1,16 +1,10 @@
 """Prompt formats of Alpaca-style rows (``instruction``, ``input``, ``output``), tokenized with the prompt masked.
 
-* ``alpaca``: the Stanford Alpaca prompt (with its "### Input:" section only when the input is not empty),
-  the response after "### Response:\n";
-* ``plain``: the instruction, a blank line and the input (when there is one), a blank line, the response;
-* ``chat``: the tokenizer's chat template, the instruction (and input) as the user turn and the response as
-  the assistant turn; the prompt is the template with the generation prompt, the completion is the rest of
-  the rendered conversation (so it ends the way the template ends a turn).
+* ``alpaca``: the Stanford Alpaca prompt ("### Input:" only for a non-empty input), response after "### Response:\n";
+* ``plain``: the instruction, a blank line, the input (if any), a blank line, the response;
+* ``chat``: the tokenizer's chat template, instruction (and input) as the user turn.
 
-Tokenized examples are ``prompt_ids + completion_ids`` with labels ``-100`` on the prompt, so the loss is
-taken on the response only. ``alpaca``/``plain`` prompts get the tokenizer's special tokens (BOS) and the
-completion gets EOS; ``chat`` prompts carry whatever the template writes, and EOS is appended only when the
-template's turn end is not already EOS.
+Labels are ``-100`` on the prompt; the completion ends with EOS (``chat``: unless the template's turn end is EOS).
 """
 
 from __future__ import annotations
@@ -27,11 +21,11 @@ class PromptTemplate:
     """A format string with named fields.
 
     Args:
-        template: the format string, e.g. ``"{instruction}\\n\\n### Response:\\n"``.
-        option: the option it came from, quoted in error messages (e.g. ``prompt_template``).
+        template: The format string, e.g. ``"{instruction}\\n\\n### Response:\\n"``.
+        option: The option it came from, quoted in error messages (e.g. ``prompt_template``).
 
     Raises:
-        ValueError: the template is malformed, or uses positional or attribute/index fields.
+        ValueError: The template is malformed, or uses positional or attribute/index fields.
 
     Example:
         >>> PromptTemplate("Q: {question}\\nA:").render({"question": "2+2?"})
@@ -133,8 +127,7 @@ class InstructionFormat:
         """``(prompt, completion)`` text of a row (``chat`` needs the tokenizer).
 
         Raises:
-            InvalidValueError: ``chat`` without a tokenizer or chat template, or a template that renders the
-                prompt differently once the response is added.
+            InvalidValueError: ``chat`` without a tokenizer or chat template, or one inconsistent with a response.
         """
         if self.prompt_format == "alpaca":
             template = ALPACA_WITH_INPUT if row["input"] else ALPACA_NO_INPUT
@@ -161,10 +154,7 @@ class InstructionFormat:
     def tokenize(
         self, rows: Sequence[dict[str, Any]], tokenizer: Any, max_length: int
     ) -> tuple[list[dict[str, list[int]]], int]:
-        """Prompt-masked examples of ``rows`` truncated to ``max_length``, and how many were dropped.
-
-        A row whose completion is cut off entirely (its prompt alone reaches ``max_length``) is dropped.
-        """
+        """Prompt-masked examples truncated to ``max_length``, and how many rows lost their whole completion."""
         if not rows:
             return [], 0
         texts = [self.render(row, tokenizer) for row in rows]

@@ -1,23 +1,7 @@
 """Sequence packing for training: a batch's examples share rows instead of each padding its own.
 
-With padding, a batch of ``n`` examples costs ``n x longest`` token positions, however short most examples
-are. :class:`PackingCollator` places the same examples, first-fit by decreasing length, into as few rows of
-``longest`` positions as hold them, so the linear layers (most of a step's work) run on fewer padded
-positions, and no row is longer than with padding (attention costs no more either).
-
-Examples never see each other. Every packed example restarts its ``position_ids`` at 0, and the batch carries
-no attention mask to the model: transformers then derives a block-diagonal causal mask from the position
-restarts (SDPA and eager, ``masking_utils.find_packed_sequence_indices``) or variable-length boundaries
-(flash attention), and rotary positions are those each example would have alone. The label of each example's
-first token is ``-100``, so the last token of one example is never trained to predict the first of the next.
-A row's unused tail is padding with its own restarted positions and ``-100`` labels.
-
-The batch keeps ``attention_mask`` (1 on real tokens) for token counting;
-:func:`adamergex_pl.evaluation.language_modeling.model_inputs` leaves it out of the model's arguments whenever
-``position_ids`` are present.
-
-Packing changes which positions are computed, not which examples form a batch: an optimizer step sees the
-same examples as without it, so learning rates, schedules and mid-epoch resumption carry over unchanged.
+Each example restarts its ``position_ids`` at 0 and the model gets no attention mask, so transformers derives a
+block-diagonal causal mask; each example's first label is ``-100``.
 """
 
 from __future__ import annotations
@@ -33,15 +17,8 @@ from data_modules.collate import IGNORE_INDEX
 def first_fit_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     """Indices of ``lengths`` grouped into rows of at most ``capacity`` tokens, first fit by decreasing length.
 
-    Args:
-        lengths: example lengths, each at most ``capacity``.
-        capacity: tokens per row.
-
-    Returns:
-        One list of example indices per row, each in the order the examples were placed.
-
     Raises:
-        ValueError: an example longer than ``capacity``.
+        ValueError: An example longer than ``capacity``.
 
     Example:
         >>> first_fit_rows([5, 2, 3, 4], capacity=5)
@@ -67,13 +44,9 @@ def first_fit_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 class PackingCollator:
     """Packs tokenized training examples into rows as long as the batch's longest example.
 
-    Each example is a dict with ``input_ids`` and optionally ``labels`` (``-100`` where no loss is taken).
-    The batch has ``input_ids``, ``position_ids``, ``attention_mask`` (1 on real tokens; for counting, not
-    for the model) and ``labels`` when the examples have them, all ``[rows, longest]``.
-
     Args:
-        pad_token_id: the tokenizer's pad token.
-        pad_to_multiple_of: round the row length up to a multiple, or ``None``.
+        pad_token_id: The tokenizer's pad token.
+        pad_to_multiple_of: Round the row length up to a multiple, or ``None``.
 
     Example:
         >>> collate = PackingCollator(pad_token_id=0)

@@ -1,13 +1,7 @@
 """The AdaMergeX reference task: causal language modelling on raw text of one language.
 
-AdaMergeX fine-tunes a "reference" adapter per language on plain text (Wikipedia) so that the difference
-``A(R,tgt) ⊖ A(R,src)`` captures the language gap. The text is tokenized, concatenated into one stream and cut
-into windows of exactly ``window_tokens`` tokens (tokens, not characters or words: the released script cut
-by characters or words, so its windows had unequal token lengths). The loss covers every token.
-
-With ``max_windows``, the corpus is read lazily: documents come in a seeded order and are tokenized until enough
-windows exist (``read_counter`` and ``documents_tokenized`` say how much the last ``setup`` read), so the
-preparation cost does not grow with the corpus size.
+The text is tokenized, concatenated and cut into windows of exactly ``window_tokens`` tokens (the released
+script cut by characters or words); the loss covers every token.
 """
 
 from __future__ import annotations
@@ -31,36 +25,25 @@ class ReferenceLMDataModule(TokenizedDataModule):
     """Windows of ``window_tokens`` tokens cut from the text of one language.
 
     Args:
-        train: the training text: ``.txt`` files, JSON/JSONL/CSV/Parquet records, or a hub dataset such as
-            ``{path: wikimedia/wikipedia, name: 20231101.es}``.
-        val: held-out text, one source per language (each source's ``language``, default ``language``).
-        test: test text, one source per language.
-        text_fields: the record fields holding text; several are joined with a space (for the AdaMergeX demo
-            files, ``[prompt, completion]``).
-        record_separator: what goes between consecutive records: ``null`` puts the EOS token between them
-            (independent documents); a string such as ``" "`` joins them as one text (records that continue
-            each other, like the AdaMergeX demo windows).
-        window_tokens: tokens per window.
-        max_windows: keep this many training windows: documents are read in a seeded order (row groups of a
-            Parquet file, byte ranges of a JSONL file, row-group shards and a shuffle buffer of a streamed hub
-            dataset) and tokenized only until that many windows exist, so a 6.4M-article Wikipedia costs what
-            a small corpus costs. The windows depend only on ``seed``, never on the DDP rank. ``null`` reads the
-            whole text in order. (With a ``record_separator`` the records are one text: it is read whole and a
-            seeded subset of its windows kept.)
-        max_val_windows: keep at most this many windows per validation language (read the same way).
-        val_fraction: with no ``val`` sources, hold out this fraction of the training windows (with
-            ``max_windows``: of the ``max_windows / (1 - val_fraction)`` windows read, so that ``max_windows``
-            remain for training).
-        language: the language of the text (and of sources that name none).
-        tokenizer: see :class:`~data_modules.base.TokenizedDataModule` (as are the remaining arguments).
-        batch_size: training batch size per device.
-        eval_batch_size: evaluation batch size per device.
-        num_workers: dataloader workers.
-        seed: sub-sampling and shuffling seed.
+        train: The training text: ``.txt``, JSON/JSONL/CSV/Parquet records, or a hub dataset (Wikipedia).
+        val: Held-out text, one source per language.
+        test: Test text, one source per language.
+        text_fields: The record fields holding text; several are joined with a space.
+        record_separator: Between records: ``null`` puts EOS (independent documents); a string joins them.
+        window_tokens: Tokens per window.
+        max_windows: Keep this many training windows, reading documents in a seeded order; ``null``: all.
+        max_val_windows: Keep at most this many windows per validation language.
+        val_fraction: With no ``val`` sources, hold out this fraction of the windows read.
+        language: The language of the text (and of sources that name none).
+        tokenizer: See :class:`~data_modules.base.TokenizedDataModule` (as are the remaining arguments).
+        batch_size: Training batch size per device.
+        eval_batch_size: Evaluation batch size per device.
+        num_workers: Dataloader workers.
+        seed: Sub-sampling and shuffling seed.
 
     Raises:
-        ValueError: a missing text field, text too short for one window, or conflicting validation options.
-        FileNotFoundError: a missing data file.
+        ValueError: A missing text field, text too short for one window, or conflicting validation options.
+        FileNotFoundError: A missing data file.
 
     Example:
         .. code-block:: yaml
@@ -70,7 +53,6 @@ class ReferenceLMDataModule(TokenizedDataModule):
               init_args:
                 train: {path: wikimedia/wikipedia, name: 20231101.es}
                 language: es
-                window_tokens: 512
                 max_windows: 10000
     """
 
@@ -138,13 +120,7 @@ class ReferenceLMDataModule(TokenizedDataModule):
         return " ".join(str(record.get(f) or "") for f in self.text_fields)
 
     def windows(self, source: DataSource, limit: int | None = None) -> list[list[int]]:
-        """Token windows of ``source``'s text.
-
-        Without ``limit``: every window of the whole text, in order. With ``limit`` (and independent records,
-        ``record_separator: null``): documents are read in a seeded order (see
-        :func:`~data_modules.sources.iter_records`) and tokenized only until ``limit`` windows exist, so the cost
-        does not grow with the corpus. Records joined by ``record_separator`` form one text, read whole.
-        """
+        """Token windows of ``source``'s text (with ``limit``: documents in a seeded order until ``limit`` exist)."""
         n, eos = self.window_tokens, self.tokenizer.eos_token_id
         if self.record_separator is not None:
             texts = list(self._documents(source, None))

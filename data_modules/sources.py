@@ -1,9 +1,6 @@
-"""Reading local data files with one-line errors that name the file, the line and what is wrong.
+"""Where records come from (:class:`DataSource`), their readers and record checks.
 
-``json.loads`` on a whole file reports "line 1" for a bad 31st line of a JSONL file, and a byte that is not
-UTF-8 ends in a ``UnicodeDecodeError`` traceback. These readers report the line (and column) of the problem
-and the fix instead. :func:`record_location` finds where the N-th record of a file is, for the messages of
-the record checks (:mod:`data_modules.sources`).
+The readers report a bad line of a local file by line and column with the fix, instead of a traceback.
 """
 
 from __future__ import annotations
@@ -70,8 +67,7 @@ def read_jsonl(path: Path, label: str) -> list[Any]:
 
 
 def iter_jsonl(path: Path, label: str) -> Iterator[tuple[int, Any]]:
-    """``(line number, JSON value)`` of each non-blank line, read one line at a time (stop early and the rest
-    is never read). Raises as :func:`read_jsonl`."""
+    """``(line number, JSON value)`` of each non-blank line, read lazily; raises as :func:`read_jsonl`."""
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
@@ -134,8 +130,7 @@ def read_parquet(path: Path, label: str) -> list[dict[str, Any]]:
 
 
 def record_location(path: Path, index: int) -> str:
-    """Where record ``index`` (0-based) of a local file is, for messages: ``line 31`` (JSONL: blank lines
-    skipped, as the reader does), ``row 31`` (CSV, after the header), else ``record 31``."""
+    """Where record ``index`` of a local file is: ``line 31`` (JSONL), ``row 31`` (CSV), else ``record 31``."""
     if path.suffix == ".jsonl":
         seen = -1
         with path.open("rb") as handle:
@@ -156,16 +151,11 @@ def check_records(
 ) -> None:
     """Refuse records that lack a field a template names, or leave a ``needs_value`` template's field null.
 
-    Args:
-        records: the source's records, in file order.
-        source: where they came from (for the message: its path, and the line of a local file's record).
-        templates: every template the records are rendered through (e.g. the prompt and the completion):
-            :class:`PromptTemplate` objects, or anything with ``fields``, ``option`` and ``template``.
-        needs_value: templates whose fields must not be null either (the completion: a null would train on
-            an empty target); other templates render a null as an empty string.
+    ``templates`` are all the records are rendered through; ``needs_value`` those whose fields must not be null
+    (the completion: a null would train on an empty target).
 
     Raises:
-        ValueError: naming the source, the record's line or number, the field and the template.
+        ValueError: Naming the source, the record's line or number, the field and the template.
 
     Example:
         >>> from data_modules.instruction_format import PromptTemplate
@@ -225,29 +215,16 @@ class DataSource:
     """One split of one dataset.
 
     Args:
-        path: ``builtin:<file>`` for data shipped with the package (e.g. ``builtin:tiny/add_en.jsonl``); a
-            local ``.json`` (array of objects, or an object with a list under ``field``), ``.jsonl``,
-            ``.csv``, ``.parquet`` or ``.txt`` file; a local folder laid out as a hub dataset repository; or a
-            hub dataset id such as ``facebook/xnli``.
-        name: the dataset's configuration (e.g. ``en``, or ``20231101.es`` for ``wikimedia/wikipedia``), as
-            listed under ``configs`` in its dataset card.
-        split: the dataset's split (a local file is one split).
-        language: the language of these records (validation metrics are logged under it).
-        field: for a ``.json`` file holding an object, the key of the record list.
-        revision: the hub dataset's git revision. ``refs/convert/parquet`` is the hub's Parquet export of a
-            dataset that still ships a loading script on ``main`` (``datasets`` >= 4 no longer runs those
-            scripts). That branch has no dataset card and lays files out as ``<config>/<split>/0000.parquet``,
-            so ``datasets`` knows no configuration there ("BuilderConfig 'en' not found"): with this revision,
-            ``name`` is read as ``data_dir`` (``{name: spanish}`` reads ``spanish/<split>/*.parquet``).
-        data_dir: a folder inside the dataset repository to read instead of its configurations' files (passed to
-            ``datasets.load_dataset(..., data_dir=...)``); relative, e.g. ``spanish``.
+        path: ``builtin:<file>``; a local data file (:data:`LOCAL_SUFFIXES`) or dataset folder; or a hub id.
+        name: The dataset's configuration (e.g. ``en``), as listed under ``configs`` in its dataset card.
+        split: The dataset's split (a local file is one split).
+        language: The language of these records (validation metrics are logged under it).
+        field: For a ``.json`` file holding an object, the key of the record list.
+        revision: The hub dataset's git revision; on ``refs/convert/parquet`` ``name`` is read as ``data_dir``.
+        data_dir: A relative folder inside the dataset repository to read instead of its configurations' files.
 
-    Offline mirror: when the environment variable ``ADAMERGEX_DATASET_MIRROR`` names a folder, a hub id
-    ``<org>/<name>`` is loaded from ``$ADAMERGEX_DATASET_MIRROR/<org>/<name>/`` if that folder exists (for a
-    ``revision`` other than ``main``: ``<org>/<name>@<revision with '/' written %2F>/``, e.g.
-    ``csebuetnlp/xlsum@refs%2Fconvert%2Fparquet/``), and from the hub otherwise. The folder holds the repository's
-    files as the hub serves them (dataset card included), so ``name``, ``data_dir`` and ``split`` resolve as
-    they would on the hub. ``tests/hub_fixtures.py`` writes such a mirror of tiny datasets.
+    With ``$ADAMERGEX_DATASET_MIRROR`` set, a hub id ``<org>/<name>`` loads from that folder's ``<org>/<name>/``
+    (``<org>/<name>@<revision, '/' as %2F>/`` for another ``revision``) when it exists.
     """
 
     path: str
@@ -255,7 +232,6 @@ class DataSource:
     split: str = "train"
     language: str | None = None
     field: str | None = None
-    # Added for the task suite (csebuetnlp/xlsum loads from its Parquet export branch).
     revision: str | None = None
     data_dir: str | None = None
 
@@ -342,8 +318,7 @@ class ResolvedSource:
 
 @dataclass
 class ReadCounter:
-    """What readers took from their sources: ``rows`` decoded (whole row groups or byte ranges when read in a
-    seeded order; records pulled from a stream) and ``emitted`` records handed out."""
+    """``rows`` decoded (or pulled from a stream) and ``emitted`` records handed out by readers."""
 
     rows: int = 0
     emitted: int = 0
@@ -366,9 +341,8 @@ def load_records(source: DataSource) -> list[dict[str, Any]]:
     """All records of ``source`` as dictionaries (a ``.txt`` file gives one record ``{"text": ...}``).
 
     Raises:
-        FileNotFoundError: a local file that does not exist.
-        ValueError: a file in an unexpected shape, a malformed line or byte that is not UTF-8 (named by its
-            line, :mod:`data_modules.sources`), or a dataset that cannot be loaded.
+        FileNotFoundError: A local file that does not exist.
+        ValueError: A file in an unexpected shape, a malformed line or byte, or an unloadable dataset.
     """
     resolved = source.resolve()
     if resolved.kind != "file":
@@ -387,18 +361,13 @@ def iter_records(
 ) -> Iterator[dict[str, Any]]:
     """The records of ``source`` one at a time, read incrementally: stop iterating and the rest is never read.
 
-    With ``seed=None`` the records come in file order (the order of :func:`load_records`). With a seed they come
-    in an order that depends only on the seed (the same in every process, whatever its DDP rank):
-
-    * a local Parquet file: its row groups in a seeded order, each row group's rows shuffled;
-    * a local JSONL file: 1 MiB byte ranges in a seeded order, each range's lines shuffled;
-    * a folder or a hub dataset: streamed (``streaming=True``), row groups in a seeded order through a seeded
-      shuffle buffer of ``STREAM_SHUFFLE_BUFFER`` records;
-    * ``.json``, ``.csv`` and ``.txt`` files are read whole and shuffled.
+    ``seed=None`` gives file order. A seed gives an order that depends only on it (not on the DDP rank): Parquet
+    row groups or 1 MiB JSONL byte ranges in a seeded order, each shuffled; a folder or hub dataset streamed
+    through a seeded shuffle buffer of ``STREAM_SHUFFLE_BUFFER`` records; other files read whole and shuffled.
 
     Raises:
-        FileNotFoundError: a local file that does not exist.
-        ValueError: a file in an unexpected shape, or a dataset that cannot be loaded.
+        FileNotFoundError: A local file that does not exist.
+        ValueError: A file in an unexpected shape, or a dataset that cannot be loaded.
     """
     counter = counter if counter is not None else ReadCounter()
     for record in _records(source, seed, counter):
@@ -443,9 +412,8 @@ def _counting(counter: ReadCounter):
 
 
 def _shuffled_stream(dataset, seed: int):
-    """A streamed dataset in a seeded order: its shards (Parquet row groups, once resharded) shuffled, then a
-    seeded buffer. One shard feeds the buffer at a time: interleaving several (``datasets``' default) reads
-    them in threads and sleeps 5 s whenever a stream is left early."""
+    """A streamed dataset in a seeded order: shuffled shards through a seeded buffer, one shard at a time
+    (interleaved shards are read in threads that sleep 5 s whenever a stream is left early)."""
     reshard = getattr(dataset, "reshard", None)  # datasets >= 5: one shard per row group instead of per file
     if reshard is not None:
         with contextlib.suppress(NotImplementedError):

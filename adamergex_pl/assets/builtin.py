@@ -1,17 +1,8 @@
-"""Models that ship with the package, addressed as ``builtin:<name>`` wherever a base model is expected.
+"""Models that ship with the package (no hub needed), addressed as ``builtin:<name>`` as a base model.
 
-No model hub is reachable in tests, CI or the embedded demo, so the package carries its own small models:
-
-* ``builtin:tiny-llama``: a randomly initialised two-layer Llama (grouped-query attention, SwiGLU MLP) with a
-  byte-level tokenizer. It is built deterministically on first use into the cache directory
-  (``$ADAMERGEX_CACHE``, default ``~/.cache/adamergex``) and is what the tests fine-tune and merge.
+* ``builtin:tiny-llama``: a random two-layer Llama with a byte-level tokenizer, built deterministically on
+  first use into ``$ADAMERGEX_CACHE`` (default ``~/.cache/adamergex``); the tests fine-tune and merge it.
 * any directory under ``adamergex_pl/assets/`` that holds a ``config.json`` (the embedded demo model).
-
-Every other string is returned unchanged: a hub name or a local path that transformers resolves itself.
-
-Example:
-    >>> path = resolve_base_model("builtin:tiny-llama")  # doctest: +SKIP
-    >>> AutoModelForCausalLM.from_pretrained(path)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -23,11 +14,10 @@ from pathlib import Path
 from adamergex_pl.atomic_files import staging_dir
 
 BUILTIN_PREFIX = "builtin:"
-ASSETS_DIR = Path(__file__).parent  # this package: adamergex_pl/assets
+ASSETS_DIR = Path(__file__).parent
 TINY_LLAMA = "tiny-llama"
 _TINY_LLAMA_VERSION = "v1"
 
-# Byte-level vocabulary: four special tokens, then one token per byte.
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 BYTE_VOCAB_SIZE = len(SPECIAL_TOKENS) + 256
 _CHAT_TEMPLATE = (
@@ -39,7 +29,7 @@ _CHAT_TEMPLATE = (
 
 
 def cache_dir() -> Path:
-    """The directory where built-in models are built on first use (``$ADAMERGEX_CACHE``)."""
+    """Where built-in models are built on first use (``$ADAMERGEX_CACHE``)."""
     return Path(os.environ.get("ADAMERGEX_CACHE", Path.home() / ".cache" / "adamergex"))
 
 
@@ -50,11 +40,7 @@ def builtin_names() -> list[str]:
 
 
 def resolve_base_model(name: str) -> str:
-    """Map ``builtin:<name>`` to a local directory; return any other name unchanged.
-
-    Raises:
-        ValueError: ``name`` starts with ``builtin:`` but names no built-in model.
-    """
+    """Map ``builtin:<name>`` to a local directory (ValueError if unknown); return any other name unchanged."""
     if not name.startswith(BUILTIN_PREFIX):
         return name
     key = name[len(BUILTIN_PREFIX) :]
@@ -69,11 +55,8 @@ def resolve_base_model(name: str) -> str:
 
 
 def build_byte_tokenizer():
-    """A byte-level fast tokenizer: every byte is one token, so any script round-trips exactly.
-
-    Token ids: 0 ``<pad>``, 1 ``<s>`` (prepended by the tokenizer), 2 ``</s>``, 3 ``<unk>``, then the 256
-    byte tokens. It has a small chat template so chat-formatted prompts work with the tiny models too.
-    """
+    """A byte-level fast tokenizer with a chat template: ids 0 ``<pad>``, 1 ``<s>`` (prepended), 2 ``</s>``,
+    3 ``<unk>``, then one per byte, so any script round-trips exactly."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -99,7 +82,6 @@ def _byte_value(symbol: str) -> int:
     code = ord(symbol)
     if 33 <= code <= 126 or 161 <= code <= 172 or 174 <= code <= 255:
         return code
-    # Non-printable bytes are shifted to 256 + their rank among the non-printable bytes.
     non_printable = [b for b in range(256) if not (33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255)]
     return non_printable[code - 256]
 

@@ -4,18 +4,8 @@ For an example with prompt ``x``, options ``o_1 … o_K`` and gold option ``y``,
 
     ŷ = argmax_k Σ_t log p(o_k,t | x, o_k,<t)        (or the mean over the option's tokens, length-normalised)
 
-and ``accuracy_l = mean_i 1[ŷ_i = y_i]`` over the examples of language ``l``; ``accuracy`` is the macro average
-over languages. The score reads only the model's probabilities of option tokens (batches built by
-:class:`~data_modules.collate.TaskCollator`, scored by
-:func:`~adamergex_pl.evaluation.shared_prompt_scoring.shared_prompt_scores`, which computes each prompt once, or by
-:func:`~adamergex_pl.evaluation.option_scoring.choice_scores` for one row of prompt + option per option):
-no text is generated and nothing is parsed, so a prompt that contains every label word gives every option the
-same context and cannot score. Ties go to the first option.
-
-States are torchmetrics ``MulticlassAccuracy`` counters (integers, summed across DDP ranks), and one record
-per item (its id and 0/1 correctness, :class:`~adamergex_pl.metrics.item_scores.ItemScoreMetric`) for
-intervals and paired comparisons; with :meth:`~adamergex_pl.evaluation.language_modeling.Evaluator.keep_predictions`
-also the chosen option of every item.
+and ``accuracy_l = mean_i 1[ŷ_i = y_i]``; ``accuracy`` is the macro average. Nothing is generated or parsed;
+ties go to the first option.
 """
 
 from __future__ import annotations
@@ -35,19 +25,17 @@ from adamergex_pl.metrics.item_scores import ItemScoreMetric, ItemScores
 class ChoiceEvaluator(Evaluator):
     """Per-language accuracy of the option with the highest log-likelihood.
 
-    ``compute()`` returns ``<task>/<lang>/accuracy`` for every language and ``<task>/accuracy``, their mean;
-    the module logs them under ``val/``.
+    ``compute()`` returns ``<task>/<lang>/accuracy`` for every language and their mean ``<task>/accuracy``.
 
     Args:
-        task: the task name, the first part of the keys (``xnli``).
-        languages: the validation languages, in dataloader order.
-        num_options: options per example (2 for XCOPA and PAWS-X, 3 for XNLI).
-        length_normalized: rank by mean instead of summed token log-likelihood.
-        tokenizer: decodes the chosen option into prediction records (optional; without it a record has the
-            option's index only).
+        task: The task name, the first part of the keys (``xnli``).
+        languages: The validation languages, in dataloader order.
+        num_options: Options per example (2 for XCOPA and PAWS-X, 3 for XNLI).
+        length_normalized: Rank by mean instead of summed token log-likelihood.
+        tokenizer: Optional; decodes the chosen option into prediction records.
 
     Raises:
-        ValueError: no languages, a language twice, or fewer than two options.
+        ValueError: No languages, a language twice, or fewer than two options.
 
     Example:
         >>> evaluator = ChoiceEvaluator("xnli", ["de", "zh"], num_options=3)

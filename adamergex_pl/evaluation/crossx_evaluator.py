@@ -1,20 +1,6 @@
 """CrossX evaluation: multiple choice by option log-likelihood, scored for accuracy and cross-lingual consistency.
 
-For each (benchmark, language) dataloader, every item's options are scored by the model's log-likelihood given
-the prompt (:func:`adamergex_pl.evaluation.option_scoring.choice_scores`), the prediction is ``argmax_k s_k``, and the
-predicted and gold letters go to one :class:`~adamergex_pl.metrics.CrossLingualConsistency` per benchmark,
-keyed by (item index, language). Consistency couples the languages of an item while the dataloaders are per
-language; the metric keeps records, not partial sums, so it sees all languages of an item at ``compute``
-(also under DDP, where it gathers every rank's records and counts each cell once).
-
-Formulas (SeaEval, arXiv:2309.04766; CrossIn, arXiv:2404.11932), for languages ``L``:
-``Acc = mean_l Acc_l``; ``Consistency_k`` = mean over the ``k``-subsets ``S`` of ``L`` of the fraction of items
-answered identically in every language of ``S``; ``AC3_k = 2·Acc·Consistency_k / (Acc + Consistency_k)``.
-
-Keys of ``compute()`` (logged under ``val/``): ``<benchmark>/<lang>/accuracy``, ``<benchmark>/accuracy``,
-``<benchmark>/consistency_k`` and ``<benchmark>/ac3_k`` for ``k = 2..|L|``. Per-item scores
-(:meth:`CrossXEvaluator.item_scores`) exist for the per-language accuracies; consistency couples languages
-and has none.
+Predicted letters go to one :class:`~adamergex_pl.metrics.consistency.CrossLingualConsistency` per benchmark.
 """
 
 from __future__ import annotations
@@ -32,8 +18,7 @@ from adamergex_pl.metrics.consistency import CrossLingualConsistency
 from adamergex_pl.metrics.item_scores import ItemScoreMetric, ItemScores
 from adamergex_pl.metrics.options import index_to_letter
 
-# Batches from the CrossX DataModule carry the option-token labels under this key rather than ``labels``:
-# AdapterModule rewrites ``labels`` for modules trained with ``loss_on_prompt``, which would score the prompt.
+# Not ``labels``: AdapterModule rewrites those for ``loss_on_prompt``, which would score the prompt.
 OPTION_LABELS = "option_labels"
 
 
@@ -43,12 +28,12 @@ class CrossXEvaluator(Evaluator):
     Dataloader labels (``language`` in :meth:`update`) are ``<benchmark>/<lang>``.
 
     Args:
-        benchmarks: per benchmark name, ``(num_items, num_options)`` of its file.
-        languages: the language codes, in output order (at least two).
-        length_normalized: divide each option's log-likelihood by its number of tokens.
+        benchmarks: Per benchmark name, ``(num_items, num_options)`` of its file.
+        languages: The language codes, in output order (at least two).
+        length_normalized: Divide each option's log-likelihood by its number of tokens.
 
     Raises:
-        InvalidValueError: no benchmark, a benchmark name with ``/`` or ``.``, or fewer than two languages.
+        InvalidValueError: No benchmark, a benchmark name with ``/`` or ``.``, or fewer than two languages.
 
     Example:
         >>> evaluator = CrossXEvaluator({"cross_mmlu": (150, 4)}, ["en", "zh", "vi", "es"])
@@ -95,13 +80,8 @@ class CrossXEvaluator(Evaluator):
     ) -> None:
         """Record predicted option indices for the items of ``batch`` (``index`` and gold ``label``).
 
-        Args:
-            predicted: per example, the 0-based predicted option.
-            batch: holds ``index`` (item index in the benchmark) and ``label`` (gold option), ``[B]`` each.
-            language: ``<benchmark>/<lang>``.
-
         Raises:
-            InvalidValueError: a label that is not ``<benchmark>/<lang>`` of this evaluator.
+            InvalidValueError: A label that is not ``<benchmark>/<lang>`` of this evaluator.
         """
         if language not in self.languages:
             raise InvalidValueError(

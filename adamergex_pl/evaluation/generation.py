@@ -1,8 +1,6 @@
 """Greedy decoding that returns only what the model generated, never the prompt.
 
-Decoding is set explicitly (greedy, one beam, no sampling) through a fresh ``GenerationConfig``, because some
-checkpoints ship sampling defaults in ``generation_config.json``. The completion is decoded from the tokens
-after the prompt, so an answer parser can never read an answer out of the prompt.
+Decoding is set explicitly through a fresh ``GenerationConfig``, since some checkpoints ship sampling defaults.
 """
 
 from __future__ import annotations
@@ -72,19 +70,18 @@ def cut_at_stops(text: str, stops: Sequence[str]) -> str:
 class GenerationEvaluator(Evaluator):
     """Greedy completions of the prompts, scored by the task's text metric per language.
 
-    ``compute()`` returns ``<task>/<lang>/<metric>`` for every language and ``<task>/<metric>``, the macro
-    average over languages (languages without examples are left out); the module logs them under ``val/``.
+    ``compute()`` returns ``<task>/<lang>/<metric>`` and the macro average ``<task>/<metric>``.
 
     Args:
-        task: the task name, the first part of the keys (``mgsm``).
-        languages: the validation languages, in dataloader order.
-        tokenizer: decodes the generated tokens (and gives pad/EOS ids to ``generate``).
-        max_new_tokens: greedy decoding length.
+        task: The task name, the first part of the keys (``mgsm``).
+        languages: The validation languages, in dataloader order.
+        tokenizer: Decodes the generated tokens (and gives pad/EOS ids to ``generate``).
+        max_new_tokens: Greedy decoding length.
         metric: ``final_number``, ``squad`` or ``rouge_l``.
-        stops: a completion ends at the first of these strings.
+        stops: A completion ends at the first of these strings.
 
     Raises:
-        ValueError: an unknown metric, a non-positive ``max_new_tokens``, or bad languages.
+        ValueError: An unknown metric, a non-positive ``max_new_tokens``, or bad languages.
 
     Example:
         >>> evaluator = GenerationEvaluator("mgsm", ["de", "zh"], tokenizer, 256, "final_number")  # doctest: +SKIP

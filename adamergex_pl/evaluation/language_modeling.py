@@ -1,22 +1,11 @@
 """Evaluation inside the validation loop: the protocol, and causal-LM loss and perplexity per language.
 
-A DataModule hands the LightningModule an :class:`Evaluator` (``build_evaluator()``) and the language of each
-validation dataloader (``val_languages``). The module calls ``update(model, batch, language)`` for every
-batch and logs ``compute()`` under ``val/`` at the end of the epoch. Evaluators keep their state in
-torchmetrics metrics, so ``compute()`` is synchronised across DDP ranks and every rank logs the same numbers.
-
-Causal-LM loss over the labelled tokens of a batch (labels ``-100`` are ignored, e.g. prompt tokens):
+A DataModule's ``build_evaluator()`` gives an :class:`Evaluator`; the module calls ``update(model, batch, language)``
+per batch and logs ``compute()`` under ``val/``. Causal-LM loss over labelled tokens, summed per language:
 
     loss = − Σ_t log p(y_t | y_<t) / #labelled tokens,        perplexity = exp(loss)
 
-summed over all batches of a language before dividing, so the result does not depend on the batch size.
-
-Per-item scores (:meth:`Evaluator.item_scores`, for intervals and paired comparisons): an item of the loss is
-one example (one row of a padded batch), with its summed negative log-likelihood ``v_i`` and labelled-token
-count ``w_i``; the loss of any set of items is ``Σ v_i / Σ w_i``. That is a ratio, not a mean over items, so
-its per-item scores give ``n`` and the value of a subset but no bootstrap interval of a mean
-(:class:`~adamergex_pl.metrics.item_scores.ItemScores`). Packed batches have no per-example rows and record
-no items.
+An item's score is its summed NLL ``v_i`` and token count ``w_i`` (a ratio: no bootstrap interval).
 """
 
 from __future__ import annotations
@@ -35,17 +24,11 @@ IGNORE_INDEX = -100
 
 
 def causal_lm_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Summed next-token negative log-likelihood and the number of labelled tokens.
+    """Summed next-token negative log-likelihood and the number of labelled tokens, both 0-d.
 
-    Args:
-        logits: ``[batch, seq, vocab]`` scores for the token after each position.
-        labels: ``[batch, seq]`` token ids, ``-100`` where no loss is taken.
-
-    Returns:
-        ``(nll_sum, n_tokens)``, both 0-d tensors; the loss is ``nll_sum / n_tokens``.
+    ``logits`` is ``[batch, seq, vocab]``; ``labels`` is ``[batch, seq]`` with ``-100`` where no loss is taken.
     """
-    # Shift the labels, not the logits: slicing ``logits[:, :-1]`` would copy the largest tensor of the step
-    # (batch x length x vocabulary); a padded label at the last position is simply ignored.
+    # shift the labels, not the logits: slicing the logits would copy the step's largest tensor
     targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
     nll = F.cross_entropy(
         logits.reshape(-1, logits.size(-1)).float(),
@@ -71,9 +54,7 @@ def causal_lm_nll_per_row(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tenso
 def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     """The keys of a batch that a causal LM's forward takes.
 
-    A padded batch passes its attention mask. A packed batch (``data_modules/packing.py``) passes its
-    ``position_ids`` and no attention mask: transformers then derives the block-diagonal causal mask that keeps
-    packed examples apart from where the positions restart (it does so only when the mask is absent).
+    A packed batch passes ``position_ids`` and no attention mask (see :mod:`data_modules.packing`).
     """
     if "position_ids" in batch:
         return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
@@ -88,16 +69,11 @@ def forward_logits(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
 class Evaluator(nn.Module):
     """Base class: metric states for a fixed list of languages.
 
-    Subclasses implement :meth:`update` and :meth:`compute`; ``compute`` returns ``<lang>/<metric>`` keys, and
-    may add cross-language keys. Register metrics as child modules so that they move with the model.
-    :meth:`item_scores` gives the per-item scores behind the per-language keys, and
-    :meth:`keep_predictions` turns on per-item prediction records (:meth:`predictions`).
-
     Args:
-        languages: the validation languages, in dataloader order.
+        languages: The validation languages, in dataloader order.
 
     Raises:
-        ValueError: no languages, or the same language twice.
+        ValueError: No languages, or the same language twice.
     """
 
     def __init__(self, languages: list[str]) -> None:
@@ -116,19 +92,11 @@ class Evaluator(nn.Module):
         raise NotImplementedError
 
     def item_scores(self) -> dict[str, ItemScores]:
-        """The per-item scores behind :meth:`compute`'s per-language keys, under the same keys.
-
-        A key without per-item scores (a cross-language score such as ``consistency_3``) is absent. Under
-        DDP a collective, like :meth:`compute`: call it on every rank.
-        """
+        """The per-item scores behind :meth:`compute`'s per-language keys, by key; a DDP collective."""
         return {}
 
     def keep_predictions(self, prompt_id: str | None = None) -> None:
-        """Keep a record of every item's prediction from now on (for ``predictions.jsonl``).
-
-        Args:
-            prompt_id: the name of the prompt the items were rendered with, written into every record.
-        """
+        """Record every item's prediction from now on (for ``predictions.jsonl``), under ``prompt_id``."""
         self.records.enable(prompt_id)
 
     def predictions(self) -> list[dict]:

@@ -4,13 +4,9 @@ For a prompt ``x`` and options ``o_1 … o_K`` (token sequences), the score of o
 
     s_k = Σ_t log p(o_k,t | x, o_k,<t)            (sum)        or        s_k / |o_k|        (length-normalised)
 
-and the prediction is ``argmax_k s_k``. Only option tokens are scored, so the prompt cannot score: a prompt
-that contains every label word gives every option the same context, and text the model never has to
-generate is never parsed. Options are flattened into ``B·K`` rows of ``prompt + option`` and scored in one
-forward pass; examples with fewer options are padded with ``-inf`` scores.
-
-Batches come from :class:`ChoiceCollator`; each example is
-``{"prompt_ids": [...], "option_ids": [[...], ...], "label": k, "index": i}``.
+and the prediction is ``argmax_k s_k``. Only option tokens are scored, so a prompt holding every label word
+cannot bias the choice. Options are flattened into ``B·K`` rows of ``prompt + option`` for one forward pass;
+examples with fewer options get ``-inf`` scores.
 """
 
 from __future__ import annotations
@@ -25,11 +21,7 @@ from adamergex_pl.evaluation.language_modeling import IGNORE_INDEX
 
 
 class ChoiceCollator:
-    """Flattens multiple-choice examples into right-padded ``prompt + option`` rows.
-
-    Output keys: ``input_ids``/``attention_mask``/``labels`` ``[rows, length]`` (labels only on option tokens),
-    ``row_example`` and ``row_option`` ``[rows]`` (which example and option each row is), ``num_options``,
-    ``label`` and ``index`` ``[B]``.
+    """Flattens examples ``{"prompt_ids", "option_ids", "label", "index"}`` into right-padded ``prompt + option`` rows.
 
     Args:
         pad_token_id: the tokenizer's pad token.
@@ -82,13 +74,7 @@ def sequence_log_likelihoods(logits: Tensor, labels: Tensor) -> tuple[Tensor, Te
 
 @torch.no_grad()
 def choice_scores(model: nn.Module, batch: dict[str, Tensor], length_normalized: bool = False) -> Tensor:
-    """Scores ``[B, K_max]`` of every option of every example (``-inf`` where an example has fewer options).
-
-    Args:
-        model: a causal LM (``model(input_ids=..., attention_mask=...).logits``).
-        batch: from :class:`ChoiceCollator`.
-        length_normalized: divide each option's log-likelihood by its number of tokens.
-    """
+    """Scores ``[B, K_max]`` of a :class:`ChoiceCollator` batch's options (``-inf`` past an example's options)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     total, count = sequence_log_likelihoods(logits, batch["labels"])
     if length_normalized:

@@ -5,14 +5,9 @@ A record is one evaluated item::
     {"id": 17, "language": "es", "prompt_id": "instruction", "output": "cuatro", "parsed": "cuatro",
      "gold": "cuatro", "correct": true, "scores": {...}}
 
-``id`` is the item's position in its split (the batch's ``index``), ``prompt_id`` names the prompt the item was
-rendered with, ``output`` is what the model produced (the generated text, or the chosen option's text),
-``parsed`` what the scorer read from it (the final number for MGSM, the chosen option's index), ``gold`` the
-reference, ``correct`` whether it scored as right (None where the metric has no right or wrong, ROUGE-L), and
-``scores`` the per-item scores (option log-likelihoods for multiple choice, the metric's scores otherwise).
-
-Under DDP every rank keeps its own records; :meth:`PredictionRecords.gathered` collects them on every rank
-(``all_gather_object``) and orders them by language and id.
+``id`` is the item's position in its split, ``parsed`` what the scorer read from ``output`` (MGSM's final
+number, the chosen option), ``correct`` is None where the metric has no right or wrong (ROUGE-L), and
+``scores`` holds option log-likelihoods or the metric's scores.
 """
 
 from __future__ import annotations
@@ -28,7 +23,7 @@ class PredictionRecords:
     """A list of prediction records, off until :meth:`enable` is called.
 
     Args:
-        prompt_id: the default ``prompt_id`` of the records.
+        prompt_id: the records' default ``prompt_id``.
 
     Example:
         >>> records = PredictionRecords()

@@ -1,17 +1,7 @@
 """Adapter weights in memory: what a merge reads and what it writes.
 
-An :class:`AdapterWeights` is the content of one PEFT adapter directory (``adapter_config.json`` and
-``adapter_model.safetensors``) with the tensors grouped by the base-model module they adapt:
-
-* LoRA: ``tensors[module] == {"lora_A": A, "lora_B": B}`` with ``A`` of shape ``(r, in)`` and ``B`` of shape
-  ``(out, r)``; the module's update is ``s·B·A`` (``s`` from ``lora_alpha``, ``r``, ``use_rslora`` and the
-  rank/alpha patterns, see :mod:`adamergex_pl.merging.adapters`).
-* (IA)³: ``tensors[module] == {"ia3_l": l}`` with shape ``(out, 1)`` (scales the module's output) or
-  ``(1, in)`` for a feedforward module (scales its input).
-
-Module names are the base model's own (``model.layers.0.self_attn.q_proj``): the names PEFT matches
-``target_modules`` and ``rank_pattern`` against. On disk PEFT prefixes them with ``base_model.model.`` and
-suffixes the part (``.lora_A.weight``, ``.ia3_l``).
+Tensors by base-model module: LoRA ``{"lora_A": A (r, in), "lora_B": B (out, r)}`` (update ``s·B·A``), (IA)³
+``{"ia3_l": l}`` of shape ``(out, 1)``, or ``(1, in)`` for a feedforward module (scaling its input).
 """
 
 from __future__ import annotations
@@ -125,11 +115,7 @@ def _explicit_targeting(template: Mapping[str, Any], modules: Iterable[str]) -> 
 def merged_lora_config(template: Mapping[str, Any], ranks: Mapping[str, int], keep_targeting: bool) -> dict:
     """The config of a merged LoRA with per-module ``ranks`` and scaling 1 on every module.
 
-    Args:
-        template: the task adapter's config (dropout, base model, task type, ... are kept).
-        ranks: ``{module: rank}`` of the merged factors.
-        keep_targeting: keep the template's targeting fields (all inputs target alike and the merged adapter
-            covers the same modules); otherwise list the modules explicitly.
+    ``template``'s other fields are kept, its targeting ones only with ``keep_targeting`` (else modules listed).
     """
     common = Counter(ranks.values()).most_common(1)[0][0]
     exceptions = {re.escape(module): rank for module, rank in sorted(ranks.items()) if rank != common}
@@ -161,11 +147,7 @@ def merged_ia3_config(
 
 
 def count_nonfinite(tensor: torch.Tensor) -> int:
-    """How many entries of ``tensor`` are NaN or ±inf.
-
-    The common all-finite case costs one reduction without a temporary: a sum is finite only when every entry
-    is (NaN and inf propagate); an overflowing sum of finite entries falls back to the exact count.
-    """
+    """How many entries of ``tensor`` are NaN or ±inf (one reduction when all are finite)."""
     if tensor.numel() == 0 or bool(torch.isfinite(tensor.sum())):
         return 0
     return int((~torch.isfinite(tensor)).sum())
@@ -208,15 +190,7 @@ def _refuse_variants(config: Mapping[str, Any], path: str | None) -> None:
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks), as ``merge.json`` records each input's weights.
-
-    Args:
-        path: the file, e.g. an input's ``adapter_model.safetensors``.
-
-    Example:
-        >>> sha256_file("xnli_en/adapter_model.safetensors")  # doctest: +SKIP
-        '3b7e...'
-    """
+    """Hex SHA-256 of a file's bytes, as ``merge.json`` records each input's weights."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -226,18 +200,16 @@ def sha256_file(path: str | Path) -> str:
 
 @dataclass(frozen=True)
 class AdapterWeights:
-    """One PEFT adapter (LoRA or (IA)³) in memory, tensors grouped by base-model module.
-
-    Treat instances as read-only: merges build new ones and never change their inputs.
+    """One PEFT adapter (LoRA or (IA)³) in memory, tensors grouped by base-model module; read-only by convention.
 
     Args:
-        config: the ``adapter_config.json`` content (``peft_type`` ``"LORA"`` or ``"IA3"``).
+        config: The ``adapter_config.json`` content (``peft_type`` ``"LORA"`` or ``"IA3"``).
         tensors: ``{module: {part: tensor}}`` with parts ``lora_A``/``lora_B`` (LoRA) or ``ia3_l`` ((IA)³).
-        path: the directory it was loaded from, if any.
+        path: The directory it was loaded from, if any.
         sha256: SHA-256 of the loaded ``adapter_model.safetensors``, if any.
 
     Raises:
-        ValueError: an unsupported ``peft_type``, or modules whose parts do not fit it.
+        ValueError: An unsupported ``peft_type``, or modules whose parts do not fit it.
 
     Example:
         >>> task = AdapterWeights.load("runs/xnli_en/adapters")  # doctest: +SKIP
@@ -293,13 +265,11 @@ class AdapterWeights:
 
     @classmethod
     def load(cls, path: str | Path) -> AdapterWeights:
-        """Read an adapter directory or a snapshot root (see :func:`resolve_adapter_dir`).
-
-        The weights file is read once: its bytes are hashed and then parsed.
+        """Read an adapter directory or a snapshot root (see :func:`resolve_adapter_dir`), hashing its weights.
 
         Raises:
-            FileNotFoundError: no adapter at ``path``.
-            ValueError: an unreadable config, an unsupported peft type, or tensors PEFT would not write.
+            FileNotFoundError: No adapter at ``path``.
+            ValueError: An unreadable config, an unsupported peft type, or tensors PEFT would not write.
         """
         directory = resolve_adapter_dir(path)
         try:
@@ -333,8 +303,7 @@ class AdapterWeights:
         """Group a PEFT adapter state dict (keys as ``get_peft_model_state_dict`` returns them) by module.
 
         Raises:
-            ValueError: a key that is not a plain LoRA/(IA)³ weight of this peft type (DoRA magnitudes, LoRA
-                biases, embedding LoRA, ``modules_to_save`` copies, ...), or an unsupported peft type.
+            ValueError: A key that is no plain LoRA/(IA)³ weight of this peft type (DoRA, ...), or another type.
         """
         peft_type = config.get("peft_type")
         if peft_type not in _LAYOUTS:
@@ -370,12 +339,11 @@ class AdapterWeights:
         return PeftConfig.from_peft_type(**{**self.config, "inference_mode": True})
 
     def save(self, directory: str | Path) -> None:
-        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` into an existing directory.
-
-        Not atomic on its own: :func:`adamergex_pl.merging.write_merged` calls it on a temporary directory.
+        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` into an existing directory (not atomic:
+        :func:`adamergex_pl.merging.write_merged` calls it on a temporary directory).
 
         Raises:
-            ValueError: a tensor holds NaN or inf (nothing is written then).
+            ValueError: A tensor holds NaN or inf (nothing is written then).
         """
         state_dict = {key: tensor.detach().contiguous().cpu() for key, tensor in self.state_dict().items()}
         for key, tensor in state_dict.items():

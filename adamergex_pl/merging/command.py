@@ -2,12 +2,9 @@
 
     adamergex merge --task_src DIR --ref_src DIR --ref_tgt DIR --out_dir DIR [--scale T] [--method adamergex]
 
-computes ``A(T,tgt) = A(T,src) ⊕ t·(A(R,tgt) ⊖ A(R,src))`` (``arimerge``: ``A(T,src) ⊕ t·A(R,tgt)``, no
-``ref_src``; the other methods: :mod:`adamergex_pl.merging.methods`) with operators that follow the adapter type.
-Each input is a PEFT adapter directory or an ``AdapterSnapshot`` root (its ``last`` epoch is used). The output
-holds ``adapter_config.json``, ``adapter_model.safetensors`` and ``merge.json``, written atomically; nothing is
-written when the merge is refused (one error line on stderr, exit code 2). The flags are :func:`merge`'s
-arguments (``--config merge.yaml`` and ``--print_config`` work as for ``fit``).
+computes ``A(T,tgt) = A(T,src) ⊕ t·(A(R,tgt) ⊖ A(R,src))`` (other methods: :mod:`adamergex_pl.merging.methods`).
+Each input is a PEFT adapter directory or an ``AdapterSnapshot`` root (its ``last`` epoch). A refused merge
+writes nothing (one error line on stderr, exit code 2). ``--config merge.yaml`` works as for ``fit``.
 """
 
 from __future__ import annotations
@@ -65,10 +62,6 @@ def merge(
 
     Returns:
         The exit code: 0 merged, 2 refused (one line on stderr).
-
-    Example:
-        >>> merge("xnli_en", "wiki_de", "xnli_de", ref_src="wiki_en", scale=0.5)  # doctest: +SKIP
-        0
     """
     try:
         result = _run(dict(locals()))
@@ -80,7 +73,7 @@ def merge(
 
 
 def main(argv: list[str]) -> int:
-    """``adamergex merge ...``: the flags are :func:`merge`'s arguments."""
+    """``adamergex merge ...``."""
     from adamergex_pl.cli import run_function
 
     return run_function(merge, argv, PROG)
@@ -122,18 +115,9 @@ def _run(args: dict):
         raise InvalidValueError(
             f"--ia3_mode {args['ia3_mode']} given, but the inputs are LoRA adapters: use --lora_mode"
         )
-    keys = (
-        "svd_rank",
-        "eps",
-        "strict_modules",
-        "allow_different_base",
-        "swap_bottom",
-        "swap_top",
-        "density",
-        "seed",
-    )
+    keys = ("svd_rank", "eps", "strict_modules", "allow_different_base", "swap_bottom", "swap_top")
     options = {"lora_mode": args["lora_mode"] or "exact", "ia3_mode": args["ia3_mode"] or "paper"}
-    options.update({key: args[key] for key in keys})
+    options.update({key: args[key] for key in (*keys, "density", "seed")})
     result = method.build(adapters, args["scale"] if method.sweep == "scale" else None, options)
     write_merged(result, args["out_dir"], overwrite=args["overwrite"])
     return result

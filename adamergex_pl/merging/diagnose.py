@@ -1,29 +1,16 @@
 """Does the AdaMergeX assumption hold? The alignment of a task's language gap with the reference task's.
 
-AdaMergeX (Zhao et al., arXiv 2402.18913) assumes that the gap between two languages does not depend on the
-task, ``A(T,tgt) ⊖ A(T,src) ≈ A(R,tgt) ⊖ A(R,src)``. Given a task adapter trained in the target language too
-(an oracle the merge itself does not need), this module measures how well that holds, per adapted module:
+AdaMergeX (Zhao et al., arXiv 2402.18913) assumes ``A(T,tgt) ⊖ A(T,src) ≈ A(R,tgt) ⊖ A(R,src)``. With an
+oracle task adapter in the target language, this measures per module how well that holds:
 
     G_T = ΔW(T,tgt) − ΔW(T,src),   G_R = ΔW(R,tgt) − ΔW(R,src),   cos = ⟨G_T, G_R⟩_F / (‖G_T‖_F ‖G_R‖_F),
 
-with ``ΔW = s·B·A`` (LoRA; an input that does not adapt a module contributes 0). For (IA)³, which is
-multiplicative, the gaps are of log-vectors, ``g = log l_tgt − log l_src`` (a missing module is ``l = 1``).
-``cos = 1`` means the task's gap is a positive multiple of the reference gap (the assumption, with the best
-scale ``t = ‖G_T‖ / ‖G_R‖``), ``0`` unrelated, ``−1`` opposite.
+with ``ΔW = s·B·A`` (LoRA; a missing module contributes 0); for (IA)³ the gaps are of log-vectors,
+``g = log l_tgt − log l_src``. ``cos = 1`` means the assumption holds (best scale ``t = ‖G_T‖ / ‖G_R‖``).
 
-LoRA gaps are never formed as ``out × in`` matrices. Each gap is one low-rank product ``G = B_c A_c`` by
-concatenating factors (:func:`concat_factors` with coefficients ``+s_tgt``, ``−s_src``); thin QR
-decompositions ``B_c = Q_B R_B`` and ``A_cᵀ = Q_A R_A`` give ``G = Q_B C Q_Aᵀ`` with the small core
-``C = R_B R_Aᵀ``, so that
-
-    ‖G‖_F = ‖C‖_F,   ⟨G_1, G_2⟩_F = trace((B_1ᵀB_2)(A_2A_1ᵀ)) = Σ (C_1 ⊙ (Q_B1ᵀQ_B2) C_2 (Q_A2ᵀQ_A1)),
-
-at a cost of ``O((out + in)·r²)`` per module in float64 (``r`` the summed ranks). The orthogonal bases keep
-the cancellation of nearly equal updates (``ΔW_tgt ≈ ΔW_src``) at rounding level, as a dense difference would.
-
-A gap is zero when ``‖G‖_F ≤ 1e-9·(‖ΔW_tgt‖_F + ‖ΔW_src‖_F)`` (the two adapters are equal to rounding, or
-neither adapts the module): its cosine is undefined, reported as ``None`` (JSON ``null``) and left out of the
-mean; its norm is reported as computed.
+LoRA gaps ``G = B_c A_c`` are never formed densely: thin QR gives ``G = Q_B C Q_Aᵀ`` with ``C = R_B R_Aᵀ``, so
+``‖G‖_F = ‖C‖_F`` and ``⟨G_1, G_2⟩_F = Σ (C_1 ⊙ (Q_B1ᵀQ_B2) C_2 (Q_A2ᵀQ_A1))``, in ``O((out + in)·r²)`` float64.
+A gap with ``‖G‖_F ≤ 1e-9·(‖ΔW_tgt‖_F + ‖ΔW_src‖_F)`` is zero: its cosine is ``None`` and left out of the mean.
 """
 
 from __future__ import annotations
@@ -51,24 +38,12 @@ def language_gap_alignment(
 ) -> dict[str, Any]:
     """Per module, the cosine between ``A(T,tgt) ⊖ A(T,src)`` and ``A(R,tgt) ⊖ A(R,src)``, and their norms.
 
-    Args:
-        task_src: the task adapter in the source language.
-        task_tgt: the task adapter in the target language (trained there: the oracle AdaMergeX replaces).
-        ref_src: the reference-task adapter in the source language.
-        ref_tgt: the reference-task adapter in the target language.
-
-    Returns:
-        ``{"modules": {module: cosine or None}, "norms": {module: {"task_gap": ‖G_T‖, "reference_gap":
-        ‖G_R‖}}, "mean": the mean cosine over the modules that have one (None if none has),
-        "adapter_type": "lora" or "ia3"}``, JSON-serialisable.
+    ``task_tgt`` is the oracle AdaMergeX replaces. Returns, JSON-serialisable, ``{"modules": {module: cosine
+    or None}, "norms": {module: {"task_gap": ‖G_T‖, "reference_gap": ‖G_R‖}}, "mean": mean cosine or None,
+    "adapter_type": "lora" or "ia3"}``.
 
     Raises:
-        ValueError: inputs of different peft types or base models (:func:`check_mergeable`), a non-finite
-            tensor, or an (IA)³ entry ``≤ 0``.
-
-    Example:
-        >>> report = language_gap_alignment("xnli_en", "xnli_de", "wiki_en", "wiki_de")  # doctest: +SKIP
-        >>> report["mean"], report["modules"]["model.layers.0.self_attn.q_proj"]  # doctest: +SKIP
+        ValueError: Unmergeable inputs (:func:`check_mergeable`), a non-finite tensor, or an (IA)³ entry ``≤ 0``.
     """
     named = {
         "task_src": _as_adapter(task_src, "task_src"),

@@ -1,23 +1,14 @@
 """(IA)³ merging maths: multiplicative combinations of learned scaling vectors, as small pure functions.
 
-An (IA)³ input rescales a module element-wise, ``l ⊙ (W x)`` (or ``W (l ⊙ x)`` for feedforward modules), so
-adapters compose by multiplication and the identity adapter is ``l = 1``. AdaMergeX (Zhao et al., arXiv
-2402.18913) takes ``⊕ = ⊙`` and ``⊖ = ⊘`` (element-wise division) in
-``A(T,tgt) = A(T,src) ⊕ t·(A(R,tgt) ⊖ A(R,src))``. With the language gap ``D = l_tgt ⊘ l_src``, "``t·D``" is
-defined two ways:
+(IA)³ rescales a module element-wise (``l ⊙ (W x)``), so adapters compose by multiplication (identity ``l = 1``).
+AdaMergeX (Zhao et al., arXiv 2402.18913) takes ``⊕ = ⊙`` and ``⊖ = ⊘`` in
+``A(T,tgt) = A(T,src) ⊕ t·(A(R,tgt) ⊖ A(R,src))``; with ``D = l_tgt ⊘ l_src``, "``t·D``" is either
 
-* ``paper`` (the released code): ``l = l_T ⊙ (t·(D − 1) + 1)``, moving a fraction ``t`` of the way from the
-  identity to ``D``;
-* ``loglinear``: ``l = l_T ⊙ D^t``, the scalar multiple in the multiplicative group (``exp(t·log D)``), which
-  needs ``D > 0``.
+* ``paper`` (the released code): ``l = l_T ⊙ (t·(D − 1) + 1)``, a fraction ``t`` of the way to ``D``; or
+* ``loglinear``: ``l = l_T ⊙ D^t`` (``exp(t·log D)``), which needs ``D > 0``.
 
-Both agree at ``t = 0`` and ``t = 1`` and to first order around ``D = 1``; ``loglinear`` keeps the sign of
-every entry (``paper`` turns entries negative when ``t·(1 − D) > 1``). AriMerge (``A(T,src) ⊕ t·A(R,tgt)``)
-uses the same two readings of ``t·l_tgt``: ``l_T ⊙ (t·(l_tgt − 1) + 1)`` and ``l_T ⊙ l_tgt^t``. A general
-signed combination ``Σ_i w_i·A_i`` is ``Π_i l_i^{w_i}``.
-
-Every function refuses, naming the module and the count of offending entries: non-finite inputs, divisors with
-``|l| < eps``, non-positive bases of non-integer powers; and checks its result is finite.
+Both agree at ``t = 0``, ``t = 1`` and to first order around ``D = 1``; ``loglinear`` keeps every entry's sign.
+AriMerge reads ``t·l_tgt`` the same two ways; a signed combination ``Σ_i w_i·A_i`` is ``Π_i l_i^{w_i}``.
 """
 
 from __future__ import annotations
@@ -70,21 +61,10 @@ def ia3_adamergex(
 ) -> torch.Tensor:
     """AdaMergeX for one (IA)³ vector: ``l_T ⊙ (t·(D − 1) + 1)`` (paper) or ``l_T ⊙ D^t`` (loglinear).
 
-    Args:
-        l_task: the task adapter's vector ``l_T`` (source language).
-        l_tgt: the reference adapter's vector in the target language.
-        l_src: the reference adapter's vector in the source language (the divisor).
-        scale: ``t``.
-        mode: ``"paper"`` or ``"loglinear"``.
-        eps: divisor entries with ``|l_src| < eps`` are refused.
-        module: the module name, for messages.
-
-    Returns:
-        The merged vector, in ``l_task``'s dtype.
+    ``scale`` is ``t`` and ``D = l_tgt ⊘ l_src``; divisor entries with ``|l_src| < eps`` are refused.
 
     Raises:
-        ValueError: an unknown mode, non-finite inputs, a near-zero divisor, ``D ≤ 0`` in loglinear mode, or a
-            non-finite result.
+        ValueError: An unknown mode, non-finite input or result, a near-zero divisor, or loglinear ``D ≤ 0``.
 
     Example:
         >>> ia3_adamergex(torch.ones(4), 2 * torch.ones(4), torch.ones(4), 0.5)
@@ -110,8 +90,7 @@ def ia3_arimerge(
     """AriMerge for one (IA)³ vector: ``l_T ⊙ (t·(l_tgt − 1) + 1)`` (paper) or ``l_T ⊙ l_tgt^t`` (loglinear).
 
     Raises:
-        ValueError: an unknown mode, non-finite inputs, ``l_tgt ≤ 0`` in loglinear mode, or a non-finite
-            result.
+        ValueError: an unknown mode, non-finite inputs, ``l_tgt ≤ 0`` in loglinear mode, or a non-finite result.
 
     Example:
         >>> ia3_arimerge(torch.ones(2), torch.full((2,), 3.0), 0.5)
@@ -134,12 +113,10 @@ def ia3_product(
 ) -> torch.Tensor:
     """The signed combination ``Σ_i w_i·A_i`` of (IA)³ adapters: ``Π_i l_i^{w_i}``.
 
-    A negative weight divides (entries with ``|l_i| < eps`` are refused); a non-integer weight needs
-    ``l_i > 0``.
+    A negative weight divides (``|l_i| < eps`` refused); a non-integer weight needs ``l_i > 0``.
 
     Raises:
-        ValueError: mismatched lengths, non-finite inputs, near-zero divisors, non-positive bases of
-            non-integer powers, or a non-finite result.
+        ValueError: Mismatched lengths, non-finite values, near-zero divisors, or bad non-integer powers.
 
     Example:
         >>> ia3_product([torch.full((2,), 4.0), torch.full((2,), 2.0)], [0.5, -1.0])
@@ -164,13 +141,8 @@ def ia3_product(
 def checked_log(vector: torch.Tensor, what: str, purpose: str) -> torch.Tensor:
     """``log l`` in float64, for methods that work on (IA)³ log-vectors (TIES, the gap diagnosis).
 
-    Args:
-        vector: an (IA)³ vector ``l``.
-        what: how messages name it (role, adapter, module).
-        purpose: what needs the logarithm, for the message (e.g. ``TIES merges (IA)³ vectors as log-vectors``).
-
     Raises:
-        ValueError: a non-finite entry, or an entry ≤ 0 (its logarithm is undefined).
+        ValueError: A non-finite entry, or an entry ≤ 0.
     """
     refuse_nonfinite(f"{what}: ia3_l", vector)
     bad = int((vector <= 0).sum())

@@ -1,25 +1,13 @@
 """Layer swapping: the task adapter's middle layers with the language adapter's bottom and top layers.
 
-Bandarkar et al., "Layer Swapping for Zero-Shot Cross-Lingual Transfer in Large Language Models" (ICLR 2025,
-arXiv 2410.01335) combine a task expert (fine-tuned on the task in the source language) and a language expert
-(fine-tuned from the same base on target-language text) by keeping the task expert's middle transformer
-layers and the language expert's bottom and top layers. On adapters, for a model of ``L`` layers and layer
-counts ``K_bottom``, ``K_top``:
+Bandarkar et al. (ICLR 2025, arXiv 2410.01335) keep a task expert's middle transformer layers and a language
+expert's bottom and top layers. On adapters, for ``L`` layers and counts ``K_bottom``, ``K_top``:
 
     ΔW_i = ΔW(R,tgt)_i   for layers i < K_bottom or i ≥ L − K_top,
     ΔW_i = ΔW(T,src)_i   otherwise (and for every module outside the layers, e.g. ``lm_head``),
 
-applied module by module, exactly: LoRA factors are copied (each ``B`` scaled once by its module's scaling, so
-that the result has scaling 1 like every merge of this package), (IA)³ vectors are copied unchanged. The
-result is a standard PEFT adapter of the same type; LoRA ranks may differ between the layers
-(``rank_pattern``). A module that the chosen adapter does not adapt gets no update in that layer, even when
-the other adapter adapts it. The paper's optional blending at the seams is not implemented.
-
-The layer index of a module is the ``<i>`` of the first ``.layers.<i>.`` in its name
-(``model.layers.3.self_attn.q_proj`` is in layer 3); other modules are outside the layers. ``L`` is
-``num_layers`` when given; otherwise it is read from the adapters: each adapter's largest layer index plus 1,
-and the two must agree. Adapters that leave the top layers unadapted (``layers_to_transform``) therefore
-need ``num_layers``, the base model's ``num_hidden_layers``.
+exactly, module by module (LoRA with scaling 1); no blending at the seams. A module's layer is the first
+``.layers.<i>.`` in its name.
 """
 
 from __future__ import annotations
@@ -69,28 +57,12 @@ def layer_swap(
 ) -> MethodResult:
     """Layer swapping: ``A(R,tgt)``'s bottom ``swap_bottom`` and top ``swap_top`` layers, ``A(T,src)``'s rest.
 
-    Args:
-        task_src: the task adapter in the source language (its config is the template of the result); it
-            gives the middle layers and every module outside the layers.
-        ref_tgt: the language adapter (reference task in the target language); it gives the swapped layers.
-        swap_bottom: ``K_bottom ≥ 0``, the number of bottom layers taken from ``ref_tgt``.
-        swap_top: ``K_top ≥ 0``, the number of top layers taken from ``ref_tgt``.
-        num_layers: ``L``, the base model's layer count; by default the largest layer index any module of
-            an adapter has, plus 1, which both adapters must agree on.
-
-    Returns:
-        The swapped adapter (LoRA with scaling 1, or (IA)³) and its record: method ``"layer_swap"``, mode
-        ``"exact"``, per input the ``layers`` it gave, options ``swap_bottom``, ``swap_top``, ``num_layers``.
+    ``task_src`` (the config template) gives the middle layers and other modules; ``num_layers`` (``L``)
+    defaults to the largest layer index plus 1. Returns the adapter and its record (each input's ``layers``).
 
     Raises:
-        TypeError: a layer count that is not an integer.
-        ValueError: a negative count, ``K_bottom + K_top > L``, adapters that disagree about ``L`` or adapt
-            a layer ``≥ num_layers``, no module inside ``.layers.<i>.``, or inputs that
-            :func:`check_mergeable` refuses (different peft types or base models, shapes).
-
-    Example:
-        >>> result = layer_swap("math_en", "wiki_sw", swap_bottom=2, swap_top=2)  # doctest: +SKIP
-        >>> write_merged(result, "math_sw_swapped")  # doctest: +SKIP
+        TypeError: A layer count that is not an integer.
+        ValueError: A negative count, ``K_bottom + K_top > L``, disagreeing ``L``, or unmergeable inputs.
     """
     swap_bottom = _count("swap_bottom", swap_bottom)
     swap_top = _count("swap_top", swap_top)

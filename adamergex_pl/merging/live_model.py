@@ -1,8 +1,4 @@
-"""Loading in-memory adapters into a live ``PeftModel``, without a round trip through disk.
-
-A ``MergeModule`` loads the base model once and evaluates many merges (several scales, methods, modes): each
-merge becomes a named adapter of the same ``PeftModel``, switched with ``set_adapter``.
-"""
+"""Loading in-memory adapters into a live ``PeftModel`` (one named adapter per merge), without disk."""
 
 from __future__ import annotations
 
@@ -13,28 +9,11 @@ from adamergex_pl.merging.adapters import AdapterWeights
 def add_to_peft_model(
     peft_model, adapter: AdapterWeights, adapter_name: str, *, replace: bool = False
 ) -> None:
-    """Add ``adapter`` to ``peft_model`` as ``adapter_name`` (inactive, frozen), from its in-memory tensors.
-
-    The adapter's layers are created from its config (``add_adapter``) and then filled from its tensors
-    (``set_peft_model_state_dict``); every tensor must land in the model, so a base model without one of the
-    adapted modules is an error, and a failed load leaves no half-built adapter behind. Activate it with
-    ``peft_model.set_adapter(adapter_name)``.
-
-    Args:
-        peft_model: a ``peft.PeftModel`` whose adapters have the same peft type.
-        adapter: e.g. ``merge_adapters(...).adapter``.
-        adapter_name: the new adapter's name.
-        replace: replace an adapter of that name instead of refusing.
+    """Add ``adapter`` to ``peft_model`` as ``adapter_name`` (inactive, frozen); activate it with ``set_adapter``.
 
     Raises:
         ValueError: the name is taken (and ``replace`` is false) or holds a dot, the peft types differ, or
-            some tensors do not fit the model.
-
-    Example:
-        >>> model = PeftModel.from_pretrained(base, "xnli_en", adapter_name="task")  # doctest: +SKIP
-        >>> for t, name in ((0.5, "merged_t0_5"), (1.0, "merged_t1")):  # doctest: +SKIP
-        ...     add_to_peft_model(model, merge_adapters(task, en, de, scale=t).adapter, name)
-        >>> model.set_adapter("merged_t0_5")  # doctest: +SKIP
+            some tensors do not fit the model (a failed load leaves no half-built adapter).
     """
     from peft.utils import set_peft_model_state_dict
 
@@ -44,8 +23,7 @@ def add_to_peft_model(
             f"cannot hold dots), e.g. {str(adapter_name).replace('.', '_')!r}"
         )
     existing = {
-        name: str(getattr(cfg.peft_type, "value", cfg.peft_type))
-        for name, cfg in peft_model.peft_config.items()
+        name: str(getattr(c.peft_type, "value", c.peft_type)) for name, c in peft_model.peft_config.items()
     }
     other_types = {name: t for name, t in existing.items() if t != adapter.peft_type and name != adapter_name}
     if other_types:
@@ -58,7 +36,12 @@ def add_to_peft_model(
             raise InvalidValueError(
                 f"the PeftModel already has an adapter named {adapter_name!r}; pass replace=True"
             )
-        if adapter_name in _active(peft_model):
+        active = (
+            peft_model.active_adapters
+            if hasattr(peft_model, "active_adapters")
+            else peft_model.active_adapter
+        )
+        if adapter_name in ([active] if isinstance(active, str) else list(active)):
             raise InvalidValueError(
                 f"adapter {adapter_name!r} is active; set_adapter another one before replacing it"
             )
@@ -78,10 +61,3 @@ def add_to_peft_model(
     except BaseException:
         peft_model.delete_adapter(adapter_name)
         raise
-
-
-def _active(peft_model) -> list[str]:
-    active = (
-        peft_model.active_adapters if hasattr(peft_model, "active_adapters") else peft_model.active_adapter
-    )
-    return [active] if isinstance(active, str) else list(active)

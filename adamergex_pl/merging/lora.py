@@ -8,32 +8,19 @@ additive, so ``⊕ = +`` and ``⊖ = −``:
 
     ΔW = s_T·B_T·A_T + t·(s_tgt·B_tgt·A_tgt − s_src·B_src·A_src),
 
-the signed combination ``Σ_i w_i·ΔW_i`` with weights ``w = (1, t, −t)`` (AriMerge: ``w = (1, t)``). An input
-that does not adapt a module contributes ``ΔW_i = 0`` there (zero factors). Modes:
+i.e. ``Σ_i w_i·ΔW_i`` with ``w = (1, t, −t)`` (AriMerge: ``(1, t)``); a missing module has ``ΔW_i = 0``. Modes:
 
-* ``exact`` (:func:`concat_factors`): ``A = [A_1; …; A_n]`` (rows), ``B = [c_1·B_1, …, c_n·B_n]``
-  (columns) with ``c_i = w_i·s_i``, so that ``B·A = Σ_i w_i·s_i·B_i·A_i`` exactly; rank ``Σ r_i``, scaling 1.
-  The coefficient goes to ``B`` alone: every ``A_i`` is copied bit for bit and each ``B_i`` entry is rounded
-  once (not at all when ``c_i`` is a power of two), where splitting ``sqrt(|c_i|)`` over both factors would
-  round twice.
-* ``factor`` (:func:`combine_factors`, the paper's released code): ``A = Σ_i w_i·A_i``, ``B = Σ_i w_i·B_i``
-  element-wise. The update is ``(Σ_i w_i B_i)(Σ_j w_j A_j)``, which has the cross terms ``w_i w_j B_i A_j``
-  (``i ≠ j``) between independently trained, unaligned factors: an approximation of the formula above, and
-  only defined for equal ranks. Scalings are folded first, ``A_i ← sqrt(s_i)·A_i``, ``B_i ← sqrt(s_i)·B_i``
-  (so each input alone is unchanged), and the result has scaling 1; with equal scalings (same ``r`` and
-  ``alpha``, the usual case) this is exactly the released code's ``s·(B_T + tΔB)(A_T + tΔA)``.
-* ``svd`` (:func:`truncate_factors`): the exact factors compressed to rank ``k`` without forming ``ΔW``:
-  ``B = Q_B R_B``, ``Aᵀ = Q_A R_A`` (thin QR), ``R_B R_Aᵀ = U S Vᵀ`` (a small ``Σr × Σr`` SVD), then
-  ``B' = Q_B U_k S_k^½`` and ``A' = S_k^½ V_kᵀ Q_Aᵀ``. This is the best rank-``k`` approximation of ``ΔW``
-  (Eckart–Young); its relative Frobenius error is ``sqrt(Σ_{j>k} S_j²) / sqrt(Σ_j S_j²)``.
+* ``exact`` (:func:`concat_factors`): ``A = [A_1; …; A_n]``, ``B = [c_1·B_1, …, c_n·B_n]`` with
+  ``c_i = w_i·s_i``; rank ``Σ r_i``, scaling 1, every ``A_i`` copied bit for bit.
+* ``factor`` (:func:`combine_factors`, the released code): ``A = Σ_i w_i·A_i``, ``B = Σ_i w_i·B_i`` after
+  folding ``sqrt(s_i)`` into both; equal ranks only, and the cross terms ``w_i w_j B_i A_j`` make it approximate.
+* ``svd`` (:func:`truncate_factors`): the best rank-``k`` approximation of the exact factors (Eckart–Young),
+  relative Frobenius error ``sqrt(Σ_{j>k} S_j²) / sqrt(Σ_j S_j²)``.
 
-A merge whose result is a dense ``ΔW`` (TIES, DARE-TIES) stores it at rank ``k`` by :func:`low_rank_factors`:
-for a large module a randomized range finder (Halko, Martinsson and Tropp, SIAM Review 2011, arXiv 0909.4061):
-``Y = ΔW·Ω`` for a seeded Gaussian ``Ω`` (``in × (k + p)``, oversampling ``p``), one power iteration
-``Q = qr(ΔW·qr(ΔWᵀ·qr(Y)))``, then the SVD of the small ``QᵀΔW = Ũ S Vᵀ`` and ``U = Q Ũ``; small modules take the
-exact thin SVD. Either way ``B'A' = U_k U_kᵀ ΔW`` is an orthogonal projection of ``ΔW``, so its error is
-exactly ``‖ΔW − B'A'‖_F² = ‖ΔW‖_F² − Σ_{j≤k} S_j²``, which is what is recorded; the randomized basis only makes
-it somewhat larger than the best rank-``k`` error.
+A dense ``ΔW`` (TIES, DARE-TIES) is stored at rank ``k`` by :func:`low_rank_factors`: for a large module a
+randomized range finder (Halko, Martinsson and Tropp, arXiv 0909.4061; seeded Gaussian probe of ``k + p`` columns,
+one power iteration), else the exact thin SVD. Either way ``B'A' = U_k U_kᵀ ΔW`` is an orthogonal projection, so
+its error ``‖ΔW − B'A'‖_F² = ‖ΔW‖_F² − Σ_{j≤k} S_j²`` is exact, and at least the best rank-``k`` error.
 """
 
 from __future__ import annotations
@@ -62,16 +49,8 @@ def lora_delta(lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float = 1.0)
 def concat_factors(factors: Sequence[Factors], coefficients: Sequence[float], dtype: torch.dtype) -> Factors:
     """Exact signed sum of low-rank updates: ``B·A = Σ_i c_i·B_i·A_i`` by concatenating factors.
 
-    Args:
-        factors: ``(A_i, B_i)`` pairs with equal ``in`` and ``out`` sizes; ranks may differ.
-        coefficients: ``c_i`` per pair (weight times the input's scaling).
-        dtype: dtype of the result.
-
-    Returns:
-        ``(A, B)`` of rank ``Σ r_i``.
-
-    Example:
-        >>> A, B = concat_factors([(A1, B1), (A2, B2)], [2.0, -0.5], torch.float32)  # doctest: +SKIP
+    ``factors`` are ``(A_i, B_i)`` pairs with equal ``in`` and ``out`` sizes (ranks may differ); ``c_i`` is the
+    weight times the input's scaling. Returns ``(A, B)`` of rank ``Σ r_i`` in ``dtype``.
     """
     if len(factors) != len(coefficients) or not factors:
         raise InvalidValueError(
@@ -89,18 +68,8 @@ def combine_factors(
 ) -> Factors:
     """The released code's element-wise merge: ``A = Σ w_i·sqrt(s_i)·A_i``, ``B = Σ w_i·sqrt(s_i)·B_i``.
 
-    Args:
-        factors: ``(A_i, B_i)`` pairs, all of the same shapes (equal ranks).
-        weights: ``w_i`` per pair.
-        scalings: ``s_i > 0`` per pair, folded into both factors.
-        dtype: dtype of the result (which has scaling 1).
-
     Raises:
-        ValueError: shapes differ or a scaling is not positive.
-
-    Example:
-        >>> A, B = combine_factors([(A_T, B_T), (A_tgt, B_tgt), (A_src, B_src)],  # doctest: +SKIP
-        ...                        [1.0, t, -t], [2.0, 2.0, 2.0], torch.float32)
+        ValueError: Shapes differ or a scaling is not positive.
     """
     if not (len(factors) == len(weights) == len(scalings)) or not factors:
         raise InvalidValueError("need one weight and one scaling per factor pair")
@@ -123,23 +92,11 @@ def combine_factors(
 def truncate_factors(lora_A: torch.Tensor, lora_B: torch.Tensor, rank: int) -> tuple[torch.Tensor, ...]:
     """Best rank-``rank`` factors of ``B·A`` via thin QR of each factor and an SVD of the small core.
 
-    Never forms the ``out × in`` matrix: cost ``O((out + in)·r²)`` for ``r = A.shape[0]``.
-
-    Args:
-        lora_A: ``r × in``.
-        lora_B: ``out × r``.
-        rank: the rank to keep (``≥ 1``); at most ``min(r, out, in)`` is kept.
-
-    Returns:
-        ``(A', B', discarded, total)``: the factors in the input dtype, and ``‖ΔW − B'A'‖_F²`` and ``‖ΔW‖_F²``
-        as float64 scalars, so that errors can be aggregated over modules.
+    Never forms ``ΔW``; at most ``min(r, out, in)`` is kept. Returns
+    ``(A', B', discarded, total)``: the factors in the input dtype, ``‖ΔW − B'A'‖_F²`` and ``‖ΔW‖_F²`` (float64).
 
     Raises:
         ValueError: ``rank < 1``.
-
-    Example:
-        >>> A8, B8, lost, total = truncate_factors(A24, B24, 8)  # doctest: +SKIP
-        >>> relative_error = (lost / total).sqrt()  # doctest: +SKIP
     """
     if rank < 1:
         raise InvalidValueError(f"svd rank={rank} must be at least 1")
@@ -201,9 +158,7 @@ def low_rank_factors(
 
 
 def svd_record(rank: int, discarded: float, total: float, errors: dict[str, float]) -> dict:
-    """What ``merge.json`` records of a merge stored by truncated SVD: the rank, the relative Frobenius error of
-    all modules together (``sqrt(Σ discarded / Σ total)`` of squared singular values), the largest and every
-    module's own error."""
+    """``merge.json``'s record of an SVD merge: rank, relative Frobenius errors (total, largest, per module)."""
     return {
         "rank": rank,
         "relative_error": math.sqrt(discarded / total) if total > 0 else 0.0,

@@ -60,7 +60,7 @@ class MergeModule(LightningModule):
 
     Args:
         base_model: the base model the adapters were trained on (hub name, local path, ``builtin:<name>``).
-        task_adapter: ``A(T,src)``, the task adapter in the source language (adapter directory or snapshot root).
+        task_src: ``A(T,src)``, the task adapter in the source language (adapter directory or snapshot root).
         reference_adapters: ``A(R,lang)`` per language, ``{en: dir, es: dir, ...}``; must cover ``src_lang``
             and every validation language that a merge method is evaluated on.
         src_lang: the source language.
@@ -72,7 +72,7 @@ class MergeModule(LightningModule):
         swaps: ``layer_swap``: the layer counts ``K`` to sweep (``K`` bottom and ``K`` top layers from
             ``A(R,tgt)``); results show ``K`` in the ``t`` column.
         oracle_adapters: task adapters trained in a target language, ``{es: dir}`` (for ``oracle``).
-        stacked_task_adapter: the task adapter trained with ``stack_on`` set to ``A(R,src)`` (for ``stack``,
+        task_src_stacked: the task adapter trained with ``stack_on`` set to ``A(R,src)`` (for ``stack``,
             the MAD-X baseline: evaluated with ``A(R,tgt)`` beneath it instead).
         lora_mode: how ``adamergex`` merges LoRA: ``exact`` or ``svd`` (``adamergex_factor`` is ``factor``).
         svd_rank: the rank for ``lora_mode: svd``, and the rank ``ties``/``dare_ties`` store LoRA merges at.
@@ -107,14 +107,14 @@ class MergeModule(LightningModule):
     def __init__(
         self,
         base_model: str,
-        task_adapter: str,
+        task_src: str,
         reference_adapters: dict[str, str],
         src_lang: str = "en",
         methods: list[str] | None = None,
         scales: list[float] | None = None,
         swaps: list[int] | None = None,
         oracle_adapters: dict[str, str] | None = None,
-        stacked_task_adapter: str | None = None,
+        task_src_stacked: str | None = None,
         lora_mode: Literal["exact", "svd"] = "exact",
         svd_rank: int | None = None,
         ia3_mode: Literal["paper", "loglinear"] = "paper",
@@ -161,16 +161,14 @@ class MergeModule(LightningModule):
             base_model, quantization, double_quant, compute_dtype, quant_storage, dtype, attn_implementation
         )
         self.quantization = self.base_options.quantization
-        self.task_dir = resolve_adapter_dir(task_adapter, "task_adapter")
-        if "stack" in methods and not stacked_task_adapter:
+        self.task_dir = resolve_adapter_dir(task_src, "task_src")
+        if "stack" in methods and not task_src_stacked:
             raise InvalidValueError(
-                "methods include 'stack' but stacked_task_adapter is empty; give the task adapter trained with "
+                "methods include 'stack' but task_src_stacked is empty; give the task adapter trained with "
                 "stack_on: <A(R,src)> (the pipeline's task_<src>_stacked stage)"
             )
         self.stacked_task_dir = (
-            resolve_adapter_dir(stacked_task_adapter, "stacked_task_adapter")
-            if stacked_task_adapter
-            else None
+            resolve_adapter_dir(task_src_stacked, "task_src_stacked") if task_src_stacked else None
         )
         self.reference_dirs = {
             lang: resolve_adapter_dir(path, f"reference_adapters.{lang}")

@@ -1,10 +1,5 @@
-"""Writing a merged adapter: a standard PEFT adapter directory plus ``merge.json``, atomically.
-
-The directory is built in a staging folder beside the target and renamed into place
-(:mod:`adamergex_pl.atomic_files`), so a refused or failed write leaves no output directory behind, and an
-overwritten one is replaced whole. What a killed write leaves is finished by the next write to the same
-``out_dir``: nothing is lost or left behind.
-"""
+"""Writing a merged adapter: a standard PEFT adapter directory plus ``merge.json``, atomically
+(:mod:`adamergex_pl.atomic_files`): a refused, failed or killed write leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -21,28 +16,12 @@ MERGE_RECORD_FILE = "merge.json"
 
 
 def write_merged(result: MergeResult, out_dir: str | Path, *, overwrite: bool = False) -> Path:
-    """Write ``adapter_config.json``, ``adapter_model.safetensors`` and ``merge.json`` to ``out_dir``.
-
-    ``peft.PeftModel.from_pretrained(base, out_dir)`` loads the result.
-
-    Args:
-        result: what :func:`merge_adapters` or :func:`combine_adapters` returned.
-        out_dir: the directory to create (its parent is created if needed).
-        overwrite: replace an existing ``out_dir``.
-
-    Returns:
-        ``out_dir`` as a ``Path``.
+    """Write a PEFT adapter directory (``PeftModel.from_pretrained`` loads it) with ``merge.json``; return it.
 
     Raises:
         FileExistsError: ``out_dir`` exists and ``overwrite`` is false, or it is a file or a link.
         ValueError: ``out_dir`` is (or contains) one of the merge's inputs, or a tensor is not finite.
-        OSError: (``adamergex_pl.errors.OutputNotWritableError``) the folder is read-only or the disk is full;
-            nothing is left behind.
-
-    Example:
-        >>> result = merge_adapters("xnli_en", "wiki_en", "wiki_de", scale=0.5)  # doctest: +SKIP
-        >>> write_merged(result, "xnli_de")  # doctest: +SKIP
-        PosixPath('xnli_de')
+        OSError: (``OutputNotWritableError``) the folder is read-only or the disk is full.
     """
     out = Path(out_dir)
     try:

@@ -7,6 +7,7 @@ from importlib import metadata
 from typing import Any
 
 from adamergex_pl.merging.adapters import AdapterWeights
+from adamergex_pl.merging.checks import refuse_overflowing
 
 
 @dataclass(frozen=True)
@@ -20,12 +21,10 @@ class MergeResult:
         scale: ``t`` (``None`` for a combination).
         inputs: per input, ``{"role", "path", "sha256", "weight"}`` (``weight``: its coefficient ``w_i``).
         partial_modules: ``{module: [roles that lack it]}`` for modules that only some inputs adapt.
-        svd: for ``svd`` mode, ``{"rank", "relative_error", "max_module_error", "per_module"}`` (relative
-            Frobenius errors of ``ΔW``; the overall one is over all modules together).
+        svd: for ``svd`` mode, ``{"rank", "relative_error", "max_module_error", "per_module"}`` (errors of ``ΔW``).
 
     Raises:
-        ValueError: the merged adapter would overflow float32 activations
-            (:mod:`adamergex_pl.merging.checks`).
+        ValueError: the merged adapter could overflow float32 activations.
 
     Example:
         >>> result = merge_adapters("task_en", "wiki_en", "wiki_de", scale=0.5)  # doctest: +SKIP
@@ -42,15 +41,10 @@ class MergeResult:
     svd: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        # every merge ends here: its inputs were checked for NaN and inf, and so were its tensors; this checks
-        # what the adapter does to an activation (finite factors may still overflow the forward pass)
-        from adamergex_pl.merging.checks import refuse_overflowing
-
-        refuse_overflowing(self.adapter, self.scale, self.method)
+        refuse_overflowing(self.adapter, self.scale, self.method)  # finite factors may still overflow
 
     def record(self, formula: str | None = None) -> dict[str, Any]:
-        """The ``merge.json`` content: inputs, hashes, method, ``formula`` (what the method computes, from the
-        method registry), mode, ``t``, partial modules, svd error."""
+        """The ``merge.json`` content, with the method registry's ``formula``."""
         try:
             version = metadata.version("adamergex-pl")
         except metadata.PackageNotFoundError:
@@ -71,7 +65,7 @@ class MergeResult:
         }
 
     def summary(self) -> str:
-        """One line for people: method, mode, ``t``, module count, rank, partial modules, svd error."""
+        """One line for people."""
         scale = "" if self.scale is None else f", t={self.scale:g}"
         line = (
             f"{self.method} merge of {len(self.inputs)} {self.adapter.adapter_type} adapters "
@@ -93,11 +87,10 @@ class MergeResult:
 
 @dataclass(frozen=True)
 class MethodResult(MergeResult):
-    """A merged adapter with its record, plus the method's own parameters.
+    """A :class:`MergeResult` plus the method's own parameters.
 
     Args:
         options: JSON-serialisable parameters of the method beyond ``t`` (e.g. ``{"density": 0.2}``).
-        (the other fields as in :class:`MergeResult`)
 
     Example:
         >>> result = ties_merge(task, en, de, scale=1.0, density=0.2, svd_rank=8)  # doctest: +SKIP
@@ -108,10 +101,10 @@ class MethodResult(MergeResult):
     options: dict[str, Any] = field(default_factory=dict)
 
     def record(self, formula: str | None = None) -> dict[str, Any]:
-        """The ``merge.json`` content of :meth:`MergeResult.record` with ``"options"`` added."""
+        """:meth:`MergeResult.record` with ``"options"`` added."""
         return {**super().record(formula), "options": dict(self.options)}
 
     def summary(self) -> str:
-        """:meth:`MergeResult.summary` followed by the options, e.g. ``..., density=0.2``."""
+        """:meth:`MergeResult.summary` followed by the options."""
         shown = ", ".join(f"{key}={value}" for key, value in self.options.items() if value is not None)
         return f"{super().summary()}, {shown}" if shown else super().summary()

@@ -1,38 +1,18 @@
-"""Seeded bootstrap intervals for per-item scores, paired comparisons, and a selection/test split of items.
+"""Seeded percentile-bootstrap intervals of mean per-item scores, paired comparisons and a selection/test split.
 
-Per-item scores are one number per evaluation item: 0/1 correctness (XNLI, MGSM, ...) or a continuous value
-in any range (ROUGE-L F1, SQuAD F1). The statistic is always the MEAN over items.
+One seeded index matrix ``I`` (``[resamples, n]``) gives the resampled means ``m*_b = mean_j s[I[b, j]]``; the
+same ``(seed, n, resamples)`` resamples methods scored on the same items identically.
 
-Resampling. One index matrix ``I`` of shape ``[resamples, n]`` is drawn with
-``torch.randint(0, n, (resamples, n), generator=g)`` on the CPU, ``g = torch.Generator().manual_seed(seed)``;
-row ``b`` is one bootstrap sample of items (with replacement) and ``m*_b = mean_j s[I[b, j]]`` its mean
-(float64). The same ``(seed, n, resamples)`` gives the same ``I``, so results are deterministic, and two
-methods scored on the same ``n`` items with the same seed are resampled identically (common random numbers).
-Memory: ``I`` takes ``8 · resamples · n`` bytes (160 MB for 2000 × 10,000); the means are gathered in row
-blocks, so the scores are never copied ``resamples`` times at once.
+Interval: the ``α/2`` and ``1 − α/2`` quantiles of ``m*_1..m*_B`` with ``α = 1 − confidence`` (percentile
+bootstrap, Efron & Tibshirani 1993, §13.3), linearly interpolated (Hyndman & Fan type 7, as ``numpy.quantile``).
 
-Percentile convention (the percentile bootstrap, Efron & Tibshirani 1993, §13.3). With ``α = 1 − confidence``,
-``ci_low`` and ``ci_high`` are the ``α/2`` and ``1 − α/2`` quantiles of ``m*_1..m*_B`` (``B = resamples``)
-under linear interpolation between order statistics: for sorted ``x_(0) ≤ .. ≤ x_(B−1)`` and ``h = (B − 1)·q``,
-``Q(q) = x_(⌊h⌋) + (h − ⌊h⌋)·(x_(⌊h⌋+1) − x_(⌊h⌋))``. This is Hyndman & Fan's type 7, the default of
-``numpy.quantile`` and ``torch.quantile``. The interval is not forced to contain the point estimate.
-
-Paired comparison. ``method_scores`` and ``baseline_scores`` score the SAME items in the same order; items are
-resampled jointly, so the resampled difference ``d*_b = mean_j (m − b)[I[b, j]]`` keeps the pairing. Its interval
-follows the convention above. Two-sided p-value for "no difference", with ``d̂`` the observed difference:
+Paired comparison: items are resampled jointly, ``d*_b = mean_j (m − b)[I[b, j]]``. Two-sided p-value for
+"no difference", with ``d̂`` the observed difference:
 
     count = #{b : d*_b ≤ 0} if d̂ > 0,   #{b : d*_b ≥ 0} if d̂ < 0;
     p = min(1, 2 · (count + 1) / (B + 1));   p = 1 if d̂ = 0.
 
-That is the share of resampled differences on the other side of 0 (ties at 0 count against the method),
-doubled, with the +1 correction that keeps ``p`` above 0 (the smallest reachable value is ``2 / (B + 1)``,
-about 0.001 for B = 2000; report ``p < 0.001`` rather than a smaller number). It inverts the percentile
-interval: ``p < α`` roughly when the ``1 − α`` interval excludes 0. It is an approximate bootstrap p-value,
-not an exact permutation test.
-
-Selection split. Choosing the merge scale ``t`` on the items that are then reported flatters the merge
-methods. :func:`selection_split` divides the items into a seeded ``selection`` part (to choose ``t``) and a
-``test`` part (to report the chosen ``t``).
+The smallest reachable p is ``2 / (B + 1)`` (report ``p < 0.001`` for B = 2000).
 """
 
 from __future__ import annotations
@@ -54,14 +34,7 @@ _BLOCK_ROWS = 256  # bootstrap rows gathered at a time (bounds the float copy to
 
 @dataclass(frozen=True)
 class Interval:
-    """The mean of per-item scores with a percentile bootstrap interval.
-
-    Attributes:
-        mean: Mean of the scores over the ``n`` items.
-        n: Number of items.
-        ci_low: Lower end of the interval (the ``α/2`` quantile of the resampled means).
-        ci_high: Upper end of the interval (the ``1 − α/2`` quantile).
-    """
+    """The mean of ``n`` per-item scores with its percentile bootstrap interval ``[ci_low, ci_high]``."""
 
     mean: float
     n: int
@@ -69,10 +42,7 @@ class Interval:
     ci_high: float
 
     def as_dict(self) -> dict[str, Any]:
-        """A tidy row: ``value`` (the mean, as in the results tables), ``n``, ``ci_low``, ``ci_high``.
-
-        Returns:
-            A dict of plain Python numbers, ready for ``csv.DictWriter`` and ``json.dumps``.
+        """A tidy row of plain numbers: ``value`` (the mean), ``n``, ``ci_low``, ``ci_high``.
 
         Example:
             >>> Interval(mean=0.5, n=4, ci_low=0.25, ci_high=0.75).as_dict()
@@ -83,15 +53,7 @@ class Interval:
 
 @dataclass(frozen=True)
 class PairedComparison:
-    """Difference of means (method − baseline) on the same items, with its interval and p-value.
-
-    Attributes:
-        difference: ``mean(method_scores) − mean(baseline_scores)``.
-        n: Number of (paired) items.
-        ci_low: Lower end of the percentile interval of the difference.
-        ci_high: Upper end of it.
-        p_value: Two-sided bootstrap p-value for "no difference" (see the module docstring).
-    """
+    """Difference of means (method − baseline) on ``n`` paired items, its interval and two-sided p-value."""
 
     difference: float
     n: int
@@ -102,18 +64,10 @@ class PairedComparison:
     def as_dict(self, baseline: str = "zero_shot") -> dict[str, Any]:
         """A tidy row: ``diff_vs_<baseline>``, ``diff_ci_low``, ``diff_ci_high``, ``p_value``, ``n``.
 
-        The keys do not collide with :meth:`Interval.as_dict` except ``n``, which is the same number for the
-        method's interval and its paired comparison (same items), so the two dicts merge into one row.
-
-        Args:
-            baseline: Name of the baseline method, used in the difference's key (``"zero_shot"``: the
-                source-language task adapter as it is).
-
-        Returns:
-            A dict of plain Python numbers.
+        Only ``n`` is shared with :meth:`Interval.as_dict`, so the two dicts merge into one row.
 
         Raises:
-            InvalidValueError: If ``baseline`` is empty or holds characters other than letters, digits, ``_``.
+            InvalidValueError: If ``baseline`` holds characters other than letters, digits, ``_``.
 
         Example:
             >>> PairedComparison(difference=0.1, n=50, ci_low=0.02, ci_high=0.18, p_value=0.01).as_dict()
@@ -209,15 +163,10 @@ def bootstrap_interval(
     """The mean of per-item scores and its seeded percentile bootstrap interval.
 
     Args:
-        scores: One score per item (0/1 correctness or a continuous value): a list, a 1-D numpy array
-            or a 1-D tensor.
+        scores: One score per item: a list, a 1-D numpy array or a 1-D tensor.
         confidence: Coverage of the interval, strictly between 0 and 1.
         resamples: Number of bootstrap samples ``B``.
-        seed: Seed of the index matrix; the same seed gives the same interval.
-
-    Returns:
-        An :class:`Interval`. All-equal scores (and so a single item) give a zero-width interval at that
-        value, without resampling.
+        seed: Seed of the index matrix; all-equal scores give a zero-width interval without resampling.
 
     Raises:
         InvalidValueError: If ``scores`` is empty, not 1-D or not finite, or an option is out of range.
@@ -251,20 +200,11 @@ def paired_bootstrap(
 ) -> PairedComparison:
     """Difference of means (method − baseline) on the same items, its percentile interval and p-value.
 
-    Args:
-        method_scores: One score per item for the method, in the same item order as ``baseline_scores``.
-        baseline_scores: One score per item for the baseline (e.g. ``zero_shot``).
-        confidence: Coverage of the interval, strictly between 0 and 1.
-        resamples: Number of bootstrap samples ``B``.
-        seed: Seed of the index matrix (items are resampled jointly for both methods).
-
-    Returns:
-        A :class:`PairedComparison`; see the module docstring for the p-value. Identical scores give
-        difference 0, interval [0, 0] and p = 1.
+    ``method_scores`` and ``baseline_scores`` score the same items in the same order; other arguments as
+    :func:`bootstrap_interval`. Identical scores give difference 0, interval [0, 0] and p = 1.
 
     Raises:
-        InvalidValueError: If the two lengths differ, either is empty, not 1-D or not finite, or an option is
-            out of range.
+        InvalidValueError: If the lengths differ, either is empty, not 1-D or not finite, or an option is out of range.
         InvalidTypeError: If either is not a sequence of numbers or a tensor.
 
     Example:
@@ -302,21 +242,11 @@ def paired_bootstrap(
 def selection_split(n_items: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded split of item indices into a ``selection`` part (to choose ``t``) and a ``test`` part (to report).
 
-    The selection part has ``k = floor(fraction · n_items + 0.5)`` items, the first ``k`` of
-    ``torch.randperm(n_items)`` under ``torch.Generator().manual_seed(seed)``; the test part has the rest.
-    Use one seed for every method and scale of a language, so all are chosen and reported on the same items.
-
-    Args:
-        n_items: Number of evaluation items (positions ``0..n_items − 1``).
-        fraction: Share of items in the selection part, strictly between 0 and 1.
-        seed: Seed of the permutation.
-
-    Returns:
-        ``(selection_indices, test_indices)``: disjoint sorted lists that together cover every position.
+    The selection part is the first ``k = floor(fraction · n_items + 0.5)`` of a seeded ``torch.randperm``; use
+    one seed for every method and scale of a language. Returns disjoint sorted lists.
 
     Raises:
-        InvalidValueError: If ``fraction`` is not strictly between 0 and 1, ``n_items`` or ``seed`` is not a
-            non-negative integer, or the split would leave either part empty.
+        InvalidValueError: If ``fraction`` is not in (0, 1), an integer is out of range, or a part would be empty.
 
     Example:
         >>> selection, test = selection_split(10, 0.3, seed=0)
@@ -353,18 +283,8 @@ def _fixed(value: float, digits: int) -> str:
 def format_with_interval(value: float, ci_low: float | None, ci_high: float | None, digits: int = 3) -> str:
     """``"<value> [<ci_low>, <ci_high>]"`` with ``digits`` decimals, or ``"<value>"`` when there is no interval.
 
-    Args:
-        value: The point estimate (a mean, or a difference of means).
-        ci_low: Lower end of the interval, or None with ``ci_high`` None when there is no interval.
-        ci_high: Upper end of the interval, or None.
-        digits: Number of decimals, a non-negative integer.
-
-    Returns:
-        The text for a table cell.
-
     Raises:
-        InvalidValueError: If ``digits`` is not a non-negative integer, a number is not a real number, or
-            exactly one end of the interval is None.
+        InvalidValueError: If ``digits`` is not a non-negative integer, a number is not real, or one end is None.
 
     Example:
         >>> format_with_interval(0.1864, 0.0981, 0.2876)

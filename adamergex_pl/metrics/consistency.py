@@ -1,27 +1,15 @@
 """CrossX cross-lingual consistency: accuracy, Consistency_k and AC3_k over parallel multiple-choice items.
 
-Definitions (SeaEval, Wang et al., 2023, arXiv:2309.04766; used by CrossIn, arXiv:2404.11932). For
-languages ``L``, items ``i = 1..N`` asked in every language with the same gold option, prediction
-``â_i^l`` and gold ``a_i^l`` compared by option letter:
+Definitions (SeaEval, arXiv:2309.04766; CrossIn, arXiv:2404.11932) for languages ``L``, parallel items
+``i = 1..N``, prediction ``â_i^l`` and gold ``a_i^l`` (option letters):
 
 * ``Acc_l = mean_i 1[â_i^l = a_i^l]`` and ``Acc = mean_l Acc_l``.
 * For ``S ⊆ L`` with ``|S| = k``: ``M_S = mean_i 1[â_i^l is the same option for all l ∈ S]``, right or
   wrong; ``Consistency_k = mean of M_S over all C(|L|, k) subsets S``, for ``k = 2..|L|``.
 * ``AC3_k = 2·Acc·Consistency_k / (Acc + Consistency_k + 1e-10)``.
 
-CrossIn reports ``k = 3`` over en, zh, vi, es; a uniformly random answerer over 4 options scores
-``Consistency_3 = 1/16`` in expectation. SeaEval's scorer compares full choice strings for accuracy and the
-first three characters (the ``"(A)"`` tag) for consistency; when every extracted answer is one of the item's
-choices, as there, comparing option letters gives the same numbers.
-
-Conventions beyond the paper (SeaEval never meets these cases):
-
-* No answer (``None`` prediction, e.g. the extractor found no option): wrong, and agrees with nothing, not
-  even another ``None``, so a model that refuses everything scores 0 consistency, not 1.
-* Missing cell (the item was not evaluated in that language, e.g. a partial validation run): the item is
-  left out of ``Acc_l`` for that language and of ``M_S`` for every subset ``S`` containing that language;
-  the denominators count the items present. A language with no item gives NaN accuracy (hence NaN
-  ``Acc`` and ``AC3_k``), a subset with no complete item gives NaN ``M_S``.
+CrossIn reports ``k = 3`` over en, zh, vi, es. No answer (``None``) is wrong and agrees with nothing; a missing
+(item, language) cell is left out of ``Acc_l`` and every ``M_S`` with that language (NaN when nothing is left).
 """
 
 from __future__ import annotations
@@ -44,14 +32,7 @@ _EPSILON = 1e-10
 
 
 def encode_pred(pred: str | None, num_options: int) -> int:
-    """Code of a predicted option: its 0-based index, or :data:`NO_ANSWER` for None.
-
-    Args:
-        pred: ``"B"``, ``"(B)"``, ``"(B) text"``, or None when no option was extracted.
-        num_options: Number of options per item; a letter beyond them is refused.
-
-    Returns:
-        The code.
+    """Code of a predicted option (``"B"``, ``"(B)"``, ``"(B) text"``): its index, or :data:`NO_ANSWER` for None.
 
     Raises:
         TypeError, ValueError: As :func:`adamergex_pl.metrics.options.option_index`.
@@ -69,16 +50,9 @@ def encode_gold(gold: str, num_options: int) -> int:
 
 
 def consistency_from_codes(pred: Tensor, gold: Tensor, languages: Sequence[str]) -> dict[str, Tensor]:
-    """The metrics of the module docstring from dense code matrices.
+    """The module docstring's metrics as float64 scalars from ``[N, |L|]`` code matrices.
 
-    Args:
-        pred: ``[N, |L|]`` integer tensor of prediction codes (option index or :data:`NO_ANSWER`).
-        gold: ``[N, |L|]`` integer tensor of gold codes, :data:`MISSING` for a missing cell.
-        languages: The ``|L|`` language labels, in column order (at least 2).
-
-    Returns:
-        Float64 scalar tensors ``<language>/accuracy``, ``accuracy``, and ``consistency_k``, ``ac3_k`` for
-        ``k = 2..|L|``.
+    ``pred`` holds option indices or :data:`NO_ANSWER`, ``gold`` :data:`MISSING` for a missing cell.
     """
     present = gold >= 0
     answered = present & (pred >= 0) & (pred < NO_ANSWER)
@@ -126,27 +100,16 @@ def check_languages(languages: Sequence[str]) -> list[str]:
 
 
 def consistency_scores(
-    pred: Mapping[str, Sequence[str | None]],
-    gold: Mapping[str, Sequence[str | None]],
-    num_options: int = 4,
+    pred: Mapping[str, Sequence[str | None]], gold: Mapping[str, Sequence[str | None]], num_options: int = 4
 ) -> dict[str, float]:
     """Accuracy, Consistency_k and AC3_k of in-memory predictions (the reference implementation).
 
-    Args:
-        pred: Per language (in the order of the output), the predicted option of items ``0..N-1``: ``"B"``,
-            ``"(B)"`` or ``"(B) text"``, or None for no answer. The same item index means the same question
-            in every language.
-        gold: Per language (same keys), the gold options of the same items; None marks an item missing in
-            that language (its prediction must then be None too).
-        num_options: Number of options per item.
-
-    Returns:
-        Floats ``<language>/accuracy``, ``accuracy``, ``consistency_k`` and ``ac3_k`` for ``k = 2..|L|``.
+    ``pred`` and ``gold`` map each language (in output order) to items ``0..N-1``, the same index being the
+    same question; a None gold marks an item missing there (its prediction must be None too).
 
     Raises:
         TypeError: If an argument has the wrong type.
-        ValueError: If the languages differ between ``pred`` and ``gold``, lengths differ, a letter is
-            malformed or outside the option set, or a prediction has no gold.
+        ValueError: If languages or lengths differ, a letter is malformed, or a prediction has no gold.
 
     Example:
         >>> pred = {"en": ["A", "B"], "zh": ["A", "C"]}
@@ -201,16 +164,11 @@ _ABOVE_ALL = NO_ANSWER + 1  # neutral element of amin over codes
 class CrossLingualConsistency(Metric):
     """Per-language accuracy, ``accuracy``, ``consistency_k`` and ``ac3_k`` of parallel multiple-choice items.
 
-    ``compute()`` returns float64 scalars ``<language>/accuracy`` for every language, ``accuracy``, and
-    ``consistency_k``, ``ac3_k`` for ``k = 2..len(languages)``; the caller adds ``val/<benchmark>/``.
-
     Args:
-        languages: Language labels in output order, at least two (``["en", "zh", "vi", "es"]``).
-        num_items: Number of parallel items, if known (150 for Cross-MMLU): item indices must then be below
-            it, and ``missing="error"`` checks all of them. None: the items are those recorded.
-        num_options: Options per item (letters ``A`` to the ``num_options``-th letter).
-        missing: What a missing (item, language) cell does at ``compute``: ``"exclude"`` leaves the item out
-            of that language's accuracy and of the subsets containing that language; ``"error"`` raises.
+        languages: Language labels in output order, at least two.
+        num_items: Number of parallel items (150 for Cross-MMLU), or None: the items are those recorded.
+        num_options: Options per item (letters ``A`` onwards).
+        missing: ``"exclude"`` a missing (item, language) cell at ``compute`` or raise (``"error"``).
         **kwargs: Passed to :class:`torchmetrics.Metric`.
 
     Raises:
@@ -330,18 +288,12 @@ class CrossLingualConsistency(Metric):
     ) -> None:
         """Record predicted and gold options of a batch of (item, language) cells.
 
-        Args:
-            preds: Predicted options, ``"B"``, ``"(B)"`` or ``"(B) text"``, or None when no option was
-                extracted (counted wrong and never consistent).
-            targets: Gold options in the same forms (not None).
-            language: The batch's language label, or one label per prediction.
-            item_index: Per prediction, the item's index in the parallel benchmark (the same question has
-                the same index in every language).
+        ``preds`` and ``targets`` as in :func:`encode_pred` (no None target); ``language`` is one label or one
+        per prediction; ``item_index`` is each prediction's item in the parallel benchmark.
 
         Raises:
             TypeError: If an input has the wrong type.
-            ValueError: If lengths differ, a language is not the metric's, an item index is out of range, or
-                a letter is malformed or outside the option set.
+            ValueError: If lengths differ, or a language, item index or letter is out of range.
         """
         if isinstance(preds, str) or not isinstance(preds, Sequence):
             raise InvalidTypeError(
@@ -411,14 +363,10 @@ class CrossLingualConsistency(Metric):
         return pred, gold
 
     def compute(self) -> dict[str, Tensor]:
-        """Accuracy, consistency and AC3 over all recorded cells (after the DDP sync).
-
-        Returns:
-            ``<language>/accuracy``, ``accuracy``, ``consistency_k`` and ``ac3_k`` (float64 scalars).
+        """``<language>/accuracy``, ``accuracy``, ``consistency_k`` and ``ac3_k`` over all recorded cells.
 
         Raises:
-            ValueError: If a cell was recorded with two different golds, or ``missing="error"`` and a cell is
-                missing.
+            ValueError: If a cell was recorded with two different golds, or ``missing="error"`` and a cell is missing.
         """
         pred, gold = self._dense_codes()
         return consistency_from_codes(pred, gold, self.languages)

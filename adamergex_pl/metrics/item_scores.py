@@ -1,15 +1,7 @@
 """Per-item scores of one result: what a bootstrap interval and a paired comparison are computed from.
 
-A result (a method's ``accuracy`` in ``es``, say) is a statistic over evaluation items. For most metrics it is
-the MEAN of one score per item (0/1 correctness, a per-item F1 or ROUGE-L), and the item scores are exactly
-what :func:`~adamergex_pl.metrics.bootstrap.bootstrap_interval` resamples. A token-weighted causal-LM loss is
-not a mean over items: with per-item summed negative log-likelihood ``v_i`` and labelled-token count ``w_i``,
-
-    loss = Σ_i v_i / Σ_i w_i,        perplexity = exp(loss)
-
-so an item (an example) still counts ``n`` and a subset of items still has a value, but the percentile
-bootstrap of a mean does not apply; such scores say so (:attr:`ItemScores.is_mean` is false) and carry no
-interval.
+Most results are means of per-item scores; a causal-LM loss is the ratio ``Σ_i v_i / Σ_i w_i`` of summed NLLs
+and labelled-token counts, so its scores (:attr:`ItemScores.is_mean` false) carry no percentile interval.
 """
 
 from __future__ import annotations
@@ -33,13 +25,13 @@ class ItemScores:
     """The scores of the items behind one result, in ascending order of item id.
 
     Attributes:
-        ids: ``[n]`` int64 item ids (the item's position in its split), unique and ascending.
-        values: ``[n]`` float64: the per-item score (a mean metric) or the numerator ``v_i`` (a ratio).
-        weights: ``[n]`` float64 denominators ``w_i`` of a ratio metric (labelled tokens), or None for a mean.
-        transform: ``identity``, or ``exp`` for a perplexity (the exponential of the ratio).
+        ids: ``[n]`` int64 item ids (positions in the split), unique and ascending.
+        values: ``[n]`` float64 per-item scores (a mean metric) or numerators ``v_i`` (a ratio).
+        weights: ``[n]`` float64 denominators ``w_i`` of a ratio metric, or None for a mean.
+        transform: ``identity``, or ``exp`` for a perplexity.
 
     Raises:
-        InvalidValueError: shapes that differ, or ids that are not unique and ascending.
+        InvalidValueError: Shapes that differ, or ids that are not unique and ascending.
 
     Example:
         >>> scores = ItemScores(torch.tensor([0, 3, 7]), torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64))
@@ -103,12 +95,12 @@ class ItemScoreMetric(Metric):
     """Records per-item scores by language; ``compute()`` returns them per language, sorted by item id.
 
     Args:
-        languages: the dataloader labels this metric will see (``es``, or ``cross_mmlu/es``).
-        names: the names of the scores recorded for every item, e.g. ``["accuracy"]`` or ``["nll", "tokens"]``.
-        **kwargs: passed to :class:`torchmetrics.Metric`.
+        languages: The dataloader labels this metric will see (``es``, or ``cross_mmlu/es``).
+        names: The scores recorded for every item, e.g. ``["accuracy"]`` or ``["nll", "tokens"]``.
+        **kwargs: Passed to :class:`torchmetrics.Metric`.
 
     Raises:
-        InvalidValueError: no languages or names, or one of them twice.
+        InvalidValueError: No languages or names, or one of them twice.
 
     Example:
         >>> metric = ItemScoreMetric(["en", "es"], ["accuracy"])
@@ -153,13 +145,10 @@ class ItemScoreMetric(Metric):
     ) -> None:
         """Record a batch of items of one language.
 
-        Args:
-            language: one of :attr:`languages`.
-            item_ids: ``[B]`` item ids, or None to number the items of this language in arrival order.
-            scores: ``[B, K]`` scores, in the order of :attr:`names`.
+        ``item_ids`` (``[B]``) may be None to number the items in arrival order; ``scores`` is ``[B, K]``.
 
         Raises:
-            InvalidValueError: an unknown language, or shapes that do not match.
+            InvalidValueError: An unknown language, or shapes that do not match.
         """
         if language not in self._positions:
             raise InvalidValueError(f"language={language!r} is not one of this metric's {self.languages}")
@@ -185,12 +174,7 @@ class ItemScoreMetric(Metric):
             getattr(self, f"score_{j}").append(fixed[:, j])
 
     def per_language(self) -> dict[str, tuple[Tensor, Tensor]]:
-        """:meth:`compute` with the shapes kept (torchmetrics squeezes one-element tensors to scalars).
-
-        Returns:
-            Per language with records: ``(ids [n] int64, scores [n, K] float64)`` on the CPU, sorted by id.
-            Under DDP a collective: call it on every rank.
-        """
+        """Per language ``(ids [n] int64, scores [n, K] float64)`` on the CPU, sorted by id; a DDP collective."""
         with warnings.catch_warnings():  # a variant that saw no batch of any language has no records
             warnings.filterwarnings("ignore", message=".*was called before the ``update``.*")
             computed = self.compute()

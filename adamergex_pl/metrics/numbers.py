@@ -1,42 +1,20 @@
 """Final-number extraction and numeric comparison for MGSM-style answers.
 
-Contract: :func:`extract_final_number` reads GENERATED text only. The caller passes the tokens the model
-generated, never the prompt: the AdaMergeX release parsed text that still held the question, so its MGSM
-scorer picked numbers from the question. The answer is the LAST number in the generation.
+:func:`extract_final_number` reads GENERATED text only and takes its LAST number. Digits are any Unicode
+decimal digit (``unicodedata.decimal``: "5 m²" is not 52). A minus directly before the digits counts unless it
+follows a digit or a letter of a space-delimited script ("3-5" is a range, "COVID-19" gives 19).
 
-Digits: every Unicode decimal digit (category ``Nd``: ASCII, Arabic-Indic ٠-٩, Persian ۰-۹, Devanagari ०-९,
-Bengali ০-৯, Thai ๐-๙, full-width ０-９, ...) is read through ``unicodedata.decimal``. ``unicodedata.digit``
-is deliberately not used: it also gives values to superscripts and circled digits, so "5 m²" would read
-as 52. Minus signs: ``-``, ``−`` (U+2212), ``－`` (U+FF0D), directly before the digits and not after a
-digit or a letter of a space-delimited script ("3-5" is a range and "COVID-19" gives 19, but "答案是-5"
-gives -5).
+A number is a run of digit groups joined by single separators (``.``, ``,``, ``'``, ``’``, spaces, ``٫``, ``٬``):
 
-Separators, the principled rule. A number is a run of digit groups joined by single separators among
-``.``, ``,``, ``'``, ``’``, a space, a no-break or thin space, ``٫`` (Arabic decimal separator, read as
-``.``) and ``٬`` (Arabic thousands separator, read as ``,``). A run is read as follows:
+1. A decimal separator is ``.`` or ``,``, at most once, last; spaces and apostrophes only group thousands.
+2. Grouping: a first group of 1-3 digits not starting with 0, then groups of exactly 3 digits, one separator.
+3. With two kinds of separators (``1,234.5``, ``1.234,5``) the last is decimal; a repeated one groups thousands.
+4. A lone ``.`` or ``,`` before exactly three digits groups thousands if it is the language's grouping separator
+   (``1,234`` is 1234 by default, ``1.234`` for :data:`DECIMAL_COMMA_LANGUAGES`); otherwise it is decimal.
+5. Any other run (``1,2,3``, ``12.05.2023``) is split at its weakest separator and the last piece read again.
 
-1. A decimal separator is ``.`` or ``,`` and occurs at most once, as the last separator. Spaces and
-   apostrophes only ever group thousands.
-2. Grouping means a first group of 1-3 digits not starting with 0 (so ``0,500`` is 0.5), then groups of
-   exactly 3 digits, all with one and the same separator (which differs from the decimal separator).
-3. Two kinds of separators (``1,234.5``, ``1.234,5``, ``1 234,5``): the last is the decimal separator,
-   the others group thousands. A separator repeated (``1,234,567``, ``1.234.567``) groups thousands.
-4. A lone ``.`` or ``,`` followed by exactly three digits after a valid first group (``1,234``, ``1.234``)
-   is ambiguous: it groups thousands if it is the language's grouping separator, else it is the decimal
-   separator. The default (no language, or a decimal-point language such as en, zh, ja, th, sw, hi) reads
-   ``1,234`` as 1234 and ``1.234`` as 1.234; a decimal-comma language (de, es, fr, ru, vi, id, ..., see
-   :data:`DECIMAL_COMMA_LANGUAGES`) reads ``1.234`` as 1234 and ``1,234`` as 1.234. With any other number
-   of digits after it (``3.5``, ``3,5``, ``12,50``) a lone ``.`` or ``,`` is always the decimal separator.
-5. A run that fits none of these (a list ``1,2,3``, a date ``12.05.2023``, ``3.5 100``) is split at its
-   weakest separator (spaces, then apostrophes, then commas, then points) and the last piece is read
-   again, so the result is still the last number written: 3, 2023 and 100.
-
-Chinese/Japanese numerals (scope): integers written with 〇零一二两三四五六七八九十百千万亿 (and the
-traditional 兩萬億), e.g. 十二 = 12, 三百五十 = 350, 两千零五 = 2005, 一万二千 = 12000, 二〇二三 = 2023. They
-are read only when the generation contains no digit at all, because those characters also occur in ordinary
-words (一些 "some", 一起 "together", 十分 "very"). Not handled: fractions (``3/4`` gives 4), scientific
-notation, numbers spelled in words ("twelve"), a leading-point decimal ``.5`` (gives 5), colloquial
-abbreviations (三百五 is read as 305).
+Chinese/Japanese integers (两千零五 = 2005) are read only when the generation has no digit. Not handled:
+fractions, scientific notation, spelled numbers, ``.5`` (gives 5), colloquial 三百五 (read as 305).
 """
 
 from __future__ import annotations
@@ -167,13 +145,7 @@ def _decimal_comma(language: str | None) -> bool:
 def extract_final_number(text: str, language: str | None = None) -> Decimal | None:
     """The last number in generated text, or None if it holds none.
 
-    Args:
-        text: The model's generated text only (never the prompt; see the module docstring).
-        language: Language of the text, used only to read a lone ``1.234`` / ``1,234`` (rule 4); None reads
-            them with a decimal point.
-
-    Returns:
-        The number as a :class:`~decimal.Decimal` (exact: ``3.5`` is ``Decimal("3.5")``), or None.
+    ``language`` decides how a lone ``1.234`` / ``1,234`` is read (rule 4). Returns an exact ``Decimal``.
 
     Raises:
         TypeError: If ``text`` is not a string.
@@ -202,14 +174,6 @@ def extract_final_number(text: str, language: str | None = None) -> Decimal | No
 
 def parse_number(text: str, language: str | None = None) -> Decimal:
     """Read a string that is exactly one number (a gold answer, or an extracted answer kept as text).
-
-    Args:
-        text: One number in any notation :func:`extract_final_number` reads (``"1,234"``, ``"18.0"``,
-            ``"-7"``, ``"١٨"``, ``"十二"``), optionally with surrounding whitespace.
-        language: As in :func:`extract_final_number`.
-
-    Returns:
-        The number.
 
     Raises:
         TypeError: If ``text`` is not a string.
@@ -261,17 +225,8 @@ def numbers_equal(
 ) -> bool:
     """Whether a predicted number equals the gold number, compared as exact decimals.
 
-    ``"18"``, ``18``, ``18.0`` and ``Decimal("18.00")`` are all equal; floats are read through their
-    shortest repr, so ``0.1`` equals ``"0.1"``. There is no tolerance: MGSM answers are integers.
-
-    Args:
-        pred: The extracted number (e.g. from :func:`extract_final_number`), or None when the generation held
-            no number (then the answer is wrong). A string must be exactly one number (:func:`parse_number`).
-        gold: The gold number, or a string holding exactly one number.
-        language: As in :func:`extract_final_number`, for strings.
-
-    Returns:
-        True if both are the same number.
+    ``"18"``, ``18``, ``18.0`` and ``Decimal("18.00")`` are equal; floats are read through their shortest repr.
+    There is no tolerance: MGSM answers are integers. A ``pred`` of None (no number generated) is wrong.
 
     Raises:
         TypeError: If an argument has another type (bools are refused).
@@ -297,12 +252,10 @@ def _is_gold_number(value: object) -> bool:
 class NumberMatchAccuracy(PerLanguageMeanMetric):
     """Fraction of generations whose last number equals the gold number, per language and macro-averaged.
 
-    ``compute()`` returns ``<lang>/accuracy`` and ``<lang>/no_number_rate`` (the fraction of generations in
-    which no number was found, a diagnostic for truncated or refused answers) and their macro averages
-    ``accuracy`` and ``no_number_rate``.
+    ``compute()`` returns ``<lang>/accuracy``, ``<lang>/no_number_rate`` and their macro averages.
 
     Args:
-        languages: Language labels this metric will see (see :class:`PerLanguageMeanMetric`).
+        languages: Language labels this metric will see.
         **kwargs: Passed to :class:`torchmetrics.Metric`.
 
     Example:
@@ -320,16 +273,9 @@ class NumberMatchAccuracy(PerLanguageMeanMetric):
     ) -> list[tuple[float, ...]]:
         """Score a batch of generations of one language: ``(correct, no_number)`` per generation.
 
-        Args:
-            preds: The generated text only, never the prompt (numbers in the question must not be read).
-            targets: Per example, the gold number (int, float, Decimal, or a string holding exactly one
-                number such as ``"1,234"``) or a non-empty list of acceptable gold numbers.
-            language: One of the metric's ``languages``; decides how a lone ``1.234`` / ``1,234`` is read.
-
         Raises:
             TypeError: If an input has the wrong type.
-            ValueError: If lengths differ, a gold string is not one number, or the language is not the
-                metric's.
+            ValueError: If lengths differ, a gold string is not one number, or the language is not the metric's.
         """
         position = self._language_position(language)
         preds = check_predictions(preds)

@@ -1,9 +1,6 @@
 """Option letters of multiple-choice items: ``0 ↔ "A" ↔ "(A)"``, and reading a letter from a choice string.
 
-Accepted spellings of an option: the bare letter ``"B"``, the tag ``"(B)"``, or a full choice string that
-starts with the tag and a space, ``"(B) funny"`` (the form CrossX / SeaEval store in ``answer`` and
-``choices``). Letters are upper-case ``A``-``Z``; anything else is refused, because a silently mis-read
-letter would score as a wrong answer and hide an extraction bug.
+Letters are upper-case ``A``-``Z``; anything else is refused, since a mis-read letter would hide an extraction bug.
 """
 
 from __future__ import annotations
@@ -28,13 +25,6 @@ def _check_num_options(num_options: int | None) -> None:
 
 def option_index(option: str, num_options: int | None = None) -> int:
     """The 0-based index of an option given as ``"B"``, ``"(B)"`` or ``"(B) funny"``.
-
-    Args:
-        option: The option's letter, tag, or full choice string.
-        num_options: If given, the letter must be among the first ``num_options`` letters.
-
-    Returns:
-        ``0`` for A, ``1`` for B, ...
 
     Raises:
         TypeError: If ``option`` is not a string.
@@ -66,13 +56,6 @@ def option_index(option: str, num_options: int | None = None) -> int:
 def option_letter(option: str, num_options: int | None = None) -> str:
     """The bare letter of an option given as ``"B"``, ``"(B)"`` or ``"(B) funny"``.
 
-    Args:
-        option: The option's letter, tag, or full choice string.
-        num_options: If given, the letter must be among the first ``num_options`` letters.
-
-    Returns:
-        The upper-case letter.
-
     Raises:
         TypeError: If ``option`` is not a string.
         ValueError: As :func:`option_index`.
@@ -86,13 +69,6 @@ def option_letter(option: str, num_options: int | None = None) -> str:
 
 def index_to_letter(index: int, parenthesized: bool = False) -> str:
     """The letter (``"B"``) or tag (``"(B)"``) of the option at a 0-based index.
-
-    Args:
-        index: 0 to 25.
-        parenthesized: Return ``"(B)"`` instead of ``"B"``.
-
-    Returns:
-        The letter or tag.
 
     Raises:
         TypeError: If ``index`` is not an integer.

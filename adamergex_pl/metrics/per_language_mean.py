@@ -1,23 +1,8 @@
 """Base class of the text metrics: means of per-example scores, kept per language, synced under DDP.
 
-For languages ``L`` and per-example scores ``s_{l,i}`` (one vector of named scores per example), the metric
-reports ``mean_i s_{l,i}`` as ``<l>/<name>`` for every language and the macro average over the languages
-that saw at least one example as ``<name>``. A language without examples reports NaN (the key is always
-present, so checkpoint monitors and loggers see a fixed set of keys).
-
-State design. The states are sums, reduced with ``dist_reduce_fx="sum"``, so a DDP sync adds every rank's
-partial sums and nothing else: ``score_sums`` ``[|L|, K]`` and ``counts`` ``[|L|]``. Both are int64: scores
-are accumulated in fixed point (``round(s · 2^40)``, an error below 5e-13 per example, room for 8 million
-examples per language). Integer states make the result exactly independent of how examples are sharded
-across ranks, and they survive ``module.to(torch.bfloat16)``: Lightning's ``"bf16-true"``/``"16-true"``
-precision converts a module's floating-point tensors, metric states included, and a bf16 sum stops growing
-at 256.
-
-Limitation: sums cannot recognise a repeated example. ``DistributedSampler`` pads the last ranks with
-repeats of the first examples when the dataset size is not a multiple of the world size, and those repeats
-are counted (at most ``world_size - 1`` extra examples per dataloader). For exact numbers, validate on one
-device or with a sampler that does not pad; :class:`~adamergex_pl.metrics.CrossLingualConsistency`, which
-keys records by item, counts repeats once.
+Reports ``mean_i s_{l,i}`` as ``<l>/<name>`` and the macro average as ``<name>`` (NaN without examples). States
+are int64 fixed-point sums (``round(s · 2^40)``), so results do not depend on sharding and survive
+``"bf16-true"``; they count ``DistributedSampler``'s padding repeats (at most ``world_size - 1``).
 """
 
 from __future__ import annotations
@@ -38,17 +23,11 @@ _SCALE = 2**40
 
 
 class PerLanguageMeanMetric(Metric):
-    """Per-language means of named per-example scores; subclasses score a batch in ``update``.
-
-    Subclasses set :attr:`score_names` and implement :meth:`score_items` (one tuple of scores per example);
-    ``update`` scores a batch and adds it. A caller that also wants the per-example scores (for intervals)
-    calls :meth:`score_items` and passes them to ``update(..., scores=...)``.
+    """Per-language means of per-example scores; subclasses set :attr:`score_names` and :meth:`score_items`.
 
     Args:
-        languages: The languages this metric will see, as labels used in the output keys (``"de"``,
-            ``"zh"``; each must be a language :func:`~adamergex_pl.metrics.languages.normalize_language`
-            knows, and no two may name the same language).
-        **kwargs: Passed to :class:`torchmetrics.Metric` (``sync_on_compute``, ``process_group``, ...).
+        languages: Labels used in the output keys (``"de"``), each a distinct known language.
+        **kwargs: Passed to :class:`torchmetrics.Metric`.
 
     Raises:
         TypeError: If ``languages`` is not a list of strings.
@@ -114,14 +93,13 @@ class PerLanguageMeanMetric(Metric):
         language: str,
         scores: Sequence[Sequence[float]] | None = None,
     ) -> None:
-        """Score a batch of one language and add the scores (arguments: see :meth:`score_items`).
+        """Score a batch of one language (see :meth:`score_items`) and add the scores.
 
         Args:
-            preds: the generated texts.
-            targets: per example, the gold answer(s).
-            language: one of :attr:`languages`.
-            scores: the batch's :meth:`score_items`, when the caller has computed them already (to keep the
-                per-example scores too); they are added as they are.
+            preds: The generated texts.
+            targets: Per example, the gold answer(s).
+            language: One of :attr:`languages`.
+            scores: The batch's :meth:`score_items`, if the caller computed them already (added as they are).
         """
         rows = self.score_items(preds, targets, language) if scores is None else scores
         self._accumulate(self._language_position(language), rows)
@@ -141,12 +119,7 @@ class PerLanguageMeanMetric(Metric):
         self.counts[position] += len(scores)
 
     def compute(self) -> dict[str, Tensor]:
-        """Per-language means as ``<language>/<score>`` and their macro average as ``<score>`` (float64).
-
-        Returns:
-            A dict of scalar tensors; NaN for a language without examples (and for a macro average when
-            no language has any).
-        """
+        """Per-language means ``<language>/<score>`` and macro averages ``<score>`` (float64; NaN when empty)."""
         counts = self.counts.to(torch.float64).unsqueeze(1)
         means = self.score_sums.to(torch.float64) / _SCALE / counts
         macro = torch.nanmean(means, dim=0)

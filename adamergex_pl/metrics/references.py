@@ -1,8 +1,4 @@
-"""Checking a batch of predictions against its gold references, for the metrics' ``update`` methods.
-
-A batch is ``preds`` (one generated string per example) and ``targets`` (per example either one gold
-reference or a non-empty sequence of them, when an example has several acceptable answers).
-"""
+"""Checking a batch of predictions against its gold references, for the metrics' ``update`` methods."""
 
 from __future__ import annotations
 
@@ -19,13 +15,7 @@ def _is_sequence(value: object) -> bool:
 
 
 def check_predictions(preds: Sequence[str]) -> list[str]:
-    """Return ``preds`` as a list after checking it is a sequence of strings.
-
-    Args:
-        preds: Generated texts, one per example.
-
-    Returns:
-        The predictions as a list.
+    """Return ``preds`` (generated texts, one per example) as a list after checking it is a sequence of strings.
 
     Raises:
         TypeError: If ``preds`` is a single string, not a sequence, or holds a non-string.
@@ -45,10 +35,7 @@ def check_predictions(preds: Sequence[str]) -> list[str]:
 
 
 def reference_lists(
-    preds: Sequence[str],
-    targets: Sequence[Any],
-    is_reference: Callable[[object], bool],
-    expected: str,
+    preds: Sequence[str], targets: Sequence[Any], is_reference: Callable[[object], bool], expected: str
 ) -> list[list[Any]]:
     """Pair a batch: each example's references as a non-empty list.
 
@@ -56,10 +43,7 @@ def reference_lists(
         preds: Generated texts (already checked by :func:`check_predictions`).
         targets: Per example, one reference or a non-empty sequence of references.
         is_reference: Whether a value is a single reference.
-        expected: Human description of a single reference, for error messages (e.g. ``"a string"``).
-
-    Returns:
-        One list of references per prediction.
+        expected: Description of a single reference for error messages (e.g. ``"a string"``).
 
     Raises:
         TypeError: If ``targets`` or one of its entries has the wrong type.

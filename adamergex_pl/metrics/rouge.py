@@ -1,26 +1,14 @@
 """ROUGE-L (longest common subsequence) on tokens, for summaries in any script (XLSum).
 
-Definition (Lin, 2004, "ROUGE: A Package for Automatic Evaluation of Summaries", sentence-level ROUGE-L),
-written here from the definition. For a prediction with tokens ``x_1..x_n`` and a reference with tokens
-``y_1..y_m``, and ``L = LCS(x, y)`` the length of their longest common subsequence:
+Definition (Lin, 2004, sentence-level ROUGE-L) for prediction tokens ``x_1..x_n``, reference tokens
+``y_1..y_m`` and ``L = LCS(x, y)``:
 
     P = L / n,    R = L / m,    F1 = 2·P·R / (P + R)   (β = 1; F1 = 0 when L = 0)
 
-The whole text is one sequence (no sentence splitting, so no ROUGE-Lsum). If either side has no token,
-P = R = F1 = 0. The score is NOT divided by the reference's character length (the AdaMergeX release did that,
-which makes its XLSum numbers incomparable across languages and with other work).
-
-Tokenisation (:func:`rouge_tokens`): NFKC, case folding, every character that is not a letter, mark or
-digit (Unicode categories ``L*``, ``M*``, ``N*``) becomes a separator, then script-aware segmentation
-(:mod:`adamergex_pl.metrics.text_segmentation`): Han, Kana, Thai, Lao, Khmer and Myanmar characters are one
-token each, other scripts split on whitespace and punctuation. No stemming and no stop words: an English
-stemmer applied to Chinese or Thai (or a tokenizer that drops non-ASCII characters, as the English-centric
-ROUGE tools do by default) is exactly what this module avoids.
-
-LCS length uses the bit-parallel algorithm of Allison & Dix (1986) in the form of Hyyrö (2004): with
-``M[c]`` the bit set of positions of token ``c`` in ``x`` and ``V`` starting as all ones,
-``V ← (V + (V & M[y_j])) | (V & ~M[y_j])`` for each ``y_j``; then ``L`` is the number of zero bits of ``V``.
-It costs ``O(m·⌈n/w⌉)`` word operations on Python integers instead of ``O(n·m)`` interpreted steps.
+The whole text is one sequence (no ROUGE-Lsum); an empty side gives 0. The score is NOT divided by the
+reference's character length (the AdaMergeX release did). Tokens: :func:`rouge_tokens` (no stemming). LCS length
+is bit-parallel (Allison & Dix 1986; Hyyrö 2004): ``V ← (V + (V & M[y_j])) | (V & ~M[y_j])`` per ``y_j``, ``L``
+the zero bits of ``V``.
 """
 
 from __future__ import annotations
@@ -37,12 +25,6 @@ from adamergex_pl.metrics.text_segmentation import prepare_text, segment
 def rouge_tokens(text: str) -> list[str]:
     """Tokens that ROUGE-L compares (see the module docstring for the rule).
 
-    Args:
-        text: A prediction or a reference.
-
-    Returns:
-        The tokens, in order.
-
     Raises:
         TypeError: If ``text`` is not a string.
 
@@ -57,13 +39,6 @@ def rouge_tokens(text: str) -> list[str]:
 
 def lcs_length(first: Sequence[str], second: Sequence[str]) -> int:
     """Length of the longest common subsequence of two token sequences.
-
-    Args:
-        first: Tokens of one text.
-        second: Tokens of the other text.
-
-    Returns:
-        The LCS length, between 0 and ``min(len(first), len(second))``.
 
     Example:
         >>> lcs_length("ABCBDAB", "BDCABA")
@@ -87,13 +62,6 @@ def lcs_length(first: Sequence[str], second: Sequence[str]) -> int:
 def rouge_l(prediction: str, reference: str) -> tuple[float, float, float]:
     """ROUGE-L precision, recall and F1 of a prediction against one reference.
 
-    Args:
-        prediction: Generated summary (generated text only, not the prompt).
-        reference: Gold summary.
-
-    Returns:
-        ``(precision, recall, f1)``, each in ``[0, 1]``.
-
     Raises:
         TypeError: If either argument is not a string.
 
@@ -115,11 +83,10 @@ class RougeLMetric(PerLanguageMeanMetric):
     """Mean ROUGE-L (LCS on script-aware tokens) of generated summaries, per language and macro-averaged.
 
     ``compute()`` returns ``<lang>/rouge_l_f1``, ``<lang>/rouge_l_precision``, ``<lang>/rouge_l_recall`` and
-    their macro averages ``rouge_l_f1``, ... (fractions in ``[0, 1]``, not divided by any text length).
-    With several references for one example, the reference with the highest F1 gives all three numbers.
+    their macro averages. With several references, the one with the highest F1 gives all three numbers.
 
     Args:
-        languages: Language labels this metric will see (see :class:`PerLanguageMeanMetric`).
+        languages: Language labels this metric will see.
         **kwargs: Passed to :class:`torchmetrics.Metric`.
 
     Example:
@@ -135,11 +102,6 @@ class RougeLMetric(PerLanguageMeanMetric):
         self, preds: Sequence[str], targets: Sequence[str | Sequence[str]], language: str
     ) -> list[tuple[float, ...]]:
         """Score a batch of generated summaries of one language: ``(f1, precision, recall)`` each.
-
-        Args:
-            preds: Generated summaries (generated text only, not the prompt), one per example.
-            targets: Per example, the reference summary or a non-empty list of references.
-            language: One of the metric's ``languages`` (tokenisation itself follows the script).
 
         Raises:
             TypeError: If an input has the wrong type.

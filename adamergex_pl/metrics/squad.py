@@ -1,24 +1,13 @@
 """SQuAD exact match and token F1 for extractive QA in any language (XQuAD).
 
-Definitions (Rajpurkar et al., 2016, "SQuAD: 100,000+ Questions for Machine Comprehension of Text",
-arXiv:1606.05250), written here from the definitions for a prediction ``p`` and gold answers ``g_1..g_m``:
+Definitions (Rajpurkar et al., 2016, arXiv:1606.05250) for a prediction ``p`` and gold answers ``g_1..g_m``:
 
-* ``norm(x)``: NFKC, case folding, delete every punctuation or symbol character (Unicode categories ``P*``
-  and ``S*``: the Unicode generalisation of ASCII ``string.punctuation``, which is exactly the ASCII ``P*``
-  and ``S*`` characters), segment (whitespace, and one token per character for scripts written without
-  spaces: :mod:`adamergex_pl.metrics.text_segmentation`), drop the articles of the answer's language
-  (English only: ``a``, ``an``, ``the``), join the tokens with single spaces.
-* ``EM(p, g) = 1[norm(p) = norm(g)]``.
-* ``F1(p, g)``: with ``P`` and ``G`` the token multisets of ``norm(p)`` and ``norm(g)`` and
-  ``c = |P ∩ G|`` (multiset intersection), ``precision = c/|P|``, ``recall = c/|G|``,
-  ``F1 = 2·precision·recall/(precision + recall)`` and ``F1 = 0`` when ``c = 0``. If ``P`` or ``G`` is empty,
-  ``F1 = 1[P = G]``.
-* Several gold answers: ``max_j EM(p, g_j)`` and ``max_j F1(p, g_j)``.
-
-Language awareness. The official SQuAD script removes English articles whatever the language; here articles
-are removed for English only, so a Spanish "a" or a Vietnamese "the" is kept. Segmentation follows the script
-of each character, so ``"北京大学"`` and ``"北京 大学"`` normalise alike, and a Chinese answer is scored per
-character (the common "mixed segmentation" convention for Chinese QA).
+* ``norm(x)``: NFKC, case folding, delete punctuation and symbols, segment per script
+  (:mod:`adamergex_pl.metrics.text_segmentation`), drop ``a``/``an``/``the`` of English answers only.
+* ``EM(p, g) = 1[norm(p) = norm(g)]``; with several gold answers, ``max_j EM(p, g_j)`` and ``max_j F1(p, g_j)``.
+* ``F1(p, g)``: with token multisets ``P``, ``G`` of ``norm(p)``, ``norm(g)`` and ``c = |P ∩ G|``,
+  ``precision = c/|P|``, ``recall = c/|G|``, ``F1 = 2·precision·recall/(precision + recall)``, 0 when
+  ``c = 0``, and ``F1 = 1[P = G]`` if ``P`` or ``G`` is empty.
 """
 
 from __future__ import annotations
@@ -45,16 +34,9 @@ def _delete_punctuation(text: str) -> str:
 def answer_tokens(text: str, language: str) -> list[str]:
     """Tokens of a normalised answer: the multiset that F1 compares.
 
-    Args:
-        text: An answer, predicted or gold.
-        language: The answer's language (see :func:`adamergex_pl.metrics.languages.normalize_language`).
-
-    Returns:
-        The tokens of ``norm(text)``.
-
     Raises:
         TypeError: If ``text`` is not a string.
-        ValueError: If ``language`` is unknown.
+        ValueError: If ``language`` (see :func:`adamergex_pl.metrics.languages.normalize_language`) is unknown.
 
     Example:
         >>> answer_tokens("The Eiffel Tower!", "en"), answer_tokens("北京大学。", "zh")
@@ -67,13 +49,6 @@ def answer_tokens(text: str, language: str) -> list[str]:
 
 def normalize_answer(text: str, language: str) -> str:
     """``norm(text)``: the normalised answer that exact match compares.
-
-    Args:
-        text: An answer, predicted or gold.
-        language: The answer's language.
-
-    Returns:
-        The normalised tokens joined by single spaces.
 
     Raises:
         TypeError: If ``text`` is not a string.
@@ -120,13 +95,7 @@ def _reference_list(references: str | Sequence[str]) -> list[str]:
 def squad_scores(prediction: str, references: str | Sequence[str], language: str) -> tuple[float, float]:
     """Exact match and F1 of one prediction against one or several gold answers (max over golds).
 
-    Args:
-        prediction: The predicted answer (generated text only, not the prompt).
-        references: One gold answer or a non-empty sequence of them.
-        language: The language of the answers.
-
-    Returns:
-        ``(exact_match, f1)``, each in ``[0, 1]``.
+    Returns ``(exact_match, f1)``, each in ``[0, 1]``; ``references`` is one gold answer or a non-empty sequence.
 
     Raises:
         TypeError: If the prediction or a gold answer is not a string.
@@ -168,11 +137,10 @@ def f1_score(prediction: str, references: str | Sequence[str], language: str) ->
 class SquadMetric(PerLanguageMeanMetric):
     """Mean SQuAD exact match and token F1 of generated answers, per language and macro-averaged.
 
-    ``compute()`` returns ``<lang>/exact_match``, ``<lang>/f1`` for each language and their macro averages
-    ``exact_match``, ``f1`` (fractions in ``[0, 1]``); the caller adds the ``val/<benchmark>/`` prefix.
+    ``compute()`` returns ``<lang>/exact_match``, ``<lang>/f1`` and their macro averages ``exact_match``, ``f1``.
 
     Args:
-        languages: Language labels this metric will see (see :class:`PerLanguageMeanMetric`).
+        languages: Language labels this metric will see.
         **kwargs: Passed to :class:`torchmetrics.Metric`.
 
     Example:
@@ -190,11 +158,6 @@ class SquadMetric(PerLanguageMeanMetric):
         self, preds: Sequence[str], targets: Sequence[str | Sequence[str]], language: str
     ) -> list[tuple[float, ...]]:
         """Score a batch of generated answers of one language: ``(exact_match, f1)`` each.
-
-        Args:
-            preds: Generated answers (generated text only, not the prompt), one per example.
-            targets: Per example, the gold answer or a non-empty list of acceptable gold answers.
-            language: One of the metric's ``languages``; selects English article removal.
 
         Raises:
             TypeError: If an input has the wrong type.

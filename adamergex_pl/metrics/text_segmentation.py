@@ -1,15 +1,7 @@
 """Script-aware segmentation of text into tokens for the overlap metrics (SQuAD F1, ROUGE-L).
 
-Rule: text is split on whitespace, and every character of a script written without spaces between words
-(Han, Hiragana, Katakana, Bopomofo, Thai, Lao, Khmer, Myanmar) becomes a token of its own. Characters of all
-other scripts stay in their whitespace-delimited words. The rule is per character, not per language, so a
-Chinese answer that contains an English name or a number is split correctly, and a language label never has
-to be right for the segmentation to be.
-
-Scope: a "character" is a Unicode code point. Combining marks of the unsegmented scripts (Thai vowel and tone
-marks, Khmer and Myanmar signs) are therefore tokens of their own; there is no grapheme clustering and no
-dictionary word segmentation (no external segmenter, so no language-specific model enters the metrics).
-Callers normalise text (NFKC, case folding) before segmenting; see :func:`prepare_text`.
+Text is split on whitespace, and every code point of a script written without spaces (Han, Kana, Bopomofo,
+Thai, Lao, Khmer, Myanmar) is a token of its own; per character, not per language, so code-mixed text works.
 """
 
 from __future__ import annotations
@@ -50,13 +42,6 @@ _RANGE_STARTS = tuple(start for start, _ in _UNSEGMENTED_RANGES)
 def is_unsegmented_char(char: str) -> bool:
     """Whether ``char`` belongs to a script written without spaces between words.
 
-    Args:
-        char: A single character.
-
-    Returns:
-        True for Han, Kana, Bopomofo, Thai, Lao, Khmer and Myanmar code points (letters, marks, digits, and
-        the punctuation inside those blocks; callers drop punctuation first).
-
     Example:
         >>> is_unsegmented_char("中"), is_unsegmented_char("ก"), is_unsegmented_char("a")
         (True, True, False)
@@ -69,12 +54,6 @@ def is_unsegmented_char(char: str) -> bool:
 def prepare_text(text: str) -> str:
     """NFKC-normalise and case-fold ``text`` (full-width Latin and digits become ASCII, ``ß`` matches ``ss``).
 
-    Args:
-        text: Any string.
-
-    Returns:
-        The normalised string.
-
     Raises:
         TypeError: If ``text`` is not a string.
     """
@@ -85,12 +64,6 @@ def prepare_text(text: str) -> str:
 
 def segment(text: str) -> list[str]:
     """Split ``text`` on whitespace, with every unsegmented-script character as a token of its own.
-
-    Args:
-        text: Text already normalised by the caller (punctuation removed or replaced as the metric requires).
-
-    Returns:
-        The tokens, in order.
 
     Example:
         >>> segment("北京大学 in Beijing")

@@ -147,7 +147,7 @@ def _evaluate_stage(spec, name: str, task, fits: list[Stage], oracles: list[Stag
     methods = [m for m in spec.methods if m != "oracle" or oracles]  # a task without target data: no oracle
     merge = {key: spec.model[key] for key in BASE_MODEL_KEYS if key in spec.model}
     merge.update(
-        task_adapter=snapshots(spec, fits[0].name),
+        task_src=snapshots(spec, fits[0].name),
         reference_adapters={lang: snapshots(spec, references[lang].name) for lang in task.languages},
         src_lang=task.src_lang,
         methods=methods,
@@ -157,7 +157,7 @@ def _evaluate_stage(spec, name: str, task, fits: list[Stage], oracles: list[Stag
         results_dir=str(stage_dir(spec, f"evaluate_{name}") / "merge_results"),
     )
     if len(fits) > 1:
-        merge["stacked_task_adapter"] = snapshots(spec, fits[1].name)
+        merge["task_src_stacked"] = snapshots(spec, fits[1].name)
     if oracles and "oracle" in methods:
         merge["oracle_adapters"] = {
             lang: snapshots(spec, stage.name) for lang, stage in zip(task.oracle_langs, oracles, strict=True)

@@ -1,5 +1,1 @@
-"""Results: one source for how results are selected, rendered and written.
-
-Modules: :mod:`.selection` (which metric a table is about, which direction is better, the best scale per
-language), :mod:`.tables` (plain-text and Markdown tables), :mod:`.files` (atomic text writes).
-"""
+"""Results: how they are selected (:mod:`.selection`), rendered (:mod:`.tables`) and written (:mod:`.files`)."""

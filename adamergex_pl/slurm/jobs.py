@@ -1,13 +1,7 @@
 """Submitting jobs that depend on each other: the AdaMergeX recipe as a small DAG of sbatch jobs.
 
-The recipe fine-tunes three adapters independently (the target task in the source language, the reference
-task in the source and in the target language), then merges them and evaluates the merge. On SLURM that is
-three jobs that run in parallel and one that starts only when all three have succeeded
-(``--dependency=afterok:<id>:<id>:<id>``), which :func:`submit_chain` submits. :func:`submit_jobs` takes any
-DAG: each job names the jobs it runs after.
-
-Dependencies on jobs of the same submission go on sbatch's command line (their ids are known only then), with
-``--kill-on-invalid-dep=yes`` so that a job whose parent failed is cancelled rather than left pending forever.
+:func:`submit_chain`: three fits in parallel, then merge and evaluate (``afterok``; a failed parent cancels its
+children). :func:`submit_jobs` takes any DAG.
 
 Example:
     >>> fits = [SlurmJob(adamergex_command(["fit", "--config", f"{n}.yaml"]), JobResources(job_name=n))
@@ -47,9 +41,9 @@ class SlurmJob:
     """One job of a submission: the command, its resources, and the jobs it must wait for.
 
     Args:
-        command: the program and its arguments (see :func:`adamergex_command`).
-        resources: the job's options; ``resources.job_name`` names the job within a submission.
-        after: names of jobs of the same submission that must succeed first (``afterok``).
+        command: The program and its arguments (see :func:`adamergex_command`).
+        resources: The job's options; ``resources.job_name`` names the job within a submission.
+        after: Names of jobs of the same submission that must succeed first (``afterok``).
 
     Raises:
         ValueError: ``command`` is empty, or ``after`` is not a list of names.
@@ -87,17 +81,7 @@ class SlurmJob:
 
 @dataclass(frozen=True)
 class JobSubmission:
-    """What was submitted for one job (or, in a dry run, what would be).
-
-    Args:
-        name: the job's name.
-        script: the sbatch script.
-        script_path: where the script was written (in a dry run: where it would be).
-        sbatch_args: the options given to sbatch before the script; in a dry run a dependency on a job of the
-            same submission reads ``afterok:<id of NAME>``.
-        job_id: the id sbatch returned; ``None`` in a dry run.
-        resources: the job's options.
-    """
+    """What was submitted for one job (in a dry run: what would be, with ``job_id`` None)."""
 
     name: str
     script: str
@@ -113,11 +97,7 @@ class JobSubmission:
 
 
 def default_program() -> str:
-    """The ``adamergex`` script of the running environment, or ``adamergex`` (found on the job's ``PATH``).
-
-    The absolute path makes a job independent of its shell's ``PATH`` as long as the compute nodes see the
-    same file system (as they do on most clusters); otherwise give ``--program adamergex`` and set-up lines.
-    """
+    """The ``adamergex`` script of the running environment (nodes must share its file system), or ``adamergex``."""
     beside = Path(sys.executable).with_name("adamergex")
     return str(beside) if beside.is_file() else "adamergex"
 
@@ -125,13 +105,10 @@ def default_program() -> str:
 def adamergex_command(args: Sequence[str], program: str | None = None) -> list[str]:
     """The command line that runs ``adamergex <args>`` in a job.
 
-    Args:
-        args: the adamergex arguments, e.g. ``["fit", "--config", "fit.yaml"]``; a leading ``adamergex`` is
-            dropped, so ``["adamergex", "fit", ...]`` works too.
-        program: the program to run; defaults to :func:`default_program`.
+    A leading ``adamergex`` in ``args`` is dropped; ``program`` defaults to :func:`default_program`.
 
     Raises:
-        ValueError: ``args`` is empty, or its first word is no adamergex subcommand (``fitt``).
+        ValueError: ``args`` is empty, or its first word is no adamergex subcommand.
 
     Example:
         >>> adamergex_command(["adamergex", "validate", "--config", "v.yaml"], program="adamergex")
@@ -176,20 +153,11 @@ def submit_jobs(
 ) -> list[JobSubmission]:
     """Render, write and submit jobs, each after the jobs it names in ``after``.
 
-    Jobs are submitted parents first. Scripts are written to ``jobs_dir`` as ``<name>-<job id>.sbatch``.
-
-    Args:
-        jobs: the jobs; names (``resources.job_name``) must be unique.
-        jobs_dir: where the scripts go (relative to ``workdir``).
-        workdir: the jobs' working directory; defaults to the current directory.
-        sbatch: the sbatch command or path.
-        dry_run: render only: nothing is written or submitted, ``job_id`` is ``None``.
-
-    Returns:
-        One :class:`JobSubmission` per job, in submission order.
+    Jobs are submitted parents first; scripts go to ``jobs_dir`` (relative to ``workdir``, default the current
+    directory) as ``<name>-<job id>.sbatch``. ``dry_run`` renders only: nothing is written or submitted.
 
     Raises:
-        ValueError: names repeat, ``after`` names an unknown job, or the dependencies form a cycle.
+        ValueError: Names repeat, ``after`` names an unknown job, or the dependencies form a cycle.
         SbatchNotFoundError: sbatch is missing (checked before anything is written).
         SbatchError: sbatch refused a job; the message lists the jobs already submitted.
     """
@@ -231,24 +199,14 @@ def submit_chain(
 ) -> list[JobSubmission]:
     """Submit ``parallel`` jobs, then ``then`` job(s) that start only after all of them succeeded.
 
-    This is the AdaMergeX recipe's shape: three fits in parallel, then merge and validate
-    (``--dependency=afterok:<fit ids>``). If a parent fails, the dependent jobs are cancelled.
+    A failed parent cancels its dependants. Other arguments, returns and errors as :func:`submit_jobs`.
 
     Args:
-        parallel: jobs with no dependency on each other.
-        then: the job or jobs that run after all of ``parallel`` (each keeps its own ``after`` too).
-        jobs_dir: as for :func:`submit_jobs`.
-        workdir: as for :func:`submit_jobs`.
-        sbatch: as for :func:`submit_jobs`.
-        dry_run: as for :func:`submit_jobs`.
-
-    Returns:
-        The submissions: ``parallel`` first, then ``then``.
+        parallel: Jobs with no dependency on each other.
+        then: The job or jobs that run after all of ``parallel`` (each keeps its own ``after`` too).
 
     Raises:
-        ValueError: ``parallel`` is empty, or as :func:`submit_jobs`.
-        SbatchNotFoundError: as :func:`submit_jobs`.
-        SbatchError: as :func:`submit_jobs`.
+        ValueError: ``parallel`` is empty.
     """
     if not parallel:
         raise ValueError("submit_chain needs at least one job in parallel=[...] to wait for")

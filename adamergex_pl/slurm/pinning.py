@@ -1,28 +1,9 @@
 """What ``adamergex`` changes in a run inside a job from ``adamergex submit`` (``$ADAMERGEX_RUN_DIR`` set).
 
-Two steps, both called by the CLI (``adamergex_pl/cli.py``) only when :func:`~adamergex_pl.slurm.pinning.pinned_run_dir`
-is set:
-
-* :func:`pin_config`, on the parsed config, before anything is instantiated (so the saved ``config.yaml`` and
-  the snapshots' recorded config say what really ran):
-
-  * ``trainer.default_root_dir`` = the run dir: HPC checkpoints, snapshots (``AdapterSnapshot``'s default
-    ``<root>/snapshots``), the default ``ModelCheckpoint`` and the logs land there;
-  * loggers get a fixed ``version`` (``job_<SLURM_JOB_ID>``) instead of the next free ``version_<n>``, so that
-    every run of a requeued job appends to the same logs. The default logger (Lightning's is a ``CSVLogger``
-    without tensorboard) and a configured ``CSVLogger`` become
-    :class:`~adamergex_pl.slurm.pinning.ResumableCSVLogger`, because ``CSVLogger`` deletes the
-    ``metrics.csv`` it finds in its version directory;
-  * ``fit`` resumes from the newest ``hpc_ckpt_<n>.ckpt`` in the run dir, or from ``checkpoints/last.ckpt``
-    (``callbacks.RunCheckpoint``) when that is newer (a job killed without the signal and restarted), and
-    starts cleanly when there is none (the first run), where ``ckpt_path="hpc"`` would fail.
-
-* :func:`requeue_trainer_kwargs`, added to the Trainer's arguments (not to the saved config, which must stay
-  runnable outside SLURM): the ``callbacks.SlurmRequeue`` callback unless the config has one, and
-  ``SLURMEnvironment(auto_requeue=False)`` so that Lightning's own requeue handler, which checkpoints inside
-  the signal handler, is off (see :mod:`callbacks.slurm_requeue`).
-
-Callback paths set explicitly in the config (e.g. a ``ModelCheckpoint`` ``dirpath``) are the user's and are kept.
+* :func:`pin_config` sets ``trainer.default_root_dir`` to the run dir, gives loggers a fixed ``version``
+  (``job_<SLURM_JOB_ID>``; a ``CSVLogger`` becomes :class:`ResumableCSVLogger`) and makes ``fit`` resume from
+  the newest HPC or ``last.ckpt`` checkpoint. Paths set explicitly in the config are kept.
+* :func:`requeue_trainer_kwargs` adds ``callbacks.SlurmRequeue`` to the Trainer, not to the saved config.
 
 Example:
     >>> from jsonargparse import Namespace
@@ -52,12 +33,7 @@ RUN_DIR_ENV = "ADAMERGEX_RUN_DIR"
 
 
 def pinned_run_dir() -> Path | None:
-    """The run directory of this job (``$ADAMERGEX_RUN_DIR``), or ``None`` outside a submitted job.
-
-    Example:
-        >>> pinned_run_dir()  # doctest: +SKIP
-        PosixPath('/work/runs/slurm/fit-1234')
-    """
+    """The run directory of this job (``$ADAMERGEX_RUN_DIR``), or ``None`` outside a submitted job."""
     value = os.environ.get(RUN_DIR_ENV, "").strip()
     return Path(value) if value else None
 
@@ -82,19 +58,17 @@ class ResumableCSVLogger(CSVLogger):
     """``CSVLogger`` that appends to an existing ``<save_dir>/<name>/<version>/metrics.csv``.
 
     Args:
-        save_dir: the directory that holds ``<name>/<version>/``.
-        name: experiment name (a sub-directory); ``""`` or ``None`` for none.
-        version: the version directory (``version_<n>`` for an int); give a fixed string so restarts find it.
-        prefix: put at the beginning of metric keys.
-        flush_logs_every_n_steps: how often rows are written to disk.
+        save_dir: The directory that holds ``<name>/<version>/``.
+        name: Experiment name (a sub-directory); ``""`` or ``None`` for none.
+        version: The version directory; give a fixed string so restarts find it.
+        prefix: Put at the beginning of metric keys.
+        flush_logs_every_n_steps: How often rows are written to disk.
 
     Example:
         .. code-block:: yaml
 
             trainer:
-              logger:
-                class_path: adamergex_pl.slurm.pinning.ResumableCSVLogger
-                init_args: {save_dir: runs/x, version: run}
+              logger: {class_path: adamergex_pl.slurm.pinning.ResumableCSVLogger, init_args: {version: run}}
     """
 
     @property
@@ -131,17 +105,8 @@ def logger_version() -> str:
 
 
 def pin_config(config: Namespace, subcommand: str, run_dir: Path, version: str | None = None) -> Path | None:
-    """Point the parsed config of ``subcommand`` at ``run_dir`` (in place; see the module docstring).
-
-    Args:
-        config: the subcommand's part of LightningCLI's parsed config (``cli.config[subcommand]``).
-        subcommand: ``fit``, ``validate``, ``test`` or ``predict``.
-        run_dir: the pinned run directory (absolute).
-        version: the logger version; default :func:`logger_version`.
-
-    Returns:
-        The HPC checkpoint that ``fit`` resumes from, or ``None`` (a first run, or not ``fit``).
-    """
+    """Point ``cli.config[subcommand]`` at the absolute ``run_dir`` in place; return the checkpoint ``fit``
+    resumes from, or ``None``. ``version`` defaults to :func:`logger_version`."""
     trainer = config.trainer
     trainer.default_root_dir = str(run_dir)
     trainer.logger = _pin_loggers(trainer.logger, run_dir, version or logger_version())
@@ -154,9 +119,7 @@ def pin_config(config: Namespace, subcommand: str, run_dir: Path, version: str |
 
 
 def _newest_checkpoint(run_dir: Path) -> Path | None:
-    """The HPC checkpoint (a requeue) or ``checkpoints/last.ckpt`` (``callbacks.RunCheckpoint``: a job killed
-    without the requeue signal, e.g. by a node failure, and restarted by SLURM), whichever is further on; the
-    HPC checkpoint on a tie."""
+    """The HPC checkpoint or ``checkpoints/last.ckpt`` (a job killed without the signal), whichever is further on."""
     hpc, last = hpc_checkpoint(run_dir), run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return hpc
@@ -197,14 +160,7 @@ def _pin_loggers(logger: Any, run_dir: Path, version: str) -> Any:
 
 
 def requeue_trainer_kwargs(trainer_init: dict[str, Any]) -> dict[str, Any]:
-    """Trainer arguments to add: the ``SlurmRequeue`` callback and ``SLURMEnvironment(auto_requeue=False)``.
-
-    Args:
-        trainer_init: the instantiated ``trainer`` part of the config (its ``callbacks`` and ``plugins``).
-
-    Returns:
-        ``callbacks`` and/or ``plugins`` lists that extend the configured ones; empty if both are there.
-    """
+    """``SlurmRequeue`` and ``SLURMEnvironment(auto_requeue=False)`` unless ``trainer_init`` has them."""
     from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
     from callbacks.slurm_requeue import SlurmRequeue, requeue_signal

@@ -1,11 +1,7 @@
 """What a SLURM job asks for and how it is set up: the ``#SBATCH`` options and the lines before the command.
 
-Every field is checked when the object is made (also by ``dataclasses.replace``), so a script rendered from a
-``JobResources`` is one that sbatch accepts and that Lightning's SLURM support can run:
-
-* one task per GPU (Lightning's ``SLURMEnvironment`` requires ``--ntasks-per-node`` = ``devices``);
-* the requeue signal comes before the time limit;
-* log directories are fixed paths (sbatch does not create them, so they must not depend on the job id).
+Fields are checked on creation (also by ``dataclasses.replace``), so a rendered script is one sbatch accepts
+and Lightning can run.
 """
 
 from __future__ import annotations
@@ -24,15 +20,8 @@ _CLOCK_FORM = re.compile(r"^(\d+)(?::(\d+))?(?::(\d+))?$")
 def parse_time_limit(value: str) -> int | None:
     """The number of seconds in a SLURM time limit, or ``None`` for no limit.
 
-    Args:
-        value: a time limit as sbatch's ``--time`` takes it.
-
-    Returns:
-        The limit in seconds; ``None`` for ``INFINITE`` or ``UNLIMITED``.
-
     Raises:
-        ValueError: ``value`` is not in one of sbatch's formats, has minutes or seconds of 60 or more after
-            the leading field, or is zero.
+        ValueError: ``value`` is not in sbatch's formats, has minutes or seconds of 60 or more, or is zero.
 
     Example:
         >>> parse_time_limit("30:00")
@@ -69,8 +58,7 @@ def parse_time_limit(value: str) -> int | None:
     return total
 
 
-# SLURM's largest --signal time (the field is 16 bits).
-MAX_SIGNAL_SECONDS = 65535
+MAX_SIGNAL_SECONDS = 65535  # SLURM's largest --signal time (the field is 16 bits).
 _JOB_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _NAME_LIST = re.compile(r"^[A-Za-z0-9_.+-]+(,[A-Za-z0-9_.+-]+)*$")
 _MEMORY = re.compile(r"^(0|[1-9][0-9]*[KMGT]?)$", re.IGNORECASE)
@@ -94,48 +82,31 @@ RUN_DIR_PATTERNS = {
 class JobResources:
     """The options of one sbatch job: resources, scheduling, requeue, logs, set-up lines.
 
-    Relative paths (``output``, ``error``, ``run_dir``) are relative to the job's working directory, which the
-    rendered script fixes with ``#SBATCH --chdir``.
-
     Args:
-        job_name: ``--job-name``; letters, digits and ``_.+-``; not ``bash`` or ``interactive``, which make
-            Lightning ignore SLURM.
+        job_name: ``--job-name``; letters, digits and ``_.+-``; not ``bash`` or ``interactive``.
         nodes: ``--nodes``.
         gpus_per_node: ``--gpus-per-node``; 0 requests none.
-        tasks_per_node: ``--ntasks-per-node``; defaults to ``gpus_per_node`` (one task per device, as
-            Lightning's SLURM DDP expects) or 1 without GPUs. Set it for CPU DDP (one process per task).
-        cpus_per_task: ``--cpus-per-task`` (data-loader workers and threads of each task).
-        mem: ``--mem`` per node, e.g. ``"64G"``, ``"500M"``; ``"0"`` asks for all of a node's memory;
-            ``None`` leaves the partition's default.
-        time: ``--time`` in SLURM's format, e.g. ``"02:00:00"`` or ``"1-00:00:00"``; ``None`` leaves the
-            partition's default.
+        tasks_per_node: ``--ntasks-per-node``; default ``gpus_per_node`` (Lightning's SLURM DDP) or 1.
+        cpus_per_task: ``--cpus-per-task``.
+        mem: ``--mem`` per node, e.g. ``"64G"``; ``"0"`` asks for all of it; ``None``: the partition's default.
+        time: ``--time``, e.g. ``"02:00:00"`` or ``"1-00:00:00"``; ``None``: the partition's default.
         partition: ``--partition`` (a comma-separated list is allowed).
         account: ``--account``.
         qos: ``--qos``.
-        signal: seconds before the time limit at which SLURM sends ``signal_name`` to the job steps
-            (``--signal=SIGUSR1@<seconds>``); ``adamergex fit`` then saves an HPC checkpoint at the next
-            optimizer step and requeues the job (``callbacks.SlurmRequeue``), so give it more than the longest
-            stretch without an optimizer step (one step, or an epoch-end validation). ``None`` sends nothing.
-        signal_name: the signal (exported to the job as ``ADAMERGEX_REQUEUE_SIGNAL``); default ``SIGUSR1``.
-        requeue: ``--requeue`` (the job may be requeued after preemption or by ``scontrol requeue``) or
-            ``--no-requeue``. A requeuable job appends to its log (``--open-mode=append``).
-        output: ``--output``; the file name may use sbatch's patterns (``%j`` job id, ``%x`` job name, ...);
-            its directory is created at submission.
+        signal: Seconds before the time limit to send ``signal_name``; more than one optimizer step takes.
+        signal_name: The signal (exported as ``ADAMERGEX_REQUEUE_SIGNAL``); default ``SIGUSR1``.
+        requeue: ``--requeue`` (appending to the log) or ``--no-requeue``.
+        output: ``--output`` (paths are relative to ``--chdir``); the file name may use ``%j``, ``%x``, ...
         error: ``--error``; ``None`` writes stderr into ``output``.
-        run_dir: the directory exported to the job as ``ADAMERGEX_RUN_DIR``; ``%j``, ``%x``, ``%A``, ``%a``
-            stand for the job id, job name, array job id and array task id. Pinned to the job id by default,
-            so a requeued job (same id) finds its checkpoints and logs.
-        setup: shell lines run before the command, e.g. ``"source .venv/bin/activate"``,
-            ``"module load cuda"``.
-        extra_sbatch: further ``#SBATCH`` options, e.g. ``"--mail-type=END"`` (with or without ``#SBATCH``).
+        run_dir: Exported as ``ADAMERGEX_RUN_DIR`` (sbatch's ``%j``, ``%x``, ``%A``, ``%a``); default pinned to ``%j``.
+        setup: Shell lines run before the command, e.g. ``"source .venv/bin/activate"``.
+        extra_sbatch: Further ``#SBATCH`` options, e.g. ``"--mail-type=END"``.
         dependency: ``--dependency``, e.g. ``"afterok:123:124"``.
-        kill_on_invalid_dep: with a dependency, ``--kill-on-invalid-dep=yes`` cancels the job when the
-            dependency can never be met (a parent failed) instead of leaving it pending forever.
+        kill_on_invalid_dep: With a dependency, cancel the job when it can never be met (a parent failed).
         array: ``--array``, e.g. ``"0-2"`` or ``"1,3,5%2"``.
 
     Raises:
-        ValueError: a field is out of range, not in SLURM's format, or inconsistent with another field (the
-            message names the field, the expected form and the fix).
+        ValueError: A field is out of range, not in SLURM's format, or inconsistent with another field.
 
     Example:
         >>> JobResources(job_name="fit", gpus_per_node=4, time="04:00:00", signal=300).tasks_per_node

@@ -1,10 +1,4 @@
-"""Calling ``sbatch``: find it, write a script where it can be read back, submit it, return the job id.
-
-Example:
-    >>> job_id = sbatch_submit("runs/slurm/jobs/fit.sbatch")  # doctest: +SKIP
-    >>> job_id  # doctest: +SKIP
-    '1234'
-"""
+"""Calling ``sbatch``: find it, write a script where it can be read back, submit it, return the job id."""
 
 from __future__ import annotations
 
@@ -21,8 +15,7 @@ from adamergex_pl.slurm.pinning import RUN_DIR_ENV
 from adamergex_pl.slurm.resources import RUN_DIR_PATTERNS, JobResources, sbatch_option
 from callbacks.slurm_requeue import REQUEUE_SIGNAL_ENV
 
-# Commands longer than this are broken into one option per line.
-_WRAP_AT = 100
+_WRAP_AT = 100  # Commands longer than this are broken into one option per line.
 
 _TEMPLATE = Template(
     """\
@@ -61,16 +54,6 @@ def render_sbatch_script(
 ) -> str:
     """The text of an sbatch script that runs ``command`` with ``resources``.
 
-    Args:
-        command: the program and its arguments, e.g. ``["/venv/bin/adamergex", "fit", "--config", "a.yaml"]``;
-            each argument is shell-quoted, so none is expanded by the shell.
-        resources: the job's options.
-        workdir: the job's working directory (``#SBATCH --chdir``); relative ``output``, ``error`` and
-            ``run_dir`` paths are resolved against it. Defaults to the current directory.
-
-    Returns:
-        The script, ending with a newline.
-
     Raises:
         ValueError: ``command`` is empty or not a sequence of strings.
 
@@ -102,15 +85,7 @@ def render_sbatch_script(
 
 
 def sbatch_options(resources: JobResources, *, workdir: Path) -> list[str]:
-    """The ``#SBATCH`` options for ``resources``, in a fixed order (without the ``#SBATCH`` prefix).
-
-    Args:
-        resources: the job's options.
-        workdir: the job's absolute working directory.
-
-    Returns:
-        Options such as ``--job-name=fit``; optional fields that are unset are left out.
-    """
+    """The ``#SBATCH`` options for ``resources`` without the prefix, in a fixed order; unset fields left out."""
     r = resources
     options = [
         f"--job-name={r.job_name}",
@@ -145,13 +120,6 @@ def sbatch_options(resources: JobResources, *, workdir: Path) -> list[str]:
 
 def run_dir_expression(run_dir: str, *, workdir: Path) -> str:
     """A double-quoted shell word for ``run_dir``, its ``%j``-style patterns turned into SLURM variables.
-
-    Args:
-        run_dir: a path that may use ``%j``, ``%x``, ``%A``, ``%a`` and ``%%``; relative to ``workdir``.
-        workdir: the job's absolute working directory.
-
-    Returns:
-        E.g. ``"/work/runs/slurm/${SLURM_JOB_NAME}-${SLURM_JOB_ID}"`` (with the quotes).
 
     Example:
         >>> run_dir_expression("runs/%x-%j", workdir=Path("/w"))
@@ -202,20 +170,10 @@ class SbatchError(RuntimeError):
 
 
 def find_sbatch(sbatch: str = "sbatch") -> str:
-    """The path of the ``sbatch`` executable.
-
-    Args:
-        sbatch: a command name looked up on ``PATH``, or a path.
-
-    Returns:
-        The executable's path.
+    """The path of the ``sbatch`` executable (``sbatch``: a command name looked up on ``PATH``, or a path).
 
     Raises:
-        SbatchNotFoundError: it is not found; the message says how to get it or how to do without it.
-
-    Example:
-        >>> find_sbatch()  # doctest: +SKIP
-        '/usr/bin/sbatch'
+        SbatchNotFoundError: It is not found; the message says how to get it or how to do without it.
     """
     found = shutil.which(sbatch)
     if found is None:
@@ -236,16 +194,6 @@ def sbatch_submit(
     timeout: float = 120.0,
 ) -> str:
     """Submit a script with ``sbatch --parsable`` and return its job id.
-
-    Args:
-        script_path: the script to submit.
-        extra_args: sbatch options placed before the script, e.g. ``["--dependency=afterok:12"]``; they
-            override the script's ``#SBATCH`` lines.
-        sbatch: the sbatch command or path.
-        timeout: seconds to wait for sbatch.
-
-    Returns:
-        The job id as sbatch prints it (``"1234"``; the cluster name of a federation is dropped).
 
     Raises:
         SbatchNotFoundError: sbatch is missing.
@@ -269,30 +217,12 @@ def sbatch_submit(
 
 
 def write_script(text: str, path: str | os.PathLike[str]) -> Path:
-    """Write a script atomically (temporary file, then rename), executable, creating its directory.
-
-    Args:
-        text: the script.
-        path: where it goes.
-
-    Returns:
-        The path written.
-    """
+    """Write a script atomically (temporary file, then rename), executable, creating its directory."""
     return write_atomic(path, text, mode=0o755)
 
 
 def make_log_dirs(resources: JobResources, *, workdir: str | os.PathLike[str]) -> list[Path]:
-    """Create the directories of ``resources.output`` and ``resources.error``: sbatch does not.
-
-    A job whose log directory is missing fails at start without a word, so they are made at submission.
-
-    Args:
-        resources: the job's options (their log directories hold no patterns; ``JobResources`` checks it).
-        workdir: the job's working directory, against which relative log paths resolve.
-
-    Returns:
-        The directories.
-    """
+    """Create the log directories (relative to ``workdir``): sbatch does not, and a job without them fails silently."""
     made = []
     for log in (resources.output, resources.error):
         if log is None:

@@ -1,15 +1,4 @@
-"""``adamergex submit``: run any adamergex command as a SLURM batch job (or a DAG of them from a YAML file).
-
-    adamergex submit [options] -- <adamergex command ...>     # one job; prints its id
-    adamergex submit [options] --jobs pipeline.yaml           # several jobs with afterok dependencies
-    adamergex submit --dry-run [options] -- fit --config x.yaml   # print the script(s), submit nothing
-
-Until the CLI registers it, the same runs as ``python -m adamergex_pl.slurm.submit``.
-
-Example:
-    >>> main(["--dry-run", "--time", "02:00:00", "--", "fit", "--config", "fit.yaml"])  # doctest: +SKIP
-    0
-"""
+"""``adamergex submit``: run any adamergex command as a SLURM batch job (or a DAG of them from a YAML file)."""
 
 from __future__ import annotations
 
@@ -35,21 +24,15 @@ _JOB_KEYS = {"command", "after", "resources", "program"}
 def load_job_file(
     path: str | os.PathLike[str], *, overrides: Mapping[str, Any] | None = None, program: str | None = None
 ) -> list[SlurmJob]:
-    """Read a job file into :class:`SlurmJob` objects (in file order).
+    """Read a YAML job file (``defaults:`` and ``jobs:`` of name -> command, after, resources, program).
 
     Args:
-        path: the YAML file.
-        overrides: ``JobResources`` fields from the command line; they win over the file's ``defaults`` and
-            lose to a job's own ``resources``.
+        overrides: ``JobResources`` fields that win over the file's ``defaults``, not a job's ``resources``.
         program: the program for jobs that name none; defaults to the adamergex of this environment.
-
-    Returns:
-        The jobs.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not of the form above (unknown keys, a job without a command, resources that
-            ``JobResources`` refuses); the message names the job and the key.
+        ValueError: unknown keys, a job without a command, or resources that ``JobResources`` refuses.
     """
     file = Path(path)
     if not file.is_file():
@@ -71,9 +54,8 @@ def load_job_file(
             )
         _no_unknown_keys(spec, _JOB_KEYS, where)
         own = _resource_fields(spec.get("resources") or {}, f"{where}: resources")
-        fields = {**defaults, **(overrides or {}), **own, "job_name": str(name)}
         try:
-            resources = JobResources(**fields)
+            resources = JobResources(**{**defaults, **(overrides or {}), **own, "job_name": str(name)})
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from err
         command = spec.get("command")
@@ -186,38 +168,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``adamergex submit``.
-
-    Args:
-        argv: the arguments after ``submit``; ``sys.argv[1:]`` when ``None``.
-
-    Returns:
-        0 on success; 1 when sbatch is missing or refuses a job; 2 for bad options.
-    """
+    """Run ``adamergex submit`` on ``argv`` (default ``sys.argv[1:]``); exit code 1: sbatch failed, 2: bad options."""
     args = list(sys.argv[1:] if argv is None else argv)
-    options, command = (
-        (args[: args.index("--")], args[args.index("--") + 1 :]) if "--" in args else (args, [])
-    )
-    parser = build_parser()
-    ns = parser.parse_args(options)
+    cut = args.index("--") if "--" in args else len(args)
+    options, command = args[:cut], args[cut + 1 :]
+    ns = build_parser().parse_args(options)
     try:
         jobs = _jobs_from_args(ns, command)
         submissions = submit_jobs(
             jobs, jobs_dir=ns.jobs_dir, workdir=ns.workdir, sbatch=ns.sbatch, dry_run=ns.dry_run
         )
-    except SbatchNotFoundError as err:
-        print(f"adamergex submit: {err}", file=sys.stderr)
-        return 1
-    except SbatchError as err:
+    except (SbatchNotFoundError, SbatchError) as err:
         print(f"adamergex submit: {err}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError) as err:
         print(f"adamergex submit: error: {err}", file=sys.stderr)
         return 2
-    if ns.dry_run:
-        _print_dry_run(submissions)
-    else:
-        _print_submitted(submissions)
+    (_print_dry_run if ns.dry_run else _print_submitted)(submissions)
     return 0
 
 
@@ -225,8 +192,7 @@ def resource_overrides(ns: argparse.Namespace) -> dict[str, Any]:
     """The ``JobResources`` fields given on the command line (``--signal 0`` means no signal)."""
     names = set(JobResources.field_names())
     given = {key: value for key, value in vars(ns).items() if key in names and value is not None}
-    if "extra_sbatch" in given or "setup" in given:
-        given = {k: list(v) if k in ("extra_sbatch", "setup") else v for k, v in given.items()}
+    given = {k: list(v) if k in ("extra_sbatch", "setup") else v for k, v in given.items()}
     if given.get("signal") == 0:
         given["signal"] = None
     return given

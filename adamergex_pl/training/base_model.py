@@ -1,12 +1,7 @@
 """Loading the frozen base model, optionally quantized with bitsandbytes, and its tokenizer.
 
-QLoRA (Dettmers et al., 2023, arXiv 2305.14314) stores the frozen base weights in 4-bit NormalFloat (``nf4``)
-with double quantization of the block scales, and computes in ``compute_dtype``; adapters stay in 16/32 bit.
-``fp4`` is the plain 4-bit float format, ``int8`` is LLM.int8() (Dettmers et al., 2022).
-
-Quantization goes through transformers' ``BitsAndBytesConfig`` rather than Lightning's
-``BitsandbytesPrecision`` plugin, which is CUDA-only; bitsandbytes 0.50 runs ``nf4``/``fp4``/``int8`` on CPU too.
-bitsandbytes is imported only when quantization is requested.
+QLoRA (Dettmers et al., 2023, arXiv 2305.14314): 4-bit NormalFloat (``nf4``) with double quantization;
+``int8`` is LLM.int8() (Dettmers et al., 2022). Through transformers' ``BitsAndBytesConfig``, so it runs on CPU too.
 """
 
 from __future__ import annotations
@@ -26,17 +21,7 @@ _REPACK_FLAG = "support_avx512bf16_for_cpu"
 
 
 def guard_4bit_cpu_path(model: nn.Module) -> int:
-    """Keep every bitsandbytes ``Linear4bit`` in ``model`` on its unpacked, differentiable path.
-
-    Args:
-        model: any module; modules that are not 4-bit layers are left alone.
-
-    Returns:
-        The number of 4-bit layers guarded (0 for an unquantized or 8-bit model).
-
-    Example:
-        ``guard_4bit_cpu_path(AutoModelForCausalLM.from_pretrained(name, quantization_config=nf4))``
-    """
+    """Keep every bitsandbytes ``Linear4bit`` in ``model`` on its unpacked, differentiable path; return how many."""
     guarded = 0
     for module in model.modules():
         if not hasattr(module, _REPACK_FLAG):
@@ -96,13 +81,12 @@ class QuantizationSpec:
 
     Args:
         mode: ``nf4`` | ``fp4`` | ``int8`` | ``none``.
-        double_quant: quantize the 4-bit block scales too (QLoRA's double quantization; 4-bit modes only).
-        compute_dtype: dtype of the 4-bit matmuls: ``auto`` | ``float32`` | ``bfloat16`` | ``float16``.
-        quant_storage: dtype the packed 4-bit weights are stored in; set it to the model dtype (e.g.
-            ``bfloat16``) for FSDP, which flattens parameters of one dtype. ``None`` keeps bitsandbytes' uint8.
+        double_quant: Quantize the 4-bit block scales too (4-bit modes only).
+        compute_dtype: Dtype of the 4-bit matmuls: ``auto`` | ``float32`` | ``bfloat16`` | ``float16``.
+        quant_storage: Dtype of the packed 4-bit weights (the model dtype for FSDP); ``None``: uint8.
 
     Raises:
-        ValueError: an unknown mode or dtype, or 4-bit options combined with ``int8``/``none``.
+        ValueError: An unknown mode or dtype, or 4-bit options combined with ``int8``/``none``.
     """
 
     mode: str = "none"
@@ -196,14 +180,11 @@ def load_base_model(
 ) -> PreTrainedModel:
     """Load a causal LM by hub name, local path or ``builtin:<name>``, quantized per ``quantization``.
 
-    A quantized model is placed on ``device`` while loading (each DDP rank loads its own copy onto its own
-    device); an unquantized one is loaded on the CPU and moved by Lightning. 4-bit layers are guarded against
-    bitsandbytes' AVX512-BF16 repacking (:mod:`adamergex_pl.training.base_model`), so training, validation and
-    evaluation compute the same way on every CPU.
+    A quantized model loads onto ``device`` (each DDP rank its own copy), an unquantized one onto the CPU.
 
     Raises:
-        ValueError: the quantization cannot run on ``device``.
-        FileNotFoundError: a local path that does not exist.
+        ValueError: The quantization cannot run on ``device``.
+        FileNotFoundError: A local path that does not exist.
     """
     from transformers import AutoModelForCausalLM
 
@@ -216,7 +197,7 @@ def load_base_model(
     if bnb_config is not None:
         kwargs.update(quantization_config=bnb_config, device_map={"": device})
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    guard_4bit_cpu_path(model)  # one numeric path in training and evaluation on every CPU (cpu_4bit_guard.py)
+    guard_4bit_cpu_path(model)  # one numeric path in training and evaluation on every CPU
     return model
 
 
@@ -254,13 +235,13 @@ class BaseModelOptions:
     """Which base model to load and how.
 
     Args:
-        base_model: hub name, local directory, or ``builtin:<name>``.
-        quantization: how the frozen weights are stored (mode, double quant, compute and storage dtypes).
-        dtype: dtype of unquantized base weights (``auto``: bfloat16 on CUDA, float32 on CPU).
-        attn_implementation: transformers attention backend (``sdpa``, ``eager``, ``flash_attention_2``).
+        base_model: Hub name, local directory, or ``builtin:<name>``.
+        quantization: How the frozen weights are stored (mode, double quant, compute and storage dtypes).
+        dtype: Dtype of unquantized base weights (``auto``: bfloat16 on CUDA, float32 on CPU).
+        attn_implementation: Transformers attention backend (``sdpa``, ``eager``, ``flash_attention_2``).
 
     Raises:
-        ValueError: an unknown quantization mode or dtype, or conflicting quantization options.
+        ValueError: An unknown quantization mode or dtype, or conflicting quantization options.
     """
 
     base_model: str

@@ -1,9 +1,7 @@
 """Optimizer and learning-rate schedule for adapter fine-tuning.
 
-AdamW (Loshchilov & Hutter, 2019) over the trainable adapter parameters only. On CUDA, ``auto`` picks
-bitsandbytes' paged 32-bit AdamW (the QLoRA recipe), whose optimizer states page to CPU memory under pressure.
-
-Schedule, for optimizer step ``n`` of ``N`` with ``W`` warm-up steps and floor ``m = min_lr_ratio``:
+AdamW (Loshchilov & Hutter, 2019) over the adapter parameters. Schedule, for optimizer step ``n`` of ``N`` with
+``W`` warm-up steps and floor ``m = min_lr_ratio``:
 
     lr(n) = lr · (n + 1) / (W + 1)                                    for n < W
     lr(n) = lr · (m + (1 − m) · ½ · (1 + cos(π · (n − W) / (N − W))))  otherwise
@@ -27,19 +25,17 @@ class OptimizerSpec:
     """Optimizer and schedule settings (see the module docstring for the formula).
 
     Args:
-        name: ``auto`` (paged 32-bit AdamW on CUDA, torch AdamW elsewhere), ``adamw``, ``paged_adamw_32bit``
-            or ``paged_adamw_8bit`` (the paged ones need CUDA).
-        learning_rate: peak learning rate.
-        weight_decay: decoupled weight decay on LoRA matrices and fully trained modules; never on (IA)³
-            scaling vectors, biases or norms.
+        name: ``auto`` (paged on CUDA), ``adamw``, ``paged_adamw_32bit`` or ``paged_adamw_8bit`` (CUDA only).
+        learning_rate: Peak learning rate.
+        weight_decay: Decoupled weight decay, never on (IA)³ vectors, biases or norms.
         betas: Adam betas.
         eps: Adam epsilon.
-        warmup_ratio: warm-up length as a fraction of all optimizer steps.
-        warmup_steps: warm-up length in steps; exclusive with a non-zero ``warmup_ratio``.
-        min_lr_ratio: the cosine floor as a fraction of ``learning_rate``.
+        warmup_ratio: Warm-up length as a fraction of all optimizer steps.
+        warmup_steps: Warm-up length in steps; exclusive with a non-zero ``warmup_ratio``.
+        min_lr_ratio: The cosine floor as a fraction of ``learning_rate``.
 
     Raises:
-        ValueError: an unknown optimizer, a non-positive learning rate, or both warm-up options set.
+        ValueError: An unknown optimizer, a non-positive learning rate, or both warm-up options set.
     """
 
     name: str = "auto"

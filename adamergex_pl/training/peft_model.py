@@ -13,22 +13,16 @@ from callbacks.adapter_snapshot import ADAPTER_CONFIG
 
 ADAPTER_TYPES = ("lora", "ia3")
 ALL_LINEAR = "all-linear"
+_PEFT_TYPES = {"LORA": "lora", "IA3": "ia3"}
+BENEATH = "beneath"  # the name of a frozen adapter the trained one is stacked on (MAD-X style)
 
 
 @dataclass(frozen=True)
 class AdapterSpec:
     """An adapter's type and shape.
 
-    Args:
-        adapter_type: ``lora`` or ``ia3``.
-        lora_r: LoRA rank.
-        lora_alpha: LoRA alpha; the update is scaled by ``alpha / r`` (``alpha / sqrt(r)`` with rsLoRA).
-        lora_dropout: dropout on the LoRA input.
-        use_rslora: rank-stabilised scaling.
-        target_modules: module names (suffixes) to adapt, or ``all-linear`` (LoRA only). ``None`` picks the
-            defaults described above.
-        feedforward_modules: (IA)³ only: the subset of ``target_modules`` whose input, not output, is scaled.
-        modules_to_save: modules trained in full beside the adapter (e.g. ``embed_tokens``, ``lm_head``).
+    Args: the adapter options of :class:`~adamergex_pl.training.adapter_module.AdapterModule`; ``None`` for
+        ``target_modules`` means all-linear for LoRA and peft's defaults of the architecture for (IA)³.
 
     Raises:
         ValueError: an unknown adapter type, options of the other adapter type, or a bad rank/dropout.
@@ -67,7 +61,7 @@ class AdapterSpec:
         """Target and feed-forward module names for ``model``, checked against its modules.
 
         Raises:
-            ValueError: a named module does not exist in the model, or no defaults are known for its type.
+            ValueError: a named module is not in the model, or no defaults are known for its type.
         """
         model_type = getattr(getattr(model, "config", None), "model_type", None)
         targets = self.target_modules
@@ -128,7 +122,6 @@ class AdapterSpec:
 
 
 def _check_modules_exist(model: nn.Module, names: list[str], option: str, linear_only: bool = True) -> None:
-    """Every name must match a module by its full name or a dotted suffix, as PEFT matches them."""
     module_names = [n for n, m in model.named_modules() if n and (not linear_only or _is_linear_like(m))]
     missing = [name for name in names if not any(n == name or n.endswith("." + name) for n in module_names)]
     if missing:
@@ -141,19 +134,11 @@ def _check_modules_exist(model: nn.Module, names: list[str], option: str, linear
 
 
 def _is_linear_like(module: nn.Module) -> bool:
-    """Linear layers, including quantized bitsandbytes ones and GPT-2's Conv1D."""
     return isinstance(module, nn.Linear) or type(module).__name__ in {"Linear4bit", "Linear8bitLt", "Conv1D"}
 
 
-_PEFT_TYPES = {"LORA": "lora", "IA3": "ia3"}
-
-
 def saved_adapter_type(adapter_dir: str | Path) -> str:
-    """``lora`` or ``ia3``, read from a PEFT adapter directory's config.
-
-    Raises:
-        ValueError: the directory holds another PEFT method.
-    """
+    """``lora`` or ``ia3``, read from a PEFT adapter directory's config; ValueError for another PEFT method."""
     config = json.loads((Path(adapter_dir) / ADAPTER_CONFIG).read_text())
     peft_type = str(config.get("peft_type", "")).upper()
     if peft_type not in _PEFT_TYPES:
@@ -161,9 +146,6 @@ def saved_adapter_type(adapter_dir: str | Path) -> str:
             f"{adapter_dir} holds a {peft_type or 'unknown'} adapter; adamergex handles LoRA and (IA)³ adapters"
         )
     return _PEFT_TYPES[peft_type]
-
-
-BENEATH = "beneath"  # the name of a frozen adapter the trained one is stacked on (MAD-X style)
 
 
 def attach_adapter(
@@ -174,20 +156,13 @@ def attach_adapter(
     adapter_dir: str | Path | None = None,
     stack_on: str | Path | None = None,
 ) -> nn.Module:
-    """Freeze ``base`` and wrap it in a trainable ``PeftModel``.
-
-    Quantized bases go through ``prepare_model_for_kbit_training`` (norms and embeddings upcast to float32,
-    inputs made to require grad); gradient checkpointing is non-reentrant either way.
+    """Freeze ``base`` and wrap it in a trainable ``PeftModel`` (quantized: ``prepare_model_for_kbit_training``).
 
     Args:
-        base: the loaded causal LM.
         spec: the adapter to create; with ``adapter_dir`` only its ``adapter_type`` is checked.
-        quantized: whether ``base`` holds bitsandbytes-quantized weights.
-        gradient_checkpointing: recompute activations in the backward pass.
         adapter_dir: load this saved PEFT adapter (trainable) instead of creating a fresh one.
         stack_on: a saved adapter of the same type that stays active and frozen beneath the trained one
-            (MAD-X's language adapter beneath a task adapter, Pfeiffer et al., 2020, arXiv 2005.00052): PEFT
-            sums the two LoRA updates (multiplies two (IA)³ vectors) in every adapted layer.
+            (MAD-X, Pfeiffer et al., 2020, arXiv 2005.00052): LoRA updates add, (IA)³ vectors multiply.
 
     Raises:
         ValueError: ``adapter_dir`` holds an adapter of another type than ``spec.adapter_type``, or a target

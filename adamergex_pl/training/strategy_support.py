@@ -1,33 +1,21 @@
 """Which Lightning strategies can train an adapter on a frozen, possibly bitsandbytes-quantized, base model.
 
-``AdapterModule`` loads its base model in ``configure_model`` on every process, onto that process's device
-(quantized ones with ``device_map={"": device}``), trains only the adapter, and checkpoints only the adapter.
-That fits some strategies and not others; :func:`check_strategy` refuses the others before anything loads:
+``AdapterModule`` loads its base model in ``configure_model`` on every process, onto its device, and trains and
+checkpoints only the adapter; :func:`check_strategy` refuses other strategies before anything loads:
 
 =====================  ======================  ==================================  ==========================
 strategy               ``quantization: none``  ``nf4`` / ``fp4``                   ``int8``
 =====================  ======================  ==================================  ==========================
 single device          yes                     yes                                 yes
-DDP (``ddp``,          yes                     yes: each rank quantizes its own    yes
-``ddp_spawn``, ...)                            copy; only adapter grads reduced
-FSDP                   yes (untested here)     only with ``quant_storage`` set     no
-                                               (untested here)
+DDP (any)              yes                     yes: each rank quantizes its copy   yes
+FSDP (untested)        yes                     only with ``quant_storage`` set     no
 DeepSpeed              no                      no                                  no
 ModelParallel, XLA     no                      no                                  no
 =====================  ======================  ==================================  ==========================
 
-* DDP replicates the whole model on every rank and all-reduces only the gradients of trainable parameters;
-  the frozen 4-bit weights are plain tensors to it. Tested on CPU with gloo, also with ``nf4``
-  (``tests/slurm/test_slurm_fit.py``).
-* FSDP flattens the parameters of each wrapped module into one flat tensor, which needs one dtype. bitsandbytes
-  packs 4-bit weights into ``uint8`` storage by default, beside ``bfloat16``/``float32`` norms and adapter
-  weights; with ``bnb_4bit_quant_storage`` (``quant_storage`` here) set to the model dtype the packed weights are
-  stored in that dtype and flatten with the rest. ``int8`` weights carry row-wise scales outside the tensor
-  and cannot be sharded. Lightning runs FSDP only on CUDA, so neither FSDP row is tested by this repository's
-  CPU tests; use ``state_dict_type="full"`` so that checkpoints stay adapter-only.
-* DeepSpeed writes its own checkpoint format (the adapter-only trimming does not apply; the frozen base would
-  be saved, or fail to, with quantization) and does not support bitsandbytes weights in ZeRO-3;
-  ModelParallel (FSDP2/tensor parallel) and XLA are not supported by bitsandbytes or by this module.
+DDP is tested on CPU with gloo, also with ``nf4`` (``tests/slurm/test_slurm_fit.py``). FSDP flattens parameters
+into one dtype, hence ``quant_storage``; use ``state_dict_type="full"`` to keep checkpoints adapter-only.
+DeepSpeed saves the frozen base in its own format.
 
 Example:
     >>> check_strategy(DDPStrategy(), QuantizationSpec("nf4"))
@@ -65,12 +53,8 @@ _REASONS = {
 def check_strategy(strategy: Strategy, quantization: QuantizationSpec) -> None:
     """Raise if ``strategy`` cannot train an adapter on a base stored as ``quantization`` (table above).
 
-    Args:
-        strategy: the Trainer's strategy (``trainer.strategy``).
-        quantization: how the base model is stored.
-
     Raises:
-        ValueError: the strategy is not supported, or not with this quantization; the message names the fix.
+        ValueError: The strategy is not supported, or not with this quantization; the message names the fix.
     """
     name = type(strategy).__name__
     for refused, reason in _REASONS.items():  # before DDP/single device: DeepSpeed and XLA subclass them

@@ -1,17 +1,16 @@
 """The task table of the cross-lingual suite: one :class:`TaskSpec` per benchmark, by name.
 
-===========  ==========  =============================  ===========  ==================  ===============
-task         kind        hub dataset                    split        per language        metric
-===========  ==========  =============================  ===========  ==================  ===============
-``xnli``     choice      ``facebook/xnli``              test         1000 of 5010        accuracy
-``xcopa``    choice      ``cambridgeltl/xcopa``         test         500                 accuracy
-``pawsx``    choice      ``google-research-datasets/    test         2000                accuracy
-                         paws-x``
-``mgsm``     generation  ``juletxara/mgsm``             test         250                 final-number EM
-``xquad``    generation  ``google/xquad``               validation   1000 of 1190        SQuAD EM / F1
-``xlsum``    generation  ``csebuetnlp/xlsum``           test         500 sampled         ROUGE-L
-``count``    choice      shipped (the embedded demo)    all          all (59)            accuracy
-===========  ==========  =============================  ===========  ==================  ===============
+===========  ==========  ===================================  ===========  ============  ===============
+task         kind        hub dataset                          split        per language  metric
+===========  ==========  ===================================  ===========  ============  ===============
+``xnli``     choice      ``facebook/xnli``                    test         1000 of 5010  accuracy
+``xcopa``    choice      ``cambridgeltl/xcopa``               test         500           accuracy
+``pawsx``    choice      ``google-research-datasets/paws-x``  test         2000          accuracy
+``mgsm``     generation  ``juletxara/mgsm``                   test         250           final-number EM
+``xquad``    generation  ``google/xquad``                     validation   1000 of 1190  SQuAD EM / F1
+``xlsum``    generation  ``csebuetnlp/xlsum``                 test         500 sampled   ROUGE-L
+``count``    choice      shipped (the embedded demo)          all          all (59)      accuracy
+===========  ==========  ===================================  ===========  ============  ===============
 """
 
 from __future__ import annotations

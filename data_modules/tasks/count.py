@@ -1,17 +1,8 @@
 """The embedded demo's task: the number that comes next, before, or two after a number, in words.
 
-It ships with the package (``adamergex_pl/assets/demo/count_<lang>.jsonl``, written by
-``scripts/build_demo_model.py``) in English and Spanish, with the same 59 items in both languages: "Next: three ="
--> "four", "Siguiente: tres =" -> "cuatro". The demo's base model (``builtin:demo-bilingual``) learnt to count
-in both languages in pretraining but never saw this task. Options are all of the language's number words, zero
-to twenty, ranked by log-likelihood.
-
-What it measures: a task adapter trained on the English items learns them (its English accuracy is a training
-accuracy); its Spanish accuracy measures how much of that transfers to the parallel Spanish items, which it
-never saw. An oracle trained on the Spanish items is a ceiling, not a competitor. A 1.3M-parameter model does
-not generalise the relations to unseen numbers within a language, so there is no held-out split.
-
-Fields: ``question``, ``answer``, ``options`` (the number words), ``label`` (the answer's index), ``item``.
+Shipped in English and Spanish (``adamergex_pl/assets/demo/count_<lang>.jsonl``, the same 59 items); the demo
+base model ``builtin:demo-bilingual`` counts in both but never saw this task, so an English task adapter's
+Spanish accuracy measures transfer. There is no held-out split.
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
 """MGSM (Shi et al., 2022): 250 grade-school maths word problems from GSM8K, translated into 10 languages.
 
-Hub: ``juletxara/mgsm``, one configuration per language (``bn``, ``de``, ``en``, ``es``, ``fr``, ``ja``,
-``ru``, ``sw``, ``te``, ``th``, ``zh``); fields ``question``, ``answer`` (empty in ``test``),
-``answer_number`` (the gold number) and ``equation_solution``; splits ``train`` (8 exemplars) and ``test``
-(250). ``main`` holds Parquet files and a dataset card with one configuration per language, so no
-``revision`` is needed (its ``refs/convert/parquet`` branch has no card, so a configuration name fails there).
-
-Training: MGSM's English counterpart GSM8K (``openai/gsm8k``, configuration ``main``, ``train``: 7,473
-problems; fields ``question`` and ``answer``, a worked solution with ``<<48/2=24>>`` calculator annotations
-that ends in ``#### 72``). The target is the solution without the annotations, ending in
-``The answer is 72.``, so that the answer is the final number of what the model learns to write.
-
-Scoring: exact match of the final number of the GENERATED text (the prompt's numbers are never read);
-thousands separators, decimals and non-Latin digits are handled by
-:func:`adamergex_pl.metrics.extract_final_number`.
+Hub ``juletxara/mgsm``, split ``test``. Training: GSM8K (``openai/gsm8k``, ``main``, ``train``), solutions
+without ``<<48/2=24>>`` annotations ending in ``The answer is 72.``. Scoring:
+:func:`adamergex_pl.metrics.numbers.extract_final_number` of the GENERATED text.
 """
 
 from __future__ import annotations

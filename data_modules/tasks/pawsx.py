@@ -1,14 +1,8 @@
 """PAWS-X (Yang et al., 2019): paraphrase identification in 7 languages, two labels.
 
-Hub: ``google-research-datasets/paws-x``, configurations ``de``, ``en``, ``es``, ``fr``, ``ja``, ``ko``, ``zh``;
-fields ``id``, ``sentence1``, ``sentence2``, ``label`` (0 not a paraphrase, 1 paraphrase); splits ``train``
-(49,401, machine translated), ``validation`` (2,000) and ``test`` (2,000, human translated). The AdaMergeX
-paper does not report PAWS-X; the default evaluation is the whole test split of the six non-English
-languages. Training: the English ``train`` split.
-
-Some rows have no label (``label`` -1) and some translated sentences are empty: those rows are dropped, and
-the count is logged once per source (``... (de) [test]: dropped 12 of 2000 rows with label -1``); the other
-rows keep their index in the split.
+Hub ``google-research-datasets/paws-x``; not in the AdaMergeX paper, the default evaluates the whole ``test``
+split (2,000) of the six non-English languages. Training: English ``train``. Rows with label -1 or an empty
+sentence are dropped (counted once in the log).
 """
 
 from __future__ import annotations

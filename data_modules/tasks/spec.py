@@ -1,25 +1,10 @@
 """One row of the task table: where a benchmark lives, its languages and fields, its prompt and its answer.
 
-A :class:`TaskSpec` holds everything :class:`~data_modules.TaskDataModule` needs to know about one benchmark
-of the cross-lingual suite, so that adding a task is adding one small file under ``data_modules/tasks/``.
+Two prompt styles join a task's ``instruction``, ``input`` layout and ``cue`` (the same for training and eval):
 
-Prompts. Every task has an English instruction (``instruction``), a layout of its input fields (``input``)
-and an answer cue (``cue``). Two prompt styles put them together, the same way for every task:
-
-* ``instruction``: ``"{instruction}\\n\\n{input}\\n{cue}"``, and the target follows after a space
-  (``"... Answer: entailment"``);
-* ``alpaca``: the Alpaca instruction layout common in QLoRA-style instruction tuning (the paper fine-tunes
-  Llama-2 with QLoRA), ``"### Instruction:\\n{instruction}\\n\\n### Input:\\n{input}\\n\\n### Response:\\n"``,
-  and the target follows directly. It follows the style of the paper's instruction-tuned setting; it does not
-  reproduce the release's prompt strings, which this package has not copied.
-
-Training text and evaluation prompts are rendered by the same function, so the model is evaluated on exactly
-the text it was trained on (the AdaMergeX release wrapped its training text in ``` fences that its evaluation
-prompts lacked).
-
-Answers. A ``choice`` task names its option texts and gold index (scored by option log-likelihood, see
-:class:`~adamergex_pl.evaluation.choice_evaluator.ChoiceEvaluator`); a ``generation`` task names its gold references
-and a text metric (see :class:`~adamergex_pl.evaluation.generation.GenerationEvaluator`).
+* ``instruction``: ``"{instruction}\\n\\n{input}\\n{cue}"``, the target after a space;
+* ``alpaca``: ``"### Instruction:\\n{instruction}\\n\\n### Input:\\n{input}\\n\\n### Response:\\n"``, the target
+  directly after (the style of the paper's QLoRA instruction tuning, not the release's prompt strings).
 """
 
 from __future__ import annotations
@@ -50,42 +35,35 @@ class TaskSpec:
     """A benchmark of the suite: hub location, languages, fields, prompt, answers and metric.
 
     Args:
-        name: the task's name, the first part of its metric keys (``val/<name>/<lang>/<metric>``).
+        name: The task's name, the first part of its metric keys (``val/<name>/<lang>/<metric>``).
         kind: ``choice`` (rank options by log-likelihood) or ``generation`` (greedy decoding + text metric).
-        hub_path: the hub dataset of the evaluation data, e.g. ``facebook/xnli``.
-        configs: language code -> the hub configuration holding that language (``{"zh": "chinese_simplified"}``).
-        eval_split: the split the paper evaluates on.
-        paper_languages: the languages the paper reports, the default validation languages.
-        paper_samples: examples per language the paper samples (``None``: the whole split).
-        fields: the record fields the evaluation data must have.
-        train_source: the English training data (``language`` ``en``).
-        train_fields: the record fields the training data must have.
-        train_split: the split of ``hub_path`` that holds training data in other languages (``None``: none).
-        instruction: the English task instruction (a format string over the prompt fields).
-        input_template: the layout of the input fields (a format string over the prompt fields).
-        cue: the answer cue of the ``instruction`` style, e.g. ``"Answer:"``.
-        prompt_fields: record -> the fields the templates use (adds derived fields, e.g. XCOPA's relation).
-        labels: a choice task's label set: ``label_field`` holds an index into it or one of its names (XNLI's
-            ``entailment``...); without ``option_fields`` the labels are also the option texts.
-        option_fields: the fields holding a choice task's option texts, in label order (XCOPA's ``choice1``,
-            ``choice2``); their positions ``"0"``, ``"1"``... are the label set when ``labels`` is empty.
-        train_target: training record -> the target text the model learns to produce (default for a choice
-            task: the gold option's text).
-        options: record -> the option texts of a choice task, in label order (default: from ``labels`` or
-            ``option_fields``).
-        label: record -> the gold option index of a choice task (raises ``ValueError`` naming the field;
-            default: ``label_field`` read against the label set).
-        num_options: the number of options of a choice task (default: the label set's size).
-        references: record -> the gold answers of a generation task (raises ``ValueError`` naming the field).
+        hub_path: The hub dataset of the evaluation data, e.g. ``facebook/xnli``.
+        configs: Language code -> hub configuration (``{"zh": "chinese_simplified"}``).
+        eval_split: The split the paper evaluates on.
+        paper_languages: The languages the paper reports, the default validation languages.
+        paper_samples: Examples per language the paper samples (``None``: the whole split).
+        fields: The record fields the evaluation data must have.
+        train_source: The English training data.
+        train_fields: The record fields the training data must have.
+        train_split: The split of ``hub_path`` with training data in other languages (``None``: none).
+        instruction: The English task instruction (a format string over the prompt fields).
+        input_template: The layout of the input fields (a format string over the prompt fields).
+        cue: The answer cue of the ``instruction`` style, e.g. ``"Answer:"``.
+        prompt_fields: Record -> the fields the templates use (adds derived fields).
+        labels: A choice task's label set (also the option texts without ``option_fields``).
+        option_fields: The fields holding a choice task's option texts, in label order.
+        train_target: Training record -> target text (default for a choice task: the gold option's text).
+        options: Record -> a choice task's option texts (default: from ``labels`` or ``option_fields``).
+        label: Record -> a choice task's gold index (default: ``label_field`` against the label set).
+        num_options: A choice task's number of options (default: the label set's size).
+        references: Record -> a generation task's gold answers.
         metric: ``accuracy`` (choice), ``final_number`` (MGSM), ``squad`` (XQuAD) or ``rouge_l`` (XLSum).
-        max_new_tokens: default greedy decoding length of a generation task.
-        stops: a completion is cut at the first of these strings (generated text only).
-        truncate_field: the long field that is shortened when a prompt does not fit (``context``, ``text``).
-        revision: the hub revision of ``hub_path`` (``refs/convert/parquet`` for datasets with a script).
-        required_text: fields that must hold non-empty text; a row where one is empty is dropped as invalid.
-        label_field: the field holding a choice task's label; a row whose label is ``-1`` or missing (how
-            ``datasets`` marks an unlabelled row) is dropped as invalid. Other labels outside the label set
-            are errors.
+        max_new_tokens: Default greedy decoding length of a generation task.
+        stops: A completion is cut at the first of these strings.
+        truncate_field: The long field shortened when a prompt does not fit (``context``, ``text``).
+        revision: The hub revision of ``hub_path``.
+        required_text: Fields that must hold non-empty text; other rows are dropped as invalid.
+        label_field: The field holding a choice task's label; rows labelled ``-1`` or missing are dropped.
     """
 
     name: str
@@ -134,8 +112,7 @@ class TaskSpec:
                 object.__setattr__(self, name, value)
 
     def invalid_reason(self, record: Record) -> str | None:
-        """Why ``record`` is a row the dataset marks invalid (``"label -1"``, ``"an empty sentence2"``), or
-        ``None`` for a usable row."""
+        """Why the dataset marks ``record`` invalid (``"label -1"``), or ``None`` for a usable row."""
         if self.label_field is not None:
             value = record.get(self.label_field)
             if value is None or (not isinstance(value, bool) and value in (-1, "-1")):
@@ -166,11 +143,7 @@ class TaskSpec:
         return (*self.stops, *_STYLE_STOPS[style])
 
     def eval_source(self, language: str, split: str | None = None) -> DataSource:
-        """The hub source of ``language``'s evaluation data (``split`` defaults to the paper's).
-
-        A task shipped with the package names a ``builtin:`` file pattern as ``hub_path``, with ``{lang}`` and
-        ``{split}`` in it.
-        """
+        """The source of ``language``'s evaluation data (``hub_path`` may be a ``builtin:`` pattern)."""
         if self.hub_path.startswith("builtin:"):
             path = self.hub_path.replace("{lang}", self.configs[language]).replace(
                 "{split}", split or self.eval_split

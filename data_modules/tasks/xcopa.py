@@ -1,17 +1,7 @@
 """XCOPA (Ponti et al., 2020): causal commonsense reasoning in 11 languages, two alternatives.
 
-Hub: ``cambridgeltl/xcopa``, one configuration per language (``et``, ``ht``, ``id``, ``it``, ``qu``, ``sw``,
-``ta``, ``th``, ``tr``, ``vi``, ``zh``; no English); fields ``premise``, ``choice1``, ``choice2``,
-``question`` (``cause`` or ``effect``), ``label`` (0 or 1); splits ``validation`` (100) and ``test`` (500,
-translated from the English COPA test set). AdaMergeX evaluates the 500 test examples.
-
-Training. XCOPA has no English data, so the English training set is Balanced COPA
-(``pkavumba/balanced-copa``, Kavumba et al., 2019; same fields): its ``train`` split holds the 500 COPA
-development items and their 500 mirrored counterparts. Its ``test`` split is the COPA test set, which XCOPA's
-test set translates, so it must never be used for training here.
-
-The options are the two alternatives' own text (as in the original COPA evaluation); the prompt also shows
-both, which cannot help the score.
+Hub ``cambridgeltl/xcopa`` (no English); AdaMergeX evaluates the 500 ``test`` items. Training: Balanced COPA
+(``pkavumba/balanced-copa``, Kavumba et al., 2019) ``train``, never its ``test``, which XCOPA translates.
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
 """XNLI (Conneau et al., 2018): natural language inference in 15 languages, three labels.
 
-Hub: ``facebook/xnli``, one configuration per language code (``ar``, ``de``, ..., ``zh``), fields ``premise``,
-``hypothesis``, ``label`` (0 entailment, 1 neutral, 2 contradiction); splits ``train`` (392,702, machine
-translated from MultiNLI), ``validation`` (2,490) and ``test`` (5,010, human translated, parallel across
-languages). AdaMergeX evaluates 1,000 test examples sampled per language; with one seed the same item indices
-are drawn in every language, so the samples stay parallel. Training: the English ``train`` split.
-
-The options are the English label words, scored after the answer cue; the instruction lists them all, which
-cannot help the score (the prompt is only ever context, never parsed).
+Hub ``facebook/xnli``; the ``test`` split (5,010, human translated, parallel) of which AdaMergeX samples 1,000 per
+language (one seed, the same items everywhere). Training: English ``train`` (392,702, machine translated).
 """
 
 from __future__ import annotations

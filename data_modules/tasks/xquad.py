@@ -1,15 +1,8 @@
 """XQuAD (Artetxe et al., 2020): 1,190 SQuAD v1.1 questions with their paragraphs, in 12 languages.
 
-Hub: ``google/xquad``, configurations ``xquad.<lang>`` (``ar``, ``de``, ``el``, ``en``, ``es``, ``hi``, ``ro``,
-``ru``, ``th``, ``tr``, ``vi``, ``zh``), one split ``validation`` (1,190, parallel across languages); fields
-``id``, ``context``, ``question``, ``answers`` (``{"text": [...], "answer_start": [...]}``). AdaMergeX
-evaluates 1,000 examples sampled per language (the same items in every language for one seed).
-
-Training: English SQuAD v1.1 (``rajpurkar/squad``, ``train``: 87,599 questions, same fields); the target is
-the first gold answer. XQuAD's items come from SQuAD's development set, so training never sees them.
-
-Scoring: SQuAD exact match and token F1 (maximum over the gold answers) of the generated answer's first line,
-with script-aware tokens (:func:`adamergex_pl.metrics.squad_scores`).
+Hub ``google/xquad`` (``xquad.<lang>``, split ``validation``); AdaMergeX samples 1,000 per language. Training:
+English SQuAD v1.1 (``rajpurkar/squad``), target the first gold answer. Scoring:
+:func:`adamergex_pl.metrics.squad.squad_scores` of the answer's first line.
 """
 
 from __future__ import annotations

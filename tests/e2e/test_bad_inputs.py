@@ -167,7 +167,7 @@ def test_damaged_adapter_files_are_one_line_in_merge_validate_and_the_merge_modu
     assert main(["validate", "--config", config, "--model.init_args.adapter_dir", str(copy), *QUIET]) == 2
     assert f"adapter weights '{copy}/adapter_model.safetensors' {message}" in one_error(capsys)
     merge_config = str(REPO_ROOT / "configs/merge/tiny_lora.yaml")
-    args = ["--model.init_args.task_adapter", str(copy), "--model.init_args.reference_adapters",
+    args = ["--model.init_args.task_src", str(copy), "--model.init_args.reference_adapters",
             json.dumps({"en": str(loras[1]), "es": str(loras[2])})]  # fmt: skip
     assert main(["validate", "--config", merge_config, *args, *QUIET]) == 2
     assert f"adapter weights '{copy}/adapter_model.safetensors' {message}" in one_error(capsys)

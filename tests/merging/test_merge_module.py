@@ -118,7 +118,7 @@ def test_merge_validation_through_the_cli_writes_the_per_language_table(tiny_lla
     task, ref_en, ref_es = (make_lora(tiny_llama_path, seed=s, r=4, lora_alpha=8) for s in (4, 5, 6))
     result = run_adamergex(
         "validate", "--config", str(REPO_ROOT / "configs/merge/tiny_lora.yaml"),
-        "--model.init_args.task_adapter", str(task),
+        "--model.init_args.task_src", str(task),
         "--model.init_args.reference_adapters", json.dumps({"en": str(ref_en), "es": str(ref_es)}),
         cwd=tmp_path,
     )  # fmt: skip

@@ -92,5 +92,5 @@ def test_stack_on_an_adapter_of_another_type_and_stack_without_its_adapter_are_r
         attach_adapter(
             load_base(tiny_llama_path), AdapterSpec(adapter_type="ia3"), False, False, stack_on=beneath
         )
-    with pytest.raises(ValueError, match="'stack' but stacked_task_adapter is empty"):
+    with pytest.raises(ValueError, match="'stack' but task_src_stacked is empty"):
         MergeModule("builtin:tiny-llama", str(beneath), {"en": str(beneath)}, methods=["stack"])

@@ -77,7 +77,7 @@ def test_plan_wires_every_adapter_into_the_evaluation():
     assert fit["data"]["init_args"]["train"]["path"] == "builtin:tiny/wiki_es.jsonl"
     assert fit["model"]["init_args"]["language"] == "es" and fit["model"]["init_args"]["task"] == "wiki_lm"
     merge = plan[-1].config["model"]["init_args"]
-    assert merge["task_adapter"] == "runs/tiny/pipeline/task_add_en/snapshots"
+    assert merge["task_src"] == "runs/tiny/pipeline/task_add_en/snapshots"
     assert set(merge["reference_adapters"]) == {"en", "es", "de"}
     assert merge["oracle_adapters"] == {"de": "runs/tiny/pipeline/task_add_de/snapshots"}
     assert plan[-1].depends == ("task_add_en", "task_add_de", "reference_en", "reference_es", "reference_de")
