@@ -12,6 +12,9 @@ models, exactly as ``TaskDataModule(task="xnli")`` does. Three ways to get a pre
   log-likelihood wins (``shared_prompt_scores``);
 * option scoring with one row per option: one pass over ``B × 3`` rows of prompt + option
   (``choice_scores``; ``TaskDataModule(share_prompt=False)``); same predictions;
+* single-token options (the last token of each label word, as a subword tokenizer's one-token label words):
+  ``shared_prompt_scores`` scores them from the prompts' last logits in one forward, against the two-pass
+  path (cached prompt, then the option rows) that every option took before; same predictions (checked);
 * generate-then-parse: greedy decoding of as many tokens as the longest option has (" contradiction" is 14
   byte tokens; a subword tokenizer needs 3-4), decoding the generated tokens only, and taking the first
   label word found (no label word: wrong).
@@ -81,6 +84,29 @@ def option_scoring(model, tokenizer, examples, batch_size: int, share_prompt: bo
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start : start + batch_size])
         predictions += evaluator.predict(model, batch).tolist()
+    return predictions
+
+
+def single_token(examples):
+    """The same examples with one token per option: the last token of each label word (distinct here)."""
+    return [dict(e, option_ids=[ids[-1:] for ids in e["option_ids"]]) for e in examples]
+
+
+def one_token_scoring(model, tokenizer, examples, batch_size: int, two_pass: bool) -> list[int]:
+    """Single-token options by ``shared_prompt_scores``: one forward (the prompts' last logits), or, with
+    ``two_pass``, the path every option took before (cached prompt pass, then a pass over the option rows),
+    reached by a padding column after the options (masked, so the scores are the same)."""
+    from adamergex_pl.evaluation.shared_prompt_scoring import shared_prompt_scores
+    from data_modules.collate import TaskCollator
+
+    collate = TaskCollator("choice", tokenizer.pad_token_id, share_prompt=True)
+    predictions = []
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start : start + batch_size])
+        if two_pass:
+            for key in ("option_input_ids", "option_attention_mask"):
+                batch[key] = torch.cat([batch[key], torch.zeros_like(batch[key])], dim=1)
+        predictions += shared_prompt_scores(model, batch).argmax(-1).tolist()
     return predictions
 
 
@@ -167,6 +193,30 @@ def main(argv: list[str] | None = None) -> int:
                 row["generate_then_parse_cpu_s_per_example"] / row[f"{method}_cpu_s_per_example"], 2
             )
         row["scorers_agree"] = results["shared_prompt"][2] == results["row_per_option"][2]
+        one_token = single_token(examples)
+        singles = measure(
+            {
+                "single_token_one_forward": lambda ex, m=model: one_token_scoring(
+                    m, tokenizer, ex, args.batch_size, two_pass=False
+                ),
+                "single_token_two_pass": lambda ex, m=model: one_token_scoring(
+                    m, tokenizer, ex, args.batch_size, two_pass=True
+                ),
+            },
+            one_token,
+            args.repeats,
+        )
+        for method, (rate, cpu_per_example, _) in singles.items():
+            row[f"{method}_examples_per_s"] = round(rate, 2)
+            row[f"{method}_cpu_s_per_example"] = round(cpu_per_example, 4)
+            print(
+                f"{name} {method}: {rate:.2f} examples/s, {cpu_per_example:.4f} CPU s/example",
+                file=sys.stderr,
+            )
+        one, two = singles["single_token_one_forward"], singles["single_token_two_pass"]
+        row["single_token_ratio"] = round(one[0] / two[0], 2)
+        row["single_token_cpu_ratio"] = round(two[1] / one[1], 2)
+        row["single_token_predictions_agree"] = one[2] == two[2]
         parsed = results["generate_then_parse"][2]
         row["generate_then_parse_unparseable"] = sum(p == -1 for p in parsed) / len(parsed)
         rows.append(row)
@@ -183,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['model']:<11} {r['parameters'] / 1e6:>6.1f}M {method:<20} {r[f'{method}_examples_per_s']:>10.2f} "
                 f"{ratio:>6.2f}x {r[f'{method}_cpu_s_per_example']:>13.4f} {cpu_ratio:>8.2f}x"
             )
+        print(
+            f"{r['model']}: single-token options, one forward vs the two-pass path: "
+            f"{r['single_token_one_forward_examples_per_s']:.2f} vs {r['single_token_two_pass_examples_per_s']:.2f} "
+            f"examples/s ({r['single_token_ratio']:.2f}x wall, {r['single_token_cpu_ratio']:.2f}x CPU); "
+            f"same predictions: {r['single_token_predictions_agree']}"
+        )
         print(
             f"{r['model']}: option scorers agree: {r['scorers_agree']}; generate-then-parse found no label word in "
             f"{r['generate_then_parse_unparseable']:.0%} of its completions"

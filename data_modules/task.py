@@ -335,6 +335,18 @@ class TaskDataModule(TokenizedDataModule):
     def planned_val_languages(self) -> list[str]:
         return list(self._eval_sources())
 
+    def planned_eval_items(self) -> dict[str, int | None]:
+        """What bounds an evaluation before its data is read (``adamergex pipeline --dry-run``): ``items`` per
+        language (``None`` for ``eval_samples: all``), ``max_length`` per row, ``rows_per_item`` (a choice item's
+        prompt and options fill at most one row of ``max_length`` per option) and ``max_new_tokens``."""
+        choice = self.spec.kind == "choice"
+        return {
+            "items": self.eval_samples,
+            "max_length": self.max_length,
+            "rows_per_item": self.spec.num_options if choice else 1,
+            "max_new_tokens": 0 if choice else self.max_new_tokens,
+        }
+
     @override
     def metric_names(self) -> tuple[str, ...]:
         if self.spec.kind == "choice":

@@ -12,6 +12,11 @@ but computed in two passes instead of one pass over ``K`` rows of ``prompt + opt
 2. the options alone, right-padded, each row attending to its example's cached prompt (the cache rows are
    repeated per option with ``Cache.reorder_cache``): position ``t`` gives ``log p(o_k,t+1 | x, o_k,≤t)``.
 
+When every option of a batch is one token (XNLI's or XCOPA's label words with a subword tokenizer), pass 1 alone
+gives every score, from the prompt's last logits, and runs without a cache: one forward of ``P`` tokens per
+example, as lm-evaluation-harness scores one-token continuations. A one-token option is its own mean, so the
+length normalisation changes nothing there.
+
 Positions are counted from each prompt's first real token (``position_ids`` explicit, as ``generate`` does for
 left-padded prompts), so the logits equal those of an unpadded pass up to floating-point rounding. The prompt
 pass costs ``P`` tokens per example instead of ``K·P``: about ``K``× less compute when prompts are much longer
@@ -110,18 +115,21 @@ def shared_prompt_scores(
     """
     prompt_mask = batch["prompt_attention_mask"]
     prompt_positions = (prompt_mask.cumsum(-1) - 1).clamp_min(0)
+    rows = batch["row_example"]
+    options, option_mask = batch["option_input_ids"], batch["option_attention_mask"]
+    single_token = options.shape[1] == 1  # every option of the batch is one token: pass 1 scores them all
     prompt = model(
         input_ids=batch["prompt_input_ids"],
         attention_mask=prompt_mask,
         position_ids=prompt_positions,
-        use_cache=True,
+        use_cache=not single_token,
         logits_to_keep=1,
     )
-    rows = batch["row_example"]
-    options, option_mask = batch["option_input_ids"], batch["option_attention_mask"]
     first = (
         torch.log_softmax(prompt.logits[:, -1].float(), dim=-1)[rows].gather(-1, options[:, :1]).squeeze(-1)
     )
+    if single_token:
+        return _per_example(first, batch)
 
     cache = prompt.past_key_values
     cache.reorder_cache(rows)  # one copy of its example's prompt per option row
@@ -138,7 +146,12 @@ def shared_prompt_scores(
     total, count = first + later, option_mask.sum(-1)
     if length_normalized:
         total = total / count.clamp_min(1)
+    return _per_example(total, batch)
+
+
+def _per_example(total: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    """The option rows' scores as ``[B, K_max]``, ``-inf`` where an example has fewer options."""
     scores = torch.full((batch["num_options"].numel(), int(batch["num_options"].max())), float("-inf"))
     scores = scores.to(total.device)
-    scores[rows, batch["row_option"]] = total
+    scores[batch["row_example"], batch["row_option"]] = total
     return scores

@@ -16,6 +16,11 @@ i.e. ``Σ_i w_i·ΔW_i`` with ``w = (1, t, −t)`` (AriMerge: ``(1, t)``); a mis
   folding ``sqrt(s_i)`` into both; equal ranks only, and the cross terms ``w_i w_j B_i A_j`` make it approximate.
 * ``svd`` (:func:`truncate_factors`): the best rank-``k`` approximation of the exact factors (Eckart–Young),
   relative Frobenius error ``sqrt(Σ_{j>k} S_j²) / sqrt(Σ_j S_j²)``.
+
+A dense ``ΔW`` (TIES, DARE-TIES) is stored at rank ``k`` by :func:`low_rank_factors`: for a large module a
+randomized range finder (Halko, Martinsson and Tropp, arXiv 0909.4061; seeded Gaussian probe of ``k + p`` columns,
+one power iteration), else the exact thin SVD. Either way ``B'A' = U_k U_kᵀ ΔW`` is an orthogonal projection, so
+its error ``‖ΔW − B'A'‖_F² = ‖ΔW‖_F² − Σ_{j≤k} S_j²`` is exact, and at least the best rank-``k`` error.
 """
 
 from __future__ import annotations
@@ -104,6 +109,52 @@ def truncate_factors(lora_A: torch.Tensor, lora_B: torch.Tensor, rank: int) -> t
     new_A = (root[:, None] * vh[:keep]) @ q_a.T
     squares = s.square()
     return new_A.to(lora_A.dtype), new_B.to(lora_B.dtype), squares[keep:].sum(), squares.sum()
+
+
+OVERSAMPLE, POWER_ITERATIONS = 8, 1  # of the randomized range finder (bench/bench_merge.py measures both)
+
+
+def low_rank_factors(
+    matrix: torch.Tensor, rank: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """Rank-``rank`` LoRA factors of a dense ``out × in`` matrix, without its full decomposition.
+
+    Args:
+        matrix: the dense update (float32 or float64; the factors have its dtype).
+        rank: the rank to keep (``≥ 1``); at most ``min(out, in)`` is kept.
+        generator: seeds the random probe (the result is deterministic for a given generator state).
+
+    Returns:
+        ``(A', B', discarded, total)``: ``B'·A' = U_k S_k V_kᵀ``, and ``‖matrix − B'A'‖_F²`` and ``‖matrix‖_F²``
+        as floats.
+
+    Raises:
+        ValueError: ``rank < 1``.
+
+    Example:
+        >>> A, B, lost, total = low_rank_factors(torch.eye(3), 2, torch.Generator().manual_seed(0))
+        >>> A.shape, B.shape, round(lost / total, 6)
+        (torch.Size([2, 3]), torch.Size([3, 2]), 0.333333)
+    """
+    if rank < 1:
+        raise InvalidValueError(f"svd rank={rank} must be at least 1")
+    keep = min(rank, *matrix.shape)
+    width = keep + OVERSAMPLE
+    if 2 * width >= min(matrix.shape):
+        u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+        squares = s.double().square()
+        lost, total = float(squares[keep:].sum()), float(squares.sum())
+    else:
+        probe = torch.randn(matrix.shape[1], width, generator=generator, dtype=matrix.dtype)
+        basis = torch.linalg.qr(matrix @ probe).Q
+        for _ in range(POWER_ITERATIONS):
+            basis = torch.linalg.qr(matrix @ torch.linalg.qr(matrix.T @ basis).Q).Q
+        u, s, vh = torch.linalg.svd(basis.T @ matrix, full_matrices=False)
+        u = basis @ u
+        total = float(torch.linalg.vector_norm(matrix)) ** 2
+        lost = max(total - float(s[:keep].double().square().sum()), 0.0)
+    root = s[:keep].sqrt()
+    return root[:, None] * vh[:keep], u[:, :keep] * root, lost, total
 
 
 def svd_record(rank: int, discarded: float, total: float, errors: dict[str, float]) -> dict:

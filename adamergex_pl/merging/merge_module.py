@@ -67,7 +67,8 @@ class MergeModule(LightningModule):
         src_lang: the source language.
         methods: what to compare, by their names in the method registry
             (:mod:`adamergex_pl.merging.methods`): ``adamergex``, ``adamergex_factor`` (LoRA only),
-            ``arimerge``, ``zero_shot``, ``base``, ``oracle``.
+            ``arimerge``, ``ties``, ``dare_ties``, ``ties_core``, ``dare_ties_core`` (LoRA only), ``layer_swap``,
+            ``stack``, ``zero_shot``, ``base``, ``oracle``.
         scales: the values of ``t`` for the merge methods.
         swaps: ``layer_swap``: the layer counts ``K`` to sweep (``K`` bottom and ``K`` top layers from
             ``A(R,tgt)``); results show ``K`` in the ``t`` column.
@@ -76,7 +77,8 @@ class MergeModule(LightningModule):
             the MAD-X baseline: evaluated with ``A(R,tgt)`` beneath it instead).
         lora_mode: how ``adamergex`` merges LoRA: ``exact`` or ``svd`` (``adamergex_factor`` is ``factor``).
         svd_rank: the rank for ``lora_mode: svd``, and the rank ``ties``/``dare_ties`` store LoRA merges at.
-        density: ``ties``/``dare_ties``: the fraction of each vector's entries kept, in (0, 1].
+        density: ``ties``/``dare_ties`` (and their ``_core`` variants): the fraction of each vector's entries
+            kept, in (0, 1].
         ia3_mode: how (IA)³ merges: ``paper`` (``l_T ⊙ (t·(l_tgt ⊘ l_src − 1) + 1)``) or ``loglinear``.
         quantization: storage of the base weights: ``nf4`` | ``fp4`` | ``int8`` | ``none``.
         double_quant: 4-bit only: double quantization.

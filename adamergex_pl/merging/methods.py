@@ -11,8 +11,8 @@ is one of
 
 Example:
     >>> from adamergex_pl.merging.methods import METHODS, merge_method_names
-    >>> merge_method_names()
-    ('arimerge', 'adamergex', 'adamergex_factor', 'layer_swap', 'ties', 'dare_ties', 'stack')
+    >>> merge_method_names()[:6]
+    ('arimerge', 'adamergex', 'adamergex_factor', 'layer_swap', 'ties', 'dare_ties')
     >>> METHODS["arimerge"].formula
     'A(T,tgt) = A(T,src) ⊕ t·A(R,tgt)'
 """
@@ -160,7 +160,7 @@ def _ties(adapters, scale, options, *, method: str = "ties"):
         scale=scale,
         density=options.get("density", 0.2),
         method=method,
-        svd_rank=options.get("svd_rank"),
+        svd_rank=None if method.endswith("_core") else options.get("svd_rank"),
         seed=options.get("seed", 0),
     )
 
@@ -218,6 +218,26 @@ _REGISTRY = (
         needs=(TASK_SRC, REF_SRC, REF_TGT),
         sweep="scale",
         build=lambda adapters, scale, options: _ties(adapters, scale, options, method="dare_ties"),
+    ),
+    Method(
+        "ties_core",
+        "A(T,tgt) = Q_B·TIES(C_T, C_L)·Q_Aᵀ, C = Q_Bᵀ·ΔW·Q_A in the bases of the stacked factors",
+        "Panariello et al., core-space merging, NeurIPS 2025, arXiv 2509.17786 (exact LoRA of rank Σ r_i)",
+        needs=(TASK_SRC, REF_SRC, REF_TGT),
+        sweep="scale",
+        adapter_types=("lora",),
+        limitation="merges LoRA factors in core space",
+        build=lambda adapters, scale, options: _ties(adapters, scale, options, method="ties_core"),
+    ),
+    Method(
+        "dare_ties_core",
+        "A(T,tgt) = Q_B·DARE-TIES(C_T, C_L)·Q_Aᵀ, C = Q_Bᵀ·ΔW·Q_A in the bases of the stacked factors",
+        "Panariello et al., core-space merging, NeurIPS 2025, arXiv 2509.17786 (exact LoRA of rank Σ r_i)",
+        needs=(TASK_SRC, REF_SRC, REF_TGT),
+        sweep="scale",
+        adapter_types=("lora",),
+        limitation="merges LoRA factors in core space",
+        build=lambda adapters, scale, options: _ties(adapters, scale, options, method="dare_ties_core"),
     ),
     Method(
         "stack",

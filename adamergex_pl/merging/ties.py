@@ -1,4 +1,4 @@
-"""TIES and DARE-TIES merging of the task vector with the AdaMergeX language vector, module by module.
+"""TIES and DARE-TIES merging of the task vector with the AdaMergeX language vector, dense or in core space.
 
 TIES-merging (Yadav et al., "TIES-Merging: Resolving Interference When Merging Models", NeurIPS 2023, arXiv
 2306.01708) and DARE (Yu et al., "Language Models are Super Mario", ICML 2024, arXiv 2311.03099) merge task
@@ -7,31 +7,45 @@ AdaMergeX (Zhao et al., arXiv 2402.18913):
 
     τ_T = ΔW(T,src),    τ_L = t·(ΔW(R,tgt) − ΔW(R,src)),    ΔW = merge(τ_T, τ_L),
 
-with ``ΔW = s·B·A`` per input (an input that does not adapt the module contributes 0), in float64:
+with ``ΔW = s·B·A`` per input (an input that does not adapt the module contributes 0):
 
-* ``ties``: trim each ``τ`` to its ``⌊density·n⌋`` entries of largest magnitude (the rest set to 0), elect
-  per entry the sign of ``Σ τ`` over the trimmed vectors (``+`` on a tie), and average, per entry, only the
-  nonzero entries of the elected sign (the disjoint mean; an entry no vector keeps is 0). Where both vectors
-  agree this is their mean, not their sum, as in TIES.
+* ``ties``: trim each ``τ`` to its ``k = ⌊density·n⌋`` entries of largest magnitude (every entry with
+  ``|τ| ≥`` the ``k``-th largest magnitude is kept, so exact ties at that value are all kept; ``k = 0`` keeps
+  none), elect per entry the sign of ``Σ τ`` over the trimmed vectors (``+`` on a tie), and average, per entry,
+  only the nonzero entries of the elected sign (the disjoint mean; an entry no vector keeps is 0). Where both
+  vectors agree this is their mean, not their sum, as in TIES.
 * ``dare_ties``: instead of trimming by magnitude, keep each entry with probability ``density`` and divide
   the kept ones by ``density``, then the same sign election and disjoint mean. The drop is deterministic:
   per module a ``torch.Generator`` seeded with the first 8 bytes (little-endian) of
-  ``sha256(f"{seed}:{module}")`` draws ``torch.rand(shape, dtype=float64)`` once for ``τ_T`` and then once for
+  ``sha256(f"{seed}:{module}")`` draws ``torch.rand(shape, dtype=float32)`` once for ``τ_T`` and then once for
   ``τ_L``, and an entry is kept where the draw is ``< density``.
 
-``density = 1`` keeps every entry (TIES and DARE-TIES then coincide). The sign election and disjoint mean are
-``peft.utils.merge_utils``' ``calculate_majority_sign_mask`` (``"total"``) and ``disjoint_merge``; the
-magnitude trim is its ``magnitude_based_pruning``.
+``density = 1`` keeps every entry (TIES and DARE-TIES then coincide).
 
-The merged ``ΔW`` is dense and no longer low-rank, so a LoRA result is its truncated SVD at ``svd_rank``:
-``ΔW = U S Vᵀ`` (``torch.linalg.svd``), ``B = U_k S_k^½``, ``A = S_k^½ V_kᵀ``, scaling 1, with
-``k = min(svd_rank, out, in)``; the record keeps the relative Frobenius error
-``sqrt(Σ_{j>k} S_j²) / sqrt(Σ_j S_j²)`` per module and over all modules together. The dense ``out × in``
-float64 matrices of one module at a time are held (about 0.4 GB each for a 4096 × 11008 projection).
+**Dense LoRA** (``ties``, ``dare_ties``): the merged ``ΔW`` is dense and no longer low-rank, so it is stored
+as its rank-``k`` truncated SVD, ``k = min(svd_rank, out, in)``: ``ΔW ≈ U_k S_k V_kᵀ``, ``B = U_k S_k^½``,
+``A = S_k^½ V_kᵀ``, scaling 1 (:func:`adamergex_pl.merging.lora.low_rank_factors`: a randomized range finder
+for large modules, never the full decomposition). The record keeps the relative Frobenius error
+``‖ΔW − B·A‖_F / ‖ΔW‖_F`` per module and over all modules together. The arithmetic is float32 (float64 for
+float64 inputs), one module at a time: its two dense ``out × in`` vectors and the merge's temporaries (about
+0.7 GB at most for a 4096 × 11008 projection).
 
-(IA)³ is multiplicative, so the same merge runs on log-vectors, ``τ_T = log l_T``,
-``τ_L = t·(log l_tgt − log l_src)``, and the result is ``l = exp(merge(τ_T, τ_L))`` (no SVD; a missing
-module is ``l = 1``, every vector must be positive).
+**Core space** (``ties_core``, ``dare_ties_core``; Panariello et al., "Accurate and Efficient Low-Rank Model
+Merging in Core Space", NeurIPS 2025, arXiv 2509.17786): per module, with the inputs' factors as they enter
+the two vectors, ``c_i·B_i`` (``c = s_T``, ``t·s_tgt``, ``−t·s_src``) and ``A_i``, take the reference bases
+``Q_B = U`` of the thin SVD of ``[c_T B_T, c_tgt B_tgt, c_src B_src]`` (``out × R``) and ``Q_A = V`` of that of
+``[A_T; A_tgt; A_src]`` (``in × R``), ``R = Σ r_i`` over the inputs adapting the module. Each update is a core
+``C_i = (Q_Bᵀ c_i B_i)(A_i Q_A)`` (``R × R``) with ``c_i B_i A_i = Q_B C_i Q_Aᵀ`` exactly, so
+``τ_T = Q_B C_T Q_Aᵀ`` and ``τ_L = Q_B (C_tgt + C_src) Q_Aᵀ``. The cores are merged as above (the module's
+DARE draws have the core's shape) and mapped back as ``B = Q_B·merge(C_T, C_L)``, ``A = Q_Aᵀ``: a LoRA of rank
+``R ≤ r_T + r_tgt + r_src`` with no truncation (mode ``"core"``, float64 arithmetic, no ``out × in`` matrix).
+The linear sum ``C_T + C_L`` mapped back is exactly AdaMergeX's ``ΔW`` (``lora_mode="exact"``, same rank);
+TIES and DARE in the core basis are a different, basis-dependent method from dense TIES. Sign flips of the
+basis vectors do not change the result (the merge is odd per entry).
+
+(IA)³ is multiplicative, so the dense merge runs on log-vectors, ``τ_T = log l_T``,
+``τ_L = t·(log l_tgt − log l_src)``, and the result is ``l = exp(merge(τ_T, τ_L))`` (float64, no SVD; a missing
+module is ``l = 1``, every vector must be positive). Core space is LoRA only.
 """
 
 from __future__ import annotations
@@ -41,7 +55,6 @@ import math
 from collections.abc import Mapping
 
 import torch
-from peft.utils.merge_utils import calculate_majority_sign_mask, disjoint_merge, magnitude_based_pruning
 
 from adamergex_pl.errors import InvalidTypeError, InvalidValueError
 from adamergex_pl.merging.adapters import (
@@ -54,7 +67,7 @@ from adamergex_pl.merging.adapters import (
 )
 from adamergex_pl.merging.checks import check_mergeable
 from adamergex_pl.merging.ia3 import checked_log
-from adamergex_pl.merging.lora import lora_delta, svd_record
+from adamergex_pl.merging.lora import low_rank_factors, svd_record
 from adamergex_pl.merging.merge import (
     AdapterInput,
     _as_adapter,
@@ -66,7 +79,10 @@ from adamergex_pl.merging.merge import (
 )
 from adamergex_pl.merging.result import MethodResult
 
-TIES_METHODS = ("ties", "dare_ties")
+DENSE_METHODS = ("ties", "dare_ties")
+CORE_METHODS = ("ties_core", "dare_ties_core")
+TIES_METHODS = DENSE_METHODS + CORE_METHODS
+_BLOCK, _SAMPLE = 1 << 16, 1 << 18  # entries per block of a dense pass; magnitudes sampled for a threshold
 
 
 def ties_merge(
@@ -88,19 +104,22 @@ def ties_merge(
         ref_tgt: the reference-task adapter in the target language.
         scale: ``t``, any finite number.
         density: the fraction of each vector's entries kept, in ``(0, 1]``.
-        method: ``"ties"`` (trim by magnitude) or ``"dare_ties"`` (random drop and rescale).
-        svd_rank: LoRA only, required: the rank of the stored result (a truncated SVD of the merged ``ΔW``).
-        seed: ``dare_ties`` only: the seed of the random drop (each module draws from its own generator).
+        method: ``"ties"`` (trim by magnitude), ``"dare_ties"`` (random drop and rescale), or either in core
+            space (``"ties_core"``, ``"dare_ties_core"``; LoRA only, exact rank ``Σ r_i``).
+        svd_rank: dense LoRA merges only, required: the rank of the stored result (a truncated SVD of the
+            merged ``ΔW``).
+        seed: the DARE methods only: the seed of the random drop (each module draws from its own generator).
 
     Returns:
-        The merged adapter and its record (mode ``"svd"`` for LoRA, ``"log"`` for (IA)³; ``svd`` errors;
-        options ``density`` and ``seed``).
+        The merged adapter and its record (mode ``"svd"`` or ``"core"`` for LoRA, ``"log"`` for (IA)³; ``svd``
+        errors; options ``density`` and ``seed``).
 
     Raises:
         TypeError: a parameter of the wrong type.
         ValueError: an unknown method, ``density`` outside ``(0, 1]``, a missing or non-positive
-            ``svd_rank`` (or one given for (IA)³), a non-positive (IA)³ entry, non-finite inputs or results,
-            or inputs that :func:`check_mergeable` refuses.
+            ``svd_rank`` (or one given where nothing is truncated), a core-space method on (IA)³ inputs, a
+            non-positive (IA)³ entry, non-finite inputs or results, or inputs that :func:`check_mergeable`
+            refuses.
 
     Example:
         >>> result = ties_merge("xnli_en", "wiki_en", "wiki_de", scale=1.0, density=0.2,  # doctest: +SKIP
@@ -126,10 +145,24 @@ def ties_merge(
         "ref_src": _as_adapter(ref_src, "ref_src"),
     }
     partial = check_mergeable(named)
-    options = {"density": float(density), "seed": seed if method == "dare_ties" else None}
+    drops = method.startswith("dare")
+    options = {"density": float(density), "seed": seed if drops else None}
     provenance = _provenance(named, [1.0, scale, -scale])
-    merge = _Merger(float(density), method, seed)
-    if next(iter(named.values())).adapter_type == "lora":
+    merge = _Merger(float(density), drops, seed)
+    lora = next(iter(named.values())).adapter_type == "lora"
+    if method in CORE_METHODS:
+        if not lora:
+            raise InvalidValueError(
+                f"method={method!r} merges LoRA factors in core space; these are (IA)³ adapters: use "
+                f"{method.removesuffix('_core')!r}"
+            )
+        if svd_rank is not None:
+            raise InvalidValueError(
+                f"svd_rank={svd_rank!r}: method={method!r} stores its result exactly at rank Σ r_i; drop it"
+            )
+        adapter = _core_lora(named, scale, merge, partial)
+        return MethodResult(adapter, method, "core", scale, provenance, partial, None, options)
+    if lora:
         if isinstance(svd_rank, bool) or not isinstance(svd_rank, int) or svd_rank < 1:
             raise InvalidValueError(
                 f"svd_rank={svd_rank!r}: a LoRA TIES merge is stored by truncated SVD and needs svd_rank, a "
@@ -145,41 +178,135 @@ def ties_merge(
     return MethodResult(adapter, method, "log", scale, provenance, partial, None, options)
 
 
-def dare_generator(seed: int, module: str, device: torch.device | str = "cpu") -> torch.Generator:
-    """The generator of ``module``'s random drop: seeded by ``sha256(f"{seed}:{module}")``'s first 8 bytes.
+def module_generator(seed: int, module: str, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of ``module``'s random draws: seeded by ``sha256(f"{seed}:{module}")``'s first 8 bytes.
 
     Example:
-        >>> g = dare_generator(0, "model.layers.0.self_attn.q_proj")
-        >>> torch.rand(2, generator=g, dtype=torch.float64).shape
+        >>> g = module_generator(0, "model.layers.0.self_attn.q_proj")
+        >>> torch.rand(2, generator=g).shape
         torch.Size([2])
     """
     digest = hashlib.sha256(f"{seed}:{module}".encode()).digest()
     return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little"))
 
 
+class Vector:
+    """One vector of a module's merge (``τ_T`` or ``τ_L``), read by blocks of rows: a dense tensor, or the
+    factors ``(B, A)`` of ``B·A``, whose rows are computed when read (the ``out × in`` matrix is never held)."""
+
+    def __init__(self, dense: torch.Tensor | None = None, factors: tuple | None = None) -> None:
+        self.dense, self.factors = dense, factors
+        self.shape = dense.shape if dense is not None else (factors[0].shape[0], factors[1].shape[1])
+
+    def scaled(self, factor: float) -> Vector:
+        """``factor`` times this vector (its dense tensor, or its ``B`` factor)."""
+        if self.dense is not None:
+            return Vector(self.dense * factor)
+        return Vector(factors=(self.factors[0] * factor, self.factors[1]))
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        """A fresh tensor of rows ``start:stop``."""
+        if self.dense is not None:
+            return self.dense[start:stop].clone()
+        return self.factors[0][start:stop] @ self.factors[1]
+
+    def entries(self, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """The entries at ``(rows[i], columns[i])``."""
+        if self.dense is not None:
+            return self.dense.reshape(self.dense.shape[0], -1)[rows, columns]
+        return (self.factors[0][rows] * self.factors[1].T[columns]).sum(dim=1)
+
+
 class _Merger:
-    """``merge(τ_T, τ_L)`` of one module: trim or drop each vector, elect signs, take the disjoint mean."""
+    """``merge(τ_T, τ_L)`` of one module: trim or drop each vector, elect signs, take the disjoint mean. Every
+    pass goes by blocks of about ``_BLOCK`` entries (rows of the vectors, computed from factors where given),
+    so the work stays in cache and nothing ``out × in`` is held but the result."""
 
-    def __init__(self, density: float, method: str, seed: int) -> None:
-        self.density, self.method, self.seed = density, method, seed
+    def __init__(self, density: float, drops: bool, seed: int) -> None:
+        self.density, self.drops, self.seed = density, drops, seed
 
-    def __call__(self, vectors: list[torch.Tensor], module: str) -> torch.Tensor:
-        if self.method == "ties":
-            kept = [self._trim(v) for v in vectors]
-        else:
-            generator = dare_generator(self.seed, module, vectors[0].device)
-            kept = [self._drop(v, generator) for v in vectors]
-        stacked = torch.stack(kept)
-        return disjoint_merge(stacked, calculate_majority_sign_mask(stacked, method="total"))
+    def __call__(self, task: Vector, gap: Vector, module: str) -> torch.Tensor:
+        vectors, cuts, generators = (task, gap), [None, None], [None, None]
+        if self.density < 1.0 and not self.drops:  # keep |τ| ≥ the k-th largest: |τ| > the float below it
+            for i, vector in enumerate(vectors):
+                threshold = torch.as_tensor(kth_largest_magnitude(vector, self._kept_count(vector)))
+                cuts[i] = float(torch.nextafter(threshold, threshold.new_zeros(())))
+        elif self.density < 1.0:  # the kept entries are divided by density: divide the factors once
+            generators = [module_generator(self.seed, f"{module}{part}") for part in ("", ":gap")]
+            vectors = tuple(vector.scaled(1.0 / self.density) for vector in vectors)
+        merged = None
+        for start, stop in _row_blocks(task.shape):
+            x, y = (
+                self._kept(v.rows(start, stop), c, g)
+                for v, c, g in zip(vectors, cuts, generators, strict=True)
+            )
+            if merged is None:
+                merged = torch.empty(task.shape, dtype=x.dtype, device=x.device)
+            # two vectors: where both are nonzero with one sign, their mean; otherwise the entry of the elected
+            # sign (the sign of the sum; + on a tie), which is the larger (+) or the smaller (−) of the two
+            total = x + y
+            single = torch.where(total >= 0, torch.maximum(x, y), torch.minimum(x, y))
+            torch.where(x * y > 0, total.mul_(0.5), single, out=merged[start:stop])
+        return merged
 
-    def _trim(self, vector: torch.Tensor) -> torch.Tensor:
-        return vector if self.density >= 1.0 else magnitude_based_pruning(vector, self.density)
+    def _kept(
+        self, block: torch.Tensor, cut: float | None, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        if cut is not None:
+            return torch.nn.functional.hardshrink(block, cut)
+        if generator is not None:
+            draw = torch.rand(block.shape, generator=generator, dtype=torch.float32, device=block.device)
+            return block.mul_(draw.lt_(self.density))
+        return block
 
-    def _drop(self, vector: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if self.density >= 1.0:
-            return vector
-        draw = torch.rand(vector.shape, generator=generator, dtype=torch.float64, device=vector.device)
-        return torch.where(draw < self.density, vector / self.density, torch.zeros_like(vector))
+    def _kept_count(self, vector: Vector) -> int:
+        return int(self.density * math.prod(vector.shape))
+
+
+def _row_blocks(shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of blocks of rows of about ``_BLOCK`` entries (one block for a 1-D vector)."""
+    step = max(1, _BLOCK // math.prod(shape[1:])) if len(shape) > 1 else shape[0]
+    return [(start, min(start + step, shape[0])) for start in range(0, shape[0], step)]
+
+
+def kth_largest_magnitude(vector: Vector, k: int) -> torch.Tensor | float:
+    """The ``k``-th largest magnitude of ``vector``'s entries (``inf`` for ``k = 0``), exactly, without sorting
+    them all.
+
+    A random sample of the magnitudes brackets the answer (sample quantiles a few standard errors apart); one
+    pass counts the entries above the bracket and gathers those inside it, and the answer is a ``kthvalue`` of
+    the gathered ones. If the bracket misses, the answer is a ``kthvalue`` of all magnitudes (slower, same
+    result).
+
+    Example:
+        >>> kth_largest_magnitude(Vector(torch.tensor([3.0, -5.0, 1.0, 4.0])), 2)
+        tensor(4.)
+    """
+    n = math.prod(vector.shape)
+    if k == 0:
+        return math.inf
+    if n > _SAMPLE:
+        rows, columns = vector.shape[0], n // vector.shape[0]
+        generator = torch.Generator().manual_seed(0)
+        sample = vector.entries(
+            torch.randint(rows, (_SAMPLE,), generator=generator),
+            torch.randint(columns, (_SAMPLE,), generator=generator),
+        )
+        sample = sample.abs().sort().values
+        rank = (n - k + 0.5) / n * _SAMPLE  # the answer's position among the sorted sample
+        margin = 6.0 * math.sqrt(_SAMPLE * (k / n) * (1 - k / n)) + 8.0
+        low = sample[max(0, min(_SAMPLE - 1, int(rank - margin)))]
+        high = sample[max(0, min(_SAMPLE - 1, int(rank + margin)))]
+        above, inside = 0, []
+        for start, stop in _row_blocks(vector.shape):
+            magnitude = vector.rows(start, stop).abs_()
+            above += int((magnitude > high).sum())
+            inside.append(magnitude[(magnitude >= low) & (magnitude <= high)])
+        band = torch.cat(inside)
+        if above < k <= above + band.numel():
+            return band.kthvalue(band.numel() - (k - above) + 1).values
+    every = torch.cat([vector.rows(a, b).abs_().reshape(-1) for a, b in _row_blocks(vector.shape)])
+    return every.kthvalue(n - k + 1).values
 
 
 def _ties_lora(
@@ -190,45 +317,91 @@ def _ties_lora(
     partial: Mapping[str, list[str]],
 ) -> tuple[AdapterWeights, dict]:
     dtype = _result_dtype(named)
+    compute = torch.promote_types(dtype, torch.float32)
     tensors: dict[str, dict[str, torch.Tensor]] = {}
     errors: dict[str, float] = {}
     discarded = total = 0.0
     for module in _union(named):
-        delta = {role: _lora_delta(adapter, role, module) for role, adapter in named.items()}
-        shape = next(d.shape for d in delta.values() if d is not None)
-        zero = torch.zeros(shape, dtype=torch.float64)
-        task = delta["task_src"] if delta["task_src"] is not None else zero
-        gap = (delta["ref_tgt"] if delta["ref_tgt"] is not None else zero) - (
-            delta["ref_src"] if delta["ref_src"] is not None else zero
-        )
-        merged = merge([task, scale * gap], module)
+        terms = _lora_terms(named, module, scale)
+        task = _low_rank([t for t in terms if t[0] == "task_src"], terms, compute)
+        gap = _low_rank([t for t in terms if t[0] != "task_src"], terms, compute)
+        merged = merge(task, gap, module)
         refuse_nonfinite(f"LoRA module {module!r}: the merged ΔW", merged)
-        u, s, vh = torch.linalg.svd(merged, full_matrices=False)
-        keep = min(svd_rank, s.numel())
-        root = s[:keep].sqrt()
-        new_B, new_A = (u[:, :keep] * root).to(dtype), (root[:, None] * vh[:keep]).to(dtype)
+        generator = module_generator(0, f"svd:{module}", merged.device)
+        new_A, new_B, lost, norm = low_rank_factors(merged, svd_rank, generator)
+        del merged
+        new_A, new_B = new_A.to(dtype), new_B.to(dtype)
         refuse_nonfinite(f"LoRA module {module!r}: the truncated lora_A", new_A)
         refuse_nonfinite(f"LoRA module {module!r}: the truncated lora_B", new_B)
         tensors[module] = {"lora_A": new_A, "lora_B": new_B}
-        squares = s.square()
-        lost, norm = float(squares[keep:].sum()), float(squares.sum())
         errors[module] = math.sqrt(lost / norm) if norm > 0 else 0.0
         discarded, total = discarded + lost, total + norm
+    return _lora_adapter(named, tensors, partial), svd_record(svd_rank, discarded, total, errors)
+
+
+def _lora_terms(named: Mapping[str, AdapterWeights], module: str, scale: float) -> list[tuple]:
+    """``(role, c·B, A)`` of each input adapting ``module``, ``c`` its coefficient in ``τ_T`` or ``τ_L``
+    (``s_T``, ``t·s_tgt``, ``−t·s_src``; ``s`` the input's LoRA scaling), in float64."""
+    weight = {"task_src": 1.0, "ref_tgt": scale, "ref_src": -scale}
+    terms = []
+    for role, adapter in named.items():
+        if module not in adapter.tensors:
+            continue
+        lora_A, lora_B = adapter.tensors[module]["lora_A"], adapter.tensors[module]["lora_B"]
+        label = f"{role} ({adapter.label})"
+        refuse_nonfinite(f"{label} LoRA module {module!r}: lora_A", lora_A)
+        refuse_nonfinite(f"{label} LoRA module {module!r}: lora_B", lora_B)
+        scaling = lora_module_scaling(adapter.config, module, lora_A.shape[0], label=label)
+        terms.append((role, lora_B.double() * (weight[role] * scaling), lora_A.double()))
+    return terms
+
+
+def _low_rank(terms: list[tuple], every: list[tuple], dtype: torch.dtype) -> Vector:
+    """``Σ c_i·B_i·A_i`` over ``terms`` as the factors of one :class:`Vector` in ``dtype`` (zero factors of rank 1
+    if ``terms`` is empty)."""
+    _, some_B, some_A = every[0]
+    if not terms:
+        zeros = (some_B.new_zeros(some_B.shape[0], 1), some_A.new_zeros(1, some_A.shape[1]))
+        return Vector(factors=tuple(z.to(dtype) for z in zeros))
+    lora_B = torch.cat([b for _, b, _ in terms], dim=1).to(dtype)
+    lora_A = torch.cat([a for _, _, a in terms], dim=0).to(dtype)
+    return Vector(factors=(lora_B, lora_A))
+
+
+def core_bases(terms: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Q_B, Q_A)``: the left singular vectors of the stacked ``[c_i·B_i]`` (``out × R``) and the right ones
+    of the stacked ``[A_i]`` (``in × R``), from thin SVDs, for the ``(role, c·B, A)`` terms of one module."""
+    q_b = torch.linalg.svd(torch.cat([b for _, b, _ in terms], dim=1), full_matrices=False).U
+    q_a = torch.linalg.svd(torch.cat([a for _, _, a in terms], dim=0), full_matrices=False).Vh.T
+    return q_b, q_a
+
+
+def _core_lora(
+    named: Mapping[str, AdapterWeights], scale: float, merge: _Merger, partial: Mapping[str, list[str]]
+) -> AdapterWeights:
+    dtype = _result_dtype(named)
+    tensors: dict[str, dict[str, torch.Tensor]] = {}
+    for module in _union(named):
+        terms = _lora_terms(named, module, scale)
+        q_b, q_a = core_bases(terms)
+        cores = {"task": torch.zeros(q_b.shape[1], q_a.shape[1], dtype=torch.float64)}
+        cores["gap"] = cores["task"].clone()
+        for role, lora_B, lora_A in terms:
+            cores["task" if role == "task_src" else "gap"] += (q_b.T @ lora_B) @ (lora_A @ q_a)
+        merged = merge(Vector(cores["task"]), Vector(cores["gap"]), module)
+        new_B, new_A = (q_b @ merged).to(dtype), q_a.T.contiguous().to(dtype)
+        refuse_nonfinite(f"LoRA module {module!r}: the core-space lora_B", new_B)
+        tensors[module] = {"lora_A": new_A, "lora_B": new_B}
+    return _lora_adapter(named, tensors, partial)
+
+
+def _lora_adapter(
+    named: Mapping[str, AdapterWeights], tensors: dict, partial: Mapping[str, list[str]]
+) -> AdapterWeights:
     ranks = {module: parts["lora_A"].shape[0] for module, parts in tensors.items()}
     template = named["task_src"].config
-    config = merged_lora_config(template, ranks, _keep_targeting(named, list(tensors), partial))
-    return AdapterWeights(config, tensors), svd_record(svd_rank, discarded, total, errors)
-
-
-def _lora_delta(adapter: AdapterWeights, role: str, module: str) -> torch.Tensor | None:
-    if module not in adapter.tensors:
-        return None
-    lora_A, lora_B = adapter.tensors[module]["lora_A"], adapter.tensors[module]["lora_B"]
-    label = f"{role} ({adapter.label})"
-    refuse_nonfinite(f"{label} LoRA module {module!r}: lora_A", lora_A)
-    refuse_nonfinite(f"{label} LoRA module {module!r}: lora_B", lora_B)
-    return lora_delta(
-        lora_A, lora_B, lora_module_scaling(adapter.config, module, lora_A.shape[0], label=label)
+    return AdapterWeights(
+        merged_lora_config(template, ranks, _keep_targeting(named, list(tensors), partial)), tensors
     )
 
 
@@ -244,7 +417,7 @@ def _ties_ia3(
         task, tgt, src = (
             logs[r] if logs[r] is not None else zero for r in ("task_src", "ref_tgt", "ref_src")
         )
-        merged = merge([task, scale * (tgt - src)], module).exp().to(dtype)
+        merged = merge(Vector(task), Vector(scale * (tgt - src)), module).exp().to(dtype)
         refuse_nonfinite(f"(IA)³ module {module!r}: the merged vector (in {dtype})", merged)
         vectors[module] = merged
     feedforward = [

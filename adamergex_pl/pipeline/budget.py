@@ -1,4 +1,5 @@
-"""What each fit of a pipeline will train on, before anything runs: examples and tokens, per stage and in total.
+"""What each stage of a pipeline will cost, before anything runs: per fit the examples and tokens it trains on,
+per evaluate stage the adapters, items and tokens it evaluates; per stage and in total.
 
 ``adamergex pipeline --dry-run`` prints it beside each stage. A fit's DataModule is built from the stage's own
 config (the same ``class_path`` and ``init_args`` the fit will get) and prepared, so the counts are exact:
@@ -6,12 +7,22 @@ examples per epoch times ``trainer.max_epochs`` (or ``max_steps`` optimizer step
 accumulate_grad_batches`` examples), and the tokens of those examples (padding excluded). A stage whose data
 cannot be read here is reported as unknown, with the reason, and left out of the total. Counting never
 downloads: the hub is read offline, so only local files, the dataset mirror and the local cache are counted.
+
+An evaluate stage (``MergeModule``) evaluates, per language, one adapter per method and swept value (``scales``
+for the merges of ``t``, ``swaps`` for ``layer_swap``'s ``K``, one for ``base``, ``zero_shot`` and ``stack``,
+and ``oracle`` where an oracle adapter exists) on every item of the language. Its cost is counted from its
+DataModule's items: forward tokens are each item's prompt plus its options (the prompt once with a shared
+prompt, once per option otherwise) or its generation prompt, and generated tokens at most ``max_new_tokens`` per
+generation item; both times the adapters. Where the data cannot be read here, the DataModule's own
+``planned_eval_items()`` (items per language, ``max_length``, ``max_new_tokens``) bounds it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from adamergex_pl.merging.methods import METHODS
 
 
 @dataclass(frozen=True)
@@ -46,20 +57,14 @@ def count_offline() -> None:
 
 def fit_budget(config: dict[str, Any]) -> FitBudget:
     """The budget of one ``adamergex fit`` config (a pipeline stage's)."""
-    from jsonargparse import ArgumentParser
-    from lightning.pytorch import LightningDataModule
-
     data = {**config["data"], "init_args": dict(config["data"].get("init_args") or {})}
     data["init_args"].setdefault("tokenizer", config["model"]["init_args"]["base_model"])
     try:
-        parser = ArgumentParser(exit_on_error=False)
-        parser.add_subclass_arguments(LightningDataModule, "data")
-        datamodule = parser.instantiate(parser.parse_object({"data": data})).data
+        datamodule = _datamodule(data)
         datamodule.setup("fit")
         examples = list(datamodule.train_examples)
     except Exception as err:  # offline hub data, a missing file: the dry run still lists the stage
-        reason = f"{type(err).__name__}: {str(err).splitlines()[0][:70]}"
-        return _bound_from_config(data["init_args"], config.get("trainer") or {}, reason)
+        return _bound_from_config(data["init_args"], config.get("trainer") or {}, _reason(err))
     per_epoch = len(examples)
     tokens_per_epoch = sum(len(example["input_ids"]) for example in examples)
     trainer = config.get("trainer") or {}
@@ -84,3 +89,109 @@ def _bound_from_config(init: dict[str, Any], trainer: dict[str, Any], reason: st
         examples = int(init["max_train_samples"]) * epochs
         return FitBudget(examples, examples * int(init["max_length"]), "data not readable here", True)
     return FitBudget(None, None, reason)
+
+
+@dataclass(frozen=True)
+class EvalBudget:
+    """What an evaluate stage evaluates (``None`` when unknown, with ``reason``).
+
+    Args:
+        adapters: per language, the adapters evaluated (methods × swept values).
+        items: per language, the items.
+        tokens: forward tokens of prompts and options over every adapter.
+        generated: at most this many generated tokens over every adapter.
+        upper_bound: the counts come from the config (``max_length`` per row) because the data was not read.
+    """
+
+    adapters: dict[str, int]
+    items: dict[str, int] | None
+    tokens: int | None
+    generated: int | None
+    reason: str = ""
+    upper_bound: bool = False
+
+    def describe(self) -> str:
+        adapters = sorted(set(self.adapters.values()))
+        shown = "/".join(str(a) for a in adapters)
+        if self.items is None:
+            return f"adapters {shown} per language, items ? ({self.reason})"
+        le = "<=" if self.upper_bound else ""
+        items = sorted(set(self.items.values()))
+        line = (
+            f"adapters {shown} per language, items {le}{'/'.join(f'{i:,}' for i in items)} per language, "
+            f"forward tokens {le}{self.tokens:,}, generated tokens <={self.generated:,}"
+        )
+        return line + (f" (from the config: {self.reason})" if self.upper_bound else "")
+
+
+def eval_budget(config: dict[str, Any]) -> EvalBudget:
+    """The budget of one evaluate stage's ``adamergex validate`` config (``MergeModule``)."""
+    merge = config["model"]["init_args"]
+    data = {**config["data"], "init_args": dict(config["data"].get("init_args") or {})}
+    data["init_args"].setdefault("tokenizer", merge["base_model"])
+    try:
+        datamodule = _datamodule(data)
+    except Exception as err:
+        return EvalBudget({}, None, None, None, _reason(err))
+    try:
+        datamodule.setup("validate")
+        examples = {lang: list(datamodule.val_examples[lang]) for lang in datamodule.val_languages}
+    except Exception as err:  # offline hub data: bound it from what the DataModule knows without data
+        planned = getattr(datamodule, "planned_eval_items", lambda: None)()
+        languages = list(getattr(datamodule, "planned_val_languages", lambda: None)() or [])
+        adapters = {lang: _adapters(merge, lang) for lang in languages}
+        if not planned or not planned.get("items") or not languages:
+            return EvalBudget(adapters, None, None, None, _reason(err))
+        rows = planned["items"] * planned.get("rows_per_item", 1)
+        runs = sum(adapters.values())
+        return EvalBudget(
+            adapters,
+            dict.fromkeys(languages, planned["items"]),
+            runs * rows * planned["max_length"],
+            runs * planned["items"] * planned.get("max_new_tokens", 0),
+            "data not readable here",
+            True,
+        )
+    adapters = {lang: _adapters(merge, lang) for lang in examples}
+    shared = getattr(datamodule, "share_prompt", True)
+    new_tokens = int(getattr(datamodule, "max_new_tokens", 0) or 0)
+    tokens = generated = 0
+    for lang, items in examples.items():
+        for item in items:
+            if "option_ids" in item:
+                prompt = len(item["prompt_ids"]) * (1 if shared else len(item["option_ids"]))
+                tokens += adapters[lang] * (prompt + sum(len(o) for o in item["option_ids"]))
+            else:
+                tokens += adapters[lang] * len(item["input_ids"])
+                generated += adapters[lang] * new_tokens
+    return EvalBudget(adapters, {lang: len(items) for lang, items in examples.items()}, tokens, generated)
+
+
+def _adapters(merge: dict[str, Any], language: str) -> int:
+    """How many adapters ``MergeModule`` evaluates on ``language``: one per method and swept value."""
+    counts = {"scale": len(merge.get("scales") or [1.0]), "swap": len(merge.get("swaps") or [])}
+    total = 0
+    for name in merge.get("methods") or ["zero_shot", "arimerge", "adamergex"]:
+        if name == "oracle":
+            total += language in (merge.get("oracle_adapters") or {})
+        else:
+            total += counts.get(METHODS[name].sweep, 1)
+    return total
+
+
+def _datamodule(data: dict[str, Any]):
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import LightningDataModule
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "data")
+    return parser.instantiate(parser.parse_object({"data": data})).data
+
+
+def _reason(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0][:70]}"
+
+
+def gpu_hours(tokens: int, throughput: float) -> float:
+    """Hours at ``throughput`` tokens per second."""
+    return tokens / throughput / 3600

@@ -27,7 +27,14 @@ from adamergex_pl.assets.builtin import ASSETS_DIR
 from adamergex_pl.atomic_files import write_atomic
 from adamergex_pl.errors import InputNotFoundError, InvalidValueError
 from adamergex_pl.pipeline import stages as st
-from adamergex_pl.pipeline.budget import FitBudget, count_offline, fit_budget
+from adamergex_pl.pipeline.budget import (
+    EvalBudget,
+    FitBudget,
+    count_offline,
+    eval_budget,
+    fit_budget,
+    gpu_hours,
+)
 from adamergex_pl.pipeline.diagnosis import diagnose
 from adamergex_pl.pipeline.experiment_table import write_experiment_table
 from adamergex_pl.pipeline.plan_checks import check_plan
@@ -53,7 +60,19 @@ def build_parser():
         "--config", action=ActionConfigFile, help="the pipeline YAML (default: the embedded demo)"
     )
     parser.add_class_arguments(PipelineSpec)
-    parser.add_argument("--dry-run", action="store_true", help="list the stages and their state; run nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the stages and their state, what each fit trains on and each evaluation evaluates; run nothing",
+    )
+    parser.add_argument(
+        "--throughput",
+        type=float | None,
+        default=None,
+        help="with --dry-run: tokens per second of one GPU, to price fits and evaluation in GPU-hours (one rate "
+        "for both: an evaluation token, forward only, costs less than a training one, so its hours are an upper "
+        "bound; a generated token, one decoding step, may cost more)",
+    )
     parser.add_argument(
         "--stage", type=list[str] | None, default=None, help="run only these stages, e.g. [task_en]"
     )
@@ -126,11 +145,14 @@ def parse(argv: list[str]) -> tuple[PipelineSpec, object, list[str]]:
     return spec, init, spec_argv
 
 
-def describe(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -> str:
+def describe(
+    spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str], throughput: float | None = None
+) -> str:
     tasks = "; ".join(f"{n}: {t.src_lang} -> {', '.join(t.tgt_langs)}" for n, t in spec.tasks.items())
-    lines = [f"AdaMergeX pipeline in {spec.run_dir}: {tasks}"]
+    lines = [f"AdaMergeX pipeline in {spec.run_dir}: {tasks}", f"methods: {', '.join(spec.methods)}"]
     budgets: list[FitBudget] = []
     width = max(28, *(len(stage.name) + 1 for stage in plan))
+    evaluations: list[EvalBudget] = []
     for stage in plan:
         if st.is_done(spec, stage, prints[stage.name]):
             state = "done"
@@ -144,15 +166,39 @@ def describe(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -
             budget = fit_budget(stage.config)
             budgets.append(budget)
             line += f"  [{budget.describe()}]"
+        elif stage.config.get("model", {}).get("class_path") == "adamergex_pl.MergeModule":
+            evaluation = eval_budget(stage.config)
+            evaluations.append(evaluation)
+            line += f"  [{evaluation.describe()}]"
         lines.append(line)
     known = [b for b in budgets if b.examples is not None]
     unknown = len(budgets) - len(known)
     bound = "<=" if any(b.upper_bound for b in known) else ""
+    fit_tokens = sum(b.tokens for b in known)
     lines.append(
         f"total: {len(plan)} stages, {len(budgets)} fits: {bound}{sum(b.examples for b in known):,} examples, "
-        f"{bound}{sum(b.tokens for b in known):,} tokens"
+        f"{bound}{fit_tokens:,} tokens"
         + (f" (+{unknown} fits that could not be counted here)" if unknown else "")
     )
+    counted = [e for e in evaluations if e.items is not None]
+    forward, generated = sum(e.tokens for e in counted), sum(e.generated for e in counted)
+    runs = sum(e.adapters[lang] * e.items[lang] for e in counted for lang in e.items)
+    le = "<=" if any(e.upper_bound for e in counted) else ""
+    lines.append(
+        f"total: {len(evaluations)} evaluations: {le}{runs:,} adapter-item evaluations, {le}{forward:,} forward "
+        f"tokens, <={generated:,} generated tokens"
+        + (
+            f" (+{len(evaluations) - len(counted)} that could not be counted here)"
+            if len(counted) < len(evaluations)
+            else ""
+        )
+    )
+    if throughput:
+        fits, evaluation = gpu_hours(fit_tokens, throughput), gpu_hours(forward + generated, throughput)
+        lines.append(
+            f"at {throughput:,.0f} tokens/s: fits {bound}{fits:,.1f} GPU-hours, evaluation {le}{evaluation:,.1f} "
+            f"GPU-hours, together {fits + evaluation:,.1f} (counted parts only)"
+        )
     return "\n".join(lines)
 
 
@@ -297,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.submit:
         return submit(spec, plan, options.slurm, spec_argv, options.dry_run)
     if options.dry_run:
-        print(describe(spec, plan, prints))
+        print(describe(spec, plan, prints, options.throughput))
         return 0
     Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

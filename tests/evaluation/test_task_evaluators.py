@@ -302,6 +302,46 @@ def test_shared_prompt_scoring_equals_one_row_per_option_on_the_adapted_model():
             )
 
 
+def test_single_token_options_are_scored_from_the_prompts_last_logits_in_one_forward():
+    from adamergex_pl import AdapterModule
+    from adamergex_pl.evaluation.option_scoring import choice_scores
+    from adamergex_pl.evaluation.shared_prompt_scoring import shared_prompt_scores
+
+    module = AdapterModule("builtin:tiny-llama", lora_r=4, lora_dropout=0.0)
+    module.configure_model()
+    torch.manual_seed(2)
+    for name, param in module.model.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.5)
+    model = module.model.eval()
+    calls = []
+
+    def counting(**kwargs):
+        calls.append(kwargs)
+        return model(**kwargs)
+
+    data = datamodule("xnli", languages=("en", "zh"))  # prompts of unequal length, left-padded together
+    for lang in ("en", "zh"):
+        examples = [  # one token per option (the last byte of each label word), 2 or 3 options per example
+            {**e, "option_ids": [o[-1:] for o in e["option_ids"]][: 2 + i % 2]}
+            for i, e in enumerate(data.val_examples[lang])
+        ]
+        shared = TaskCollator("choice", 0, share_prompt=True)(examples)
+        rows = TaskCollator("choice", 0, share_prompt=False)(examples)
+        for normalized in (False, True):
+            calls.clear()
+            scores = shared_prompt_scores(counting, shared, normalized)
+            assert len(calls) == 1 and calls[0]["use_cache"] is False
+            expected = choice_scores(model, {**rows, "labels": rows["option_labels"]}, normalized)
+            torch.testing.assert_close(scores, expected, rtol=0, atol=1e-4)
+            assert torch.equal(scores.argmax(-1), expected.argmax(-1))
+            assert scores.isinf().sum() == expected.isinf().sum() > 0  # the 2-option examples' padding
+    multi = TaskCollator("choice", 0, share_prompt=True)(data.val_examples["en"])
+    calls.clear()
+    shared_prompt_scores(counting, multi)
+    assert len(calls) == 2  # longer options keep the cached second pass
+
+
 # ------------------------------------------------------------------------------------- small pieces
 def test_completions_are_cut_at_the_first_stop_string():
     assert cut_at_stops(" Paris\nQuestion: and Rome?", ["\n"]) == "Paris"

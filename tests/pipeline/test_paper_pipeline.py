@@ -47,15 +47,78 @@ def test_an_overlay_changes_only_the_keys_it_names():
     }
 
 
-def test_the_dry_run_lists_every_stage_with_its_budget(tmp_path):
-    out = run_adamergex("pipeline", "--config", str(PAPER), "--dry-run", cwd=tmp_path).stdout
+def test_the_dry_run_lists_every_stage_method_and_evaluation_with_its_budget(tmp_path):
+    out = run_adamergex(
+        "pipeline", "--config", str(PAPER), "--dry-run", "--throughput", "2500", cwd=tmp_path
+    ).stdout
     lines = out.splitlines()
     assert sum(line.startswith("reference_") for line in lines) == 15
+    methods = (
+        next(line for line in lines if line.startswith("methods: ")).removeprefix("methods: ").split(", ")
+    )
+    assert {"ties", "dare_ties", "ties_core", "dare_ties_core", "layer_swap", "adamergex"} <= set(methods)
+    # per language: base, zero_shot, stack; 7 merges of t at 2 scales; layer_swap at 3 K; oracle where trained
     for task in TASKS:
-        assert any(line.startswith(f"evaluate_{task} ") for line in lines)
+        line = next(line for line in lines if line.startswith(f"evaluate_{task} "))
+        oracle = task in ("xnli", "xlsum", "pawsx")
+        items = "items ?" if task == "pawsx" else "items <="  # PAWS-X: every item, unknown until read
+        assert f"[adapters {'20/21' if oracle else '20'} per language, {items}" in line, line
+    xnli = next(line for line in lines if line.startswith("evaluate_xnli "))
+    assert "items <=1,000 per language" in xnli and "generated tokens <=0" in xnli  # the paper's 1000 items
+    mgsm = next(line for line in lines if line.startswith("evaluate_mgsm "))
+    assert "items <=250 per language" in mgsm and "generated tokens <=0" not in mgsm
     reference = next(line for line in lines if line.startswith("reference_en "))
     assert "tokens <=15,360,000" in reference  # 10,000 windows x 512 tokens x 3 epochs, from the config
-    assert lines[-1].startswith("total: 36 stages, 30 fits")
+    assert any(line.startswith("total: 36 stages, 30 fits") for line in lines)
+    evaluations = next(line for line in lines if line.startswith("total: 6 evaluations: <="))
+    assert evaluations.endswith("(+1 that could not be counted here)")
+    assert lines[-1].startswith("at 2,500 tokens/s: fits <=") and "GPU-hours" in lines[-1]
+
+
+def test_an_evaluation_is_priced_from_its_items_when_they_are_readable():
+    from adamergex_pl.pipeline.budget import eval_budget
+    from data_modules import DataSource, TaskDataModule
+
+    spec, _, _ = parse([])  # the embedded demo: its items are shipped
+    stage = next(s for s in st.plan(spec) if s.name.startswith("evaluate_"))
+    merge = stage.config["model"]["init_args"]
+    budget = eval_budget(stage.config)
+    fixed = {"base", "zero_shot", "stack"}
+    by_scale = {
+        "arimerge",
+        "adamergex",
+        "adamergex_factor",
+        "ties",
+        "dare_ties",
+        "ties_core",
+        "dare_ties_core",
+    }
+    init = dict(stage.config["data"]["init_args"])
+    init["val"] = [DataSource(**source.get("init_args", source)) for source in init["val"]]
+    data = TaskDataModule(**init, tokenizer=merge["base_model"])
+    data.setup("validate")
+    tokens = 0
+    for lang in data.val_languages:
+        adapters = sum(
+            1 if m in fixed else len(merge["scales"]) if m in by_scale else len(merge["swaps"])
+            for m in merge["methods"]
+            if m != "oracle"
+        ) + (lang in merge.get("oracle_adapters", {}))
+        assert budget.adapters[lang] == adapters
+        assert budget.items[lang] == len(data.val_examples[lang]) > 0
+        items = data.val_examples[lang]
+        tokens += adapters * sum(len(e["prompt_ids"]) + sum(map(len, e["option_ids"])) for e in items)
+    assert budget.tokens == tokens and budget.generated == 0 and not budget.upper_bound
+    assert len(set(budget.adapters.values())) == 2  # the oracle exists in one language only
+
+
+def test_every_evaluation_chooses_t_and_k_on_held_out_items():
+    spec, _, _ = parse(["--config", str(PAPER)])
+    for stage in st.plan(spec):
+        if stage.name.startswith("evaluate_"):
+            merge = stage.config["model"]["init_args"]
+            assert merge["selection_fraction"] == 0.3 and merge["swaps"] == [2, 4, 8], stage.name
+            assert merge["svd_rank"] >= 8 and merge["density"] == 0.2
 
 
 def test_a_rehearsal_keeps_the_shape_and_shrinks_the_cost():
