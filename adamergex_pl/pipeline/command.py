@@ -15,6 +15,7 @@ is written to the run directory after the evaluation. Each stage's output starts
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import gc
 import json
@@ -38,10 +39,65 @@ from adamergex_pl.pipeline.budget import (
 from adamergex_pl.pipeline.diagnosis import diagnose
 from adamergex_pl.pipeline.experiment_table import write_experiment_table
 from adamergex_pl.pipeline.plan_checks import check_plan
-from adamergex_pl.pipeline.rehearsal import rehearse
 from adamergex_pl.pipeline.report import plot_training, training_curves, write_report
 from adamergex_pl.pipeline.spec import PipelineSpec
 from adamergex_pl.pipeline.status import SUBMISSION_RECORD, elapsed, status_report
+
+REHEARSAL_MODEL = "builtin:tiny-llama"
+# per DataModule class: the init_args that make it small (only classes of this package are shrunk)
+_SHRINK = {
+    "TaskDataModule": {
+        "max_train_samples": 8,
+        "eval_samples": 4,
+        "max_length": 96,
+        "batch_size": 2,
+        "eval_batch_size": 4,
+        "max_new_tokens": 8,
+        "num_workers": 0,
+    },
+    "ReferenceLMDataModule": {"max_windows": 4, "window_tokens": 32, "batch_size": 2, "num_workers": 0},
+    "InstructionDataModule": {"max_length": 64, "batch_size": 2, "num_workers": 0},
+}
+_TRAINER = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "precision": "32-true",
+    "max_epochs": 1,
+    "max_steps": 2,
+    "accumulate_grad_batches": 1,
+    "limit_val_batches": 1,
+    "num_sanity_val_steps": 0,
+    "log_every_n_steps": 1,
+    "enable_progress_bar": False,
+}
+_MODEL = {"base_model": REHEARSAL_MODEL, "optimizer": "auto", "dtype": "auto", "compute_dtype": "auto"}
+
+
+def rehearse(spec):
+    """A copy of ``spec`` (a ``PipelineSpec``) shrunk to a rehearsal (see the module docstring)."""
+    spec = copy.deepcopy(spec)
+    spec.run_dir = f"{spec.run_dir}/rehearsal"
+    spec.trainer = {**spec.trainer, **_TRAINER}
+    spec.model = {**spec.model, **_MODEL}
+    for fit in (*spec.references.values(), *(task.fit for task in spec.tasks.values())):
+        fit.data = _shrunk(fit.data)
+        fit.trainer = {k: v for k, v in fit.trainer.items() if k not in ("max_epochs", "max_steps")}
+    for task in spec.tasks.values():
+        task.evaluation = dataclasses.replace(task.evaluation, data=_shrunk(task.evaluation.data))
+    return spec
+
+
+def _shrunk(data: dict) -> dict:
+    data = copy.deepcopy(data)
+    name = str(data.get("class_path", "")).rsplit(".", 1)[-1]
+    init = data.setdefault("init_args", {})
+    for key, value in _SHRINK.get(name, {}).items():
+        if key == "eval_samples" or key not in init or not isinstance(init[key], int) or init[key] > value:
+            init[key] = value
+    if name == "TaskDataModule":
+        init.pop("pack_sequences", None)
+    return data
+
 
 DEFAULT_CONFIG = ASSETS_DIR / "demo" / "pipeline.yaml"
 
@@ -89,7 +145,7 @@ def build_parser():
         "--rehearse",
         action="store_true",
         help="run the recipe's every stage tiny: builtin:tiny-llama, 2 steps per fit, 4 items per language, "
-        "CPU, outputs in <run_dir>/rehearsal (adamergex_pl/pipeline/rehearsal.py)",
+        "CPU, outputs in <run_dir>/rehearsal (adamergex_pl/pipeline/command.py)",
     )
     parser.add_class_arguments(JobResources, "slurm", help="SLURM resources of every job (with --submit)")
     return parser
