@@ -261,14 +261,10 @@ def describe(
 def run_stage(
     spec: PipelineSpec, stage: st.Stage, fingerprint: str, tag: str, note: str | None = None
 ) -> int:
-    """Run one stage in process; mark it done only when it succeeded and left its outputs; return its exit
-    code.
+    """Run one stage in process, mark it done if it succeeded and left its outputs, and return its exit code.
 
-    Its output starts with ``<tag>: adamergex <command> --config <file>`` (``tag`` is ``[pipeline k/N]
-    <stage>``), then ``note`` (why it runs again), and ends with its elapsed time. An interrupted fit resumes
-    from its checkpoint; otherwise (or when that checkpoint is damaged) what earlier attempts left is removed
-    first, so the stage starts from scratch and never mixes with them. A failure is recorded in its
-    ``attempt.json`` with the stage's one-line error, for ``--status``.
+    An interrupted fit resumes from its checkpoint; otherwise earlier attempts' leftovers are removed first.
+    A failure is recorded in ``attempt.json`` for ``--status``.
     """
     path = st.write_config(spec, stage)
     args = [stage.command, "--config", str(path)]

@@ -283,17 +283,15 @@ def write_report(
     src_lang: str,
     cosines: dict[tuple[str, str], float | None] | None = None,
 ) -> str:
-    """Write the evaluations' results (one per reference task) into ``run_dir`` as one: ``results.{csv,json}``,
-    the Markdown table and the plots (per reference task, with several: ``plots/by_method_<ref>.png``, ...).
+    """Write the evaluations' results (one per reference task) into ``run_dir`` as one report.
 
     Args:
         results_dirs: ``{reference task: the evaluation's results folder}``, the first reference first.
         run_dir: where the report goes.
         metric: the main metric (default: the first that is not a loss).
         src_lang: the source language.
-        cosines: ``{(reference, language): mean cosine of the language gaps}`` where an oracle exists: the
-            diagnostic beside each gain (``gain_vs_gap_cosine`` in ``results.json``, a table in ``results.md``
-            and ``plots/gain_vs_cosine.png``; :mod:`adamergex_pl.pipeline.diagnosis`).
+        cosines: ``{(reference, language): mean gap cosine}`` where an oracle exists, shown beside each gain
+            (:mod:`adamergex_pl.pipeline.diagnosis`).
 
     Returns:
         The Markdown table (and, with ``cosines``, the diagnostic's).
