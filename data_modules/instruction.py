@@ -90,8 +90,7 @@ class InstructionDataModule(TokenizedDataModule):
         return records
 
     def check_local_records(self) -> None:
-        """Read and check the records of every local validation and test source, as :meth:`setup` would
-        (what ``adamergex pipeline`` runs on its evaluation data before the first fit).
+        """Read and check the records of every local validation and test source, as :meth:`setup` would.
 
         Raises:
             ValueError: a record without a field the templates name, or without a completion.

@@ -319,9 +319,8 @@ class TaskDataModule(TokenizedDataModule):
         return list(self._eval_sources())
 
     def planned_eval_items(self) -> dict[str, int | None]:
-        """What bounds an evaluation before its data is read (``adamergex pipeline --dry-run``): ``items`` per
-        language (``None`` for ``eval_samples: all``), ``max_length`` per row, ``rows_per_item`` (a choice item's
-        prompt and options fill at most one row of ``max_length`` per option) and ``max_new_tokens``."""
+        """What bounds an evaluation before its data is read: ``items`` per language (``None`` for ``all``),
+        ``max_length`` per row, ``rows_per_item`` (one per option for choice tasks) and ``max_new_tokens``."""
         choice = self.spec.kind == "choice"
         return {
             "items": self.eval_samples,

@@ -147,9 +147,7 @@ class MergeResults:
     def best_merges(
         self, selection_metric: str | None, src_lang: str
     ) -> dict[str, tuple[str, float, str, float]]:
-        """Per target language, the merge variant with the best ``selection_metric``: ``(method, t, metric, value)``.
-
-        Chosen on the ``selection`` rows when there is a selection split, else on all items.
+        """Per target language, the best merge ``(method, t, metric, value)`` (on the selection split if any).
 
         Raises:
             ValueError: ``selection_metric`` names no recorded metric.

@@ -334,12 +334,8 @@ def _run_recording_failure(spec: PipelineSpec, stage: st.Stage, args: list[str])
 
 
 def submit(spec: PipelineSpec, plan: list[st.Stage], resources, spec_argv: list[str], dry_run: bool) -> int:
-    """Every stage as a SLURM job that waits (``afterok``) for the stages it uses: the fits run in parallel,
-    each evaluation starts once its own inputs are done, and a last job writes the report.
-
-    Each job runs ``adamergex pipeline`` on the same YAML (a stage job with ``--stage``), so finished stages
-    are recorded and skipped exactly as in a local run.
-    """
+    """Every stage as a SLURM job (``adamergex pipeline --stage``) that waits ``afterok`` for its inputs; a last
+    job writes the report."""
     from adamergex_pl.slurm.jobs import SlurmJob, adamergex_command, submit_jobs
 
     stages = [
@@ -424,10 +420,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -> None:
-    """Write the report once every evaluation is done: one task's table in ``<run_dir>/``; with several
-    tasks, each task's in ``<run_dir>/<task>/`` and the whole table (tasks × languages) in ``<run_dir>/``.
-    Wherever an oracle exists, the diagnostic first (:mod:`adamergex_pl.pipeline.diagnosis`), then beside the
-    gains."""
+    """Write the report once every evaluation is done (per task in ``<run_dir>/<task>/`` when there are several),
+    with the diagnostic wherever an oracle exists."""
     by_name = {stage.name: stage for stage in plan}
     done = {
         name: {

@@ -27,9 +27,8 @@ def outputs_dir(root: Path, is_fit: bool) -> Path:
 def output_digest(root: Path, is_fit: bool) -> dict[str, str] | None:
     """``{file: sha256}`` of a stage's outputs now, or ``None`` when they are missing or incomplete.
 
-    A fit's outputs are the adapter files of ``snapshots/last`` (named by the epoch ``last`` points at; the
-    snapshot's own ``snapshot.json`` holds a timestamp and is left out), an evaluation's every file under
-    ``merge_results/``.
+    A fit's outputs are the adapter files of ``snapshots/last`` (not its timestamped ``snapshot.json``), an
+    evaluation's every file under ``merge_results/``.
     """
     folder = outputs_dir(root, is_fit)
     if is_fit:

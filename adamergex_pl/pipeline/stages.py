@@ -151,12 +151,7 @@ def reference_stage(spec: PipelineSpec, reference: str, lang: str) -> str:
 
 
 def plan(spec: PipelineSpec) -> list[Stage]:
-    """Every stage of ``spec``, in an order that respects their dependencies.
-
-    Per reference task, ``reference_<lang>`` once per language over all tasks; per task ``task_<task>_<src>``,
-    with the ``stack`` method also ``task_<task>_<src>_stacked`` per reference task (trained on top of its
-    ``reference_<src>``), the oracles ``task_<task>_<lang>``, and ``evaluate_<task>`` per reference task.
-    """
+    """Every stage of ``spec`` (see the module docstring), in an order that respects their dependencies."""
     references = {
         (ref, lang): _fit_stage(spec, fit, reference_stage(spec, ref, lang), lang)
         for ref, fit in spec.references.items()
@@ -317,8 +312,7 @@ def write_config(spec: PipelineSpec, stage: Stage) -> Path:
 
 
 def mark(spec: PipelineSpec, stage: Stage, record: str, fingerprint: str) -> None:
-    """Write ``attempt.json`` (``record=ATTEMPT_RECORD``) or, for a finished stage, ``stage.json`` with the
-    digests of its outputs and inputs.
+    """Write ``attempt.json`` (``record=ATTEMPT_RECORD``) or a finished stage's ``stage.json``.
 
     Raises:
         ValueError: a finished stage whose outputs are missing (it wrote no snapshot, or no results).

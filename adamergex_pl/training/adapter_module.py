@@ -188,8 +188,7 @@ class AdapterModule(LightningModule):
             self.evaluator = LanguageModelingEvaluator(self._eval_languages)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits of the adapted model for a padded or packed batch (``input_ids`` plus ``attention_mask`` or
-        ``position_ids``)."""
+        """Logits of the adapted model for a padded or packed batch."""
         return forward_logits(self.model, batch)
 
     def _labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -226,8 +225,7 @@ class AdapterModule(LightningModule):
         )
 
     def _log_training_rates(self, loss: torch.Tensor) -> None:
-        """Perplexity, learning rate and tokens/s, on logging steps only: every ``self.log`` costs ~1 ms on a
-        CPU, a few percent of a small model's step (see bench/README.md)."""
+        """Perplexity, learning rate and tokens/s, on logging steps only (each ``self.log`` costs ~1 ms)."""
         now = time.perf_counter()
         metrics = {
             "train/perplexity": torch.exp(loss.detach()),
