@@ -1,22 +1,9 @@
 """Quiet by default: the third-party notices that say nothing about an adamergex run stay off the console.
 
-``adamergex`` (every command, and so every ``adamergex`` process a pipeline or a SLURM job starts) applies
-
-* :data:`WARNING_FILTERS`, exactly the filters of the tests (``pyproject.toml``,
-  ``[tool.pytest.ini_options] filterwarnings``; ``tests/e2e/test_cli_output.py`` keeps the two lists equal): every
-  ``DeprecationWarning``, transformers' ``is_gradient_checkpointing`` / ``gradient_checkpointing_enable``
-  FutureWarnings (whose second line is the stray ``warnings.warn(``), torch's ``LeafSpec`` deprecation that
-  Lightning triggers, and Lightning's ``srun`` hint on machines with SLURM installed;
-* :data:`CLI_WARNING_FILTERS`: LightningCLI's warning when ``main(argv)`` runs in process (the pipeline does),
-  and Lightning's warning that an epoch has fewer batches than ``log_every_n_steps`` (with a site-packages
-  path; the steps are counted across epochs, so a short epoch loses no logged point);
-* :data:`LOG_FILTERS`: log records dropped by their logger: bitsandbytes' "Failed to load CPU
-  gemm_4bit_forward ... kernels" (logged when bitsandbytes is imported, in every process, quantized or not),
-  Lightning's litlogger / litmodels tips, its ``GPU available: ...`` / ``TPU available: ...`` lines and
-  its "Loading `train_dataloader` to estimate number of stepping batches" (every fit, whatever the device);
-* :data:`QUIET_PROGRESS_BARS`: transformers' progress bars by description: ``Loading weights`` (every model
-  load, even of a 1M-parameter model) and ``Writing model shards`` (building a ``builtin:`` model); download
-  bars stay.
+Every ``adamergex`` process (pipelines and SLURM jobs included) applies :data:`WARNING_FILTERS` (the tests'
+``filterwarnings`` in ``pyproject.toml``, kept equal by ``tests/e2e/test_cli_output.py``),
+:data:`CLI_WARNING_FILTERS`, :data:`LOG_FILTERS` (log records dropped by logger) and
+:data:`QUIET_PROGRESS_BARS` (transformers' weight-loading bars; download bars stay).
 
 ``adamergex --verbose <command> ...`` (or ``ADAMERGEX_VERBOSE=1``) applies none of them; the flag is passed on
 to child processes through ``ADAMERGEX_VERBOSE``.

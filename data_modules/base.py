@@ -3,10 +3,8 @@
 A subclass turns its sources into tokenized examples (``{"input_ids": [...], "labels": [...]}``) in
 :meth:`TokenizedDataModule.build_examples`; this base class does the rest:
 
-* one training dataloader whose order depends only on ``(seed, epoch)``, and that skips the batches a
-  mid-epoch checkpoint already trained on when a run resumes (``state_dict`` / ``load_state_dict``);
-* one validation (and test) dataloader per language, in ``val_languages`` order, sharded across DDP ranks
-  without padding so that no example is counted twice;
+* a training dataloader ordered by ``(seed, epoch)`` that resumes mid-epoch (``state_dict``);
+* one validation (and test) dataloader per language, sharded across DDP ranks without padding;
 * ``build_evaluator()``: causal-LM loss and perplexity per language (task DataModules override it).
 """
 
@@ -112,16 +110,14 @@ class TokenizedDataModule(LightningDataModule):
     """Base class: subclasses implement :meth:`build_examples`.
 
     Args:
-        tokenizer: the tokenizer's hub name, local path or ``builtin:`` name; the CLI links it to the model's
-            ``base_model``.
+        tokenizer: the tokenizer's hub name, local path or ``builtin:`` name (linked to ``base_model``).
         batch_size: training batch size per device.
         eval_batch_size: validation/test batch size per device (default: ``batch_size``).
         max_length: longest tokenized example, in tokens.
         num_workers: dataloader worker processes.
         seed: seed for sub-sampling, validation carving and shuffling.
         pad_to_multiple_of: round padded lengths up to a multiple of this.
-        pack_sequences: pack each training batch's examples into shared rows, kept apart by restarted
-            ``position_ids`` (see ``data_modules/packing.py``); validation batches stay padded.
+        pack_sequences: pack training examples into shared rows (``data_modules/packing.py``).
 
     Raises:
         ValueError: non-positive sizes.
@@ -303,8 +299,7 @@ class TokenizedDataModule(LightningDataModule):
 
 
 def check_languages(module: object, language: str, sources: dict[str, list]) -> None:
-    """Refuse, when a DataModule is built, a language that the task suite and the metrics do not know (every
-    DataModule knows the same codes: :func:`~adamergex_pl.metrics.normalize_language`).
+    """Refuse a language that :func:`~adamergex_pl.metrics.normalize_language` does not know.
 
     Args:
         module: the DataModule (named in the message).

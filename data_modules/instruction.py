@@ -19,10 +19,8 @@ from data_modules.sources import DataSource, check_records, load_records
 class InstructionDataModule(TokenizedDataModule):
     """Records rendered through a prompt and a completion template, tokenized with the prompt masked.
 
-    Each example is ``prompt_ids + completion_ids + [eos]``, truncated to ``max_length``; labels are ``-100``
-    on the prompt, so the loss (and validation perplexity) covers the completion only. The prompt is
-    tokenized on its own, exactly as it is at inference time. Examples whose completion is cut off entirely
-    are dropped (and counted); a dataset with nothing left is an error.
+    Each example is ``prompt_ids + completion_ids + [eos]``, truncated to ``max_length``, labels ``-100`` on the
+    prompt; examples whose completion is cut off entirely are dropped.
 
     Args:
         train: the training records.
@@ -35,9 +33,7 @@ class InstructionDataModule(TokenizedDataModule):
         val_fraction: with no ``val`` sources, hold out this fraction of ``train`` for validation.
         max_samples: keep a seeded random subset of this many training records.
         max_val_samples: keep at most this many records per validation language.
-        **loader: the dataloader options of :class:`~data_modules.base.TokenizedDataModule`: ``tokenizer`` (the
-            CLI links it to the model's ``base_model``), ``batch_size``, ``eval_batch_size``, ``max_length``,
-            ``num_workers``, ``seed``, ``pad_to_multiple_of``, ``pack_sequences``.
+        **loader: the dataloader options of :class:`~data_modules.base.TokenizedDataModule`.
 
     Raises:
         ValueError: a template naming a missing field, no examples left, two sources of one language.
@@ -94,8 +90,7 @@ class InstructionDataModule(TokenizedDataModule):
         return records
 
     def check_local_records(self) -> None:
-        """Read and check the records of every local validation and test source, as :meth:`setup` would
-        (what ``adamergex pipeline`` runs on its evaluation data before the first fit).
+        """Read and check the records of every local validation and test source, as :meth:`setup` would.
 
         Raises:
             ValueError: a record without a field the templates name, or without a completion.

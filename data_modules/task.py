@@ -1,14 +1,9 @@
 """The cross-lingual task suite as one DataModule: train in one language, validate in many.
 
-``TaskDataModule(task="xnli")`` loads the task's evaluation data for each language (from the hub, or from
-local files with the same fields), samples the paper's number of examples per language with a seed, renders
-them through the task's prompt, and hands the LightningModule an evaluator that scores them inside the
-validation loop: options ranked by log-likelihood for XNLI, XCOPA and PAWS-X; greedy generation scored on
-the generated tokens only for MGSM, XQuAD and XL-Sum. Metrics are logged as ``val/<task>/<lang>/<metric>``.
-
-For ``fit`` it also builds training pairs (prompt, target) from the task's English training data (the loss
-covers the target only; ``AdapterModule(loss_on_prompt=True)`` takes it on the prompt as well). The training
-data is only loaded for ``fit``. The task table lives in ``data_modules/tasks/``.
+Per language it samples the paper's number of evaluation examples (seeded), renders them through the task's
+prompt and scores them in the validation loop: options ranked by log-likelihood (XNLI, XCOPA, PAWS-X) or
+greedy generation (MGSM, XQuAD, XL-Sum), logged as ``val/<task>/<lang>/<metric>``. ``fit`` also trains on
+(prompt, target) pairs from the English training data. The task table lives in ``data_modules/tasks/``.
 """
 
 from __future__ import annotations
@@ -38,38 +33,26 @@ class TaskDataModule(TokenizedDataModule):
     Args:
         task: ``xnli``, ``xcopa``, ``pawsx``, ``mgsm``, ``xquad``, ``xlsum``, or ``count`` (the embedded demo).
         languages: validation languages (default: the languages the AdaMergeX paper reports for the task).
-        val: local files (or other hub datasets) with the task's fields, one source per language, instead of
-            the task's hub dataset; each source must name its ``language``.
-        eval_split: the hub split to evaluate (default: the paper's, e.g. ``test``; ``validation`` for model
-            selection during ``fit``).
+        val: sources with the task's fields, one per language (each names its ``language``), instead of the hub.
+        eval_split: the hub split to evaluate (default: the paper's, e.g. ``test``).
         eval_samples: examples per language: ``paper`` (the paper's sample sizes: XNLI 1000, XQuAD 1000,
-            XL-Sum 500, MGSM 250, XCOPA 500; PAWS-X all), ``all``, or a number. Sampling is seeded with
-            ``seed``; parallel datasets get the same items in every language.
+            XL-Sum 500, MGSM 250, XCOPA 500; PAWS-X all), ``all``, or a number (sampled with ``seed``).
         train: the training data (default: the task's English training set, see ``data_modules/tasks``).
-        train_language: the language of the default training data; other than ``en`` only for tasks whose
-            hub dataset has a training split in that language (XNLI, PAWS-X, XL-Sum).
+        train_language: the language of the default training data (``en``; XNLI, PAWS-X, XL-Sum have others).
         max_train_samples: keep a seeded random subset of this many training records.
-        prompt_style: ``instruction`` (English instruction, fields, ``Answer:``) or ``alpaca``
-            (``### Instruction / ### Input / ### Response``); training and evaluation use the same one.
+        prompt_style: ``instruction`` (English instruction, fields, ``Answer:``) or ``alpaca``.
         prompt_template: a format string over the task's prompt fields that replaces the style's template.
-        target_prefix: what goes between the prompt and an option or target (default: a space for the
-            ``instruction`` style and custom templates, nothing for ``alpaca``).
+        target_prefix: what goes between prompt and target (default: a space; nothing for ``alpaca``).
         length_normalized: choice tasks: rank options by mean instead of summed token log-likelihood.
-        share_prompt: choice tasks: compute each prompt once and score the options against its cached
-            keys/values (same scores, fewer FLOPs); ``false`` runs one row of prompt + option per option.
+        share_prompt: choice tasks: score the options against the prompt's cached keys/values (same scores).
         max_new_tokens: generation tasks: greedy decoding length (default per task: MGSM 256, XQuAD 32,
             XL-Sum 64).
-        **loader: the dataloader options of :class:`~data_modules.base.TokenizedDataModule`: ``tokenizer`` (the
-            CLI links it to the model's ``base_model``), ``batch_size``, ``eval_batch_size``, ``num_workers``,
-            ``pad_to_multiple_of``, ``pack_sequences``.
+        **loader: the dataloader options of :class:`~data_modules.base.TokenizedDataModule`.
         max_length: longest training example / evaluation row, in tokens (prompts are fitted to it).
-        write_predictions: keep every item's prediction for ``predictions.jsonl`` (written by the module: in
-            ``default_root_dir``, or ``results_dir`` with the method and t of each record for ``MergeModule``).
+        write_predictions: keep every item's prediction for the module's ``predictions.jsonl``.
 
     Raises:
-        ValueError: an unknown task, prompt style or language, conflicting options, or data the task cannot
-            use (an empty split, a missing field, a label outside the label set), named with the task, the
-            language and the field.
+        ValueError: an unknown task, prompt style or language, conflicting options, or unusable data.
         FileNotFoundError: a missing local file.
 
     Example:
@@ -336,9 +319,8 @@ class TaskDataModule(TokenizedDataModule):
         return list(self._eval_sources())
 
     def planned_eval_items(self) -> dict[str, int | None]:
-        """What bounds an evaluation before its data is read (``adamergex pipeline --dry-run``): ``items`` per
-        language (``None`` for ``eval_samples: all``), ``max_length`` per row, ``rows_per_item`` (a choice item's
-        prompt and options fill at most one row of ``max_length`` per option) and ``max_new_tokens``."""
+        """What bounds an evaluation before its data is read: ``items`` per language (``None`` for ``all``),
+        ``max_length`` per row, ``rows_per_item`` (one per option for choice tasks) and ``max_new_tokens``."""
         choice = self.spec.kind == "choice"
         return {
             "items": self.eval_samples,

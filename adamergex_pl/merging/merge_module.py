@@ -6,16 +6,10 @@ For every validation language ``tgt`` and scale ``t`` it builds, in memory,
     adamergex_factor  the same with LoRA factors merged element-wise (the paper's released code)
     arimerge          A(T,src) ⊕ t·A(R,tgt)                    (arithmetic-merging baseline)
 
-and compares them with ``zero_shot`` (the source-language task adapter as it is), ``base`` (no adapter) and
-``oracle`` (a task adapter trained in the target language, where one exists). All of them are named adapters
-of one ``PeftModel`` over a base model loaded once (4-bit if asked): switching is ``set_adapter``, and no dense
-copy of the base weights is ever made. A language's merged adapters are built when its first validation batch
-arrives and dropped when the next language starts, so memory holds one language's adapters at a time.
-
-Every result carries ``n``, a 95% bootstrap interval over items and a paired comparison with ``zero_shot`` on
-the same items (:mod:`adamergex_pl.results.statistics`); with ``selection_fraction`` the best ``t`` is chosen
-on held-out items and reported on the rest. ``adamergex validate`` ends with one table on stdout
-(:mod:`adamergex_pl.results.tables`) and the paths of the files (``verbose: false`` keeps it quiet).
+and compares them with ``zero_shot`` (the source task adapter), ``base`` (no adapter) and ``oracle`` (a task
+adapter trained in the target language). All are named adapters of one ``PeftModel`` over a base model loaded
+once; only one language's merged adapters are held at a time. Every result carries ``n``, a bootstrap interval
+and a paired comparison with ``zero_shot`` (:mod:`adamergex_pl.results.statistics`).
 """
 
 from __future__ import annotations
@@ -55,30 +49,22 @@ TASK_ADAPTER = "zero_shot"
 class MergeModule(LightningModule):
     """Builds merged adapters for several methods and scales, and validates each on every language.
 
-    Logs ``val/<method>/<t>/<evaluator key>``, e.g. ``val/adamergex/0.5/es/loss`` or, with a task DataModule,
-    ``val/adamergex/0.5/xnli/es/accuracy`` (``t`` is ``none`` for methods without a scale), and writes
-    ``results.csv``, ``results.json`` and ``results.md`` to ``results_dir``. Use it with ``adamergex validate``.
+    Logs ``val/<method>/<t>/<evaluator key>`` (e.g. ``val/adamergex/0.5/es/loss``) and writes ``results.csv``,
+    ``results.json`` and ``results.md`` to ``results_dir``.
 
     Args:
         base_model: the base model the adapters were trained on (hub name, local path, ``builtin:<name>``).
         task_src: ``A(T,src)``, the task adapter in the source language (adapter directory or snapshot root).
-        reference_adapters: ``A(R,lang)`` per language, ``{en: dir, es: dir, ...}``; must cover ``src_lang``
-            and every validation language that a merge method is evaluated on.
+        reference_adapters: ``A(R,lang)`` per language, ``{en: dir, es: dir, ...}`` (``src_lang`` included).
         src_lang: the source language.
-        methods: what to compare, by their names in the method registry
-            (:mod:`adamergex_pl.merging.methods`): ``adamergex``, ``adamergex_factor`` (LoRA only),
-            ``arimerge``, ``ties``, ``dare_ties``, ``ties_core``, ``dare_ties_core`` (LoRA only), ``layer_swap``,
-            ``stack``, ``zero_shot``, ``base``, ``oracle``.
+        methods: what to compare, by name in :mod:`adamergex_pl.merging.methods` (e.g. ``adamergex``, ``ties``).
         scales: the values of ``t`` for the merge methods.
-        swaps: ``layer_swap``: the layer counts ``K`` to sweep (``K`` bottom and ``K`` top layers from
-            ``A(R,tgt)``); results show ``K`` in the ``t`` column.
+        swaps: ``layer_swap``: the layer counts ``K`` to sweep (shown in the ``t`` column).
         oracle_adapters: task adapters trained in a target language, ``{es: dir}`` (for ``oracle``).
-        task_src_stacked: the task adapter trained with ``stack_on`` set to ``A(R,src)`` (for ``stack``,
-            the MAD-X baseline: evaluated with ``A(R,tgt)`` beneath it instead).
+        task_src_stacked: the task adapter trained stacked on ``A(R,src)`` (for ``stack``).
         lora_mode: how ``adamergex`` merges LoRA: ``exact`` or ``svd`` (``adamergex_factor`` is ``factor``).
         svd_rank: the rank for ``lora_mode: svd``, and the rank ``ties``/``dare_ties`` store LoRA merges at.
-        density: ``ties``/``dare_ties`` (and their ``_core`` variants): the fraction of each vector's entries
-            kept, in (0, 1].
+        density: the TIES methods: the fraction of each vector's entries kept, in (0, 1].
         ia3_mode: how (IA)³ merges: ``paper`` (``l_T ⊙ (t·(l_tgt ⊘ l_src − 1) + 1)``) or ``loglinear``.
         quantization: storage of the base weights: ``nf4`` | ``fp4`` | ``int8`` | ``none``.
         double_quant: 4-bit only: double quantization.
@@ -88,15 +74,11 @@ class MergeModule(LightningModule):
         attn_implementation: transformers attention backend.
         results_dir: where the result tables and best adapters go (default ``<default_root_dir>/merge_results``).
         save_best: write each target language's best merge by ``selection_metric`` to ``<results_dir>/best/<lang>/``.
-        overwrite: replace the results of an earlier evaluation run in ``results_dir`` (by default such a folder
-            is refused: a folder holds one run's results).
-        selection_metric: the metric that picks the best merge and that the printed table shows, e.g.
-            ``accuracy`` or ``loss``. Default: the first metric that is not a loss or perplexity, else loss.
+        overwrite: replace an earlier run's results in ``results_dir`` (refused by default).
+        selection_metric: the metric that picks the best merge (default: the first not a loss or perplexity).
         task: the task's name, recorded in the results.
-        reference_task: the reference task's name (e.g. ``wiki_lm``), recorded in the results of the methods
-            that use the reference adapters, so that comparisons of several reference tasks stay apart.
-        selection_fraction: choose the best ``t`` on this share of each language's items and report on the
-            others. Default: no split (``t`` is chosen on the reported items, and the table says so).
+        reference_task: the reference task's name (e.g. ``wiki_lm``), recorded in the results.
+        selection_fraction: choose the best ``t`` on this share of each language's items, report on the rest.
         confidence: coverage of the bootstrap intervals.
         bootstrap_resamples: resamples of every bootstrap.
         stats_seed: seed of the bootstrap and of the selection split.

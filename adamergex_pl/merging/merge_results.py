@@ -1,12 +1,9 @@
 """The results of a merge comparison: tidy rows with intervals, written as CSV, JSON and Markdown.
 
-One row per result (task, reference task, method, scale ``t``, language, metric, split) with ``value``, ``n`` (items),
-``ci_low``/``ci_high`` (95% percentile bootstrap over items) and the paired comparison with ``zero_shot`` on
-the same items (``diff_vs_zero_shot``, ``diff_ci_low``, ``diff_ci_high``, ``p_value``); see
-:mod:`adamergex_pl.results.statistics` for the definitions, the selection split and what a token-weighted loss
-gets. Summaries over languages that the per-language rows already hold (a task's macro average, the pooled
-``loss``) are logged but not rows; cross-language scores (``consistency_k``, ``ac3_k``) are rows with language
-``""``.
+One row per result (task, reference task, method, scale ``t``, language, metric, split) with ``value``, ``n``,
+``ci_low``/``ci_high`` and the paired comparison with ``zero_shot`` (``diff_vs_zero_shot``, ``diff_ci_low``,
+``diff_ci_high``, ``p_value``); definitions in :mod:`adamergex_pl.results.statistics`. Cross-language scores
+(``consistency_k``, ``ac3_k``) are rows with language ``""``.
 
 ``results.json`` holds ``task``, ``reference_task``, ``languages``, ``src_lang``, ``main_metric``,
 ``statistics`` (the options), ``rows`` and ``best``; each ``best[<lang>].adapter_dir`` is relative to the
@@ -58,19 +55,14 @@ RESULT_FILES = ("results.csv", "results.json", "results.md", "predictions.jsonl"
 class MergeResults:
     """Collects ``(method, scale, evaluator key, value, item scores)`` and splits each key into language and metric.
 
-    An evaluator key such as ``xnli/es/accuracy`` becomes language ``es`` and metric ``xnli/accuracy``; a key
-    with no language segment (a cross-language score such as ``consistency_3``) has language ``""``.
-
     Args:
         directory: where :meth:`write` puts ``results.csv``, ``results.json`` and ``results.md``.
         languages: the evaluated languages.
         task: the task's name, recorded in every row.
         src_lang: the source language (no difference column in the table).
         statistics: interval and selection-split options (default: 95%, 2000 resamples, seed 0, no split).
-        metric: the main metric of the table (its full name or last part; default: the first recorded metric
-            that is not a loss).
-        reference_task: the reference task's name, recorded in the rows of the methods that use the reference
-            adapters (``reference``; ``None`` in the others' rows).
+        metric: the table's main metric (default: the first recorded that is not a loss).
+        reference_task: the reference task's name, recorded in the rows of the reference methods.
 
     Example:
         >>> results = MergeResults("out", ["en", "es"], "xnli")
@@ -155,9 +147,7 @@ class MergeResults:
     def best_merges(
         self, selection_metric: str | None, src_lang: str
     ) -> dict[str, tuple[str, float, str, float]]:
-        """Per target language, the merge variant with the best ``selection_metric``: ``(method, t, metric, value)``.
-
-        Chosen on the ``selection`` rows when there is a selection split, else on all items.
+        """Per target language, the best merge ``(method, t, metric, value)`` (on the selection split if any).
 
         Raises:
             ValueError: ``selection_metric`` names no recorded metric.

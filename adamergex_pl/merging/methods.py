@@ -1,13 +1,8 @@
 """The method registry: every method a comparison can name, in one place.
 
-``adamergex merge``, :class:`~adamergex_pl.merging.merge_module.MergeModule` and the pipeline read this table to
-know which methods exist, what each needs, which parameter it sweeps, and how it builds its adapter. A method
-is one of
-
-* a **merge**: builds an adapter for the target language from trained adapters (``build`` is set; ``sweep``
-  names the parameter a comparison varies, e.g. ``scale`` for ``t``);
-* a **fixed** point of comparison: ``base`` (no adapter), ``zero_shot`` (the source-language task adapter as it
-  is) and ``oracle`` (a task adapter trained on target-language data, where one exists).
+``adamergex merge``, :class:`~adamergex_pl.merging.merge_module.MergeModule` and the pipeline read it. A method
+is a **merge** (``build`` is set; ``sweep`` names the parameter it varies) or a **fixed** point of comparison
+(``base``, ``zero_shot``, ``oracle``).
 
 Example:
     >>> from adamergex_pl.merging.methods import METHODS, merge_method_names
@@ -43,8 +38,7 @@ class Method:
         sweep: the parameter a comparison varies for it (``scale`` for ``t``), ``None`` for a fixed method.
         adapter_types: the adapter types it supports.
         limitation: why it supports only those, for the message that refuses it.
-        build: ``build(adapters, value, options) -> MergeResult``: ``adapters`` by role, ``value`` the swept
-            parameter, ``options`` the comparison's merge options (``lora_mode``, ``ia3_mode``, ``svd_rank``).
+        build: ``build(adapters_by_role, swept_value, merge_options) -> MergeResult``.
     """
 
     name: str

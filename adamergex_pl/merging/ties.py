@@ -7,45 +7,31 @@ AdaMergeX (Zhao et al., arXiv 2402.18913):
 
     τ_T = ΔW(T,src),    τ_L = t·(ΔW(R,tgt) − ΔW(R,src)),    ΔW = merge(τ_T, τ_L),
 
-with ``ΔW = s·B·A`` per input (an input that does not adapt the module contributes 0):
+with ``ΔW = s·B·A`` per input (0 where an input does not adapt the module):
 
-* ``ties``: trim each ``τ`` to its ``k = ⌊density·n⌋`` entries of largest magnitude (every entry with
-  ``|τ| ≥`` the ``k``-th largest magnitude is kept, so exact ties at that value are all kept; ``k = 0`` keeps
-  none), elect per entry the sign of ``Σ τ`` over the trimmed vectors (``+`` on a tie), and average, per entry,
-  only the nonzero entries of the elected sign (the disjoint mean; an entry no vector keeps is 0). Where both
-  vectors agree this is their mean, not their sum, as in TIES.
-* ``dare_ties``: instead of trimming by magnitude, keep each entry with probability ``density`` and divide
-  the kept ones by ``density``, then the same sign election and disjoint mean. The drop is deterministic:
-  per module a ``torch.Generator`` seeded with the first 8 bytes (little-endian) of
-  ``sha256(f"{seed}:{module}")`` draws ``torch.rand(shape, dtype=float32)`` once for ``τ_T`` and then once for
-  ``τ_L``, and an entry is kept where the draw is ``< density``.
+* ``ties``: trim each ``τ`` to its ``k = ⌊density·n⌋`` entries of largest magnitude (ties at the ``k``-th
+  magnitude are all kept), elect per entry the sign of ``Σ τ`` (``+`` on a tie), and take the disjoint mean of
+  the entries of the elected sign (0 where none is kept).
+* ``dare_ties``: keep each entry with probability ``density`` and divide it by ``density``, then elect and
+  average likewise. Per module a ``torch.Generator`` seeded with the first 8 bytes (little-endian) of
+  ``sha256(f"{seed}:{module}")`` draws ``torch.rand(shape, dtype=float32)`` for ``τ_T`` then ``τ_L``; an entry
+  is kept where the draw is ``< density``. ``density = 1`` makes both methods coincide.
 
-``density = 1`` keeps every entry (TIES and DARE-TIES then coincide).
-
-**Dense LoRA** (``ties``, ``dare_ties``): the merged ``ΔW`` is dense and no longer low-rank, so it is stored
-as its rank-``k`` truncated SVD, ``k = min(svd_rank, out, in)``: ``ΔW ≈ U_k S_k V_kᵀ``, ``B = U_k S_k^½``,
-``A = S_k^½ V_kᵀ``, scaling 1 (:func:`adamergex_pl.merging.lora.low_rank_factors`: a randomized range finder
-for large modules, never the full decomposition). The record keeps the relative Frobenius error
-``‖ΔW − B·A‖_F / ‖ΔW‖_F`` per module and over all modules together. The arithmetic is float32 (float64 for
-float64 inputs), one module at a time: its two dense ``out × in`` vectors and the merge's temporaries (about
-0.7 GB at most for a 4096 × 11008 projection).
+**Dense LoRA**: the merged ``ΔW`` is stored as its rank-``k`` truncated SVD, ``k = min(svd_rank, out, in)``,
+``B = U_k S_k^½``, ``A = S_k^½ V_kᵀ``, scaling 1 (:func:`adamergex_pl.merging.lora.low_rank_factors`); the record
+keeps the relative error ``‖ΔW − B·A‖_F / ‖ΔW‖_F`` per module and overall. Float32 arithmetic, one module at
+a time.
 
 **Core space** (``ties_core``, ``dare_ties_core``; Panariello et al., "Accurate and Efficient Low-Rank Model
-Merging in Core Space", NeurIPS 2025, arXiv 2509.17786): per module, with the inputs' factors as they enter
-the two vectors, ``c_i·B_i`` (``c = s_T``, ``t·s_tgt``, ``−t·s_src``) and ``A_i``, take the reference bases
-``Q_B = U`` of the thin SVD of ``[c_T B_T, c_tgt B_tgt, c_src B_src]`` (``out × R``) and ``Q_A = V`` of that of
-``[A_T; A_tgt; A_src]`` (``in × R``), ``R = Σ r_i`` over the inputs adapting the module. Each update is a core
-``C_i = (Q_Bᵀ c_i B_i)(A_i Q_A)`` (``R × R``) with ``c_i B_i A_i = Q_B C_i Q_Aᵀ`` exactly, so
-``τ_T = Q_B C_T Q_Aᵀ`` and ``τ_L = Q_B (C_tgt + C_src) Q_Aᵀ``. The cores are merged as above (the module's
-DARE draws have the core's shape) and mapped back as ``B = Q_B·merge(C_T, C_L)``, ``A = Q_Aᵀ``: a LoRA of rank
-``R ≤ r_T + r_tgt + r_src`` with no truncation (mode ``"core"``, float64 arithmetic, no ``out × in`` matrix).
-The linear sum ``C_T + C_L`` mapped back is exactly AdaMergeX's ``ΔW`` (``lora_mode="exact"``, same rank);
-TIES and DARE in the core basis are a different, basis-dependent method from dense TIES. Sign flips of the
-basis vectors do not change the result (the merge is odd per entry).
+Merging in Core Space", NeurIPS 2025, arXiv 2509.17786): with ``Q_B = U`` of the thin SVD of
+``[c_T B_T, c_tgt B_tgt, c_src B_src]`` (``c = s_T``, ``t·s_tgt``, ``−t·s_src``) and ``Q_A = V`` of that of
+``[A_T; A_tgt; A_src]``, each update is a core ``C_i = (Q_Bᵀ c_i B_i)(A_i Q_A)`` (``R × R``, ``R = Σ r_i``) with
+``c_i B_i A_i = Q_B C_i Q_Aᵀ`` exactly. The cores are merged as above and mapped back as
+``B = Q_B·merge(C_T, C_L)``, ``A = Q_Aᵀ``: a LoRA of rank ``R`` with no truncation (mode ``"core"``, float64).
+This is a different, basis-dependent method from dense TIES.
 
-(IA)³ is multiplicative, so the dense merge runs on log-vectors, ``τ_T = log l_T``,
-``τ_L = t·(log l_tgt − log l_src)``, and the result is ``l = exp(merge(τ_T, τ_L))`` (float64, no SVD; a missing
-module is ``l = 1``, every vector must be positive). Core space is LoRA only.
+(IA)³ merges log-vectors, ``τ_T = log l_T``, ``τ_L = t·(log l_tgt − log l_src)``, ``l = exp(merge(τ_T, τ_L))``
+(float64; a missing module is ``l = 1``, every vector must be positive). Core space is LoRA only.
 """
 
 from __future__ import annotations
@@ -106,13 +92,11 @@ def ties_merge(
         density: the fraction of each vector's entries kept, in ``(0, 1]``.
         method: ``"ties"`` (trim by magnitude), ``"dare_ties"`` (random drop and rescale), or either in core
             space (``"ties_core"``, ``"dare_ties_core"``; LoRA only, exact rank ``Σ r_i``).
-        svd_rank: dense LoRA merges only, required: the rank of the stored result (a truncated SVD of the
-            merged ``ΔW``).
-        seed: the DARE methods only: the seed of the random drop (each module draws from its own generator).
+        svd_rank: dense LoRA merges only, required: the rank of the stored result.
+        seed: the DARE methods only: the seed of the random drop.
 
     Returns:
-        The merged adapter and its record (mode ``"svd"`` or ``"core"`` for LoRA, ``"log"`` for (IA)³; ``svd``
-        errors; options ``density`` and ``seed``).
+        The merged adapter and its record (mode ``"svd"``, ``"core"`` or ``"log"``).
 
     Raises:
         TypeError: a parameter of the wrong type.
@@ -191,8 +175,7 @@ def module_generator(seed: int, module: str, device: torch.device | str = "cpu")
 
 
 class Vector:
-    """One vector of a module's merge (``τ_T`` or ``τ_L``), read by blocks of rows: a dense tensor, or the
-    factors ``(B, A)`` of ``B·A``, whose rows are computed when read (the ``out × in`` matrix is never held)."""
+    """``τ_T`` or ``τ_L`` of one module, read by blocks of rows: a dense tensor or factors ``(B, A)`` of ``B·A``."""
 
     def __init__(self, dense: torch.Tensor | None = None, factors: tuple | None = None) -> None:
         self.dense, self.factors = dense, factors
@@ -218,9 +201,7 @@ class Vector:
 
 
 class _Merger:
-    """``merge(τ_T, τ_L)`` of one module: trim or drop each vector, elect signs, take the disjoint mean. Every
-    pass goes by blocks of about ``_BLOCK`` entries (rows of the vectors, computed from factors where given),
-    so the work stays in cache and nothing ``out × in`` is held but the result."""
+    """``merge(τ_T, τ_L)`` of one module, by blocks of about ``_BLOCK`` entries (cache-sized)."""
 
     def __init__(self, density: float, drops: bool, seed: int) -> None:
         self.density, self.drops, self.seed = density, drops, seed
@@ -270,13 +251,10 @@ def _row_blocks(shape: tuple[int, ...]) -> list[tuple[int, int]]:
 
 
 def kth_largest_magnitude(vector: Vector, k: int) -> torch.Tensor | float:
-    """The ``k``-th largest magnitude of ``vector``'s entries (``inf`` for ``k = 0``), exactly, without sorting
-    them all.
+    """The ``k``-th largest magnitude of ``vector``'s entries (``inf`` for ``k = 0``), exactly.
 
-    A random sample of the magnitudes brackets the answer (sample quantiles a few standard errors apart); one
-    pass counts the entries above the bracket and gathers those inside it, and the answer is a ``kthvalue`` of
-    the gathered ones. If the bracket misses, the answer is a ``kthvalue`` of all magnitudes (slower, same
-    result).
+    A sample brackets the answer, one pass gathers the entries inside the bracket, and a ``kthvalue`` of those
+    gives it (of all magnitudes if the bracket misses).
 
     Example:
         >>> kth_largest_magnitude(Vector(torch.tensor([3.0, -5.0, 1.0, 4.0])), 2)

@@ -1,20 +1,12 @@
 """What each stage of a pipeline will cost, before anything runs: per fit the examples and tokens it trains on,
 per evaluate stage the adapters, items and tokens it evaluates; per stage and in total.
 
-``adamergex pipeline --dry-run`` prints it beside each stage. A fit's DataModule is built from the stage's own
-config (the same ``class_path`` and ``init_args`` the fit will get) and prepared, so the counts are exact:
-examples per epoch times ``trainer.max_epochs`` (or ``max_steps`` optimizer steps of ``batch_size ×
-accumulate_grad_batches`` examples), and the tokens of those examples (padding excluded). A stage whose data
-cannot be read here is reported as unknown, with the reason, and left out of the total. Counting never
-downloads: the hub is read offline, so only local files, the dataset mirror and the local cache are counted.
-
-An evaluate stage (``MergeModule``) evaluates, per language, one adapter per method and swept value (``scales``
-for the merges of ``t``, ``swaps`` for ``layer_swap``'s ``K``, one for ``base``, ``zero_shot`` and ``stack``,
-and ``oracle`` where an oracle adapter exists) on every item of the language. Its cost is counted from its
-DataModule's items: forward tokens are each item's prompt plus its options (the prompt once with a shared
-prompt, once per option otherwise) or its generation prompt, and generated tokens at most ``max_new_tokens`` per
-generation item; both times the adapters. Where the data cannot be read here, the DataModule's own
-``planned_eval_items()`` (items per language, ``max_length``, ``max_new_tokens``) bounds it.
+``adamergex pipeline --dry-run`` prints it beside each stage. Fit counts are exact (the stage's DataModule is
+built and prepared): examples per epoch times ``max_epochs`` (or ``max_steps × batch_size ×
+accumulate_grad_batches``) and their tokens, padding excluded. Counting never downloads; unreadable data is
+reported as unknown and left out of the total. An evaluate stage costs, per language, one adapter per method
+and swept value times the items' forward tokens (plus at most ``max_new_tokens`` generated per generation
+item), bounded by ``planned_eval_items()`` where the data cannot be read.
 """
 
 from __future__ import annotations

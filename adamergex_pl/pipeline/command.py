@@ -261,14 +261,10 @@ def describe(
 def run_stage(
     spec: PipelineSpec, stage: st.Stage, fingerprint: str, tag: str, note: str | None = None
 ) -> int:
-    """Run one stage in process; mark it done only when it succeeded and left its outputs; return its exit
-    code.
+    """Run one stage in process, mark it done if it succeeded and left its outputs, and return its exit code.
 
-    Its output starts with ``<tag>: adamergex <command> --config <file>`` (``tag`` is ``[pipeline k/N]
-    <stage>``), then ``note`` (why it runs again), and ends with its elapsed time. An interrupted fit resumes
-    from its checkpoint; otherwise (or when that checkpoint is damaged) what earlier attempts left is removed
-    first, so the stage starts from scratch and never mixes with them. A failure is recorded in its
-    ``attempt.json`` with the stage's one-line error, for ``--status``.
+    An interrupted fit resumes from its checkpoint; otherwise earlier attempts' leftovers are removed first.
+    A failure is recorded in ``attempt.json`` for ``--status``.
     """
     path = st.write_config(spec, stage)
     args = [stage.command, "--config", str(path)]
@@ -338,12 +334,8 @@ def _run_recording_failure(spec: PipelineSpec, stage: st.Stage, args: list[str])
 
 
 def submit(spec: PipelineSpec, plan: list[st.Stage], resources, spec_argv: list[str], dry_run: bool) -> int:
-    """Every stage as a SLURM job that waits (``afterok``) for the stages it uses: the fits run in parallel,
-    each evaluation starts once its own inputs are done, and a last job writes the report.
-
-    Each job runs ``adamergex pipeline`` on the same YAML (a stage job with ``--stage``), so finished stages
-    are recorded and skipped exactly as in a local run.
-    """
+    """Every stage as a SLURM job (``adamergex pipeline --stage``) that waits ``afterok`` for its inputs; a last
+    job writes the report."""
     from adamergex_pl.slurm.jobs import SlurmJob, adamergex_command, submit_jobs
 
     stages = [
@@ -428,10 +420,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, str]) -> None:
-    """Write the report once every evaluation is done: one task's table in ``<run_dir>/``; with several
-    tasks, each task's in ``<run_dir>/<task>/`` and the whole table (tasks × languages) in ``<run_dir>/``.
-    Wherever an oracle exists, the diagnostic first (:mod:`adamergex_pl.pipeline.diagnosis`), then beside the
-    gains."""
+    """Write the report once every evaluation is done (per task in ``<run_dir>/<task>/`` when there are several),
+    with the diagnostic wherever an oracle exists."""
     by_name = {stage.name: stage for stage in plan}
     done = {
         name: {

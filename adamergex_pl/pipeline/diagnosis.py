@@ -1,18 +1,11 @@
 """The pipeline's test of the AdaMergeX assumption, wherever an oracle exists, and whether it predicts the gain.
 
 For each task with target-language training data (``oracle_langs``) and each reference task, :func:`diagnose`
-runs :func:`adamergex_pl.merging.diagnose.language_gap_alignment` on ``A(T,src)``, the oracle ``A(T,tgt)`` and
-the reference adapters of both languages: per adapted module, the cosine between the task's language gap and
-the reference task's (1: the assumption holds up to the scale ``t``; 0: unrelated). It writes
-``<run_dir>/diagnosis/<task>_<lang>.json`` (with several reference tasks ``<task>_<lang>_<ref>.json``) and
-``<run_dir>/plots/diagnosis.png`` (the mean cosine per layer).
-
-The diagnostic as a predictor: if the assumption is what makes AdaMergeX work, a reference task whose language
-gap is aligned with the task's (mean cosine near 1) should give a merge that beats zero-shot transfer, and one
-whose gap is unrelated (near 0) should not. :func:`gain_rows` puts, for every task, reference task, target
-language with an oracle and method that uses the reference adapters, the mean cosine next to the method's
-paired gain over ``zero_shot`` at its best ``t`` (chosen on the selection split when there is one; the gain,
-its interval and ``p`` on the reported items); :func:`gain_table` and :func:`plot_gain` show them.
+runs :func:`adamergex_pl.merging.diagnose.language_gap_alignment` (per module, the cosine between the task's
+and the reference task's language gaps; 1: the assumption holds) and writes
+``<run_dir>/diagnosis/<task>_<lang>[_<ref>].json`` and ``<run_dir>/plots/diagnosis.png``. :func:`gain_rows`
+puts the mean cosine next to each reference method's paired gain over ``zero_shot`` at its best ``t``;
+:func:`gain_table` and :func:`plot_gain` show them.
 """
 
 from __future__ import annotations
@@ -91,11 +84,10 @@ def diagnose(spec, run_dir: Path) -> dict[tuple[str, str, str], float | None]:
 def gain_rows(
     rows: list[dict[str, Any]], metric: str, cosines: dict[tuple[str, str], float | None]
 ) -> list[dict]:
-    """The diagnostic next to the gain: one row per reference task, target language with a cosine, and method
-    that uses the reference adapters (at its best ``t`` or ``K``), from a task's tidy result rows.
+    """One row per reference task, language with a cosine, and reference method at its best ``t``: cosine and gain.
 
     Args:
-        rows: the task's tidy rows (every reference task's; :func:`~adamergex_pl.results.selection.by_reference`).
+        rows: the task's tidy rows, every reference task's.
         metric: the main metric.
         cosines: ``{(reference, language): mean cosine}`` of this task.
 

@@ -1,16 +1,9 @@
 """The whole experiment in one table: methods as rows, task × target language as columns, a per-task average.
 
-This is the shape of the AdaMergeX paper's main table. Each task's own report (``<run_dir>/<task>/results.json``,
-written by :func:`adamergex_pl.pipeline.report.write_report`) holds every method at every ``t``; here each
-merge method appears at its best ``t`` per task and language (chosen on the evaluation items themselves, which
-flatters the merge methods: the table says so), and the fixed methods (``zero_shot``, ``oracle``, ...) as they
-are. The average of a task is over its target languages; a method missing a language (an oracle where no
-target data exists) has no average for that task.
-
-Files: ``<run_dir>/results.md`` (the table), ``results.csv`` and ``results.json`` (one row per method, task and
-language: ``task, reference, method, language, metric, value, scale``; a method that uses reference adapters
-has a row per reference task, and the tables name it ``adamergex (wiki_lm)``), ``plots/overview.png``
-(per-task averages).
+The shape of the AdaMergeX paper's main table: each merge method at its best ``t`` per task and language
+(chosen on the evaluation items, which flatters it: the table says so); a method missing a language has no
+average for that task. Files: ``<run_dir>/results.md``, ``results.csv`` and ``results.json`` (``task,
+reference, method, language, metric, value, scale``), ``plots/overview.png``.
 """
 
 from __future__ import annotations

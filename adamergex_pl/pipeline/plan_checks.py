@@ -1,11 +1,6 @@
-"""What ``adamergex pipeline`` checks before its first fit, so that a bad setting fails in a second, not after
-hours of fits: every stage's DataModule is built from its config (arguments checked, local data files found),
-the evaluation validates on exactly the pipeline's languages, ``metric`` and ``selection_metric`` name metrics
-the evaluation reports, and every method can run on what the pipeline trains.
-
-A DataModule states what it knows before reading data through ``planned_val_languages()`` and
-``metric_names()`` (``data_modules/base.py``); one that returns ``None`` (or lacks them) is checked by the
-evaluation itself.
+"""What ``adamergex pipeline`` checks before its first fit, so that a bad setting fails in a second: every
+stage's DataModule builds, the evaluation covers the pipeline's languages and metrics, every method can run.
+DataModules that return ``None`` from ``planned_val_languages()`` / ``metric_names()`` are checked later.
 """
 
 from __future__ import annotations
@@ -25,9 +20,8 @@ def check_plan(spec, plan) -> None:
         plan: its stages (:func:`adamergex_pl.pipeline.stages.plan`).
 
     Raises:
-        ValueError: a DataModule config that does not build, evaluation languages other than the pipeline's,
-            a metric the evaluation does not report, a method the pipeline cannot run, or evaluation records
-            that its templates cannot format.
+        ValueError: a DataModule that does not build, wrong evaluation languages or metric, a method the
+            pipeline cannot run, or evaluation records its templates cannot format.
         FileNotFoundError: a local data file that does not exist.
     """
     for stage in plan:

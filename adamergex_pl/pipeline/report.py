@@ -1,19 +1,12 @@
 """The pipeline's report: the comparison table and two plots, from the evaluation's results.
 
-* ``results.csv`` / ``results.json``: the evaluation's tidy rows (method, scale, language, metric, split, value,
-  ``n``, the 95% bootstrap interval, the paired comparison with zero-shot; :mod:`adamergex_pl.results.statistics`);
-  with several reference tasks, every evaluation's, each method that uses reference adapters once per
-  ``reference``; ``results.json``'s ``best[<lang>].adapter_dir`` is rewritten relative to the run directory
-  (the folder of this ``results.json``);
+* ``results.csv`` / ``results.json``: every evaluation's tidy rows (:mod:`adamergex_pl.results.statistics`),
+  ``best[<lang>].adapter_dir`` relative to the run directory;
 * ``results.md``: the one table (:mod:`adamergex_pl.results.tables`), also printed at the end;
-* ``plots/by_method.png`` (with several reference tasks, one per reference: ``by_method_<ref>.png``): per
-  language, each method (merge methods at their best ``t``, written under the bar) with its interval: bars
-  from 0 for scores, points for losses and perplexities;
-* ``plots/scale_sweep.png``: the main metric against ``t`` for the merge methods with interval bands, in the
-  source language beside every target, with the methods that have no scale as horizontal lines;
-* ``plots/training.png`` (:func:`plot_training`): the training loss and the validation loss of every fit
-  stage against the optimizer step, one line per stage, from their CSV logs (the same curves are in
-  TensorBoard: ``tensorboard --logdir <run_dir>/tensorboard``).
+* ``plots/by_method.png`` (``by_method_<ref>.png`` per reference task): each method per language, merge
+  methods at their best ``t``, with intervals;
+* ``plots/scale_sweep.png``: the main metric against ``t`` for the merge methods, with interval bands;
+* ``plots/training.png`` (:func:`plot_training`): training and validation loss of every fit stage by step.
 
 Choosing ``t`` on the evaluation data itself flatters the merge methods; the table says where ``t`` was chosen.
 """
@@ -290,17 +283,15 @@ def write_report(
     src_lang: str,
     cosines: dict[tuple[str, str], float | None] | None = None,
 ) -> str:
-    """Write the evaluations' results (one per reference task) into ``run_dir`` as one: ``results.{csv,json}``,
-    the Markdown table and the plots (per reference task, with several: ``plots/by_method_<ref>.png``, ...).
+    """Write the evaluations' results (one per reference task) into ``run_dir`` as one report.
 
     Args:
         results_dirs: ``{reference task: the evaluation's results folder}``, the first reference first.
         run_dir: where the report goes.
         metric: the main metric (default: the first that is not a loss).
         src_lang: the source language.
-        cosines: ``{(reference, language): mean cosine of the language gaps}`` where an oracle exists: the
-            diagnostic beside each gain (``gain_vs_gap_cosine`` in ``results.json``, a table in ``results.md``
-            and ``plots/gain_vs_cosine.png``; :mod:`adamergex_pl.pipeline.diagnosis`).
+        cosines: ``{(reference, language): mean gap cosine}`` where an oracle exists, shown beside each gain
+            (:mod:`adamergex_pl.pipeline.diagnosis`).
 
     Returns:
         The Markdown table (and, with ``cosines``, the diagnostic's).

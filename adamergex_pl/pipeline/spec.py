@@ -5,20 +5,10 @@ reference adapters ``A(R,lang)`` (the paper: causal LM on Wikipedia) in the sour
 target-language task data exists, an oracle ``A(T,tgt)``; then compare, per target language,
 ``A(T,src) ⊕ t·(A(R,tgt) ⊖ A(R,src))`` with AriMerge, zero-shot transfer, the bare base model and the oracle.
 
-Each fit is an ordinary ``adamergex fit`` whose config the pipeline writes from three parts: the shared
-``trainer`` and ``model`` settings, the stage's own overrides, and its ``data``, in which every string's
-``{lang}`` is replaced by the stage's language. The evaluation is an ``adamergex validate`` of a
-``MergeModule`` on ``evaluation.data``.
-
-A pipeline runs one task (``task``, ``evaluation``, ``tgt_langs``, ``oracle_langs``, ``metric`` at the top
-level) or several (``tasks: {xnli: {fit: ..., evaluation: ..., tgt_langs: ...}, mgsm: ...}``); the reference
-adapters are trained once per language for all tasks. An evaluation ``val`` may be one source with ``{lang}``
-in it: it is expanded to one source per language of its task, so the languages are named once.
-
-The reference task is a choice (which one transfers best is an open question): ``reference: {...}`` names one,
-``references: {wiki_lm: {...}, count_sibling: {...}}`` several, each any DataModule (causal LM on text, or a
-task in each language). Each reference's adapters are trained once per language and shared by every task, and
-every method that uses them is evaluated once per reference.
+Each fit is an ``adamergex fit`` of the shared ``trainer``/``model`` settings, the stage's overrides and its
+``data`` (``{lang}`` replaced by the stage's language); the evaluation is an ``adamergex validate`` of a
+``MergeModule``. One task (``task``, ``evaluation``, ... at the top level) or several (``tasks``); one
+reference task (``reference``) or several (``references``), each trained once per language for every task.
 """
 
 from __future__ import annotations
@@ -79,8 +69,7 @@ class PipelineTask:
         oracle_langs: target languages with task training data (an oracle is trained there).
         metric: the task's main metric (e.g. ``accuracy``); default: the first that is not a loss.
         src_lang: the task's source language (default: the pipeline's ``src_lang``).
-        evaluate_src: evaluate the source language too (``false`` for a task whose evaluation data has none,
-            e.g. XCOPA).
+        evaluate_src: evaluate the source language too (``false`` where the data has none, e.g. XCOPA).
 
     Raises:
         ValueError: no target language, a target equal to the source, or oracle languages that are not targets.
@@ -149,33 +138,27 @@ class PipelineSpec:
     """The AdaMergeX experiment end to end: reference adapters per language, and one or more tasks.
 
     Args:
-        reference: the reference-task fits, in every language any task uses (one reference task; or use
-            ``references``).
-        references: several reference tasks by name, each a :class:`FitSpec` (the name is its key): every
-            method that uses the reference adapters is compared once per reference task.
+        reference: the reference-task fits, in every language any task uses (or use ``references``).
+        references: several reference tasks by name, each a :class:`FitSpec`, compared once each.
         task: one task's fits (the single-task form; or use ``tasks``).
         evaluation: that task's comparison of methods per language.
         tasks: several tasks by name (the multi-task form: each a :class:`PipelineTask`).
         run_dir: where every stage writes (``<run_dir>/<stage>/``) and the report goes.
         src_lang: the language of the task training data.
         tgt_langs: single-task form: the languages to transfer the task to.
-        oracle_langs: single-task form: target languages with task training data: a task adapter is trained
-            there too (the ``oracle`` method, an upper bound).
+        oracle_langs: single-task form: target languages with task training data (for ``oracle``).
         methods: what to compare, by their registry names (:mod:`adamergex_pl.merging.methods`).
         scales: the values of ``t`` to sweep.
         swaps: ``layer_swap``: the layer counts ``K`` to sweep (``K`` bottom and ``K`` top layers swapped).
         metric: single-task form: the report's main metric (e.g. ``accuracy``).
         trainer: ``Trainer`` arguments shared by every stage.
-        model: ``AdapterModule`` arguments shared by every fit (``base_model``, ``adapter_type``,
-            ``quantization``, ranks, learning rate, ...); the base-model options also go to the evaluation.
+        model: ``AdapterModule`` arguments shared by every fit (base-model options also go to the evaluation).
         seed: ``seed_everything`` of every stage.
-        checkpoint_every_n_train_steps: every fit writes its ``last.ckpt`` this often (in optimizer steps) and
-            at every epoch end (``callbacks.RunCheckpoint``), so that a killed pipeline resumes its fit.
+        checkpoint_every_n_train_steps: how often (optimizer steps) each fit writes its resumable ``last.ckpt``.
 
     Raises:
-        ValueError: both forms or neither (of the tasks, or of the reference tasks), a reference name that is
-            not a word, unknown methods, a target language equal to the source, oracle
-            languages that are not targets, ``oracle`` without any oracle language, or no ``base_model``.
+        ValueError: both forms or neither, a reference name that is not a word, unknown methods, a target
+            equal to the source, oracles that are not targets or missing for ``oracle``, or no ``base_model``.
     """
 
     reference: FitSpec | None = None

@@ -1,10 +1,7 @@
 """Whether a stage is done: its record, *and* the outputs on disk that the record vouches for.
 
-A stage's ``stage.json`` holds its fingerprint (its config and its inputs'), the digest of its outputs when it
-finished (SHA-256 of the files of a fit's ``snapshots/last`` adapter, or of every file of the evaluation's
-results) and the digests of the outputs it used. A stage is done only when all three still hold: deleting a
-stage's ``snapshots/``, replacing its adapter, or refitting a stage it depends on makes it run again, so a
-rerun never reports "done, skipped" over missing or stale outputs.
+A stage's ``stage.json`` holds its fingerprint (config and inputs), the SHA-256 digests of its outputs and
+those of the outputs it used; it is done only while all three still hold.
 """
 
 from __future__ import annotations
@@ -30,9 +27,8 @@ def outputs_dir(root: Path, is_fit: bool) -> Path:
 def output_digest(root: Path, is_fit: bool) -> dict[str, str] | None:
     """``{file: sha256}`` of a stage's outputs now, or ``None`` when they are missing or incomplete.
 
-    A fit's outputs are the adapter files of ``snapshots/last`` (named by the epoch ``last`` points at; the
-    snapshot's own ``snapshot.json`` holds a timestamp and is left out), an evaluation's every file under
-    ``merge_results/``.
+    A fit's outputs are the adapter files of ``snapshots/last`` (not its timestamped ``snapshot.json``), an
+    evaluation's every file under ``merge_results/``.
     """
     folder = outputs_dir(root, is_fit)
     if is_fit:

@@ -6,18 +6,12 @@
     task_<task>_<tgt>           adamergex fit       the oracle A(T,tgt), where target-language task data exists
     evaluate_<task>             adamergex validate  MergeModule: every method and scale on the task's languages
 
-With several reference tasks (``references``) the stages that depend on one are named after it too:
-``reference_<ref>_<lang>``, ``task_<task>_<src>_stacked_<ref>`` and ``evaluate_<task>_<ref>``; the first
-reference's evaluation compares every method, the others' only the methods that use reference adapters (and
-``zero_shot``, the baseline of every paired comparison).
+With several reference tasks the stages that depend on one carry its name (``reference_<ref>_<lang>``,
+``task_<task>_<src>_stacked_<ref>``, ``evaluate_<task>_<ref>``).
 
-Each stage writes ``<run_dir>/<stage>/`` and, when it finishes, ``stage.json`` with a fingerprint of its
-config and of the stages it uses, and digests of its outputs and of the outputs it used
-(:mod:`adamergex_pl.pipeline.stage_records`): a stage whose record still matches its config *and* the disk is
-skipped, so running the pipeline twice does nothing the second time, changing a setting re-runs exactly the
-stages it affects, and deleted or replaced outputs are made again. A fit that was interrupted resumes from its
-last adapter-only checkpoint (``callbacks.RunCheckpoint``: a step interval and every epoch end); a damaged
-checkpoint is reported and the fit starts again from scratch.
+Each stage writes ``<run_dir>/<stage>/`` and a ``stage.json`` record
+(:mod:`adamergex_pl.pipeline.stage_records`); a stage whose record matches its config and the disk is skipped.
+An interrupted fit resumes from its last checkpoint (``callbacks.RunCheckpoint``).
 """
 
 from __future__ import annotations
@@ -157,12 +151,7 @@ def reference_stage(spec: PipelineSpec, reference: str, lang: str) -> str:
 
 
 def plan(spec: PipelineSpec) -> list[Stage]:
-    """Every stage of ``spec``, in an order that respects their dependencies.
-
-    Per reference task, ``reference_<lang>`` once per language over all tasks; per task ``task_<task>_<src>``,
-    with the ``stack`` method also ``task_<task>_<src>_stacked`` per reference task (trained on top of its
-    ``reference_<src>``), the oracles ``task_<task>_<lang>``, and ``evaluate_<task>`` per reference task.
-    """
+    """Every stage of ``spec`` (see the module docstring), in an order that respects their dependencies."""
     references = {
         (ref, lang): _fit_stage(spec, fit, reference_stage(spec, ref, lang), lang)
         for ref, fit in spec.references.items()
@@ -323,8 +312,7 @@ def write_config(spec: PipelineSpec, stage: Stage) -> Path:
 
 
 def mark(spec: PipelineSpec, stage: Stage, record: str, fingerprint: str) -> None:
-    """Write ``attempt.json`` (``record=ATTEMPT_RECORD``) or, for a finished stage, ``stage.json`` with the
-    digests of its outputs and inputs.
+    """Write ``attempt.json`` (``record=ATTEMPT_RECORD``) or a finished stage's ``stage.json``.
 
     Raises:
         ValueError: a finished stage whose outputs are missing (it wrote no snapshot, or no results).

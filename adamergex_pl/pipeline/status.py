@@ -4,16 +4,12 @@ Each stage is
 
 * ``done``: it finished, and its record still matches its config and the outputs on disk (when it finished);
 * ``running``: a job of the last ``--submit`` runs it (its SLURM id and state), or a process on this machine;
-* ``waiting``: its job is queued (on which stages, or SLURM's reason), or a pipeline running here will get to
-  it (on which stages);
-* ``failed``: its last attempt failed: its one-line error (what the stage printed, recorded in its
-  ``attempt.json``, or the end of the job's log) and, for a job, the log's path;
+* ``waiting``: its job is queued, or a pipeline running here will get to it (on which stages);
+* ``failed``: its last attempt failed (its one-line error and, for a job, the log's path);
 * ``to run``: none of these (never started, interrupted, cancelled, or its settings or inputs changed).
 
-A local run is read from the run directory alone (offline). ``--submit`` writes ``<run_dir>/slurm/jobs.json``
-(the jobs, their logs, the command); with it, ``squeue`` says which jobs are queued, running or failed, and
-the run directory says the rest once SLURM has forgotten a job. A process is known to be running only on the
-machine that started it (its pid in ``attempt.json``).
+A local run is read from the run directory alone; a submitted one also from ``<run_dir>/slurm/jobs.json`` and
+``squeue``. A local process is seen as running only on the machine that started it.
 """
 
 from __future__ import annotations
@@ -120,8 +116,7 @@ def status_report(spec: PipelineSpec, plan: list[st.Stage], prints: dict[str, st
         spec: the pipeline.
         plan: its stages.
         prints: their fingerprints.
-        command: the ``adamergex pipeline`` command of this run (without ``--status``): what continues a
-            local run.
+        command: the ``adamergex pipeline`` command of this run (without ``--status``).
     """
     found = stage_statuses(spec, plan, prints)
     counts = {state: sum(s.state == state for s in found) for state in STATES}

@@ -32,19 +32,11 @@ from callbacks.run_checkpoint import install as install_checkpoint_io
 class AdapterModule(LightningModule):
     """Fine-tunes a LoRA or (IA)³ adapter (through PEFT) on a frozen causal LM, 4-bit quantized if asked.
 
-    The base model is loaded in :meth:`configure_model`, so every DDP rank loads its own (quantized) copy onto
-    its own device. Only the adapter is trainable, and checkpoints hold only the adapter weights plus the
-    optimizer, scheduler and loop state: they load back into a quantized model and resume exactly.
-    A fit whose loss or adapter turns NaN or inf stops at that step with one line naming the step, the value
-    and the likely cause (exit code 2), and writes no snapshot or checkpoint of it.
-    Strategies: single device and DDP; FSDP only unquantized or 4-bit with ``quant_storage``; others are
-    refused in :meth:`setup` (``adamergex_pl/training/strategy_support.py`` has the table and the reasons).
-
-    Logged: ``train/loss``, ``train/perplexity``, ``train/lr``, ``train/tokens_per_sec``; per validation
-    language ``val/<lang>/loss`` and ``val/<lang>/perplexity`` (plus whatever the DataModule's evaluator adds),
-    and ``val/loss`` over all languages. ``validate``/``test`` end with those as a table by language on stdout
-    (unless ``verbose: false``), ``fit`` with the last validation's; an evaluator that keeps predictions (a task
-    DataModule's ``write_predictions``) has them written to ``<default_root_dir>/predictions.jsonl``.
+    The base model is loaded in :meth:`configure_model` (one copy per DDP rank); checkpoints hold only the
+    adapter and the loop state. A NaN or inf loss or adapter stops the fit (exit code 2) without saving it.
+    Supported strategies: ``adamergex_pl/training/strategy_support.py``. Logged: ``train/loss``,
+    ``train/perplexity``, ``train/lr``, ``train/tokens_per_sec``, ``val/<lang>/loss``,
+    ``val/<lang>/perplexity`` and ``val/loss``; kept predictions go to ``<default_root_dir>/predictions.jsonl``.
 
     Args:
         base_model: hub name, local directory, or ``builtin:tiny-llama`` / ``builtin:<demo model>``.
@@ -60,20 +52,12 @@ class AdapterModule(LightningModule):
         lora_alpha: LoRA scaling numerator (scale ``alpha / r``, or ``alpha / sqrt(r)`` with ``use_rslora``).
         lora_dropout: dropout on the LoRA input.
         use_rslora: rank-stabilised LoRA scaling.
-        target_modules: modules to adapt (name suffixes) or ``all-linear`` (LoRA). Default: all linear layers
-            for LoRA, the (IA)³ paper's modules for the architecture for ``ia3``.
-        feedforward_modules: (IA)³: target modules whose input is scaled (default: the architecture's MLP
-            output projection).
+        target_modules: modules to adapt (name suffixes) or ``all-linear``; default per adapter type.
+        feedforward_modules: (IA)³: target modules whose input is scaled (default: the MLP output projection).
         modules_to_save: modules trained in full beside the adapter (e.g. ``[embed_tokens, lm_head]``).
-        adapter_dir: start from this PEFT adapter (or ``AdapterSnapshot`` root, whose ``last`` is used) instead
-            of a fresh one, e.g. to validate a snapshot or continue training it.
-        stack_on: train the adapter stacked on this frozen one (an adapter directory or snapshot root), e.g. the
-            source language's reference adapter for the MAD-X-style ``stack`` baseline: both are active in
-            every forward, only the new adapter trains; snapshots hold the new adapter at their root and the
-            frozen one in ``beneath/`` (load both with ``PeftModel.from_pretrained(base, snap)`` then
-            ``load_adapter(snap/beneath, "beneath")``).
-        loss_on_prompt: take the loss on the whole sequence, prompt included (the AdaMergeX paper's recipe),
-            instead of on the completion tokens only.
+        adapter_dir: start from this PEFT adapter (or ``AdapterSnapshot`` root, its ``last``).
+        stack_on: train stacked on this frozen adapter (the ``stack`` baseline; saved in ``beneath/``).
+        loss_on_prompt: take the loss on the prompt too (the AdaMergeX paper's recipe), not the completion only.
         optimizer: ``auto`` (paged 32-bit AdamW on CUDA, AdamW elsewhere), ``adamw``, ``paged_adamw_32bit``,
             ``paged_adamw_8bit``.
         learning_rate: peak learning rate.
@@ -83,8 +67,7 @@ class AdapterModule(LightningModule):
         min_lr_ratio: the cosine schedule's floor, as a fraction of ``learning_rate``.
         max_new_tokens: greedy decoding length for ``predict``.
         task: what the adapter learns, recorded in snapshots (e.g. ``xnli`` or ``wiki_lm``).
-        language: the training language, recorded in snapshots and used as the validation language when the
-            DataModule names none.
+        language: the training language, recorded in snapshots (the validation language if none is named).
 
     Raises:
         ValueError: an unknown adapter type, quantization or optimizer, or conflicting options.
@@ -205,8 +188,7 @@ class AdapterModule(LightningModule):
             self.evaluator = LanguageModelingEvaluator(self._eval_languages)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits of the adapted model for a padded or packed batch (``input_ids`` plus ``attention_mask`` or
-        ``position_ids``)."""
+        """Logits of the adapted model for a padded or packed batch."""
         return forward_logits(self.model, batch)
 
     def _labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -243,8 +225,7 @@ class AdapterModule(LightningModule):
         )
 
     def _log_training_rates(self, loss: torch.Tensor) -> None:
-        """Perplexity, learning rate and tokens/s, on logging steps only: every ``self.log`` costs ~1 ms on a
-        CPU, a few percent of a small model's step (see bench/README.md)."""
+        """Perplexity, learning rate and tokens/s, on logging steps only (each ``self.log`` costs ~1 ms)."""
         now = time.perf_counter()
         metrics = {
             "train/perplexity": torch.exp(loss.detach()),
