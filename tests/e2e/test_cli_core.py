@@ -107,9 +107,9 @@ def test_bad_input_stops_before_training_with_one_line_and_no_snapshot(tmp_path,
     err = _cli_error(capsys, *config, "--data.init_args.max_length", "3")
     assert "no rows left after dropping the 66 whose prompt alone reaches max_length=3" in err
     err = _cli_error(capsys, *config, "--model.init_args.adapter_type", "prefix")
-    assert "Expected a typing.Literal['lora', 'ia3']. Got value: prefix" in err
+    assert "model.init_args.adapter_type='prefix' is not valid; expected one of lora, ia3" in err
     err = _cli_error(capsys, *config, "--model.init_args.quantization", "nf8")
-    assert "Expected a typing.Literal['nf4', 'fp4', 'int8', 'none']. Got value: nf8" in err
+    assert "model.init_args.quantization='nf8' is not valid; expected one of nf4, fp4, int8, none" in err
     err = _cli_error(capsys, *config, "--model.init_args.base_model", "./no/such/model")
     assert "base_model='./no/such/model': no such directory" in err
     assert not (tmp_path / "runs/tiny/task_lora/snapshots").exists()
