@@ -79,6 +79,11 @@ def rehearse(spec):
     spec.run_dir = f"{spec.run_dir}/rehearsal"
     spec.trainer = {**spec.trainer, **_TRAINER}
     spec.model = {**spec.model, **_MODEL}
+    if spec.swaps:  # layer_swap's K bottom and K top layers must fit the rehearsal model's layers
+        from adamergex_pl.assets.builtin import tiny_llama_config
+
+        most = tiny_llama_config().num_hidden_layers // 2
+        spec.swaps = sorted({min(k, most) for k in spec.swaps})
     for fit in (*spec.references.values(), *(task.fit for task in spec.tasks.values())):
         fit.data = _shrunk(fit.data)
         fit.trainer = {k: v for k, v in fit.trainer.items() if k not in ("max_epochs", "max_steps")}

@@ -125,6 +125,7 @@ def test_a_rehearsal_keeps_the_shape_and_shrinks_the_cost():
     spec, _, _ = parse(["--config", str(PAPER), "--rehearse"])
     assert spec.run_dir.endswith("/rehearsal") and spec.model["base_model"] == "builtin:tiny-llama"
     assert spec.trainer["max_steps"] == 2 and spec.trainer["accelerator"] == "cpu"
+    assert spec.swaps == [1]  # K bottom + K top layers of the 2-layer rehearsal model
     assert spec.reference.data["init_args"]["max_windows"] == 4
     assert all(t.evaluation.data["init_args"]["eval_samples"] == 4 for t in spec.tasks.values())
     full, _, _ = parse(["--config", str(PAPER)])
