@@ -160,6 +160,21 @@ def refuse_nonfinite(what: str, tensor: torch.Tensor) -> None:
         raise InvalidValueError(f"{what} has {bad} of {tensor.numel()} entries NaN or inf")
 
 
+def checked_lora_factors(
+    adapter: AdapterWeights, module: str, role: str
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``(lora_A, lora_B, scaling)`` of ``adapter``'s LoRA ``module`` (``role`` names it in messages).
+
+    Raises:
+        ValueError: a factor with a NaN or inf entry, or an unreadable scaling.
+    """
+    lora_A, lora_B = adapter.tensors[module]["lora_A"], adapter.tensors[module]["lora_B"]
+    label = f"{role} ({adapter.label})"
+    refuse_nonfinite(f"{label} LoRA module {module!r}: lora_A", lora_A)
+    refuse_nonfinite(f"{label} LoRA module {module!r}: lora_B", lora_B)
+    return lora_A, lora_B, lora_module_scaling(adapter.config, module, lora_A.shape[0], label=label)
+
+
 KEY_PREFIX = "base_model.model."
 
 # peft_type -> (adapter_type, {on-disk key suffix: part name})

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from adamergex_pl.merging.adapters import AdapterWeights, lora_module_scaling, refuse_nonfinite
+from adamergex_pl.merging.adapters import AdapterWeights, checked_lora_factors
 from adamergex_pl.merging.checks import check_mergeable
 from adamergex_pl.merging.ia3 import checked_log
 from adamergex_pl.merging.lora import concat_factors
@@ -110,11 +110,7 @@ def _lora_gap(named: Mapping[str, AdapterWeights], tgt: str, src: str, module: s
         adapter = named[role]
         if module not in adapter.tensors:
             continue
-        lora_A, lora_B = adapter.tensors[module]["lora_A"], adapter.tensors[module]["lora_B"]
-        label = f"{role} ({adapter.label})"
-        refuse_nonfinite(f"{label} LoRA module {module!r}: lora_A", lora_A)
-        refuse_nonfinite(f"{label} LoRA module {module!r}: lora_B", lora_B)
-        scaling = lora_module_scaling(adapter.config, module, lora_A.shape[0], label=label)
+        lora_A, lora_B, scaling = checked_lora_factors(adapter, module, role)
         factors.append((lora_A, lora_B))
         coefficients.append(sign * scaling)
         size += abs(scaling) * _product_norm(lora_A.double(), lora_B.double())

@@ -45,8 +45,8 @@ import torch
 from adamergex_pl.errors import InvalidTypeError, InvalidValueError
 from adamergex_pl.merging.adapters import (
     AdapterWeights,
+    checked_lora_factors,
     ia3_is_feedforward,
-    lora_module_scaling,
     merged_ia3_config,
     merged_lora_config,
     refuse_nonfinite,
@@ -325,11 +325,7 @@ def _lora_terms(named: Mapping[str, AdapterWeights], module: str, scale: float) 
     for role, adapter in named.items():
         if module not in adapter.tensors:
             continue
-        lora_A, lora_B = adapter.tensors[module]["lora_A"], adapter.tensors[module]["lora_B"]
-        label = f"{role} ({adapter.label})"
-        refuse_nonfinite(f"{label} LoRA module {module!r}: lora_A", lora_A)
-        refuse_nonfinite(f"{label} LoRA module {module!r}: lora_B", lora_B)
-        scaling = lora_module_scaling(adapter.config, module, lora_A.shape[0], label=label)
+        lora_A, lora_B, scaling = checked_lora_factors(adapter, module, role)
         terms.append((role, lora_B.double() * (weight[role] * scaling), lora_A.double()))
     return terms
 
