@@ -11,7 +11,7 @@ A subclass turns its sources into tokenized examples (``{"input_ids": [...], "la
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import torch
@@ -154,6 +154,7 @@ class TokenizedDataModule(LightningDataModule):
         self.test_examples: dict[str, Examples] = {}
         self._built = False
         self._resume: tuple[int, int] | None = None
+        self._first: dict[str, set[int]] = {}
 
     # ------------------------------------------------------------------ subclass interface
     def build_examples(self) -> tuple[Examples, dict[str, Examples], dict[str, Examples]]:
@@ -254,24 +255,61 @@ class TokenizedDataModule(LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def eval_item_ids(self, stage: str) -> dict[str, list[int]]:
+        """Each evaluation language's item ids, in order: an example's ``index``, else its position (the item
+        id of per-item scores, the same on every rank and for every method).
+
+        Args:
+            stage: ``validate`` (the validation sets) or ``test``.
+        """
+        sets = self.test_examples if stage == "test" else self.val_examples
+        return {language: [e.get("index", i) for i, e in enumerate(ex)] for language, ex in sets.items()}
+
+    def evaluate_first(self, item_ids: dict[str, Collection[int]]) -> None:
+        """Batch these items of each evaluation language before its other items, never in a batch with them.
+
+        On one process only (sharded evaluation keeps its order). A
+        :class:`~adamergex_pl.merging.merge_module.MergeModule` with a selection split chooses each merge
+        method's ``t`` on the selection items, then evaluates only the chosen ``t`` on the others.
+
+        Args:
+            item_ids: ``{language: item ids}`` (ids as in :meth:`eval_item_ids`).
+        """
+        self._first = {language: {int(i) for i in ids} for language, ids in item_ids.items()}
+
     def _eval_dataloaders(self, sets: dict[str, Examples]) -> list[DataLoader]:
         world_size, rank = self._world()
-        # Each loader draws its worker seed from a generator of its own: without one, every iterator takes a
-        # number from the global RNG, and a validation pass inside fit would shift the dropout masks of every
-        # later training step (a fit that validates would train differently from one that does not).
-        # Every evaluation example carries its position as ``index`` (the item id of per-item scores, the same
-        # on every rank and for every method), unless it has one already.
-        return [
-            DataLoader(
-                [e if "index" in e else {**e, "index": i} for i, e in enumerate(examples)],
-                batch_size=self.eval_batch_size,
-                sampler=EvalShardSampler(examples, world_size, rank),
-                collate_fn=self.eval_collator(),
-                num_workers=self.num_workers,
-                generator=torch.Generator().manual_seed(self.seed),
+        loaders = []
+        for language, examples in sets.items():
+            indexed = [e if "index" in e else {**e, "index": i} for i, e in enumerate(examples)]
+            first = self._first.get(language) if world_size == 1 else None
+            if first is None:
+                order = {
+                    "batch_size": self.eval_batch_size,
+                    "sampler": EvalShardSampler(examples, world_size, rank),
+                }
+            else:  # the chosen items' batches, then the others'
+                head = [p for p, e in enumerate(indexed) if e["index"] in first]
+                tail = [p for p, e in enumerate(indexed) if e["index"] not in first]
+                size = self.eval_batch_size
+                order = {
+                    "batch_sampler": [
+                        part[i : i + size] for part in (head, tail) for i in range(0, len(part), size)
+                    ]
+                }
+            # Each loader draws its worker seed from a generator of its own: without one, every iterator takes a
+            # number from the global RNG, and a validation pass inside fit would shift the dropout masks of
+            # every later training step (a fit that validates would train differently from one that does not).
+            loaders.append(
+                DataLoader(
+                    indexed,
+                    collate_fn=self.eval_collator(),
+                    num_workers=self.num_workers,
+                    generator=torch.Generator().manual_seed(self.seed),
+                    **order,
+                )
             )
-            for examples in sets.values()
-        ]
+        return loaders
 
     @override
     def val_dataloader(self) -> list[DataLoader]:

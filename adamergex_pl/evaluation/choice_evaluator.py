@@ -80,6 +80,7 @@ class ChoiceEvaluator(Evaluator):
         predicted = scores.argmax(dim=-1)
         self.accuracy[language].update(predicted, batch["label"])
         correct = (predicted == batch["label"]).to(torch.float64)
+        correct[~scores.isfinite().all(dim=-1)] = torch.nan  # no option wins on non-finite scores
         self.items.update(language, batch.get("index"), correct.unsqueeze(1))
         if self.records.enabled:
             self._record(batch, language, scores, predicted)
@@ -117,10 +118,16 @@ class ChoiceEvaluator(Evaluator):
         }
 
     def compute(self) -> dict[str, Tensor]:
+        """Accuracy per language and their mean; NaN for a language where an item's option scores were not
+        finite (a diverged model is never scored by the arbitrary option ``argmax`` picks)."""
         results: dict[str, Tensor] = {}
+        items = self.items.per_language()
         for lang in self.languages:  # every rank computes every language: compute() is a collective under DDP
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*was called before the ``update``.*")
-                results[f"{self.task}/{lang}/accuracy"] = self.accuracy[lang].compute().float()
+                accuracy = self.accuracy[lang].compute().float()
+            if lang in items and bool(items[lang][1].isnan().any()):
+                accuracy = torch.full_like(accuracy, torch.nan)
+            results[f"{self.task}/{lang}/accuracy"] = accuracy
         results[f"{self.task}/accuracy"] = torch.stack(list(results.values())).mean()
         return results

@@ -43,6 +43,8 @@ class CrossXEvaluator(Evaluator):
         >>> # {"cross_mmlu/en/accuracy": ..., "cross_mmlu/accuracy": ..., "cross_mmlu/consistency_3": ..., ...}
     """
 
+    across_languages = True  # Consistency_k and AC3_k compare one item's answers across languages
+
     def __init__(
         self,
         benchmarks: Mapping[str, tuple[int, int]],

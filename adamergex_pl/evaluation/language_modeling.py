@@ -76,6 +76,9 @@ class Evaluator(nn.Module):
         ValueError: No languages, or the same language twice.
     """
 
+    across_languages = False
+    """Whether some score combines one item's results in several languages (every language needs every item)."""
+
     def __init__(self, languages: list[str]) -> None:
         super().__init__()
         if not languages:

@@ -10,10 +10,15 @@ and compares them with ``zero_shot`` (the source task adapter), ``base`` (no ada
 adapter trained in the target language). All are named adapters of one ``PeftModel`` over a base model loaded
 once; only one language's merged adapters are held at a time. Every result carries ``n``, a bootstrap interval
 and a paired comparison with ``zero_shot`` (:mod:`adamergex_pl.results.statistics`).
+
+With ``selection_fraction`` on one process, each language's selection items are evaluated first; every value of
+``t`` (and ``K``) runs on them, and only each merge method's chosen value on the other (test) items: the results
+are those of evaluating everything (:func:`adamergex_pl.results.selection.reported`), at a fraction of the cost.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +31,7 @@ from adamergex_pl.atomic_files import write_jsonl_atomic
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator
 from adamergex_pl.merging.merge import checked_scale
-from adamergex_pl.merging.merge_results import MergeResults, Variant
+from adamergex_pl.merging.merge_results import MergeResults, Variant, language_and_metric
 from adamergex_pl.merging.methods import (
     METHODS,
     REF_SRC,
@@ -36,8 +41,11 @@ from adamergex_pl.merging.methods import (
     check_adapter_type,
     check_methods,
     check_sweeps,
+    merge_method_names,
 )
+from adamergex_pl.metrics.bootstrap import selection_split
 from adamergex_pl.results.printing import claim_results_printing, print_report
+from adamergex_pl.results.selection import best_per_language, main_metric
 from adamergex_pl.results.statistics import StatisticsOptions
 from adamergex_pl.training.base_model import BaseModelOptions
 from adamergex_pl.training.strategy_support import check_strategy
@@ -175,6 +183,10 @@ class MergeModule(LightningModule):
         self._weights: dict[str, Any] = {}
         self._loaded_language: str | None = None
         self._predictions: list[dict[str, Any]] = []
+        self._held_out: dict[
+            str, torch.Tensor
+        ] = {}  # per language: the selection items' ids, evaluated first
+        self._on_test: dict[str, list[Variant]] = {}  # per language: the variants run on its test items
 
     # ------------------------------------------------------------------ model and adapters
     @override
@@ -278,13 +290,84 @@ class MergeModule(LightningModule):
         )
         if self.trainer.is_global_zero:  # before the base loads: another run's results are never mixed in
             self.results.claim(hp.overwrite)
+        self._hold_out_selection(datamodule, stage)
+
+    def _hold_out_selection(self, datamodule: Any, stage: str) -> None:
+        """With a selection split on one process, have each language's selection items evaluated first, so
+        that every merge method's value is chosen before the test items (then only the chosen one runs)."""
+        self._held_out, self._on_test = {}, {}
+        fraction = self.statistics.selection_fraction
+        swept = len({v.method for v in self.variants}) < len(self.variants)  # some method has several values
+        evaluator = next(iter(self.evaluators.values()))
+        limit = self.trainer.limit_test_batches if stage == "test" else self.trainer.limit_val_batches
+        everything = isinstance(limit, float) and limit == 1.0  # else the split is of the items evaluated
+        if fraction is None or not swept or not everything or evaluator.across_languages:
+            return  # (across languages, every variant needs every item)
+        if self.trainer.world_size > 1:
+            return  # one shard cannot choose alone
+        if not hasattr(datamodule, "evaluate_first"):
+            return
+        for language, ids in datamodule.eval_item_ids(stage).items():
+            ordered = torch.unique(torch.as_tensor(ids, dtype=torch.long))  # as the results split them
+            try:
+                selection, _ = selection_split(ordered.numel(), fraction, self.statistics.seed)
+            except InvalidValueError as err:
+                raise InvalidValueError(f"selection_fraction, language {language!r}: {err}") from None
+            self._held_out[language] = ordered[selection]
+        datamodule.evaluate_first(self._held_out)
 
     def _step(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
         language = self._languages[dataloader_idx]
         if language != self._loaded_language:
             self._load_language(language)
-        for variant in self.variants:
+        for variant in self._variants_for(batch, language):
             self._run_variant(variant, batch, language)
+
+    def _variants_for(self, batch: dict[str, torch.Tensor], language: str) -> list[Variant]:
+        """Every variant, but on a language's test items (after its selection items) only the chosen ones."""
+        held_out = self._held_out.get(language)
+        if held_out is None:
+            return self.variants
+        selection = torch.isin(batch["index"].cpu(), held_out)
+        if bool(selection.all()):
+            return self.variants
+        if bool(selection.any()):
+            raise RuntimeError(
+                f"a {language} batch mixes selection and test items; evaluate_first was ignored"
+            )
+        if language not in self._on_test:
+            self._on_test[language] = self._choose(language)
+        return self._on_test[language]
+
+    def _choose(self, language: str) -> list[Variant]:
+        """The variants to run on ``language``'s test items: each merge method at its best value on the
+        selection items (all its values where none is finite, so that NaNs show), and every other method."""
+        held_out = self._held_out[language]
+        rows = []
+        for variant in self.variants:
+            if not METHODS[variant.method].is_merge:
+                continue
+            for key, items in self.evaluators[variant.key].item_scores().items():
+                key_language, metric = language_and_metric(key, self._languages)
+                if key_language != language:
+                    continue
+                selected = items.subset(held_out)
+                if selected.n != held_out.numel():
+                    raise RuntimeError(
+                        f"{variant.label} saw {selected.n} of {held_out.numel()} selection items"
+                    )
+                rows.append(
+                    {**vars(variant), "language": language, "metric": metric, "value": selected.value()}
+                )
+        metric = main_metric(
+            [row["metric"] for row in rows], self.hparams.selection_metric, what="selection_metric"
+        )
+        best = best_per_language(rows, metric, [language], merge_method_names())
+        return [
+            v
+            for v in self.variants
+            if not METHODS[v.method].is_merge or best.get((v.method, language), vars(v))["scale"] == v.scale
+        ]
 
     @override
     def validation_step(
@@ -301,18 +384,25 @@ class MergeModule(LightningModule):
         return variant.method != "oracle" or language in self.oracle_dirs
 
     def _finish(self, prefix: str) -> None:
+        languages = set(self._languages)
         for variant in self.variants:
             evaluator = self.evaluators[variant.key]
             skipped = {lang for lang in self._languages if not self.covers(variant, lang)}
+            partial = {
+                lang for lang, run in self._on_test.items() if variant not in run
+            }  # selection items only
             items = evaluator.item_scores()  # collectives under DDP: every rank computes every variant
             for key, value in evaluator.compute().items():
                 parts = set(key.split("/"))
-                if parts & skipped or (skipped and not parts & set(self._languages)):
+                if parts & skipped or (skipped and not parts & languages):
                     continue  # a language the variant does not cover, or a summary over languages it skipped
-                if torch.isnan(torch.as_tensor(value)).all():
-                    continue
-                self.log(f"{prefix}/{variant.label}/{key}", value, add_dataloader_idx=False)
-                self.results.add(variant.method, variant.scale, key, float(value), items.get(key))
+                whole = not (parts & partial or (partial and not parts & languages))
+                if (
+                    whole
+                ):  # a value over some of a language's items is logged nowhere; its items give its rows
+                    self.log(f"{prefix}/{variant.label}/{key}", value, add_dataloader_idx=False)
+                if whole or key in items:
+                    self.results.add(variant.method, variant.scale, key, float(value), items.get(key))
             self._predictions += [
                 {"method": variant.method, "scale": variant.scale, **record}
                 for record in evaluator.predictions()
@@ -320,6 +410,7 @@ class MergeModule(LightningModule):
             ]
             evaluator.reset()
         self._loaded_language = None
+        self._on_test = {}
 
     @override
     def on_validation_epoch_end(self) -> None:
@@ -344,6 +435,17 @@ class MergeModule(LightningModule):
         directory = Path(self.results.directory)
         self.results.write()
         lines = [f"Results: {directory}/results.{{csv,json,md}}"]
+        broken = list(
+            dict.fromkeys(
+                f"{Variant(row['method'], row['scale']).label} {row['language']}"
+                for row in self.results.rows
+                if not math.isfinite(row["value"]) and row["language"]
+            )
+        )
+        if broken:  # a NaN is shown as nan and never chosen; it is also said here
+            lines.append(
+                f"Not finite (NaN or infinite model outputs; never chosen as best): {', '.join(broken)}"
+            )
         if self._predictions:
             write_jsonl_atomic(directory / "predictions.jsonl", self._predictions)
             lines.append(f"Predictions: {directory / 'predictions.jsonl'}")

@@ -25,7 +25,14 @@ from adamergex_pl.atomic_files import write_atomic
 from adamergex_pl.errors import InvalidValueError, reraise_os_error
 from adamergex_pl.merging.methods import merge_method_names, reference_method_names
 from adamergex_pl.metrics.item_scores import ItemScores
-from adamergex_pl.results.selection import best_overall, best_per_language, in_split, main_metric, splits
+from adamergex_pl.results.selection import (
+    best_overall,
+    best_per_language,
+    in_split,
+    main_metric,
+    reported,
+    splits,
+)
 from adamergex_pl.results.statistics import FIELDS, Result, StatisticsOptions, tidy_rows
 from adamergex_pl.results.tables import comparison_table
 
@@ -124,9 +131,7 @@ class MergeResults:
         self, method: str, scale: float | None, key: str, value: float, items: ItemScores | None = None
     ) -> None:
         """Record one evaluated number and, where the evaluator has them, its per-item scores."""
-        parts = key.split("/")
-        language = next((p for p in parts if p in self.languages), "")
-        metric = "/".join(p for p in parts if p != language) if language else key
+        language, metric = language_and_metric(key, self.languages)
         self.results.append(Result(method, scale, language, metric, float(value), items))
         self._rows = None
 
@@ -136,9 +141,15 @@ class MergeResults:
         if self._rows is None:
             per_language = {r.metric for r in self.results if r.language}
             kept = [r for r in self.results if r.language or r.metric not in per_language]
-            self._rows = tidy_rows(kept, self.task, self.statistics)
-            for row in self._rows:
+            rows = tidy_rows(kept, self.task, self.statistics)
+            for row in rows:
                 row["reference"] = self.reference_task if row["method"] in reference_method_names() else None
+            metrics = list(dict.fromkeys(row["metric"] for row in rows if row["language"]))
+            if metrics:  # with a selection split, only each merge method's chosen t is reported on test items
+                rows = reported(
+                    rows, main_metric(metrics, self.metric, what="selection_metric"), merge_method_names()
+                )
+            self._rows = rows
         return self._rows
 
     def metrics(self) -> list[str]:
@@ -247,6 +258,18 @@ class MergeResults:
         write_atomic(self.directory / "results.csv", self.csv_text())
         write_atomic(self.directory / "results.json", json.dumps(self.document(metric), indent=2) + "\n")
         write_atomic(self.directory / "results.md", self.markdown(metric))
+
+
+def language_and_metric(key: str, languages: list[str]) -> tuple[str, str]:
+    """An evaluator key's language (``""`` for a score across languages) and metric.
+
+    Example:
+        >>> language_and_metric("xnli/es/accuracy", ["en", "es"]), language_and_metric("consistency_2", ["en"])
+        (('es', 'xnli/accuracy'), ('', 'consistency_2'))
+    """
+    parts = key.split("/")
+    language = next((p for p in parts if p in languages), "")
+    return language, "/".join(p for p in parts if p != language) if language else key
 
 
 def csv_text(rows: list[dict[str, Any]]) -> str:

@@ -88,7 +88,9 @@ class ItemScores:
         return ItemScores(self.ids[keep], self.values[keep], weights, self.transform)
 
 
-_SCALE = 2**40
+_SCALE = 2**40  # scores are kept as fixed-point int64 (exact under DDP's gather), |score| < 2**22
+# non-finite scores are kept as themselves: a NaN is never turned into a number
+_NONFINITE = {-(2**63): math.nan, 2**63 - 1: math.inf, -(2**63) + 1: -math.inf}
 
 
 class ItemScoreMetric(Metric):
@@ -169,7 +171,10 @@ class ItemScoreMetric(Metric):
         self.language_index.append(
             torch.full((count,), self._positions[language], dtype=torch.long, device=device)
         )
-        fixed = torch.round(values * _SCALE).to(torch.long).to(device)
+        fixed = torch.round(torch.where(values.isfinite(), values, 0.0) * _SCALE).to(torch.long)
+        for code, value in _NONFINITE.items():
+            fixed[values.isnan() if math.isnan(value) else values == value] = code
+        fixed = fixed.to(device)
         for j in range(len(self.names)):
             getattr(self, f"score_{j}").append(fixed[:, j])
 
@@ -187,16 +192,13 @@ class ItemScoreMetric(Metric):
         """Per language with records: ``(ids, scores)`` sorted by id (see :meth:`per_language`)."""
         ids = dim_zero_cat(self.item_id).to("cpu", torch.long)
         languages = dim_zero_cat(self.language_index).to("cpu", torch.long)
-        scores = (
-            torch.stack(
-                [
-                    dim_zero_cat(getattr(self, f"score_{j}")).to("cpu", torch.long)
-                    for j in range(len(self.names))
-                ],
-                dim=1,
-            ).to(torch.float64)
-            / _SCALE
+        fixed = torch.stack(
+            [dim_zero_cat(getattr(self, f"score_{j}")).to("cpu", torch.long) for j in range(len(self.names))],
+            dim=1,
         )
+        scores = fixed.to(torch.float64) / _SCALE
+        for code, value in _NONFINITE.items():
+            scores[fixed == code] = value
         result: dict[str, tuple[Tensor, Tensor]] = {}
         for position, label in enumerate(self.languages):
             mine = (languages == position).nonzero().squeeze(1)

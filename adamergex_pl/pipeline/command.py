@@ -243,7 +243,7 @@ def describe(
     )
     counted = [e for e in evaluations if e.items is not None]
     forward, generated = sum(e.tokens for e in counted), sum(e.generated for e in counted)
-    runs = sum(e.adapters[lang] * e.items[lang] for e in counted for lang in e.items)
+    runs = sum(e.evaluations for e in counted)
     le = "<=" if any(e.upper_bound for e in counted) else ""
     lines.append(
         f"total: {len(evaluations)} evaluations: {le}{runs:,} adapter-item evaluations, {le}{forward:,} forward "

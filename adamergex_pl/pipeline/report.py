@@ -162,7 +162,12 @@ def _bounded(shown) -> bool:
 
 
 def _scale_sweep(plt, rows, metric, languages, src_lang, path: Path, reference: str | None = None) -> None:
-    shown, _, _ = _points(rows, metric, languages)
+    chosen_on, _ = splits(rows)  # every t has values on the items it is chosen on (the test items: one t)
+    shown = {
+        (r["method"], r["scale"], r["language"]): r
+        for r in in_split(rows, chosen_on)
+        if r["metric"] == metric
+    }
     methods = list(dict.fromkeys(m for m, _, _ in shown))
     panels = (
         [src_lang, *(lang for lang in languages if lang != src_lang)] if src_lang in languages else languages
@@ -220,6 +225,7 @@ def _scale_sweep(plt, rows, metric, languages, src_lang, path: Path, reference: 
         "Main metric against the merge scale t, source language beside each target"
         + (f" (reference task: {reference})" if reference else "")
         + "\n"
+        + ("values on the held-out selection items, where t is chosen\n" if chosen_on == "selection" else "")
         + (
             f"error bars: 95% bootstrap intervals · dashed: methods without a scale (band: {BASELINE}'s interval)"
             if _has_intervals(shown)

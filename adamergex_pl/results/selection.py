@@ -114,3 +114,40 @@ def best_overall(best: dict[tuple[str, str], dict[str, Any]], metric: str) -> di
         if language not in chosen or sign * row["value"] > sign * chosen[language]["value"]:
             chosen[language] = row
     return chosen
+
+
+def reported(
+    rows: Sequence[dict[str, Any]], metric: str, merge_methods: Iterable[str]
+) -> list[dict[str, Any]]:
+    """The rows a comparison reports: with a selection split, the ``test`` rows of a merge method only at its
+    chosen value per language (and reference task); every row otherwise.
+
+    A merge method's value is chosen by :func:`best_per_language` on the ``selection`` rows of ``metric``; its
+    ``test`` rows (every metric) are kept at that value only. Where no value of a method has a finite selection
+    score, all its test rows stay, so that NaNs show. This is what a
+    :class:`~adamergex_pl.merging.merge_module.MergeModule` evaluates on the test items in the first place.
+
+    Example:
+        >>> rows = [{"method": "adamergex", "scale": t, "language": "es", "metric": "acc", "split": split,
+        ...          "value": v} for t, split, v in [(0.5, "selection", 0.6), (1.0, "selection", 0.7),
+        ...                                          (0.5, "test", 0.9), (1.0, "test", 0.5)]]
+        >>> [(r["scale"], r["split"]) for r in reported(rows, "acc", ["adamergex"])]
+        [(0.5, 'selection'), (1.0, 'selection'), (1.0, 'test')]
+    """
+    chosen_on, reported_on = splits(rows)
+    if chosen_on != "selection":
+        return list(rows)
+    merge_methods = set(merge_methods)
+    languages = {row["language"] for row in rows}
+    kept_scale: dict[tuple[str | None, str, str], Any] = {}  # (reference, method, language) -> chosen value
+    for reference, group in by_reference(rows).items():
+        best = best_per_language(in_split(group, chosen_on), metric, languages, merge_methods)
+        kept_scale.update({(reference, m, lang): row["scale"] for (m, lang), row in best.items()})
+    return [
+        row
+        for row in rows
+        if row.get("split") != reported_on
+        or row["method"] not in merge_methods
+        or kept_scale.get((row.get("reference"), row["method"], row["language"]), row["scale"])
+        == row["scale"]
+    ]

@@ -127,6 +127,8 @@ def tidy_rows(results: list[Result], task: str, options: StatisticsOptions) -> l
             continue
         for split, ids in splits[result.language].items():
             items = result.items if split == "all" else result.items.subset(ids)
+            if split != "all" and items.n == 0:
+                continue  # not evaluated on this split's items (a merge method's t that was not chosen)
             value = result.value if split == "all" else items.value()
             row = _row(base, split, value, items, "" if items.is_mean else RATIO_NOTE, options)
             baseline = baselines.get((result.language, result.metric))

@@ -180,8 +180,8 @@ def _legend(rows: list[dict[str, Any]], chosen_on: str) -> str:
         counts = sorted({row["n"] for row in rows if row.get("split") == "selection" and row.get("n")})
         sizes = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}" if counts else "some"
         text = (
-            f"\\* best t of each merge method per language, chosen on {sizes} held-out selection items per "
-            "language; every value above is on the other (test) items."
+            f"t: each merge method's value per language, chosen on {sizes} held-out selection items per "
+            "language; every value above is on the other (test) items, where only that value was evaluated."
         )
     else:
         text = (
@@ -191,6 +191,29 @@ def _legend(rows: list[dict[str, Any]], chosen_on: str) -> str:
     if any((row.get("note") or "").startswith("token-weighted") for row in rows):
         text += " Losses and perplexities are token-weighted ratios over items: no interval."
     return text
+
+
+def _lines(variants: list[tuple], cells: dict[tuple, Any], languages: Sequence[str]) -> list[list[tuple]]:
+    """With a selection split, each method's variants on one line where every language has one reported value
+    (its chosen ``t``); a method with several values in a language (none finite where ``t`` is chosen) keeps a
+    line per value."""
+    groups: dict[tuple, list[tuple]] = {}
+    for variant in variants:
+        groups.setdefault(variant[:2], []).append(variant)
+    lines: list[list[tuple]] = []
+    for group in groups.values():
+        single = all(sum((*v, lang) in cells for v in group) <= 1 for lang in languages)
+        lines += [group] if single else [[v] for v in group]
+    return lines
+
+
+def _scales(merged: list[tuple], at: dict[str, tuple | None]) -> str:
+    """The ``t`` column: one value, or each language's (``en 0.25 · es 1.5``) where they differ."""
+    chosen = {lang: key[2] for lang, key in at.items() if key is not None and key[2] is not None}
+    if len(merged) == 1 or len(set(chosen.values())) <= 1:
+        scale = merged[0][2] if len(merged) == 1 else next(iter(chosen.values()), None)
+        return "" if scale is None else f"{scale:g}"
+    return " · ".join(f"{lang} {scale:g}" for lang, scale in chosen.items())
 
 
 def comparison_table(
@@ -232,6 +255,7 @@ def comparison_table(
     for group in by_reference(rows).values():  # each reference task's best t, apart
         best = best_per_language(in_split(group, chosen_on), metric, languages, merge_methods)
         marked |= {(m, _reference(row), row["scale"], lang) for (m, lang), row in best.items()}
+    lines = _lines(variants, cells, languages) if chosen_on == "selection" else [[v] for v in variants]
     with_reference = any(reference for _, reference, _ in variants)
     targets = [lang for lang in languages if lang != src_lang]
     percent = f"{confidence * 100:g}%"
@@ -251,13 +275,17 @@ def comparison_table(
     targets = targets if compared else []  # a table without paired comparisons (losses) has no Δ columns
     header += [f"Δ {lang} vs {BASELINE}" for lang in targets]
     body = []
-    for method, reference, scale in variants:
-        line = [method, *([reference] if with_reference else []), "" if scale is None else f"{scale:g}"]
-        line += [
-            _cell(cells.get((method, reference, scale, lang)), (method, reference, scale, lang) in marked)
+    for merged in lines:  # one line per variant, or per method at its chosen t in each language
+        method, reference, _ = merged[0]
+        at = {
+            lang: next(((m, r, s, lang) for m, r, s in merged if (m, r, s, lang) in cells), None)
             for lang in languages
+        }
+        line = [method, *([reference] if with_reference else []), _scales(merged, at)]
+        line += [
+            _cell(cells.get(at[lang]), chosen_on != "selection" and at[lang] in marked) for lang in languages
         ]
-        line += [_difference(cells.get((method, reference, scale, lang))) for lang in targets]
+        line += [_difference(cells.get(at[lang])) for lang in targets]
         body.append(line)
     return "\n\n".join(
         [

@@ -165,3 +165,21 @@ def test_item_records_of_two_shards_merge_like_ddp_ranks_and_repeats_count_once(
         ]
     even.reset()
     assert even.per_language() == {}
+
+
+def test_non_finite_item_scores_stay_non_finite_and_choice_accuracy_on_them_is_nan(monkeypatch):
+    metric = ItemScoreMetric(["es"], ["loss"])
+    metric.update("es", [0, 1, 2, 3], [[0.5], [float("nan")], [float("inf")], [-float("inf")]])
+    _, scores = metric.per_language()["es"]
+    assert scores[0, 0] == 0.5 and scores[1, 0].isnan() and scores[2, 0] == float("inf")
+    assert scores[3, 0] == -float("inf")
+
+    evaluator = ChoiceEvaluator("xnli", ["en", "es"], num_options=3)
+    logits = {"en": torch.tensor([[0.0, 2.0, 1.0]]), "es": torch.tensor([[0.0, float("nan"), 1.0]])}
+    for language in ("en", "es"):
+        monkeypatch.setattr(evaluator, "option_scores", lambda model, batch, s=logits[language]: s)
+        evaluator.update(None, {"label": torch.tensor([1]), "index": torch.tensor([0])}, language)
+    values = evaluator.compute()
+    assert values["xnli/en/accuracy"] == 1.0 and values["xnli/es/accuracy"].isnan()
+    assert values["xnli/accuracy"].isnan()  # a mean over a NaN is NaN
+    assert evaluator.item_scores()["xnli/es/accuracy"].values[0].isnan()

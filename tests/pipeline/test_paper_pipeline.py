@@ -7,6 +7,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -57,12 +58,16 @@ def test_the_dry_run_lists_every_stage_method_and_evaluation_with_its_budget(tmp
         next(line for line in lines if line.startswith("methods: ")).removeprefix("methods: ").split(", ")
     )
     assert {"ties", "dare_ties", "ties_core", "dare_ties_core", "layer_swap", "adamergex"} <= set(methods)
-    # per language: base, zero_shot, stack; 7 merges of t at 2 scales; layer_swap at 3 K; oracle where trained
+    # per language: base, zero_shot, stack; 7 merges of t at 2 scales; layer_swap at 3 K; oracle where trained;
+    # on the test items (70%) one value per merge method: 3 + 7 + 1 (+ oracle)
     for task in TASKS:
         line = next(line for line in lines if line.startswith(f"evaluate_{task} "))
         oracle = task in ("xnli", "xlsum", "pawsx")
         items = "items ?" if task == "pawsx" else "items <="  # PAWS-X: every item, unknown until read
-        assert f"[adapters {'20/21' if oracle else '20'} per language, {items}" in line, line
+        every, chosen = ("20/21", "11/12") if oracle else ("20", "11")
+        assert (
+            f"[adapters {every} per language on the selection items, {chosen} (the chosen t) on the rest, {items}"
+        ) in line, line
     xnli = next(line for line in lines if line.startswith("evaluate_xnli "))
     assert "items <=1,000 per language" in xnli and "generated tokens <=0" in xnli  # the paper's 1000 items
     mgsm = next(line for line in lines if line.startswith("evaluate_mgsm "))
@@ -76,6 +81,7 @@ def test_the_dry_run_lists_every_stage_method_and_evaluation_with_its_budget(tmp
 
 
 def test_an_evaluation_is_priced_from_its_items_when_they_are_readable():
+    from adamergex_pl.metrics.bootstrap import selection_split
     from adamergex_pl.pipeline.budget import eval_budget
     from data_modules import DataSource, TaskDataModule
 
@@ -97,18 +103,30 @@ def test_an_evaluation_is_priced_from_its_items_when_they_are_readable():
     init["val"] = [DataSource(**source.get("init_args", source)) for source in init["val"]]
     data = TaskDataModule(**init, tokenizer=merge["base_model"])
     data.setup("validate")
-    tokens = 0
+    tokens = runs = 0
     for lang in data.val_languages:
-        adapters = sum(
-            1 if m in fixed else len(merge["scales"]) if m in by_scale else len(merge["swaps"])
-            for m in merge["methods"]
-            if m != "oracle"
-        ) + (lang in merge.get("oracle_adapters", {}))
-        assert budget.adapters[lang] == adapters
+        oracle = lang in merge.get("oracle_adapters", {})
+        adapters = (
+            sum(
+                1 if m in fixed else len(merge["scales"]) if m in by_scale else len(merge["swaps"])
+                for m in merge["methods"]
+                if m != "oracle"
+            )
+            + oracle
+        )
+        once = len(merge["methods"]) - 1 + oracle  # on the test items: each method at its chosen value
+        assert budget.adapters[lang] == adapters and budget.adapters_on_test[lang] == once < adapters
         assert budget.items[lang] == len(data.val_examples[lang]) > 0
         items = data.val_examples[lang]
-        tokens += adapters * sum(len(e["prompt_ids"]) + sum(map(len, e["option_ids"])) for e in items)
+        ids = sorted(e["index"] for e in items)
+        selected, _ = selection_split(len(ids), merge["selection_fraction"], merge.get("stats_seed", 0))
+        held_out = {ids[i] for i in selected}
+        for e in items:
+            count = adapters if e["index"] in held_out else once
+            tokens += count * (len(e["prompt_ids"]) + sum(map(len, e["option_ids"])))
+            runs += count
     assert budget.tokens == tokens and budget.generated == 0 and not budget.upper_bound
+    assert budget.evaluations == runs
     assert len(set(budget.adapters.values())) == 2  # the oracle exists in one language only
 
 
@@ -169,3 +187,16 @@ def test_the_whole_table_rehearsed_on_slurm_has_every_task_language_and_method(t
         "xlsum_es.json",
         "xnli_de.json",
     ]
+
+
+def test_a_dry_run_is_offline_even_when_the_hub_libraries_were_imported_first():
+    code = (
+        "import datasets, huggingface_hub.constants as hub, adamergex_pl.cli\n"
+        "from adamergex_pl.pipeline.budget import count_offline\n"
+        "assert not hub.is_offline_mode()\n"
+        "count_offline()\n"
+        "print(hub.is_offline_mode(), datasets.config.HF_HUB_OFFLINE)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
