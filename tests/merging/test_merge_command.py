@@ -33,6 +33,7 @@ def _args(dirs, out, *extra, prefix=""):
         "--ref_src", str(dirs[f"{prefix}src"]),
         "--ref_tgt", str(dirs[f"{prefix}tgt"]),
         "--out_dir", str(out),
+        "--allow_partial_modules", "true",  # the fixture's ref_tgt adapts q_proj and v_proj only
         *extra,
     ]  # fmt: skip
 
@@ -57,9 +58,12 @@ def test_merge_writes_adapter_and_record(dirs, tmp_path, capsys):
         assert entry["path"] == str(dirs[key])
         assert entry["sha256"] == sha256_file(dirs[key] / "adapter_model.safetensors")
     assert record["partial_modules"]["model.layers.0.mlp.up_proj"] == ["ref_tgt"]
+    assert record["allow_partial_modules"] is True
     assert record["svd"] is None and record["rank"] == {"min": 8, "max": 10}
     written = AdapterWeights.load(out)
-    expected = merge_adapters(dirs["task"], dirs["src"], dirs["tgt"], scale=0.5).adapter
+    expected = merge_adapters(
+        dirs["task"], dirs["src"], dirs["tgt"], scale=0.5, allow_partial_modules=True
+    ).adapter
     assert written.config == expected.config
     for module, parts in expected.tensors.items():
         for name, tensor in parts.items():
@@ -85,6 +89,8 @@ def test_ia3_and_arimerge(dirs, tmp_path, capsys):
         str(dirs["tgt"]),
         "--out_dir",
         str(tmp_path / "ari"),
+        "--allow_partial_modules",
+        "true",
     ]
     assert main([*args, "--method", "arimerge", "--scale", "-0.25"]) == 0
     record = json.loads((tmp_path / "ari" / "merge.json").read_text())
@@ -101,7 +107,10 @@ REFUSALS = {
     "rank without svd": (lambda d, t: {"--svd_rank": "4"}, "--svd_rank only applies to --lora_mode svd"),
     "ia3 mode on lora": (lambda d, t: {"--ia3_mode": "paper"}, "the inputs are LoRA adapters"),
     "arimerge with ref-src": (lambda d, t: {"--method": "arimerge"}, "takes no --ref_src"),
-    "strict modules": (lambda d, t: {"--strict_modules": "true"}, "adapted by only some inputs"),
+    "partial modules": (
+        lambda d, t: {"--allow_partial_modules": "false"},
+        "allow_partial_modules=false: the inputs adapt different modules (ref_tgt (",
+    ),
     "non-finite scale": (lambda d, t: {"--scale": "nan"}, "scale='nan' is not valid; expected a float"),
 }
 
@@ -127,6 +136,30 @@ def test_refusals_print_one_line_and_write_nothing(dirs, tmp_path, capsys, case)
     assert captured.err.startswith("adamergex merge: error: ") and captured.err.count("\n") == 1
     assert message in captured.err
     assert not (tmp_path / "out").exists()
+
+
+def test_partial_modules_are_refused_unless_allowed(dirs, tmp_path, capsys):
+    args = _args(dirs, tmp_path / "out")
+    del args[args.index("--allow_partial_modules") : args.index("--allow_partial_modules") + 2]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(
+        f"adamergex merge: error: allow_partial_modules=false: the inputs adapt different modules (ref_tgt "
+        f"({dirs['tgt']}) lacks 'model.layers.0.mlp.down_proj', 'model.layers.0.mlp.gate_proj', "
+        "'model.layers.0.mlp.up_proj' and 7 more)"
+    )
+    assert "pass allow_partial_modules=True (--allow_partial_modules true) to accept it" in err
+    assert not (tmp_path / "out").exists()
+    assert main([*args, "--allow_partial_modules", "true"]) == 0
+    record = json.loads((tmp_path / "out" / "merge.json").read_text())
+    assert record["allow_partial_modules"] is True and len(record["partial_modules"]) == 10
+    # inputs that adapt the same modules need no option, and the record says it was not given
+    same = _args(dirs, tmp_path / "same", "--allow_partial_modules", "false")
+    same[same.index("--ref_tgt") + 1] = str(dirs["src"])
+    assert main(same) == 0
+    record = json.loads((tmp_path / "same" / "merge.json").read_text())
+    assert record["allow_partial_modules"] is False and record["partial_modules"] == {}
 
 
 def test_existing_out_needs_overwrite(dirs, tmp_path, capsys):
@@ -162,7 +195,7 @@ def test_flags_can_come_from_a_yaml_config(dirs, tmp_path, capsys):
     config = tmp_path / "merge.yaml"
     config.write_text(
         f"task_src: {dirs['task']}\nref_src: {dirs['src']}\nref_tgt: {dirs['tgt']}\nout_dir: {tmp_path / 'out'}\n"
-        "scale: 0.5\n"
+        "scale: 0.5\nallow_partial_modules: true\n"
     )
     assert main(["--config", str(config)]) == 0
     assert json.loads((tmp_path / "out" / "merge.json").read_text())["scale"] == 0.5
