@@ -216,3 +216,77 @@ def test_module_entry_point_in_a_subprocess(dirs, tmp_path):
     assert again.returncode == 2
     assert again.stderr.startswith("adamergex merge: error: out_dir") and again.stderr.count("\n") == 1
     assert "Traceback" not in again.stderr
+
+
+def _merge_concurrently(args_per_run: list[list[str]], tmp_path) -> list[tuple[int, str]]:
+    """Run ``command.main`` once per argument list, in forked children that interleave at the worst moments:
+    each stages its folder, waits until every run has staged, then (as a run that starts just then would)
+    repairs the folder's interrupted writes, waits again, and publishes. Returns ``(exit code, stderr)``."""
+    import contextlib
+    import multiprocessing
+    import os
+
+    from adamergex_pl.atomic_files import finish_interrupted_writes
+    from adamergex_pl.merging import output
+
+    staged, repaired = (multiprocessing.get_context("fork").Barrier(len(args_per_run)) for _ in range(2))
+    real_staging, real_publish = output.staging_dir, output.publish_dir
+
+    def staging_dir(target):
+        staging = real_staging(target)
+        staged.wait(timeout=120)  # a bound for a stuck child, never reached by a run that works
+        return staging
+
+    def publish_dir(staging, target, **options):
+        finish_interrupted_writes(target.parent, target.name)
+        repaired.wait(timeout=120)
+        return real_publish(staging, target, **options)
+
+    children = []
+    for i, args in enumerate(args_per_run):
+        err = tmp_path / f"stderr_{i}.txt"
+        pid = os.fork()
+        if pid == 0:  # the child: never return into pytest
+            code = 99
+            try:
+                output.staging_dir, output.publish_dir = staging_dir, publish_dir
+                with err.open("w") as stream, contextlib.redirect_stderr(stream):
+                    code = main(args)
+            finally:
+                staged.abort(), repaired.abort()  # a run that ended early: nobody waits for it
+                os._exit(code)
+        children.append((pid, err))
+    return [(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), err.read_text()) for pid, err in children]
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_concurrent_merges_into_one_out_dir(dirs, tmp_path, overwrite):
+    out = tmp_path / "merged"
+    scales = ["0.25", "0.5", "1", "2"]
+    runs = [_args(dirs, out, "--scale", t, "--overwrite", str(overwrite).lower()) for t in scales]
+    done = _merge_concurrently(runs, tmp_path)
+    codes = [code for code, _ in done]
+    if overwrite:  # every run succeeds and the last publish wins
+        assert codes == [0] * len(runs), done
+    else:  # the first publish wins; the others are refused in one line
+        assert sorted(codes) == [0] + [2] * (len(runs) - 1), done
+        for code, err in done:
+            if code == 2:
+                assert err.count("\n") == 1 and err.startswith(
+                    f"adamergex merge: error: out_dir {str(out)!r} was written by another run meanwhile; pass "
+                    "overwrite=True"
+                ), err
+    assert all(err == "" for code, err in done if code == 0)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("stderr_")) == ["merged"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "merge.json",
+    ]
+    scale = json.loads((out / "merge.json").read_text())["scale"]
+    assert scale in [float(t) for t in scales]  # the folder is one whole run's merge
+    written = AdapterWeights.load(out)
+    expected = merge_adapters(dirs["task"], dirs["src"], dirs["tgt"], scale=scale, allow_partial_modules=True)
+    for module, parts in expected.adapter.tensors.items():
+        for name, tensor in parts.items():
+            assert torch.equal(written.tensors[module][name], tensor), (module, name)
