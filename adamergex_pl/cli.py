@@ -396,6 +396,12 @@ def _remove_fresh_log_dirs(created: list[Path]) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+# jsonargparse's PathError (a TypeError) for a file it cannot write, e.g. SaveConfigCallback's config.yaml
+_UNWRITABLE_PATH = re.compile(
+    r"^\w+ is not (?:creatable since parent directory not writable|writable): '(.+)'$"
+)
+
+
 def _user_input_error(err: BaseException) -> UserInputError | None:
     """The ``UserInputError`` behind ``err`` (jsonargparse wraps errors raised while instantiating classes), or
     one made of an ``OSError`` that the user's paths or disk caused (read-only, full, not a directory)."""
@@ -407,6 +413,13 @@ def _user_input_error(err: BaseException) -> UserInputError | None:
         chain.append(err)
         err = err.__cause__ or err.__context__
     for cause in chain:
+        unwritable = _UNWRITABLE_PATH.search(str(cause)) if isinstance(cause, TypeError) else None
+        if unwritable is not None:  # jsonargparse checks the file it saves (the run's config.yaml) first
+            file = Path(unwritable.group(1))
+            return OutputNotWritableError(
+                f"cannot write {file.name} in {str(file.parent)!r}: the folder is not writable; choose a writable "
+                "--trainer.default_root_dir (or fix the folder's permissions)"
+            )
         reason = os_error_reason(cause)
         if reason is not None:
             filename = getattr(cause, "filename", None)

@@ -197,3 +197,48 @@ def test_an_unknown_val_language_is_one_line_through_the_cli(tmp_path, capfd):
         "adamergex: error: InstructionDataModule val source builtin:tiny/add_es.jsonl: language='xx' is not"
         in err
     )
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """An existing folder this process cannot write into: ``chmod 555``, or for root (whom permissions do not
+    stop) the immutable attribute (``chattr +i``; skipped where the file system or the container lacks it)."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("root, and chattr +i is not available here: no folder root cannot write into")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("command", ["fit", "validate"])
+def test_a_read_only_default_root_dir_without_a_logger_is_one_line(command, read_only_dir, tiny_llama_path):
+    from conftest import run_adamergex
+
+    if command == "fit":
+        args = ["fit", "--config", CONFIG, "--data.init_args.max_val_samples", "4"]
+    else:
+        task, ref_en, ref_es = (make_lora(tiny_llama_path, seed=s, r=4, lora_alpha=8) for s in (4, 5, 6))
+        args = [
+            "validate", "--config", str(REPO_ROOT / "configs/merge/tiny_lora.yaml"), "--model.init_args.task_src",
+            str(task), "--model.init_args.reference_adapters", json.dumps({"en": str(ref_en), "es": str(ref_es)}),
+        ]  # fmt: skip
+    args += ["--trainer.default_root_dir", str(read_only_dir), "--trainer.logger", "false"]
+    done = run_adamergex(*args, cwd=read_only_dir.parent, check=False)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [
+        f"adamergex: error: cannot write config.yaml in {str(read_only_dir)!r}: the folder is not writable; choose "
+        "a writable --trainer.default_root_dir (or fix the folder's permissions)"
+    ], done.stderr
+    assert "Traceback" not in done.stderr and list(read_only_dir.iterdir()) == []
