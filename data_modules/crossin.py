@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from adamergex_pl.errors import InvalidValueError
-from data_modules.base import Examples, TokenizedDataModule, check_split_options
+from data_modules.base import Examples, TokenizedDataModule, check_languages, check_split_options
 from data_modules.crossin_mixture import TRANSLATION_INSTRUCTION, CrossInMixture, Row
 from data_modules.instruction_format import InstructionFormat, PromptFormat
 from data_modules.sources import DataSource
@@ -79,6 +79,9 @@ class CrossInDataModule(TokenizedDataModule):
         **loader: Any,
     ) -> None:
         super().__init__(max_length=max_length, seed=seed, **loader)
+        check_languages(
+            self, None, {"parallel": list(parallel or []), "base": [base] if base else []}, languages or []
+        )
         self.mixture = CrossInMixture(
             parallel=parallel,
             base=base,

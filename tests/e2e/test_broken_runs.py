@@ -17,9 +17,16 @@ from torch import nn
 from adamergex_pl import AdapterModule
 from adamergex_pl.cli import main
 from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator
+from adamergex_pl.metrics.languages import normalize_language
 from adamergex_pl.results.tables import format_value
 from callbacks import AdapterSnapshot, RunCheckpoint
-from data_modules import DataSource, InstructionDataModule, ReferenceLMDataModule
+from data_modules import (
+    CrossInDataModule,
+    CrossXDataModule,
+    DataSource,
+    InstructionDataModule,
+    ReferenceLMDataModule,
+)
 
 CONFIG = str(REPO_ROOT / "configs/tiny/task_lora.yaml")
 
@@ -177,6 +184,38 @@ def test_every_datamodule_refuses_a_language_the_task_suite_does_not_know(module
         module(train=DataSource("x.jsonl"), val=[DataSource("x.jsonl", language="xx")], tokenizer="t")
     with pytest.raises(ValueError, match=rf"^{module.__name__} language: language='English!' is not a known"):
         module(train=DataSource("x.jsonl"), language="English!", tokenizer="t")
+
+
+@pytest.mark.parametrize(
+    ("module", "kwargs", "where"),
+    [
+        (CrossXDataModule, {"languages": ["en", "xx"]}, "languages"),
+        (CrossInDataModule, {"variant": "x2x", "languages": ["zh", "xx"]}, "languages"),
+        (
+            CrossInDataModule,
+            {
+                "variant": "x2x",
+                "parallel": [DataSource("en.jsonl", language="en"), DataSource("x.jsonl", language="xx")],
+            },
+            "parallel source x.jsonl",
+        ),
+    ],
+)
+def test_crossin_and_crossx_refuse_a_language_the_others_do_not_know(module, kwargs, where):
+    kwargs.setdefault(
+        "parallel", [DataSource("en.jsonl", language="en"), DataSource("zh.jsonl", language="zh")]
+    )
+    if module is CrossXDataModule:
+        del kwargs["parallel"]
+    with pytest.raises(ValueError) as unknown:
+        normalize_language("xx")
+    with pytest.raises(ValueError) as refused:
+        module(tokenizer="t", **kwargs)
+    # the form every DataModule gives (data_modules/base.py: check_languages), e.g. InstructionDataModule's
+    assert str(refused.value) == f"{module.__name__} {where}: {unknown.value}"
+    with pytest.raises(ValueError) as instruction:
+        InstructionDataModule(train=DataSource("x.jsonl"), language="xx", tokenizer="t")
+    assert str(instruction.value) == f"InstructionDataModule language: {unknown.value}"
 
 
 def test_an_unknown_val_language_is_one_line_through_the_cli(tmp_path, capfd):
