@@ -101,6 +101,20 @@ class CrossInDataModule(TokenizedDataModule):
         self.train_rows: list[Row] = []
         self.val_rows: list[Row] = []
 
+    def check_local_records(self) -> None:
+        """Compose the mixture once, without tokenizing, when all its sources are local files (the pipeline
+        does, before its first fit), so that a record without instruction or output is refused early.
+
+        Raises:
+            ValueError: a record without a field CrossIn needs, or data that do not align.
+        """
+        sources = [
+            *self.mixture.parallel_sources,
+            *([self.mixture.base_source] if self.mixture.base_source else []),
+        ]
+        if sources and all(source.is_local for source in sources):
+            self.mixture.build()
+
     def _tokenize(self, rows: list[Row], what: str) -> Examples:
         examples, dropped = self.format.tokenize(rows, self.tokenizer, self.max_length)
         if dropped:
