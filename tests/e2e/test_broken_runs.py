@@ -238,30 +238,9 @@ def test_an_unknown_val_language_is_one_line_through_the_cli(tmp_path, capfd):
     )
 
 
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """An existing folder this process cannot write into: ``chmod 555``, or for root (whom permissions do not
-    stop) the immutable attribute (``chattr +i``; skipped where the file system or the container lacks it)."""
-    import os
-    import subprocess
-
-    folder = tmp_path / "read_only"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
-        return
-    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
-        pytest.skip("root, and chattr +i is not available here: no folder root cannot write into")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
-
-
 @pytest.mark.parametrize("command", ["fit", "validate"])
 def test_a_read_only_default_root_dir_without_a_logger_is_one_line(command, read_only_dir, tiny_llama_path):
+    """``read_only_dir`` (conftest): ``chmod 555``, or for root a read-only tmpfs."""
     from conftest import run_adamergex
 
     if command == "fit":
