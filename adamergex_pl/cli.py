@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import itertools
 import os
 import re
 import shutil
@@ -212,6 +213,17 @@ def run_function(function, argv: list[str], prog: str) -> int:
     return int(function(**options) or 0)
 
 
+def _negative_value(argv: list[str]) -> str | None:
+    """For ``--key -1e-3`` (argparse takes ``-1e-3`` for an option): the line that names the key and the fix."""
+    for flag, value in itertools.pairwise(argv):
+        if flag.startswith("--") and "=" not in flag and re.fullmatch(r"-(\d|\.\d|inf|nan)\S*", value, re.I):
+            return (
+                f"{flag.lstrip('-')}={value!r}: a value that starts with '-' after a space is read as an option; "
+                f"write {flag}={value}"
+            )
+    return None
+
+
 def parse_error_line(err: BaseException, argv: list[str] | None = None) -> str:
     r"""jsonargparse's message for a value it refused, as one line: the full key and the value first, then the
     forms it accepts (instead of its multi-line dump of a union's subtypes).
@@ -244,12 +256,12 @@ def parse_error_line(err: BaseException, argv: list[str] | None = None) -> str:
         keys = [keys[0], "init_args", *re.findall(r'Parser key "([^"]+)":', text)] if keys else keys
     value = re.search(r"(?:Got value|Given value): (.*)$", text, re.M)
     if not (keys and value):
-        hint = (
-            " (a value that starts with '-' is written --key=value)"
-            if "expected one argument" in text
-            else ""
-        )
-        return _flat(text) + hint
+        if "expected one argument" in text:
+            negative = _negative_value(argv or [])
+            if negative is not None:
+                return negative
+            return _flat(text) + " (a value that starts with '-' is written --key=value)"
+        return _flat(text)
     forms = []
     for found in re.findall(r"Expected an? (.+?)(?:\. Got value:.*)?$", text, re.M):
         form = _TYPE_WORDS.get(found.strip(), found.strip())

@@ -211,3 +211,14 @@ def test_training_records_without_a_needed_field_are_refused_before_any_fit(
         )
     err = _refused_before_any_fit(tmp_path, capsys, monkeypatch, reference=reference)
     assert err.count("\n") == 0 and err.startswith(f"adamergex: error: {expected}"), err
+
+
+def test_a_task_without_tgt_langs_is_named(tmp_path, capsys):
+    raw = yaml.safe_load((REPO_ROOT / "configs/pipeline/paper_llama2_7b.yaml").read_text())
+    del raw["tasks"]["xcopa"]["tgt_langs"]
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["pipeline", "--config", str(tmp_path / "pipeline.yaml"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "adamergex: error: tasks.xcopa.tgt_langs is empty; name at least one target language, e.g. [es]\n"
+    ), err
