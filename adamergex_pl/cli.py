@@ -122,14 +122,28 @@ def _lightning_cli():
                         callback.check_fresh_run(self.trainer, self.model)
 
         def _run_subcommand(self, subcommand: str) -> None:
-            # a run refused after start-up leaves nothing behind: not the log folder it had just created
+            # a run refused after start-up leaves nothing behind: not the log folders it had just created,
+            # and not its config.yaml over the one of the run whose folder it is (logger false: default_root_dir)
             log_dir = Path(self.trainer.log_dir) if self.trainer.log_dir else None
-            created = [] if log_dir is None else [p for p in (log_dir.parent, log_dir) if not p.exists()]
+            folders = [
+                Path(d)
+                for d in (log_dir, *(getattr(lg, "log_dir", None) for lg in self.trainer.loggers))
+                if d
+            ]
+            created = list(
+                dict.fromkeys(p for d in folders for p in (*reversed(d.parents), d) if not p.exists())
+            )
+            config = (
+                None
+                if log_dir is None
+                else log_dir / self.save_config_kwargs.get("config_filename", "config.yaml")
+            )
+            previous = config.read_bytes() if config is not None and config.is_file() else None
             try:
                 super()._run_subcommand(subcommand)
             except Exception as err:
-                if created and _user_input_error(err) is not None and self.trainer.is_global_zero:
-                    _remove_fresh_log_dirs(created)
+                if _user_input_error(err) is not None and self.trainer.is_global_zero:
+                    _undo_refused_run(created, config, previous)
                 raise
 
         def after_instantiate_classes(self) -> None:
@@ -400,18 +414,33 @@ def _arm_requeue_signal() -> None:
         slurm_requeue.arm(slurm_requeue.requeue_signal())
 
 
-def _remove_fresh_log_dirs(created: list[Path]) -> None:
-    """Remove the logger folders a refused run created (innermost first) when they hold no more than its
-    ``config.yaml`` and ``hparams.yaml``."""
-    for folder in reversed(created):
-        if folder.is_dir() and {p.name for p in folder.iterdir()} <= {"config.yaml", "hparams.yaml"}:
+def _undo_refused_run(created: list[Path], config: Path | None, previous: bytes | None) -> None:
+    """Remove the folders a refused run created (innermost first) when they hold no more than its
+    ``config.yaml``, ``hparams.yaml`` and a logger's event file, and put back the ``config.yaml`` it replaced."""
+    from adamergex_pl.atomic_files import write_atomic
+
+    for folder in sorted(created, key=lambda path: len(path.parts), reverse=True):  # innermost first
+        names = {p.name for p in folder.iterdir()} if folder.is_dir() else None
+        if names is not None and all(
+            n in ("config.yaml", "hparams.yaml") or n.startswith(_EVENTS) for n in names
+        ):
             shutil.rmtree(folder, ignore_errors=True)
+    if config is None or config.parent in created:
+        return
+    with contextlib.suppress(OSError):
+        if previous is not None and config.is_file() and config.read_bytes() != previous:
+            write_atomic(config, previous)
+        elif previous is None:
+            config.unlink(missing_ok=True)
 
 
 # jsonargparse's PathError (a TypeError) for a file it cannot write, e.g. SaveConfigCallback's config.yaml
 _UNWRITABLE_PATH = re.compile(
     r"^\w+ is not (?:creatable since parent directory not writable|writable): '(.+)'$"
 )
+
+
+_EVENTS = "events.out.tfevents."  # TensorBoard's event file, written when its logger starts
 
 
 def _user_input_error(err: BaseException) -> UserInputError | None:

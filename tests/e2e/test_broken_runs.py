@@ -131,8 +131,12 @@ def test_a_second_evaluation_into_a_results_folder_is_refused_unless_it_overwrit
     results = tmp_path / "merge_results"
     assert validate("0.5") == 0
     first = (results / "results.json").read_text()
+    first_config = (tmp_path / "config.yaml").read_text()  # --trainer.logger false: the run's config is here
     capfd.readouterr()
     assert validate("1.0") == 2
+    assert (
+        tmp_path / "config.yaml"
+    ).read_text() == first_config  # the refused run's config is not left over it
     err = capfd.readouterr().err
     assert err.count("adamergex: error:") == 1 and "Traceback" not in err, err
     assert f"adamergex: error: {results} already holds the results of an evaluation run (results.csv, " in err
@@ -260,3 +264,21 @@ def test_a_read_only_default_root_dir_without_a_logger_is_one_line(command, read
         "a writable --trainer.default_root_dir (or fix the folder's permissions)"
     ], done.stderr
     assert "Traceback" not in done.stderr and list(read_only_dir.iterdir()) == []
+
+
+def test_a_validate_refused_after_start_up_leaves_no_log_folder(tiny_llama_path, tmp_path, capfd):
+    """The refusal (partial target modules) comes when the first language's merges are built, after the logger
+    made its folders and wrote its event file: they go, and so does the default_root_dir the run created."""
+    task, ref_en = (make_lora(tiny_llama_path, seed=s, r=4, lora_alpha=8) for s in (4, 5))
+    ref_es = make_lora(tiny_llama_path, seed=6, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    root = tmp_path / "runs/merge"
+    args = [
+        "validate", "--config", str(REPO_ROOT / "configs/merge/tiny_lora.yaml"),
+        "--trainer.default_root_dir", str(root),
+        "--trainer.logger", "true", "--model.init_args.task_src", str(task), "--model.init_args.reference_adapters",
+        json.dumps({"en": str(ref_en), "es": str(ref_es)}), "--data.init_args.max_val_samples", "4",
+    ]  # fmt: skip
+    assert main(args) == 2
+    err = capfd.readouterr().err
+    assert err.count("adamergex: error:") == 1 and "adamergex: error: allow_partial_modules=false" in err, err
+    assert list(tmp_path.iterdir()) == []
