@@ -143,7 +143,7 @@ def _lightning_cli():
                 super()._run_subcommand(subcommand)
             except Exception as err:
                 if _user_input_error(err) is not None and self.trainer.is_global_zero:
-                    _undo_refused_run(created, config, previous)
+                    _undo_refused_run(created, config, previous, trained=self.trainer.global_step > 0)
                 raise
 
         def after_instantiate_classes(self) -> None:
@@ -414,16 +414,19 @@ def _arm_requeue_signal() -> None:
         slurm_requeue.arm(slurm_requeue.requeue_signal())
 
 
-def _undo_refused_run(created: list[Path], config: Path | None, previous: bytes | None) -> None:
+def _undo_refused_run(
+    created: list[Path], config: Path | None, previous: bytes | None, *, trained: bool
+) -> None:
     """Remove the folders a refused run created (innermost first) when they hold no more than its
-    ``config.yaml``, ``hparams.yaml`` and a logger's event file, and put back the ``config.yaml`` it replaced."""
+    ``config.yaml``, ``hparams.yaml`` and, if it trained no step, TensorBoard's event file; put back the
+    ``config.yaml`` it replaced. A run that trained keeps its logs (e.g. the curves of a diverged fit)."""
     from adamergex_pl.atomic_files import write_atomic
 
+    def removable(name: str) -> bool:
+        return name in ("config.yaml", "hparams.yaml") or (not trained and name.startswith(_EVENTS))
+
     for folder in sorted(created, key=lambda path: len(path.parts), reverse=True):  # innermost first
-        names = {p.name for p in folder.iterdir()} if folder.is_dir() else None
-        if names is not None and all(
-            n in ("config.yaml", "hparams.yaml") or n.startswith(_EVENTS) for n in names
-        ):
+        if folder.is_dir() and all(removable(p.name) for p in folder.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)
     if config is None or config.parent in created:
         return

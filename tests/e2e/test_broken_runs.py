@@ -44,6 +44,10 @@ def test_a_diverged_fit_stops_at_once_with_one_line_and_writes_no_snapshot(tmp_p
     )
     assert "learning_rate=1e+30 is too high; lower it (e.g. 0.0002" in lines[0]
     assert not list(root.glob("snapshots/epoch=*")) and not (root / "checkpoints/last.ckpt").exists()
+    # it trained: its logs stay, the curves that show the divergence (a refusal before any step removes them)
+    assert list(root.glob("tensorboard/version_0/events.out.tfevents.*")) and list(
+        root.glob("*/version_0/metrics.csv")
+    )
 
 
 class PoisonAdapter(Callback):
