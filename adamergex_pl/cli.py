@@ -419,7 +419,8 @@ def _undo_refused_run(
 ) -> None:
     """Remove the folders a refused run created (innermost first) when they hold no more than its
     ``config.yaml``, ``hparams.yaml`` and, if it trained no step, TensorBoard's event file; put back the
-    ``config.yaml`` it replaced. A run that trained keeps its logs (e.g. the curves of a diverged fit)."""
+    ``config.yaml`` it replaced (or remove the one it added). A run that trained keeps its logs and config (e.g.
+    the curves of a diverged fit)."""
     from adamergex_pl.atomic_files import write_atomic
 
     def removable(name: str) -> bool:
@@ -428,7 +429,9 @@ def _undo_refused_run(
     for folder in sorted(created, key=lambda path: len(path.parts), reverse=True):  # innermost first
         if folder.is_dir() and all(removable(p.name) for p in folder.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)
-    if config is None or config.parent in created:
+    if (
+        config is None or config.parent in created or trained
+    ):  # a run that trained keeps its config with its logs
         return
     with contextlib.suppress(OSError):
         if previous is not None and config.is_file() and config.read_bytes() != previous:
