@@ -237,9 +237,12 @@ def _merge_concurrently(args_per_run: list[list[str]], tmp_path) -> list[tuple[i
         staged.wait(timeout=120)  # a bound for a stuck child, never reached by a run that works
         return staging
 
+    passed = []  # in a child: whether it passed both barriers (then nobody waits for it any more)
+
     def publish_dir(staging, target, **options):
         finish_interrupted_writes(target.parent, target.name)
         repaired.wait(timeout=120)
+        passed.append(True)
         return real_publish(staging, target, **options)
 
     children = []
@@ -253,7 +256,8 @@ def _merge_concurrently(args_per_run: list[list[str]], tmp_path) -> list[tuple[i
                 with err.open("w") as stream, contextlib.redirect_stderr(stream):
                     code = main(args)
             finally:
-                staged.abort(), repaired.abort()  # a run that ended early: nobody waits for it
+                if not passed:  # a run that ended before the barriers: the others must not wait for it
+                    staged.abort(), repaired.abort()
                 os._exit(code)
         children.append((pid, err))
     return [(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), err.read_text()) for pid, err in children]
