@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import itertools
 import os
 import re
 import shutil
@@ -121,14 +122,28 @@ def _lightning_cli():
                         callback.check_fresh_run(self.trainer, self.model)
 
         def _run_subcommand(self, subcommand: str) -> None:
-            # a run refused after start-up leaves nothing behind: not the log folder it had just created
+            # a run refused after start-up leaves nothing behind: not the log folders it had just created,
+            # and not its config.yaml over the one of the run whose folder it is (logger false: default_root_dir)
             log_dir = Path(self.trainer.log_dir) if self.trainer.log_dir else None
-            created = [] if log_dir is None else [p for p in (log_dir.parent, log_dir) if not p.exists()]
+            folders = [
+                Path(d)
+                for d in (log_dir, *(getattr(lg, "log_dir", None) for lg in self.trainer.loggers))
+                if d
+            ]
+            created = list(
+                dict.fromkeys(p for d in folders for p in (*reversed(d.parents), d) if not p.exists())
+            )
+            config = (
+                None
+                if log_dir is None
+                else log_dir / self.save_config_kwargs.get("config_filename", "config.yaml")
+            )
+            previous = config.read_bytes() if config is not None and config.is_file() else None
             try:
                 super()._run_subcommand(subcommand)
             except Exception as err:
-                if created and _user_input_error(err) is not None and self.trainer.is_global_zero:
-                    _remove_fresh_log_dirs(created)
+                if _user_input_error(err) is not None and self.trainer.is_global_zero:
+                    _undo_refused_run(created, config, previous, trained=self.trainer.global_step > 0)
                 raise
 
         def after_instantiate_classes(self) -> None:
@@ -212,6 +227,17 @@ def run_function(function, argv: list[str], prog: str) -> int:
     return int(function(**options) or 0)
 
 
+def _negative_value(argv: list[str]) -> str | None:
+    """For ``--key -1e-3`` (argparse takes ``-1e-3`` for an option): the line that names the key and the fix."""
+    for flag, value in itertools.pairwise(argv):
+        if flag.startswith("--") and "=" not in flag and re.fullmatch(r"-(\d|\.\d|inf|nan)\S*", value, re.I):
+            return (
+                f"{flag.lstrip('-')}={value!r}: a value that starts with '-' after a space is read as an option; "
+                f"write {flag}={value}"
+            )
+    return None
+
+
 def parse_error_line(err: BaseException, argv: list[str] | None = None) -> str:
     r"""jsonargparse's message for a value it refused, as one line: the full key and the value first, then the
     forms it accepts (instead of its multi-line dump of a union's subtypes).
@@ -244,12 +270,12 @@ def parse_error_line(err: BaseException, argv: list[str] | None = None) -> str:
         keys = [keys[0], "init_args", *re.findall(r'Parser key "([^"]+)":', text)] if keys else keys
     value = re.search(r"(?:Got value|Given value): (.*)$", text, re.M)
     if not (keys and value):
-        hint = (
-            " (a value that starts with '-' is written --key=value)"
-            if "expected one argument" in text
-            else ""
-        )
-        return _flat(text) + hint
+        if "expected one argument" in text:
+            negative = _negative_value(argv or [])
+            if negative is not None:
+                return negative
+            return _flat(text) + " (a value that starts with '-' is written --key=value)"
+        return _flat(text)
     forms = []
     for found in re.findall(r"Expected an? (.+?)(?:\. Got value:.*)?$", text, re.M):
         form = _TYPE_WORDS.get(found.strip(), found.strip())
@@ -388,12 +414,39 @@ def _arm_requeue_signal() -> None:
         slurm_requeue.arm(slurm_requeue.requeue_signal())
 
 
-def _remove_fresh_log_dirs(created: list[Path]) -> None:
-    """Remove the logger folders a refused run created (innermost first) when they hold no more than its
-    ``config.yaml`` and ``hparams.yaml``."""
-    for folder in reversed(created):
-        if folder.is_dir() and {p.name for p in folder.iterdir()} <= {"config.yaml", "hparams.yaml"}:
+def _undo_refused_run(
+    created: list[Path], config: Path | None, previous: bytes | None, *, trained: bool
+) -> None:
+    """Remove the folders a refused run created (innermost first) when they hold no more than its
+    ``config.yaml``, ``hparams.yaml`` and, if it trained no step, TensorBoard's event file; put back the
+    ``config.yaml`` it replaced (or remove the one it added). A run that trained keeps its logs and config (e.g.
+    the curves of a diverged fit)."""
+    from adamergex_pl.atomic_files import write_atomic
+
+    def removable(name: str) -> bool:
+        return name in ("config.yaml", "hparams.yaml") or (not trained and name.startswith(_EVENTS))
+
+    for folder in sorted(created, key=lambda path: len(path.parts), reverse=True):  # innermost first
+        if folder.is_dir() and all(removable(p.name) for p in folder.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)
+    if (
+        config is None or config.parent in created or trained
+    ):  # a run that trained keeps its config with its logs
+        return
+    with contextlib.suppress(OSError):
+        if previous is not None and config.is_file() and config.read_bytes() != previous:
+            write_atomic(config, previous)
+        elif previous is None:
+            config.unlink(missing_ok=True)
+
+
+# jsonargparse's PathError (a TypeError) for a file it cannot write, e.g. SaveConfigCallback's config.yaml
+_UNWRITABLE_PATH = re.compile(
+    r"^\w+ is not (?:creatable since parent directory not writable|writable): '(.+)'$"
+)
+
+
+_EVENTS = "events.out.tfevents."  # TensorBoard's event file, written when its logger starts
 
 
 def _user_input_error(err: BaseException) -> UserInputError | None:
@@ -407,6 +460,13 @@ def _user_input_error(err: BaseException) -> UserInputError | None:
         chain.append(err)
         err = err.__cause__ or err.__context__
     for cause in chain:
+        unwritable = _UNWRITABLE_PATH.search(str(cause)) if isinstance(cause, TypeError) else None
+        if unwritable is not None:  # jsonargparse checks the file it saves (the run's config.yaml) first
+            file = Path(unwritable.group(1))
+            return OutputNotWritableError(
+                f"cannot write {file.name} in {str(file.parent)!r}: the folder is not writable; choose a writable "
+                "--trainer.default_root_dir (or fix the folder's permissions)"
+            )
         reason = os_error_reason(cause)
         if reason is not None:
             filename = getattr(cause, "filename", None)

@@ -11,7 +11,7 @@ A subclass turns its sources into tokenized examples (``{"input_ids": [...], "la
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -336,19 +336,26 @@ class TokenizedDataModule(LightningDataModule):
             self._resume = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
 
 
-def check_languages(module: object, language: str, sources: dict[str, list]) -> None:
+def check_languages(
+    module: object, language: str | None, sources: dict[str, list], languages: Sequence[str] = ()
+) -> None:
     """Refuse a language that :func:`~adamergex_pl.metrics.normalize_language` does not know.
 
     Args:
         module: the DataModule (named in the message).
-        language: its ``language`` argument.
+        language: its ``language`` argument (``None``: it has none).
         sources: ``{"val": [DataSource, ...], "test": [...]}``; a source without a language takes ``language``.
+        languages: its ``languages`` argument, where it evaluates or mixes several.
 
     Raises:
         ValueError: an unknown language, naming the option or source that gives it.
+
+    Example:
+        >>> check_languages(object(), None, {}, ["zh", "Spanish", "de-AT"])  # known: nothing to say
     """
     given = [("language", language)]
     given += [(f"{what} source {s.describe()}", s.language) for what, group in sources.items() for s in group]
+    given += [("languages", code) for code in languages]
     for where, code in given:
         if code is None:
             continue

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from adamergex_pl.errors import InvalidValueError
-from data_modules.base import Examples, TokenizedDataModule, check_split_options
+from data_modules.base import Examples, TokenizedDataModule, check_languages, check_split_options
 from data_modules.crossin_mixture import TRANSLATION_INSTRUCTION, CrossInMixture, Row
 from data_modules.instruction_format import InstructionFormat, PromptFormat
 from data_modules.sources import DataSource
@@ -79,6 +79,9 @@ class CrossInDataModule(TokenizedDataModule):
         **loader: Any,
     ) -> None:
         super().__init__(max_length=max_length, seed=seed, **loader)
+        check_languages(
+            self, None, {"parallel": list(parallel or []), "base": [base] if base else []}, languages or []
+        )
         self.mixture = CrossInMixture(
             parallel=parallel,
             base=base,
@@ -97,6 +100,20 @@ class CrossInDataModule(TokenizedDataModule):
         self.max_val_samples = max_val_samples
         self.train_rows: list[Row] = []
         self.val_rows: list[Row] = []
+
+    def check_local_records(self) -> None:
+        """Compose the mixture once, without tokenizing, when all its sources are local files (the pipeline
+        does, before its first fit), so that a record without instruction or output is refused early.
+
+        Raises:
+            ValueError: a record without a field CrossIn needs, or data that do not align.
+        """
+        sources = [
+            *self.mixture.parallel_sources,
+            *([self.mixture.base_source] if self.mixture.base_source else []),
+        ]
+        if sources and all(source.is_local for source in sources):
+            self.mixture.build()
 
     def _tokenize(self, rows: list[Row], what: str) -> Examples:
         examples, dropped = self.format.tokenize(rows, self.tokenizer, self.max_length)

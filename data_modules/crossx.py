@@ -20,7 +20,7 @@ from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.evaluation.crossx_evaluator import OPTION_LABELS, CrossXEvaluator
 from adamergex_pl.evaluation.option_scoring import ChoiceCollator
 from adamergex_pl.metrics.options import option_index
-from data_modules.base import Examples, TokenizedDataModule
+from data_modules.base import Examples, TokenizedDataModule, check_languages
 from data_modules.crossin_mixture import language_code
 from data_modules.instruction_format import ALPACA_NO_INPUT, PromptTemplate, chat_prompt
 from data_modules.sources import DataSource, load_records
@@ -184,6 +184,7 @@ class CrossXDataModule(TokenizedDataModule):
             raise InvalidValueError(
                 f"benchmarks {duplicates} are listed twice; give each source a distinct name (name: <label>)"
             )
+        check_languages(self, None, {}, languages or DEFAULT_LANGUAGES)
         codes = [language_code(lang, "languages") for lang in (languages or DEFAULT_LANGUAGES)]
         if len(set(codes)) < 2 or len(set(codes)) != len(codes):
             raise InvalidValueError(

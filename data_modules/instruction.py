@@ -90,13 +90,14 @@ class InstructionDataModule(TokenizedDataModule):
         return records
 
     def check_local_records(self) -> None:
-        """Read and check the records of every local validation and test source, as :meth:`setup` would.
+        """Read and check the records of every local training, validation and test source, as :meth:`setup`
+        would (the pipeline does, before its first fit).
 
         Raises:
             ValueError: a record without a field the templates name, or without a completion.
         """
-        for source in [*self.val_sources, *self.test_sources]:
-            if source.is_local:
+        for source in [self.train_source, *self.val_sources, *self.test_sources]:
+            if source is not None and source.is_local:
                 self._records(source)
 
     def _subsample(self, records: list, limit: int | None) -> list:

@@ -117,6 +117,18 @@ class ReferenceLMDataModule(TokenizedDataModule):
         finally:
             records.close()
 
+    def check_local_records(self) -> None:
+        """Read every record of every local source and check it has the ``text_fields`` (the pipeline does,
+        before its first fit).
+
+        Raises:
+            ValueError: a source without records, or a record without a text field, named by its line.
+        """
+        for source in [self.train_source, *self.val_sources, *self.test_sources]:
+            if source is not None and source.is_local:
+                for _ in self._documents(source, seed=None):
+                    pass
+
     def _text(self, record: dict[str, Any]) -> str:
         return " ".join(str(record.get(f) or "") for f in self.text_fields)
 

@@ -199,6 +199,20 @@ class TaskDataModule(TokenizedDataModule):
             )
         return usable
 
+    def check_local_records(self) -> None:
+        """Check that every record of the local training and evaluation files has the fields the task needs
+        (the pipeline does, before its first fit); hub data is checked when it is loaded.
+
+        Raises:
+            ValueError: a record without a field the task needs, named by file, record and line.
+        """
+        if self.train_source is not None and self.train_source.is_local:
+            language = self.train_source.language or self.train_language
+            self._records(self.train_source, language, self.spec.train_fields)
+        for language, source in self._eval_sources().items():
+            if source.is_local:
+                self._records(source, language, self.spec.fields)
+
     def _sample(self, records: list[tuple[int, Any]], limit: int | None) -> list[tuple[int, Any]]:
         """A seeded sample of ``limit`` of the ``(index, record)`` pairs, in order (the same for equal sizes)."""
         if limit is None or len(records) <= limit:

@@ -2,7 +2,8 @@
 
 Inputs must share the peft type, the base model, and per module the tensor shapes (LoRA ranks may differ) and,
 for (IA)³, whether it is feedforward. A module only some inputs adapt counts as zero (LoRA) or ``1`` ((IA)³)
-in the others, unless ``strict_modules`` refuses it.
+in the others; :func:`check_partial_modules` refuses such modules unless ``allow_partial_modules`` is set
+(every merge method calls it: on a module only ``A(R,src)`` adapts, AdaMergeX would compute ``T − t·R_src``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
-from adamergex_pl.errors import InvalidValueError
+from adamergex_pl.errors import InvalidTypeError, InvalidValueError
 from adamergex_pl.merging.adapters import AdapterWeights, ia3_is_feedforward, lora_module_scaling
 
 OVERFLOW_LIMIT = math.sqrt(torch.finfo(torch.float32).max)  # ≈ 1.84e19
@@ -59,14 +60,14 @@ def check_mergeable(
     adapters: Mapping[str, AdapterWeights],
     *,
     allow_different_base: bool = False,
-    strict_modules: bool = False,
 ) -> dict[str, list[str]]:
-    """Run every check; return the partial modules as ``{module: [roles that lack it]}``.
+    """Run every compatibility check; return the partial modules as ``{module: [roles that lack it]}``.
+
+    Whether partial modules are accepted is :func:`check_partial_modules`' decision, made by each merge.
 
     Args:
         adapters: ``{role: adapter}``, at least one.
         allow_different_base: accept inputs whose ``base_model_name_or_path`` differ.
-        strict_modules: refuse modules that only some inputs adapt.
 
     Raises:
         ValueError: the first failed check.
@@ -77,17 +78,59 @@ def check_mergeable(
     check_same_layout(adapters)
     check_same_base(adapters, allow_different_base=allow_different_base)
     partial = module_coverage(adapters)
-    if strict_modules and partial:
-        example, missing = next(iter(partial.items()))
-        raise InvalidValueError(
-            f"{len(partial)} modules are adapted by only some inputs (e.g. {example!r} is missing from "
-            f"{', '.join(missing)}); strict_modules refuses this: drop strict_modules (--strict_modules true) to "
-            "treat a missing module as no update"
-        )
     if next(iter(adapters.values())).adapter_type == "ia3":
         check_feedforward(adapters)
     check_shapes(adapters)
     return partial
+
+
+def check_partial_modules(
+    adapters: Mapping[str, AdapterWeights], *, allow_partial_modules: bool = False
+) -> dict[str, list[str]]:
+    """Refuse modules that only some inputs adapt, unless ``allow_partial_modules``; return them.
+
+    Args:
+        adapters: ``{role: adapter}``.
+        allow_partial_modules: accept them (a missing module counts as no update); the result records it.
+
+    Returns:
+        ``{module: [roles that lack it]}`` (empty when every input adapts the same modules).
+
+    Raises:
+        TypeError: ``allow_partial_modules`` is not a bool.
+        ValueError: partial modules without ``allow_partial_modules``, naming them, the inputs that lack them
+            (by directory) and the fix.
+
+    Example:
+        >>> a = AdapterWeights({"peft_type": "IA3"}, {"m": {"ia3_l": torch.ones(4, 1)}})
+        >>> check_partial_modules({"task_src": a, "ref_tgt": a})
+        {}
+    """
+    if not isinstance(allow_partial_modules, bool):
+        raise InvalidTypeError(f"allow_partial_modules={allow_partial_modules!r} must be true or false")
+    partial = module_coverage(adapters)
+    if partial and not allow_partial_modules:
+        lacking = {
+            role: [module for module, roles in partial.items() if role in roles]
+            for role in adapters
+            if any(role in roles for roles in partial.values())
+        }
+        listed = "; ".join(
+            f"{role} ({adapters[role].label}) lacks {_some(modules)}" for role, modules in lacking.items()
+        )
+        raise InvalidValueError(
+            f"allow_partial_modules=false: the inputs adapt different modules ({listed}), and a merge would "
+            "count a missing module as no update (e.g. T − t·R_src on a module A(R,tgt) lacks); train the "
+            "adapters with the same target_modules, or pass allow_partial_modules=True "
+            "(--allow_partial_modules true) to accept it"
+        )
+    return partial
+
+
+def _some(modules: list[str], shown: int = 3) -> str:
+    """``'a', 'b', 'c' and 7 more`` for a message."""
+    names = ", ".join(repr(module) for module in modules[:shown])
+    return f"{names} and {len(modules) - shown} more" if len(modules) > shown else names
 
 
 def check_same_type(adapters: Mapping[str, AdapterWeights]) -> None:

@@ -35,7 +35,7 @@ def merge(
     density: float = 0.2,
     seed: int = 0,
     eps: float = 1e-6,
-    strict_modules: bool = False,
+    allow_partial_modules: bool = False,
     allow_different_base: bool = False,
     overwrite: bool = False,
 ) -> int:
@@ -56,7 +56,8 @@ def merge(
         density: ``ties``/``dare_ties``: the fraction of entries kept.
         seed: ``dare_ties``: the seed of the random drop.
         eps: (IA)³: refuse divisors with ``|l| < eps``.
-        strict_modules: refuse modules that only some inputs adapt.
+        allow_partial_modules: accept modules that only some inputs adapt, as no update where missing
+            (refused by default; ``merge.json`` records it).
         allow_different_base: accept inputs with different ``base_model_name_or_path``.
         overwrite: replace an existing ``out_dir``.
 
@@ -115,7 +116,7 @@ def _run(args: dict):
         raise InvalidValueError(
             f"--ia3_mode {args['ia3_mode']} given, but the inputs are LoRA adapters: use --lora_mode"
         )
-    keys = ("svd_rank", "eps", "strict_modules", "allow_different_base", "swap_bottom", "swap_top")
+    keys = ("svd_rank", "eps", "allow_partial_modules", "allow_different_base", "swap_bottom", "swap_top")
     options = {"lora_mode": args["lora_mode"] or "exact", "ia3_mode": args["ia3_mode"] or "paper"}
     options.update({key: args[key] for key in (*keys, "density", "seed")})
     result = method.build(adapters, args["scale"] if method.sweep == "scale" else None, options)

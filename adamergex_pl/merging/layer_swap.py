@@ -26,7 +26,7 @@ from adamergex_pl.merging.adapters import (
     merged_lora_config,
     refuse_nonfinite,
 )
-from adamergex_pl.merging.checks import check_mergeable
+from adamergex_pl.merging.checks import check_mergeable, check_partial_modules
 from adamergex_pl.merging.lora import concat_factors
 from adamergex_pl.merging.merge import AdapterInput, _as_adapter, _keep_targeting, _result_dtype, _union
 from adamergex_pl.merging.result import MethodResult
@@ -54,11 +54,13 @@ def layer_swap(
     swap_bottom: int,
     swap_top: int,
     num_layers: int | None = None,
+    allow_partial_modules: bool = False,
 ) -> MethodResult:
     """Layer swapping: ``A(R,tgt)``'s bottom ``swap_bottom`` and top ``swap_top`` layers, ``A(T,src)``'s rest.
 
     ``task_src`` (the config template) gives the middle layers and other modules; ``num_layers`` (``L``)
     defaults to the largest layer index plus 1. Returns the adapter and its record (each input's ``layers``).
+    Modules only one input adapts are refused unless ``allow_partial_modules`` (then the other's is no update).
 
     Raises:
         TypeError: A layer count that is not an integer.
@@ -69,7 +71,8 @@ def layer_swap(
     if num_layers is not None and _count("num_layers", num_layers) < 1:
         raise InvalidValueError(f"num_layers={num_layers} must be at least 1 (the base model's layer count)")
     named = {"task_src": _as_adapter(task_src, "task_src"), "ref_tgt": _as_adapter(ref_tgt, "ref_tgt")}
-    partial = check_mergeable(named)
+    check_mergeable(named)
+    partial = check_partial_modules(named, allow_partial_modules=allow_partial_modules)
     layers = _layer_count(named, num_layers)
     if swap_bottom + swap_top > layers:
         raise InvalidValueError(
@@ -100,7 +103,17 @@ def layer_swap(
         for role, a in named.items()
     )
     options = {"swap_bottom": swap_bottom, "swap_top": swap_top, "num_layers": layers}
-    return MethodResult(adapter, METHOD, "exact", None, inputs, partial, None, options)
+    return MethodResult(
+        adapter,
+        METHOD,
+        "exact",
+        None,
+        inputs,
+        partial,
+        None,
+        options,
+        allow_partial_modules=allow_partial_modules,
+    )
 
 
 def _count(name: str, value: object) -> int:

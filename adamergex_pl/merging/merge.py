@@ -37,7 +37,7 @@ from adamergex_pl.merging.adapters import (
     refuse_nonfinite,
     targeting,
 )
-from adamergex_pl.merging.checks import check_mergeable
+from adamergex_pl.merging.checks import check_mergeable, check_partial_modules
 from adamergex_pl.merging.ia3 import ia3_adamergex, ia3_arimerge, ia3_product
 from adamergex_pl.merging.lora import combine_factors, concat_factors, svd_record, truncate_factors
 from adamergex_pl.merging.result import MergeResult
@@ -60,7 +60,7 @@ def merge_adapters(
     ia3_mode: str = "paper",
     svd_rank: int | None = None,
     eps: float = 1e-6,
-    strict_modules: bool = False,
+    allow_partial_modules: bool = False,
     allow_different_base: bool = False,
 ) -> MergeResult:
     """AdaMergeX ``A(T,src) ⊕ t·(A(R,tgt) ⊖ A(R,src))`` or AriMerge ``A(T,src) ⊕ t·A(R,tgt)``.
@@ -77,7 +77,8 @@ def merge_adapters(
         ia3_mode: for (IA)³ inputs, ``"paper"`` or ``"loglinear"``.
         svd_rank: the rank for ``lora_mode="svd"``.
         eps: (IA)³ divisors with ``|l| < eps`` are refused.
-        strict_modules: refuse modules that only some inputs adapt (default: treat them as no update).
+        allow_partial_modules: accept modules that only some inputs adapt, as no update where missing (refused
+            by default; the result records it).
         allow_different_base: accept inputs trained on differently named base models.
 
     Returns:
@@ -108,7 +109,7 @@ def merge_adapters(
     if method == "adamergex":
         roles["ref_src"] = ref_src
     named = {role: _as_adapter(value, role) for role, value in roles.items()}
-    options = _Options(lora_mode, ia3_mode, svd_rank, eps, strict_modules, allow_different_base)
+    options = _Options(lora_mode, ia3_mode, svd_rank, eps, allow_partial_modules, allow_different_base)
     # LoRA: the signed combination Σ_i w_i·ΔW_i with w = (1, t) or (1, t, −t), in the order of `roles`
     return _merge(named, [1.0, scale, -scale][: len(named)], options, method=method, scale=scale)
 
@@ -121,7 +122,7 @@ def combine_adapters(
     lora_mode: str = "exact",
     svd_rank: int | None = None,
     eps: float = 1e-6,
-    strict_modules: bool = False,
+    allow_partial_modules: bool = False,
     allow_different_base: bool = False,
 ) -> MergeResult:
     """The signed combination ``Σ_i w_i·A_i``: LoRA ``Σ_i w_i·ΔW_i``, (IA)³ ``Π_i l_i^{w_i}``.
@@ -133,7 +134,7 @@ def combine_adapters(
         lora_mode: ``"exact"``, ``"factor"`` or ``"svd"`` (see :func:`merge_adapters`).
         svd_rank: the rank for ``lora_mode="svd"``.
         eps: (IA)³ entries with ``|l| < eps`` under a negative weight are refused.
-        strict_modules: refuse modules that only some inputs adapt.
+        allow_partial_modules: accept modules that only some inputs adapt (refused by default).
         allow_different_base: accept inputs trained on differently named base models.
 
     Raises:
@@ -153,7 +154,7 @@ def combine_adapters(
         raise InvalidValueError(f"names must be distinct; got {names}")
     weights = [checked_scale(w, "weight") for w in weights]
     named = {name: _as_adapter(value, name) for name, value in zip(names, adapters, strict=True)}
-    options = _Options(lora_mode, "loglinear", svd_rank, eps, strict_modules, allow_different_base)
+    options = _Options(lora_mode, "loglinear", svd_rank, eps, allow_partial_modules, allow_different_base)
     return _merge(named, weights, options, method="combination", scale=None)
 
 
@@ -165,7 +166,7 @@ class _Options:
     ia3_mode: str
     svd_rank: int | None
     eps: float
-    strict_modules: bool
+    allow_partial_modules: bool
     allow_different_base: bool
 
 
@@ -179,9 +180,8 @@ def _merge(
 ) -> MergeResult:
     """Merge ``named`` inputs: ``weights`` are each input's coefficient ``w_i`` (LoRA, the record, and (IA)³
     combinations); (IA)³ AdaMergeX and AriMerge use their own formulas at ``scale``."""
-    partial = check_mergeable(
-        named, allow_different_base=options.allow_different_base, strict_modules=options.strict_modules
-    )
+    check_mergeable(named, allow_different_base=options.allow_different_base)
+    partial = check_partial_modules(named, allow_partial_modules=options.allow_partial_modules)
     if next(iter(named.values())).adapter_type == "lora":
         _check_choice("lora_mode", options.lora_mode, LORA_MODES)
         adapter, svd = _combine_lora(named, weights, options.lora_mode, options.svd_rank, partial)
@@ -190,7 +190,16 @@ def _merge(
         _check_choice("ia3_mode", options.ia3_mode, IA3_MODES)
         adapter = _merge_ia3(named, method, weights, scale, options.ia3_mode, options.eps, partial)
         svd, mode = None, options.ia3_mode
-    return MergeResult(adapter, method, mode, scale, _provenance(named, weights), partial, svd)
+    return MergeResult(
+        adapter,
+        method,
+        mode,
+        scale,
+        _provenance(named, weights),
+        partial,
+        svd,
+        allow_partial_modules=options.allow_partial_modules,
+    )
 
 
 def checked_scale(value: float, what: str = "scale") -> float:

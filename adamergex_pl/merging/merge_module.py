@@ -73,6 +73,8 @@ class MergeModule(LightningModule):
         lora_mode: how ``adamergex`` merges LoRA: ``exact`` or ``svd`` (``adamergex_factor`` is ``factor``).
         svd_rank: the rank for ``lora_mode: svd``, and the rank ``ties``/``dare_ties`` store LoRA merges at.
         density: the TIES methods: the fraction of each vector's entries kept, in (0, 1].
+        allow_partial_modules: merge adapters that adapt different modules, a missing one counting as no update
+            (refused by default).
         ia3_mode: how (IA)³ merges: ``paper`` (``l_T ⊙ (t·(l_tgt ⊘ l_src − 1) + 1)``) or ``loglinear``.
         quantization: storage of the base weights: ``nf4`` | ``fp4`` | ``int8`` | ``none``.
         double_quant: 4-bit only: double quantization.
@@ -115,6 +117,7 @@ class MergeModule(LightningModule):
         svd_rank: int | None = None,
         ia3_mode: Literal["paper", "loglinear"] = "paper",
         density: float = 0.2,
+        allow_partial_modules: bool = False,
         quantization: Literal["nf4", "fp4", "int8", "none"] = "none",
         double_quant: bool = True,
         compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
@@ -227,6 +230,7 @@ class MergeModule(LightningModule):
             "svd_rank": hp.svd_rank,
             "ia3_mode": hp.ia3_mode,
             "density": hp.density,
+            "allow_partial_modules": hp.allow_partial_modules,
         }
         return METHODS[variant.method].build(adapters, variant.scale, options)
 

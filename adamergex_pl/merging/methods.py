@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from adamergex_pl.errors import InvalidValueError
@@ -58,8 +58,10 @@ class Method:
 
 
 def _checks(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The input checks' options a comparison may set (``eps``, ``strict_modules``, ``allow_different_base``)."""
-    return {key: options[key] for key in ("eps", "strict_modules", "allow_different_base") if key in options}
+    """The input checks' options a comparison may set (``eps``, ``allow_partial_modules``,
+    ``allow_different_base``)."""
+    keys = ("eps", "allow_partial_modules", "allow_different_base")
+    return {key: options[key] for key in keys if key in options}
 
 
 def _adamergex(adapters, scale, options, *, lora_mode: str | None = None):
@@ -108,7 +110,13 @@ def _layer_swap(adapters, value, options):
         raise InvalidValueError(
             "method 'layer_swap' needs swap_bottom and swap_top (layer counts, e.g. 2 and 2)"
         )
-    return layer_swap(adapters[TASK_SRC], adapters[REF_TGT], swap_bottom=bottom, swap_top=top)
+    return layer_swap(
+        adapters[TASK_SRC],
+        adapters[REF_TGT],
+        swap_bottom=bottom,
+        swap_top=top,
+        allow_partial_modules=options.get("allow_partial_modules", False),
+    )
 
 
 def _stack(adapters, value, options):
@@ -145,9 +153,15 @@ def _check_trained_stacked(adapter) -> None:
 
 
 def _ties(adapters, scale, options, *, method: str = "ties"):
+    from adamergex_pl.merging.checks import check_partial_modules
     from adamergex_pl.merging.ties import ties_merge
 
-    return ties_merge(
+    # ties_merge counts a missing module as zero; whether that is allowed is decided here, and recorded
+    allow = options.get("allow_partial_modules", False)
+    check_partial_modules(
+        {role: adapters[role] for role in (TASK_SRC, REF_SRC, REF_TGT)}, allow_partial_modules=allow
+    )
+    result = ties_merge(
         adapters[TASK_SRC],
         adapters[REF_SRC],
         adapters[REF_TGT],
@@ -157,6 +171,7 @@ def _ties(adapters, scale, options, *, method: str = "ties"):
         svd_rank=None if method.endswith("_core") else options.get("svd_rank"),
         seed=options.get("seed", 0),
     )
+    return replace(result, allow_partial_modules=allow)
 
 
 _PAPER = "Zhao et al., AdaMergeX, arXiv 2402.18913"

@@ -18,6 +18,9 @@ MERGE_RECORD_FILE = "merge.json"
 def write_merged(result: MergeResult, out_dir: str | Path, *, overwrite: bool = False) -> Path:
     """Write a PEFT adapter directory (``PeftModel.from_pretrained`` loads it) with ``merge.json``; return it.
 
+    Concurrent writes into one ``out_dir`` are safe: with ``overwrite`` the last one wins and the folder is always
+    one whole merge; without it, every write but the first is refused.
+
     Raises:
         FileExistsError: ``out_dir`` exists and ``overwrite`` is false, or it is a file or a link.
         ValueError: ``out_dir`` is (or contains) one of the merge's inputs, or a tensor is not finite.
@@ -53,7 +56,13 @@ def write_merged(result: MergeResult, out_dir: str | Path, *, overwrite: bool = 
             result.record(formula(result.method)), indent=2, ensure_ascii=False, allow_nan=False
         )
         (staging / MERGE_RECORD_FILE).write_text(record + "\n", encoding="utf-8")
-        publish_dir(staging, out)
+        try:
+            publish_dir(staging, out, replace=overwrite)
+        except FileExistsError:  # a concurrent run published out_dir after the check above
+            raise FileExistsError(
+                f"out_dir {str(out)!r} was written by another run meanwhile; pass overwrite=True (--overwrite "
+                "true) to replace it, or choose another directory"
+            ) from None
     except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
         reraise_os_error(err, "merged adapter", out)

@@ -22,6 +22,7 @@ class MergeResult:
         inputs: per input, ``{"role", "path", "sha256", "weight"}`` (``weight``: its coefficient ``w_i``).
         partial_modules: ``{module: [roles that lack it]}`` for modules that only some inputs adapt.
         svd: for ``svd`` mode, ``{"rank", "relative_error", "max_module_error", "per_module"}`` (errors of ``ΔW``).
+        allow_partial_modules: the merge was allowed to count a module missing from some inputs as no update.
 
     Raises:
         ValueError: the merged adapter could overflow float32 activations.
@@ -39,6 +40,7 @@ class MergeResult:
     inputs: tuple[dict[str, Any], ...]
     partial_modules: dict[str, list[str]] = field(default_factory=dict)
     svd: dict[str, Any] | None = None
+    allow_partial_modules: bool = field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         refuse_overflowing(self.adapter, self.scale, self.method)  # finite factors may still overflow
@@ -60,6 +62,7 @@ class MergeResult:
             "inputs": [dict(entry) for entry in self.inputs],
             "modules": len(self.adapter.tensors),
             "rank": {"min": min(ranks), "max": max(ranks)} if ranks else None,
+            "allow_partial_modules": self.allow_partial_modules,
             "partial_modules": self.partial_modules,
             "svd": self.svd,
         }

@@ -1,5 +1,6 @@
 """What ``adamergex pipeline`` checks before its first fit, so that a bad setting fails in a second: every
-stage's DataModule builds, the evaluation covers the pipeline's languages and metrics, every method can run.
+stage's DataModule builds and its local records have the fields it needs (``check_local_records``), the
+evaluation covers the pipeline's languages and metrics, every method can run.
 DataModules that return ``None`` from ``planned_val_languages()`` / ``metric_names()`` are checked later.
 """
 
@@ -21,12 +22,13 @@ def check_plan(spec, plan) -> None:
 
     Raises:
         ValueError: a DataModule that does not build, wrong evaluation languages or metric, a method the
-            pipeline cannot run, or evaluation records its templates cannot format.
+            pipeline cannot run, or local training or evaluation records without a field their DataModule needs.
         FileNotFoundError: a local data file that does not exist.
     """
     for stage in plan:
         datamodule = build_datamodule(stage.config["data"], f"stage {stage.name}")
         _check_local_files(datamodule, stage.name)
+        _check_local_records(datamodule, stage.name)
         if stage.is_fit:
             continue
         merge = stage.config["model"]["init_args"]
@@ -38,12 +40,18 @@ def check_plan(spec, plan) -> None:
         ):
             _check_metric(datamodule, option, wanted, stage.name)
         _check_methods(spec, task, merge)
-        check_records = getattr(datamodule, "check_local_records", None)
-        if check_records is not None:  # e.g. evaluation records without the completion field
-            try:
-                check_records()
-            except UserInputError as err:
-                raise type(err)(f"stage {stage.name}: {err}") from None
+
+
+def _check_local_records(datamodule, stage: str) -> None:
+    """Every record of the stage's local files has the fields its DataModule needs (training and evaluation
+    data alike: a DataModule's ``check_local_records``, read offline, without a tokenizer)."""
+    check_records = getattr(datamodule, "check_local_records", None)
+    if check_records is None:
+        return
+    try:
+        check_records()
+    except UserInputError as err:
+        raise type(err)(f"stage {stage}: {err}") from None
 
 
 def build_datamodule(config: dict[str, Any], what: str):

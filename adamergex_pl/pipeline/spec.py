@@ -65,7 +65,7 @@ class PipelineTask:
     Args:
         fit: the task fits: ``A(T,src)`` and, in ``oracle_langs``, the oracles ``A(T,tgt)``.
         evaluation: the comparison of methods on this task's languages.
-        tgt_langs: the languages to transfer this task to.
+        tgt_langs: the languages to transfer this task to (required, at least one).
         oracle_langs: target languages with task training data (an oracle is trained there).
         metric: the task's main metric (e.g. ``accuracy``); default: the first that is not a loss.
         src_lang: the task's source language (default: the pipeline's ``src_lang``).
@@ -77,7 +77,7 @@ class PipelineTask:
 
     fit: FitSpec
     evaluation: EvaluationSpec
-    tgt_langs: list[str]
+    tgt_langs: list[str] = field(default_factory=list)  # required: check() names the task that lacks it
     oracle_langs: list[str] = field(default_factory=list)
     metric: str | None = None
     src_lang: str | None = None

@@ -380,10 +380,14 @@ class AdapterModule(LightningModule):
             )
         max_epochs = self.trainer.max_epochs if self._trainer is not None else None
         epochs = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
-        done = int(epochs.get("completed", checkpoint.get("epoch", 0)))
-        if max_epochs is not None and max_epochs >= 0 and done > max_epochs:  # Lightning: a 30-line traceback
+        # the epochs the checkpoint has trained: an epoch-end checkpoint is saved before Lightning counts its epoch
+        # as completed, but after it counts it as processed
+        done = int(epochs.get("processed", epochs.get("completed", checkpoint.get("epoch", 0))))
+        if (
+            max_epochs is not None and max_epochs >= 0 and done > max_epochs
+        ):  # Lightning: a traceback, or exit 0
             raise InvalidValueError(
-                f"--trainer.max_epochs {max_epochs} is below epoch {done} of {where}, where this fit would resume; "
-                f"give a --trainer.max_epochs above {done} to train it further, or start a fresh fit without "
-                "--ckpt_path"
+                f"--trainer.max_epochs {max_epochs} is below the {done} epochs {where} has trained, where this fit "
+                f"would resume; give a --trainer.max_epochs above {done} to train it further, or start a fresh fit "
+                "without --ckpt_path"
             )

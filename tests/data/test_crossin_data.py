@@ -136,3 +136,21 @@ def test_build_command_refuses_conflicts_in_one_line(tmp_path, monkeypatch, caps
     assert not out.exists()
     assert main(["crossin", "shuffle"]) == 2
     assert "unknown crossin subcommand 'shuffle'" in capsys.readouterr().err
+
+
+def test_check_local_records_refuses_a_record_without_output_before_any_tokenizer(tmp_path):
+    """What ``adamergex pipeline`` runs before its first fit: offline, no tokenizer loaded."""
+    lines = PARALLEL[1].local_path().read_text().splitlines()
+    record = json.loads(lines[2])
+    del record["output"]
+    lines[2] = json.dumps(record)
+    (tmp_path / "alpaca_zh.jsonl").write_text("\n".join(lines) + "\n")
+    bad = [PARALLEL[0], DataSource(str(tmp_path / "alpaca_zh.jsonl"), language="zh")]
+    module = CrossInDataModule(parallel=bad, base=BASE, variant="x2x", n=4, tokenizer="not-loaded")
+    with pytest.raises(
+        ValueError, match=rf"^{tmp_path}/alpaca_zh.jsonl record 2 lacks field\(s\) \['output'\]"
+    ):
+        module.check_local_records()
+    CrossInDataModule(
+        parallel=PARALLEL, base=BASE, variant="x2x+trans", n=4, tokenizer="x"
+    ).check_local_records()

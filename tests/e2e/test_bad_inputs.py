@@ -257,7 +257,8 @@ JSONARGPARSE_REFUSALS = {
     ),
     "negative value with a space": (
         ["--model.init_args.learning_rate", "-1e-3"],
-        "a value that starts with '-' is written --key=value",
+        "adamergex: error: model.init_args.learning_rate='-1e-3': a value that starts with '-' after a space is "
+        "read as an option; write --model.init_args.learning_rate=-1e-3 (",
     ),
     "not a number": (
         ["--model.init_args.learning_rate=abc"],

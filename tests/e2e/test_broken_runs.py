@@ -17,9 +17,16 @@ from torch import nn
 from adamergex_pl import AdapterModule
 from adamergex_pl.cli import main
 from adamergex_pl.evaluation.language_modeling import LanguageModelingEvaluator
+from adamergex_pl.metrics.languages import normalize_language
 from adamergex_pl.results.tables import format_value
 from callbacks import AdapterSnapshot, RunCheckpoint
-from data_modules import DataSource, InstructionDataModule, ReferenceLMDataModule
+from data_modules import (
+    CrossInDataModule,
+    CrossXDataModule,
+    DataSource,
+    InstructionDataModule,
+    ReferenceLMDataModule,
+)
 
 CONFIG = str(REPO_ROOT / "configs/tiny/task_lora.yaml")
 
@@ -37,6 +44,10 @@ def test_a_diverged_fit_stops_at_once_with_one_line_and_writes_no_snapshot(tmp_p
     )
     assert "learning_rate=1e+30 is too high; lower it (e.g. 0.0002" in lines[0]
     assert not list(root.glob("snapshots/epoch=*")) and not (root / "checkpoints/last.ckpt").exists()
+    # it trained: its logs stay, the curves that show the divergence (a refusal before any step removes them)
+    assert list(root.glob("tensorboard/version_0/events.out.tfevents.*")) and list(
+        root.glob("*/version_0/metrics.csv")
+    )
 
 
 class PoisonAdapter(Callback):
@@ -124,8 +135,12 @@ def test_a_second_evaluation_into_a_results_folder_is_refused_unless_it_overwrit
     results = tmp_path / "merge_results"
     assert validate("0.5") == 0
     first = (results / "results.json").read_text()
+    first_config = (tmp_path / "config.yaml").read_text()  # --trainer.logger false: the run's config is here
     capfd.readouterr()
     assert validate("1.0") == 2
+    assert (
+        tmp_path / "config.yaml"
+    ).read_text() == first_config  # the refused run's config is not left over it
     err = capfd.readouterr().err
     assert err.count("adamergex: error:") == 1 and "Traceback" not in err, err
     assert f"adamergex: error: {results} already holds the results of an evaluation run (results.csv, " in err
@@ -140,13 +155,15 @@ def test_resuming_with_max_epochs_below_the_checkpoints_epoch_is_one_line(tmp_pa
             "false", "--data.init_args.max_val_samples", "4", "--trainer.limit_train_batches", "2"]  # fmt: skip
     assert main([*args, "--trainer.max_epochs", "3"]) == 0
     capfd.readouterr()
-    assert main([*args, "--trainer.max_epochs", "1", "--ckpt_path", "last"]) == 2
-    err = capfd.readouterr().err
-    assert err.count("adamergex: error:") == 1 and "Traceback" not in err, err
-    assert (
-        f"adamergex: error: --trainer.max_epochs 1 is below epoch 2 of checkpoint {tmp_path}/checkpoints/last.ckpt, "
-        "where this fit would resume; give a --trainer.max_epochs above 2 to train it further" in err
-    ), err
+    for max_epochs in ("1", "2"):  # 1: Lightning's traceback; 2: it would stop at once and exit 0
+        assert main([*args, "--trainer.max_epochs", max_epochs, "--ckpt_path", "last"]) == 2
+        err = capfd.readouterr().err
+        assert err.count("adamergex: error:") == 1 and "Traceback" not in err, err
+        assert (
+            f"adamergex: error: --trainer.max_epochs {max_epochs} is below the 3 epochs checkpoint "
+            f"{tmp_path}/checkpoints/last.ckpt has trained, where this fit would resume; give a "
+            "--trainer.max_epochs above 3 to train it further" in err
+        ), err
     assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]  # no leftover version_1
 
 
@@ -179,6 +196,38 @@ def test_every_datamodule_refuses_a_language_the_task_suite_does_not_know(module
         module(train=DataSource("x.jsonl"), language="English!", tokenizer="t")
 
 
+@pytest.mark.parametrize(
+    ("module", "kwargs", "where"),
+    [
+        (CrossXDataModule, {"languages": ["en", "xx"]}, "languages"),
+        (CrossInDataModule, {"variant": "x2x", "languages": ["zh", "xx"]}, "languages"),
+        (
+            CrossInDataModule,
+            {
+                "variant": "x2x",
+                "parallel": [DataSource("en.jsonl", language="en"), DataSource("x.jsonl", language="xx")],
+            },
+            "parallel source x.jsonl",
+        ),
+    ],
+)
+def test_crossin_and_crossx_refuse_a_language_the_others_do_not_know(module, kwargs, where):
+    kwargs.setdefault(
+        "parallel", [DataSource("en.jsonl", language="en"), DataSource("zh.jsonl", language="zh")]
+    )
+    if module is CrossXDataModule:
+        del kwargs["parallel"]
+    with pytest.raises(ValueError) as unknown:
+        normalize_language("xx")
+    with pytest.raises(ValueError) as refused:
+        module(tokenizer="t", **kwargs)
+    # the form every DataModule gives (data_modules/base.py: check_languages), e.g. InstructionDataModule's
+    assert str(refused.value) == f"{module.__name__} {where}: {unknown.value}"
+    with pytest.raises(ValueError) as instruction:
+        InstructionDataModule(train=DataSource("x.jsonl"), language="xx", tokenizer="t")
+    assert str(instruction.value) == f"InstructionDataModule language: {unknown.value}"
+
+
 def test_an_unknown_val_language_is_one_line_through_the_cli(tmp_path, capfd):
     val = '[{path: "builtin:tiny/add_es.jsonl", language: xx}]'
     args = [
@@ -197,3 +246,45 @@ def test_an_unknown_val_language_is_one_line_through_the_cli(tmp_path, capfd):
         "adamergex: error: InstructionDataModule val source builtin:tiny/add_es.jsonl: language='xx' is not"
         in err
     )
+
+
+@pytest.mark.parametrize("command", ["fit", "validate"])
+def test_a_read_only_default_root_dir_without_a_logger_is_one_line(command, read_only_dir, tiny_llama_path):
+    """``read_only_dir`` (conftest): ``chmod 555``, or for root a read-only tmpfs."""
+    from conftest import run_adamergex
+
+    if command == "fit":
+        args = ["fit", "--config", CONFIG, "--data.init_args.max_val_samples", "4"]
+    else:
+        task, ref_en, ref_es = (make_lora(tiny_llama_path, seed=s, r=4, lora_alpha=8) for s in (4, 5, 6))
+        args = [
+            "validate", "--config", str(REPO_ROOT / "configs/merge/tiny_lora.yaml"), "--model.init_args.task_src",
+            str(task), "--model.init_args.reference_adapters", json.dumps({"en": str(ref_en), "es": str(ref_es)}),
+        ]  # fmt: skip
+    args += ["--trainer.default_root_dir", str(read_only_dir), "--trainer.logger", "false"]
+    done = run_adamergex(*args, cwd=read_only_dir.parent, check=False)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [
+        f"adamergex: error: cannot write config.yaml in {str(read_only_dir)!r}: the folder is not writable; choose "
+        "a writable --trainer.default_root_dir (or fix the folder's permissions)"
+    ], done.stderr
+    assert "Traceback" not in done.stderr and list(read_only_dir.iterdir()) == []
+
+
+def test_a_validate_refused_after_start_up_leaves_no_log_folder(tiny_llama_path, tmp_path, capfd):
+    """The refusal (partial target modules) comes when the first language's merges are built, after the logger
+    made its folders and wrote its event file: they go, and so does the default_root_dir the run created."""
+    task, ref_en = (make_lora(tiny_llama_path, seed=s, r=4, lora_alpha=8) for s in (4, 5))
+    ref_es = make_lora(tiny_llama_path, seed=6, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    root = tmp_path / "runs/merge"
+    args = [
+        "validate", "--config", str(REPO_ROOT / "configs/merge/tiny_lora.yaml"),
+        "--trainer.default_root_dir", str(root),
+        "--trainer.logger", "true", "--model.init_args.task_src", str(task), "--model.init_args.reference_adapters",
+        json.dumps({"en": str(ref_en), "es": str(ref_es)}), "--data.init_args.max_val_samples", "4",
+    ]  # fmt: skip
+    assert main(args) == 2
+    err = capfd.readouterr().err
+    assert err.count("adamergex: error:") == 1 and "adamergex: error: allow_partial_modules=false" in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -11,6 +11,7 @@ from merge_factories import make_ia3, make_lora
 
 from adamergex_pl.merging.adapters import AdapterWeights, sha256_file
 from adamergex_pl.merging.merge import combine_adapters, merge_adapters
+from adamergex_pl.merging.methods import METHODS
 from adamergex_pl.merging.output import write_merged
 from callbacks.adapter_snapshot import resolve_adapter_dir
 
@@ -118,14 +119,33 @@ def test_unknown_tensor_keys(loaded):
         AdapterWeights.from_state_dict({"peft_type": "PREFIX_TUNING"}, {})
 
 
-def test_partial_modules_strict(loaded):
-    result = merge_adapters(loaded["a"], loaded["partial"], loaded["b"])
+def test_partial_modules_are_refused_unless_allowed(loaded, dirs):
+    with pytest.raises(ValueError) as refused:
+        merge_adapters(loaded["a"], loaded["partial"], loaded["b"])
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"allow_partial_modules=false: the inputs adapt different modules (ref_src ({dirs['partial']}) lacks "
+        "'model.layers.0.mlp.down_proj', 'model.layers.0.mlp.gate_proj', 'model.layers.0.mlp.up_proj' and 7 more)"
+    )
+    assert message.endswith("pass allow_partial_modules=True (--allow_partial_modules true) to accept it")
+    result = merge_adapters(loaded["a"], loaded["partial"], loaded["b"], allow_partial_modules=True)
     assert result.partial_modules["model.layers.0.mlp.down_proj"] == ["ref_src"]
-    with pytest.raises(
-        ValueError,
-        match=r"10 modules are adapted by only some inputs .* missing from ref_src.*--strict_modules",
-    ):
-        merge_adapters(loaded["a"], loaded["partial"], loaded["b"], strict_modules=True)
+    assert result.record()["allow_partial_modules"] is True
+    assert merge_adapters(loaded["a"], loaded["b"], loaded["b"]).record()["allow_partial_modules"] is False
+    with pytest.raises(TypeError, match="allow_partial_modules='yes' must be true or false"):
+        merge_adapters(loaded["a"], loaded["b"], loaded["b"], allow_partial_modules="yes")
+
+
+@pytest.mark.parametrize("method", ["layer_swap", "ties", "stack", "arimerge"])
+def test_every_registered_merge_refuses_partial_modules_unless_allowed(loaded, method):
+    adapters = {"task_src": loaded["a"], "task_src_stacked": loaded["a"], "ref_src": loaded["b"]}
+    adapters["ref_tgt"] = loaded["partial"]
+    options = {"swap_bottom": 1, "swap_top": 1, "svd_rank": 4}
+    with pytest.raises(ValueError, match=r"^allow_partial_modules=false: .* \(ref_tgt \(.*\) lacks"):
+        METHODS[method].build(adapters, 0.5, options)
+    result = METHODS[method].build(adapters, 0.5, {**options, "allow_partial_modules": True})
+    assert result.record()["allow_partial_modules"] is True and result.partial_modules
 
 
 def test_bad_options(loaded):

@@ -33,6 +33,7 @@ def _args(dirs, out, *extra, prefix=""):
         "--ref_src", str(dirs[f"{prefix}src"]),
         "--ref_tgt", str(dirs[f"{prefix}tgt"]),
         "--out_dir", str(out),
+        "--allow_partial_modules", "true",  # the fixture's ref_tgt adapts q_proj and v_proj only
         *extra,
     ]  # fmt: skip
 
@@ -57,9 +58,12 @@ def test_merge_writes_adapter_and_record(dirs, tmp_path, capsys):
         assert entry["path"] == str(dirs[key])
         assert entry["sha256"] == sha256_file(dirs[key] / "adapter_model.safetensors")
     assert record["partial_modules"]["model.layers.0.mlp.up_proj"] == ["ref_tgt"]
+    assert record["allow_partial_modules"] is True
     assert record["svd"] is None and record["rank"] == {"min": 8, "max": 10}
     written = AdapterWeights.load(out)
-    expected = merge_adapters(dirs["task"], dirs["src"], dirs["tgt"], scale=0.5).adapter
+    expected = merge_adapters(
+        dirs["task"], dirs["src"], dirs["tgt"], scale=0.5, allow_partial_modules=True
+    ).adapter
     assert written.config == expected.config
     for module, parts in expected.tensors.items():
         for name, tensor in parts.items():
@@ -85,6 +89,8 @@ def test_ia3_and_arimerge(dirs, tmp_path, capsys):
         str(dirs["tgt"]),
         "--out_dir",
         str(tmp_path / "ari"),
+        "--allow_partial_modules",
+        "true",
     ]
     assert main([*args, "--method", "arimerge", "--scale", "-0.25"]) == 0
     record = json.loads((tmp_path / "ari" / "merge.json").read_text())
@@ -101,7 +107,10 @@ REFUSALS = {
     "rank without svd": (lambda d, t: {"--svd_rank": "4"}, "--svd_rank only applies to --lora_mode svd"),
     "ia3 mode on lora": (lambda d, t: {"--ia3_mode": "paper"}, "the inputs are LoRA adapters"),
     "arimerge with ref-src": (lambda d, t: {"--method": "arimerge"}, "takes no --ref_src"),
-    "strict modules": (lambda d, t: {"--strict_modules": "true"}, "adapted by only some inputs"),
+    "partial modules": (
+        lambda d, t: {"--allow_partial_modules": "false"},
+        "allow_partial_modules=false: the inputs adapt different modules (ref_tgt (",
+    ),
     "non-finite scale": (lambda d, t: {"--scale": "nan"}, "scale='nan' is not valid; expected a float"),
 }
 
@@ -127,6 +136,30 @@ def test_refusals_print_one_line_and_write_nothing(dirs, tmp_path, capsys, case)
     assert captured.err.startswith("adamergex merge: error: ") and captured.err.count("\n") == 1
     assert message in captured.err
     assert not (tmp_path / "out").exists()
+
+
+def test_partial_modules_are_refused_unless_allowed(dirs, tmp_path, capsys):
+    args = _args(dirs, tmp_path / "out")
+    del args[args.index("--allow_partial_modules") : args.index("--allow_partial_modules") + 2]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(
+        f"adamergex merge: error: allow_partial_modules=false: the inputs adapt different modules (ref_tgt "
+        f"({dirs['tgt']}) lacks 'model.layers.0.mlp.down_proj', 'model.layers.0.mlp.gate_proj', "
+        "'model.layers.0.mlp.up_proj' and 7 more)"
+    )
+    assert "pass allow_partial_modules=True (--allow_partial_modules true) to accept it" in err
+    assert not (tmp_path / "out").exists()
+    assert main([*args, "--allow_partial_modules", "true"]) == 0
+    record = json.loads((tmp_path / "out" / "merge.json").read_text())
+    assert record["allow_partial_modules"] is True and len(record["partial_modules"]) == 10
+    # inputs that adapt the same modules need no option, and the record says it was not given
+    same = _args(dirs, tmp_path / "same", "--allow_partial_modules", "false")
+    same[same.index("--ref_tgt") + 1] = str(dirs["src"])
+    assert main(same) == 0
+    record = json.loads((tmp_path / "same" / "merge.json").read_text())
+    assert record["allow_partial_modules"] is False and record["partial_modules"] == {}
 
 
 def test_existing_out_needs_overwrite(dirs, tmp_path, capsys):
@@ -162,7 +195,7 @@ def test_flags_can_come_from_a_yaml_config(dirs, tmp_path, capsys):
     config = tmp_path / "merge.yaml"
     config.write_text(
         f"task_src: {dirs['task']}\nref_src: {dirs['src']}\nref_tgt: {dirs['tgt']}\nout_dir: {tmp_path / 'out'}\n"
-        "scale: 0.5\n"
+        "scale: 0.5\nallow_partial_modules: true\n"
     )
     assert main(["--config", str(config)]) == 0
     assert json.loads((tmp_path / "out" / "merge.json").read_text())["scale"] == 0.5
@@ -183,3 +216,81 @@ def test_module_entry_point_in_a_subprocess(dirs, tmp_path):
     assert again.returncode == 2
     assert again.stderr.startswith("adamergex merge: error: out_dir") and again.stderr.count("\n") == 1
     assert "Traceback" not in again.stderr
+
+
+def _merge_concurrently(args_per_run: list[list[str]], tmp_path) -> list[tuple[int, str]]:
+    """Run ``command.main`` once per argument list, in forked children that interleave at the worst moments:
+    each stages its folder, waits until every run has staged, then (as a run that starts just then would)
+    repairs the folder's interrupted writes, waits again, and publishes. Returns ``(exit code, stderr)``."""
+    import contextlib
+    import multiprocessing
+    import os
+
+    from adamergex_pl.atomic_files import finish_interrupted_writes
+    from adamergex_pl.merging import output
+
+    staged, repaired = (multiprocessing.get_context("fork").Barrier(len(args_per_run)) for _ in range(2))
+    real_staging, real_publish = output.staging_dir, output.publish_dir
+
+    def staging_dir(target):
+        staging = real_staging(target)
+        staged.wait(timeout=120)  # a bound for a stuck child, never reached by a run that works
+        return staging
+
+    passed = []  # in a child: whether it passed both barriers (then nobody waits for it any more)
+
+    def publish_dir(staging, target, **options):
+        finish_interrupted_writes(target.parent, target.name)
+        repaired.wait(timeout=120)
+        passed.append(True)
+        return real_publish(staging, target, **options)
+
+    children = []
+    for i, args in enumerate(args_per_run):
+        err = tmp_path / f"stderr_{i}.txt"
+        pid = os.fork()
+        if pid == 0:  # the child: never return into pytest
+            code = 99
+            try:
+                output.staging_dir, output.publish_dir = staging_dir, publish_dir
+                with err.open("w") as stream, contextlib.redirect_stderr(stream):
+                    code = main(args)
+            finally:
+                if not passed:  # a run that ended before the barriers: the others must not wait for it
+                    staged.abort(), repaired.abort()
+                os._exit(code)
+        children.append((pid, err))
+    return [(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), err.read_text()) for pid, err in children]
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_concurrent_merges_into_one_out_dir(dirs, tmp_path, overwrite):
+    out = tmp_path / "merged"
+    scales = ["0.25", "0.5", "1", "2"]
+    runs = [_args(dirs, out, "--scale", t, "--overwrite", str(overwrite).lower()) for t in scales]
+    done = _merge_concurrently(runs, tmp_path)
+    codes = [code for code, _ in done]
+    if overwrite:  # every run succeeds and the last publish wins
+        assert codes == [0] * len(runs), done
+    else:  # the first publish wins; the others are refused in one line
+        assert sorted(codes) == [0] + [2] * (len(runs) - 1), done
+        for code, err in done:
+            if code == 2:
+                assert err.count("\n") == 1 and err.startswith(
+                    f"adamergex merge: error: out_dir {str(out)!r} was written by another run meanwhile; pass "
+                    "overwrite=True"
+                ), err
+    assert all(err == "" for code, err in done if code == 0)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("stderr_")) == ["merged"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "merge.json",
+    ]
+    scale = json.loads((out / "merge.json").read_text())["scale"]
+    assert scale in [float(t) for t in scales]  # the folder is one whole run's merge
+    written = AdapterWeights.load(out)
+    expected = merge_adapters(dirs["task"], dirs["src"], dirs["tgt"], scale=scale, allow_partial_modules=True)
+    for module, parts in expected.adapter.tensors.items():
+        for name, tensor in parts.items():
+            assert torch.equal(written.tensors[module][name], tensor), (module, name)

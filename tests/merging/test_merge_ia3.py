@@ -36,7 +36,7 @@ def _vectors(adapter, module):
 @pytest.mark.parametrize("mode", ["paper", "loglinear"])
 def test_adamergex_formulas(trio, mode):
     task, tgt, src = trio
-    result = merge_adapters(task, src, tgt, scale=T, ia3_mode=mode)
+    result = merge_adapters(task, src, tgt, scale=T, ia3_mode=mode, allow_partial_modules=True)
     assert result.mode == mode and result.adapter.adapter_type == "ia3"
     for module in task.module_names:
         l_t, l_g, l_s = (_vectors(a, module) for a in (task, tgt, src))
@@ -50,7 +50,7 @@ def test_adamergex_formulas(trio, mode):
 
 def test_missing_module_is_the_identity_and_is_reported(trio):
     task, tgt, src = trio
-    result = merge_adapters(task, src, tgt, scale=T)
+    result = merge_adapters(task, src, tgt, scale=T, allow_partial_modules=True)
     module = "model.layers.0.mlp.up_proj"
     assert result.partial_modules[module] == ["task_src", "ref_src"]
     expected = T * (_vectors(tgt, module) - 1) + 1  # l_T = l_src = 1
@@ -63,7 +63,9 @@ def test_missing_module_is_the_identity_and_is_reported(trio):
 @pytest.mark.parametrize("mode", ["paper", "loglinear"])
 def test_arimerge_formulas(trio, mode):
     task, tgt, _ = trio
-    result = merge_adapters(task, None, tgt, scale=T, method="arimerge", ia3_mode=mode)
+    result = merge_adapters(
+        task, None, tgt, scale=T, method="arimerge", ia3_mode=mode, allow_partial_modules=True
+    )
     for module in task.module_names:
         l_t, l_g = _vectors(task, module), _vectors(tgt, module)
         expected = l_t * (T * (l_g - 1) + 1) if mode == "paper" else l_t * l_g**T
@@ -74,7 +76,7 @@ def test_arimerge_formulas(trio, mode):
 
 def test_signed_combination_is_a_product_of_powers(trio):
     task, tgt, src = trio
-    result = combine_adapters([task, tgt, src], [1.0, 0.5, -1.5])
+    result = combine_adapters([task, tgt, src], [1.0, 0.5, -1.5], allow_partial_modules=True)
     module = "model.layers.1.self_attn.v_proj"
     expected = _vectors(task, module) * _vectors(tgt, module) ** 0.5 / _vectors(src, module) ** 1.5
     torch.testing.assert_close(result.adapter.tensors[module]["ia3_l"].double(), expected, rtol=1e-6, atol=0)
@@ -135,9 +137,9 @@ def test_merge_refuses_a_zero_divisor_in_an_adapter(trio):
     broken[module]["ia3_l"] = vector
     zeroed = AdapterWeights(src.config, broken, path="zeroed")
     with pytest.raises(ValueError, match=rf"'{module}'.*divisor l_src has 3 of 32 entries"):
-        merge_adapters(task, zeroed, tgt, scale=T)
+        merge_adapters(task, zeroed, tgt, scale=T, allow_partial_modules=True)
     with pytest.raises(ValueError, match="eps=0 must be positive"):
-        merge_adapters(task, src, tgt, scale=T, eps=0)
+        merge_adapters(task, src, tgt, scale=T, eps=0, allow_partial_modules=True)
 
 
 def test_feedforward_mismatch_is_refused(tiny_llama_path, trio):
@@ -146,4 +148,4 @@ def test_feedforward_mismatch_is_refused(tiny_llama_path, trio):
     with pytest.raises(
         ValueError, match=r"down_proj' is a feedforward module .* in task_src but not in ref_src"
     ):
-        merge_adapters(task, other, tgt, scale=T)
+        merge_adapters(task, other, tgt, scale=T, allow_partial_modules=True)

@@ -34,7 +34,7 @@ def _expected_source(module: str, bottom: int, top: int, layers: int) -> str:
 def test_lora_layers_come_from_the_right_adapter(bottom, top):
     task = synthetic_lora(1, r=4, alpha=8)  # scaling 2
     ref = synthetic_lora(2, r=6, alpha=3, use_rslora=True)  # scaling 3/sqrt(6), another rank
-    result = layer_swap(task, ref, swap_bottom=bottom, swap_top=top)
+    result = layer_swap(task, ref, swap_bottom=bottom, swap_top=top, allow_partial_modules=True)
     merged = dense_merged(result.adapter)  # also checks the config declares scaling 1 and the ranks
     expected = {"task": dense_lora(task), "ref": dense_lora(ref)}
     assert sorted(merged) == sorted(task.tensors)
@@ -59,7 +59,7 @@ def test_lora_layers_come_from_the_right_adapter(bottom, top):
 
 def test_power_of_two_scaling_copies_factors_bit_for_bit():
     task, ref = synthetic_lora(3, r=4, alpha=8), synthetic_lora(4, r=2, alpha=2)
-    result = layer_swap(task, ref, swap_bottom=1, swap_top=1)
+    result = layer_swap(task, ref, swap_bottom=1, swap_top=1, allow_partial_modules=True)
     for module in ("model.layers.0.mlp.down_proj", "model.layers.1.self_attn.q_proj", "lm_head"):
         source, scaling = (ref, 1.0) if layer_index(module) == 0 else (task, 2.0)
         parts = result.adapter.tensors[module]
@@ -69,7 +69,7 @@ def test_power_of_two_scaling_copies_factors_bit_for_bit():
 
 def test_ia3_vectors_are_copied_with_their_feedforward_status():
     task, ref = synthetic_ia3(5), synthetic_ia3(6, low=0.2, high=3.0)
-    result = layer_swap(task, ref, swap_bottom=1, swap_top=2)
+    result = layer_swap(task, ref, swap_bottom=1, swap_top=2, allow_partial_modules=True)
     assert result.adapter.adapter_type == "ia3" and sorted(result.adapter.tensors) == sorted(task.tensors)
     for module, parts in result.adapter.tensors.items():
         source = ref if _expected_source(module, 1, 2, 4) == "ref" else task
@@ -81,7 +81,7 @@ def test_modules_only_one_adapter_adapts_follow_the_layer_owner():
     # task adapts q, v, down everywhere plus lm_head; ref adapts q only and no lm_head
     task = synthetic_lora(7)
     ref = synthetic_lora(8, suffixes=("self_attn.q_proj",), head=False)
-    result = layer_swap(task, ref, swap_bottom=1, swap_top=1)
+    result = layer_swap(task, ref, swap_bottom=1, swap_top=1, allow_partial_modules=True)
     expected = {m for m in task.tensors if _expected_source(m, 1, 1, 4) == "task"}
     expected |= {"model.layers.0.self_attn.q_proj", "model.layers.3.self_attn.q_proj"}
     assert set(result.adapter.tensors) == expected  # v and down of layers 0, 3 get no update
@@ -96,12 +96,12 @@ def test_num_layers_for_adapters_that_skip_top_layers():
     with pytest.raises(
         ValueError, match=r"disagree about the layer count .*task_src 2, ref_tgt 4.*num_layers="
     ):
-        layer_swap(task, ref, swap_bottom=1, swap_top=1)
-    result = layer_swap(task, ref, swap_bottom=1, swap_top=1, num_layers=4)
+        layer_swap(task, ref, swap_bottom=1, swap_top=1, allow_partial_modules=True)
+    result = layer_swap(task, ref, swap_bottom=1, swap_top=1, num_layers=4, allow_partial_modules=True)
     assert {layer_index(m) for m in result.adapter.tensors} == {0, 1, 3, None}
     assert result.record()["options"]["num_layers"] == 4
     with pytest.raises(ValueError, match=r"ref_tgt \(in-memory adapter\) adapts layer 3 but num_layers=3"):
-        layer_swap(task, ref, swap_bottom=1, swap_top=1, num_layers=3)
+        layer_swap(task, ref, swap_bottom=1, swap_top=1, num_layers=3, allow_partial_modules=True)
 
 
 @pytest.mark.parametrize(
@@ -132,7 +132,9 @@ def test_incompatible_inputs_are_refused():
         layer_swap(heads, synthetic_lora(17, layers=(), head=True), swap_bottom=0, swap_top=0)
     layers_only, head_only = synthetic_lora(18, head=False), synthetic_lora(19, layers=(), head=True)
     with pytest.raises(ValueError, match=r"the swapped adapter would be empty"):
-        layer_swap(layers_only, head_only, swap_bottom=2, swap_top=2, num_layers=4)
+        layer_swap(
+            layers_only, head_only, swap_bottom=2, swap_top=2, num_layers=4, allow_partial_modules=True
+        )
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +150,9 @@ def test_lora_swap_logits_in_peft_match_patched_base(deep_llama, tmp_path):
             deep_llama, seed=22, r=2, lora_alpha=5, use_rslora=True, target_modules=["q_proj", "up_proj"]
         )
     )
-    write_merged(layer_swap(task, ref, swap_bottom=1, swap_top=1), tmp_path / "swapped")
+    write_merged(
+        layer_swap(task, ref, swap_bottom=1, swap_top=1, allow_partial_modules=True), tmp_path / "swapped"
+    )
     config = json.loads((tmp_path / "swapped" / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA"
     task_delta, ref_delta = dense_lora(task), dense_lora(ref)
@@ -171,7 +175,9 @@ def test_lora_swap_logits_in_peft_match_patched_base(deep_llama, tmp_path):
 def test_ia3_swap_logits_in_peft_match_patched_base(deep_llama, tmp_path):
     task = AdapterWeights.load(make_ia3(deep_llama, seed=23))
     ref = AdapterWeights.load(make_ia3(deep_llama, seed=24, low=0.3, high=2.0))
-    write_merged(layer_swap(task, ref, swap_bottom=2, swap_top=1), tmp_path / "swapped")
+    write_merged(
+        layer_swap(task, ref, swap_bottom=2, swap_top=1, allow_partial_modules=True), tmp_path / "swapped"
+    )
     vectors = {"task": task.tensors, "ref": ref.tensors}
 
     def reference(name, weight):  # l (out, 1) scales rows: l ⊙ Wx; l (1, in) columns: W(l ⊙ x)

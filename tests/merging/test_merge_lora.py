@@ -61,7 +61,7 @@ def trios(tiny_llama_path):
 @pytest.mark.parametrize("case", list(CASES))
 def test_exact_mode_equals_dense_formula(trios, case):
     task, tgt, src = trios[case]
-    result = merge_adapters(task, src, tgt, scale=T)
+    result = merge_adapters(task, src, tgt, scale=T, allow_partial_modules=True)
     expected = combine_dense([(1.0, dense_lora(task)), (T, dense_lora(tgt)), (-T, dense_lora(src))])
     merged = dense_merged(result.adapter)
     assert sorted(merged) == sorted(expected)
@@ -76,7 +76,7 @@ def test_exact_mode_equals_dense_formula(trios, case):
 
 def test_partial_modules_are_reported_and_contribute_zero(trios):
     task, tgt, src = trios["patterns-and-partial-targets"]
-    result = merge_adapters(task, src, tgt, scale=T)
+    result = merge_adapters(task, src, tgt, scale=T, allow_partial_modules=True)
     module = "model.layers.0.mlp.up_proj"  # only ref_tgt adapts it
     assert result.partial_modules[module] == ["task_src", "ref_src"]
     assert result.partial_modules["model.layers.0.self_attn.q_proj"] == ["ref_src"]  # src: layer 1 only
@@ -90,7 +90,7 @@ def test_partial_modules_are_reported_and_contribute_zero(trios):
 
 def test_uniform_inputs_keep_the_task_targeting(trios):
     task, tgt, src = trios["uniform"]
-    result = merge_adapters(task, src, tgt, scale=T)
+    result = merge_adapters(task, src, tgt, scale=T, allow_partial_modules=True)
     assert result.partial_modules == {}
     assert sorted(result.adapter.config["target_modules"]) == sorted(ALL_LINEAR)
     assert result.adapter.config["r"] == result.adapter.config["lora_alpha"] == 12
@@ -99,12 +99,12 @@ def test_uniform_inputs_keep_the_task_targeting(trios):
 
 def test_arimerge_and_signed_combinations(trios):
     task, tgt, src = trios["mixed-ranks-alphas-rslora"]
-    ari = merge_adapters(task, None, tgt, scale=T, method="arimerge")
+    ari = merge_adapters(task, None, tgt, scale=T, method="arimerge", allow_partial_modules=True)
     expected = combine_dense([(1.0, dense_lora(task)), (T, dense_lora(tgt))])
     for module, delta in dense_merged(ari.adapter).items():
         assert relative_error(delta, expected[module]) < 1e-5
     weights = [0.3, -1.25, 2.0]
-    combo = combine_adapters([task, tgt, src], weights, names=["a", "b", "c"])
+    combo = combine_adapters([task, tgt, src], weights, names=["a", "b", "c"], allow_partial_modules=True)
     expected = combine_dense([(w, dense_lora(a)) for w, a in zip(weights, (task, tgt, src), strict=True)])
     for module, delta in dense_merged(combo.adapter).items():
         assert relative_error(delta, expected[module]) < 1e-5
@@ -113,7 +113,7 @@ def test_arimerge_and_signed_combinations(trios):
 
 def test_scale_zero_is_the_task_adapter(trios):
     task, tgt, src = trios["mixed-ranks-alphas-rslora"]
-    result = merge_adapters(task, src, tgt, scale=0.0)
+    result = merge_adapters(task, src, tgt, scale=0.0, allow_partial_modules=True)
     expected = dense_lora(task)
     for module, delta in dense_merged(result.adapter).items():
         assert result.adapter.tensors[module]["lora_A"].shape[0] == 8  # zero-weight inputs are dropped
@@ -122,7 +122,7 @@ def test_scale_zero_is_the_task_adapter(trios):
 
 def test_factor_mode_is_the_element_wise_formula(trios):
     task, tgt, src = trios["uniform"]
-    result = merge_adapters(task, src, tgt, scale=T, lora_mode="factor")
+    result = merge_adapters(task, src, tgt, scale=T, lora_mode="factor", allow_partial_modules=True)
     s = 8 / 4
     for module, parts in result.adapter.tensors.items():
         pieces = [a.tensors[module] for a in (task, tgt, src)]
@@ -141,7 +141,7 @@ def test_factor_mode_folds_unequal_scalings(tiny_llama_path):
         AdapterWeights.load(make_lora(tiny_llama_path, seed=s, r=4, lora_alpha=a, use_rslora=rs))
         for s, a, rs in ((1, 8, False), (2, 2, True), (3, 16, False))
     ]
-    result = combine_adapters(adapters, [1.0, T, -T], lora_mode="factor")
+    result = combine_adapters(adapters, [1.0, T, -T], lora_mode="factor", allow_partial_modules=True)
     module = "model.layers.1.mlp.down_proj"
     scalings = [reference_scaling(a.config, module) for a in adapters]
     for name in ("lora_A", "lora_B"):
@@ -155,7 +155,9 @@ def test_factor_mode_folds_unequal_scalings(tiny_llama_path):
 @pytest.mark.parametrize("rank", [1, 5, 100])
 def test_svd_mode_is_the_best_low_rank_approximation(trios, rank):
     task, tgt, src = trios["mixed-ranks-alphas-rslora"]
-    result = merge_adapters(task, src, tgt, scale=T, lora_mode="svd", svd_rank=rank)
+    result = merge_adapters(
+        task, src, tgt, scale=T, lora_mode="svd", svd_rank=rank, allow_partial_modules=True
+    )
     exact = combine_dense([(1.0, dense_lora(task)), (T, dense_lora(tgt)), (-T, dense_lora(src))])
     lost = total = 0.0
     for module, delta in dense_merged(result.adapter).items():
@@ -193,7 +195,7 @@ def test_exact_mode_matches_peft_cat(trios, tiny_llama_path):
 
     task, tgt, _ = trios["mixed-ranks-alphas-rslora"]
     weights = [1.0, -0.6]
-    ours = dense_merged(combine_adapters([task, tgt], weights).adapter)
+    ours = dense_merged(combine_adapters([task, tgt], weights, allow_partial_modules=True).adapter)
     model = PeftModel.from_pretrained(load_base(tiny_llama_path), task.path, adapter_name="a")
     model.load_adapter(tgt.path, adapter_name="b")
     model.add_weighted_adapter(["a", "b"], weights, "cat", combination_type="cat")

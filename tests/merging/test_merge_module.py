@@ -113,6 +113,25 @@ def test_refusals_name_the_option(tiny_llama_path, tmp_path):
         module.merged_adapter(module.variants[0], "es")
 
 
+def test_partial_modules_are_refused_unless_allowed(tiny_llama_path):
+    task, ref_en = (make_lora(tiny_llama_path, seed=s, r=4, lora_alpha=8) for s in (7, 8))
+    ref_es = make_lora(tiny_llama_path, seed=9, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    references = {"en": str(ref_en), "es": str(ref_es)}
+    for allow in (False, True):
+        module = MergeModule(
+            "builtin:tiny-llama", str(task), references, methods=["adamergex"], allow_partial_modules=allow
+        )
+        module.configure_model()
+        if not allow:
+            with pytest.raises(
+                ValueError, match=rf"^allow_partial_modules=false: .*\(ref_tgt \({ref_es}\) lacks"
+            ):
+                module.merged_adapter(module.variants[0], "es")
+            continue
+        record = module.merged_adapter(module.variants[0], "es").record()
+        assert record["allow_partial_modules"] is True and len(record["partial_modules"]) == 10
+
+
 @pytest.mark.slow
 def test_merge_validation_through_the_cli_writes_the_per_language_table(tiny_llama_path, tmp_path):
     import csv

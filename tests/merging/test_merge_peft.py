@@ -76,7 +76,7 @@ def _hooked_reference(base_path, quantization, transform) -> tuple[torch.Tensor,
 @pytest.mark.parametrize("quantization", [None, "nf4"])
 def test_lora_merge_logits_match_dense_update(tiny_llama_path, lora_trio, tmp_path, quantization):
     task, src, tgt = lora_trio
-    result = merge_adapters(task, src, tgt, scale=T)
+    result = merge_adapters(task, src, tgt, scale=T, allow_partial_modules=True)
     assert result.partial_modules and result.adapter.config["rank_pattern"]  # the demanding config
     write_merged(result, tmp_path / "merged")
     delta = {m: d.float() for m, d in dense_merged(result.adapter).items()}
@@ -93,7 +93,7 @@ def test_lora_merge_logits_match_dense_update(tiny_llama_path, lora_trio, tmp_pa
 def test_lora_merge_logits_match_merged_dense_weights(tiny_llama_path, lora_trio, tmp_path):
     """Plain base: the reference is a model whose linear weights have the dense ΔW added."""
     task, src, tgt = lora_trio
-    result = merge_adapters(task, src, tgt, scale=T)
+    result = merge_adapters(task, src, tgt, scale=T, allow_partial_modules=True)
     write_merged(result, tmp_path / "merged")
     reference_model = load_base(tiny_llama_path)
     weights = dict(reference_model.named_modules())
@@ -112,7 +112,7 @@ def test_lora_merge_logits_match_merged_dense_weights(tiny_llama_path, lora_trio
 @pytest.mark.parametrize("quantization", [None, "nf4"])
 def test_ia3_merge_logits_match_scaled_layers(tiny_llama_path, ia3_trio, tmp_path, quantization):
     task, src, tgt = ia3_trio
-    result = merge_adapters(task, src, tgt, scale=T, ia3_mode="loglinear")
+    result = merge_adapters(task, src, tgt, scale=T, ia3_mode="loglinear", allow_partial_modules=True)
     assert "model.layers.1.mlp.up_proj" in result.partial_modules
     write_merged(result, tmp_path / "merged")
     vectors = {m: p["ia3_l"].float() for m, p in result.adapter.tensors.items()}
@@ -149,7 +149,7 @@ def test_add_to_peft_model_matches_the_written_adapter(tiny_llama_path, lora_tri
 
     task, src, tgt = lora_trio
     model = PeftModel.from_pretrained(load_base(tiny_llama_path), task.path, adapter_name="task").eval()
-    results = {t: merge_adapters(task, src, tgt, scale=t) for t in (0.3, 1.0)}
+    results = {t: merge_adapters(task, src, tgt, scale=t, allow_partial_modules=True) for t in (0.3, 1.0)}
     for t, result in results.items():
         add_to_peft_model(model, result.adapter, f"t{t:g}".replace(".", "_"))
     assert model.active_adapters == ["task"]

@@ -167,3 +167,58 @@ def test_a_missing_data_file_or_a_bad_data_option_is_refused_before_any_fit(tmp_
         "stage task_add_en: data (data_modules.InstructionDataModule): Option 'batch_sise' is not accepted"
         in err
     )
+
+
+def _drop_field(source: str, target, field: str, line: int) -> None:
+    """``target``: the records of the shipped ``source`` file, with ``field`` removed from line ``line``."""
+    from data_modules.sources import DataSource
+
+    lines = DataSource(source).local_path().read_text().splitlines()
+    record = json.loads(lines[line - 1])
+    del record[field]
+    lines[line - 1] = json.dumps(record)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("datamodule", ["ReferenceLMDataModule", "TaskDataModule"])
+def test_training_records_without_a_needed_field_are_refused_before_any_fit(
+    tmp_path, capsys, monkeypatch, datamodule
+):
+    """The second fit (reference_en) reads a file whose third record lacks a field: nothing is fitted."""
+    reference = _tiny("reference")
+    if datamodule == "ReferenceLMDataModule":  # text_fields: [prompt, completion]
+        for lang in ("en", "es"):
+            _drop_field(
+                f"builtin:tiny/wiki_{lang}.jsonl", tmp_path / f"data/wiki_{lang}.jsonl", "completion", 3
+            )
+        reference["data"]["init_args"]["train"] = {"path": "data/wiki_{lang}.jsonl"}
+        expected = (
+            "stage reference_en: data/wiki_en.jsonl, line 3: lacks field 'completion' that "
+            "text_fields=['prompt', 'completion'] names (the record has ['prompt']); fix the record or drop it"
+        )
+    else:  # the demo's counting task as the reference task
+        for lang in ("en", "es"):
+            _drop_field(f"builtin:demo/count_{lang}.jsonl", tmp_path / f"data/count_{lang}.jsonl", "label", 3)
+        reference["data"] = {
+            "class_path": "data_modules.TaskDataModule",
+            "init_args": {"task": "count", "train": {"path": "data/count_{lang}.jsonl", "language": "{lang}"},
+                          "train_language": "{lang}", "languages": ["{lang}"], "max_length": 32},
+        }  # fmt: skip
+        expected = (
+            "stage reference_en: task 'count', language 'en': data/count_en.jsonl: record 2 lacks field(s) "
+            "['label'] (line 3); the task needs ['question', 'options', 'label']"
+        )
+    err = _refused_before_any_fit(tmp_path, capsys, monkeypatch, reference=reference)
+    assert err.count("\n") == 0 and err.startswith(f"adamergex: error: {expected}"), err
+
+
+def test_a_task_without_tgt_langs_is_named(tmp_path, capsys):
+    raw = yaml.safe_load((REPO_ROOT / "configs/pipeline/paper_llama2_7b.yaml").read_text())
+    del raw["tasks"]["xcopa"]["tgt_langs"]
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["pipeline", "--config", str(tmp_path / "pipeline.yaml"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "adamergex: error: tasks.xcopa.tgt_langs is empty; name at least one target language, e.g. [es]\n"
+    ), err
