@@ -22,7 +22,8 @@ with ``ΔW = s·B·A`` per input (0 where an input does not adapt the module):
 keeps the relative error ``‖ΔW − B·A‖_F / ‖ΔW‖_F`` per module and overall. Float32 arithmetic, one module at
 a time: its two vectors and the merge are dense (three ``out × in`` tensors, kept for the next module; 0.5 GiB at
 Llama-2-7B's MLP shape), and the element-wise work runs in two lanes of threads when torch may use two
-(:class:`_Lanes`), with the same result as one.
+(:class:`_Lanes`), which change no value (the matrix products and the SVD use torch's threads and may round
+differently with another thread count).
 
 **Core space** (``ties_core``, ``dare_ties_core``; Panariello et al., "Accurate and Efficient Low-Rank Model
 Merging in Core Space", NeurIPS 2025, arXiv 2509.17786): with ``Q_B = U`` of the thin SVD of
@@ -207,8 +208,8 @@ class _Merger:
     torch's threads; kept for the threshold pass and the merge), then the rest in two :class:`_Lanes`, block
     by block: each vector's threshold pass or drop in a lane of its own (one generator's draws are serial),
     then the trims and the elected-sign mean (:func:`_elect_and_average`) by halves of the rows. The blocks
-    never depend on the lanes, so one thread or two give the same result. The dense vectors' memory is kept
-    for the next module (two ``out × in`` of the largest).
+    never depend on the lanes: given the dense vectors, one lane or two give the same merge bit for bit. The
+    dense vectors' memory is kept for the next module (two ``out × in`` of the largest).
     """
 
     def __init__(self, density: float, drops: bool, seed: int) -> None:
