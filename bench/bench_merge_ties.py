@@ -3,12 +3,19 @@
     .venv/bin/python bench/bench_merge_ties.py              # ~25 min on 2 shared cores -> results/merge_ties.json
     .venv/bin/python bench/bench_merge_ties.py --skip-dense # without the previous dense path (~10 min less)
     .venv/bin/python bench/bench_merge_ties.py --skip-dense --parallel  # the variants' processes side by side
+    .venv/bin/python bench/bench_merge_ties.py --only ties@all dare_ties@all --wait-load 1.5  # some, when idle
+    git show 0050d2d:adamergex_pl/merging/ties.py > /tmp/ties_0050d2d.py  # an earlier ties.py, same inputs:
+    .venv/bin/python bench/bench_merge_ties.py --only ties@all --ties-module /tmp/ties_0050d2d.py
 
 Inputs are three random LoRA adapters (r=8, alpha=16) with Llama-2-7B's shapes on q, k, v, o, gate, up, down of
 32 layers (224 modules), made in memory from fixed seeds as in ``bench_merge.py``; ``t = 0.5``,
-``density = 0.2``. Every variant runs in its own subprocess with one torch thread: the inputs are made, then
-one merge is timed (wall and CPU seconds) while a sampler records the RSS peak above the RSS before it
-("extra MiB": the merge's own memory, the inputs excluded).
+``density = 0.2``. Every variant runs in its own subprocess with torch's default number of threads (the
+machine's cores; ``--threads`` sets it): the inputs are made, then one merge is timed (wall and CPU seconds,
+the 1-minute load average before and after) while a sampler records the RSS peak above the RSS before it
+("extra MiB": the merge's own memory, the inputs excluded). ``--wait-load X`` waits (up to ``--wait-max``
+seconds) before each variant until the load average is below ``X``; ``--only`` runs some variants and keeps
+the others' results in the JSON; ``--ties-module FILE`` times ``ties_merge`` from another copy of ``ties.py``
+(results keyed ``<variant> (<file name>)``; with ``--threads N``, ``(N threads)`` too).
 
 * ``ties``, ``dare_ties`` (stored at rank 8), ``ties_core``, ``dare_ties_core`` on all 224 modules;
 * on layer 0 only (7 modules): the same ``ties`` and the previous dense path (float64 ``ΔW``, PEFT's
@@ -84,10 +91,19 @@ def previous_dense_ties(task, src, tgt) -> dict[str, float]:
     return errors
 
 
-def run(variant: str) -> dict:
-    from adamergex_pl.merging.ties import ties_merge
+def run(variant: str, threads: int | None, ties_module: str | None) -> dict:
+    if ties_module:
+        import importlib.util
 
-    torch.set_num_threads(1)
+        spec = importlib.util.spec_from_file_location("bench_ties_module", ties_module)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        ties_merge = module.ties_merge
+    else:
+        from adamergex_pl.merging.ties import ties_merge
+
+    if threads:
+        torch.set_num_threads(threads)
     method, _, scope = variant.partition("@")
     task, src, tgt = adapters(1 if scope == "layer0" else LAYERS)
     if method == "previous_dense":
@@ -97,6 +113,7 @@ def run(variant: str) -> dict:
         operation = lambda: ties_merge(  # noqa: E731
             task, src, tgt, scale=SCALE, density=DENSITY, method=method, svd_rank=rank
         )
+    load_before = os.getloadavg()[0]
     with PeakRss() as rss, Stopwatch() as watch:
         result = operation()
     record = {
@@ -104,6 +121,8 @@ def run(variant: str) -> dict:
         "cpu_s": watch.cpu,
         "extra_mib": rss.extra_mib,
         "modules": len(task.tensors),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
     }
     if method == "previous_dense":
         record["per_module_error"] = result
@@ -120,7 +139,6 @@ def sweep() -> dict:
     values (``svdvals``) of its merged ``ΔW``."""
     from adamergex_pl.merging.ties import Vector, _lora_terms, _Merger, ties_merge
 
-    torch.set_num_threads(1)
     task, src, tgt = adapters(1)
     named = {"task_src": task, "ref_tgt": tgt, "ref_src": src}
     sampled = [module_name(0, "q_proj")]  # an exact svdvals of a 4096 x 4096 merged ΔW per method
@@ -160,6 +178,14 @@ def sweep() -> dict:
     return out
 
 
+def wait_for_load(below: float, at_most: float) -> float:
+    """Seconds waited (polling every 15 s, at most ``at_most``) for a 1-minute load average below ``below``."""
+    start = time.perf_counter()
+    while os.getloadavg()[0] >= below and time.perf_counter() - start < at_most:
+        time.sleep(15)
+    return time.perf_counter() - start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -169,22 +195,39 @@ def main() -> int:
         action="store_true",
         help="run the variants' processes at the same time (less wall time)",
     )
+    parser.add_argument("--threads", type=int, help="torch threads per process (default: torch's, the cores)")
+    parser.add_argument("--only", nargs="*", help="run these variants only (e.g. ties@all sweep)")
+    parser.add_argument(
+        "--wait-load", type=float, help="before each variant, wait for a load average below it"
+    )
+    parser.add_argument("--wait-max", type=float, default=600.0, help="seconds to wait at most (default 600)")
+    parser.add_argument("--ties-module", help="time ties_merge from this copy of ties.py")
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(sweep() if args.worker == "sweep" else run(args.worker)))
+        record = sweep() if args.worker == "sweep" else run(args.worker, args.threads, args.ties_module)
+        print(json.dumps(record))
         return 0
     variants = ["ties@layer0", *([] if args.skip_dense else ["previous_dense@layer0"])]
     variants += ["ties@all", "dare_ties@all", "ties_core@all", "dare_ties_core@all", "sweep"]
+    variants = args.only or variants
     load_before = os.getloadavg()[0]
-    results = {}
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    results = json.loads(RESULTS.read_text())["results"] if args.only and RESULTS.exists() else {}
+    env = dict(os.environ)
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    options = [*(["--threads", str(args.threads)] if args.threads else [])]
+    options += ["--ties-module", args.ties_module] if args.ties_module else []
+    labels = [Path(args.ties_module).name] if args.ties_module else []
+    labels += [f"{args.threads} thread{'s' if args.threads > 1 else ''}"] if args.threads else []
+    suffix = f" ({', '.join(labels)})" if labels else ""
     pending = list(variants)
     while pending:
         batch, pending = (pending, []) if args.parallel else (pending[:1], pending[1:])
+        waited = wait_for_load(args.wait_load, args.wait_max) if args.wait_load else 0.0
         start = time.perf_counter()
         running = {
             v: subprocess.Popen(
-                [sys.executable, __file__, "--worker", v],
+                [sys.executable, __file__, "--worker", v, *options],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
@@ -196,8 +239,10 @@ def main() -> int:
             if process.returncode != 0:
                 print(stderr.decode()[-3000:], file=sys.stderr)
                 raise SystemExit(f"worker {variant} failed")
-            results[variant] = json.loads(stdout.decode().strip().splitlines()[-1])
-            print(f"{variant}: done after {time.perf_counter() - start:.0f} s", flush=True)
+            results[variant + suffix] = json.loads(stdout.decode().strip().splitlines()[-1])
+            if waited >= 1 and variant != "sweep":
+                results[variant + suffix]["waited_for_load_s"] = round(waited)
+            print(f"{variant}{suffix}: done after {time.perf_counter() - start:.0f} s", flush=True)
     ratios = {}
     if "previous_dense@layer0" in results and "ties@layer0" in results:
         ours, previous = results["ties@layer0"], results["previous_dense@layer0"]
@@ -216,25 +261,30 @@ def main() -> int:
         "scale": SCALE,
         "density": DENSITY,
         "svd_rank": SVD_RANK,
-        "torch_threads": 1,
+        "torch_threads": args.threads or "default (per result: torch_threads)",
         "results": results,
         "ratios": ratios,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{'variant':<24} {'modules':>7} {'wall s':>8} {'CPU s':>8} {'extra MiB':>9} {'error':>7}")
+    print(f"\n{'variant':<40} {'modules':>7} {'wall s':>8} {'CPU s':>8} {'extra MiB':>9} {'error':>7} load")
     for name, r in results.items():
         if name == "sweep":
             continue
         error = r.get("relative_error", "")
         error = f"{error:.3f}" if error != "" else ""
+        load = r.get("load_average_1min")
+        load = f"{load['before']:.1f}/{load['after']:.1f}" if load else ""
         print(
-            f"{name:<24} {r['modules']:>7} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} {r['extra_mib']:>9.0f} {error:>7}"
+            f"{name:<40} {r['modules']:>7} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} {r['extra_mib']:>9.0f} {error:>7}"
+            f" {load}"
         )
     for pair, value in ratios.items():
         print(f"  {pair}: {json.dumps(value)}")
     print("storage error on layer 0 at rank k:")
-    for method, rows in results["sweep"].items():
+    for method, rows in results.get("sweep", {}).items():
+        if not isinstance(rows, dict):
+            continue
         print(f"  {method}: " + ", ".join(f"{k}: {v['relative_error']:.3f}" for k, v in rows.items()))
         for module in next(iter(rows.values()))["sampled_modules_best"]:
             cells = ", ".join(

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_option_scoring.py           # ~3 min on 2 CPU cores; writes results/option_scoring.json
     .venv/bin/python bench/bench_option_scoring.py --quick   # the tiny model only
+    .venv/bin/python bench/bench_option_scoring.py --single-token-only --models llama-112m  # one comparison
 
 The examples are XNLI-layout items (the shipped fixtures in en, de and zh, repeated to ``--examples``),
 rendered with the task suite's default prompt and tokenized by the byte-level tokenizer of the built-in
@@ -25,6 +26,8 @@ with SDPA attention. Throughput is examples per second over all examples (best o
 after one warm-up batch, the methods taking turns), batch size ``--batch-size`` examples for every method.
 The ratios are over generate-then-parse: examples/s over its examples/s, and its CPU seconds per example over
 the method's (CPU time of all this process's threads, less sensitive to other load on a shared machine).
+``--single-token-only`` measures the single-token comparison alone and updates those fields of the models'
+rows in the JSON (keeping the rest), with the run's load average beside them.
 """
 
 from __future__ import annotations
@@ -157,8 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="the tiny model only")
+    parser.add_argument("--models", nargs="*", choices=("tiny-llama", "llama-112m"), help="default: both")
+    parser.add_argument(
+        "--single-token-only",
+        action="store_true",
+        help="only the single-token comparison; updates its fields in the JSON's rows",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
+    models = args.models or (["tiny-llama"] if args.quick else ["tiny-llama", "llama-112m"])
 
     tokenizer, examples = build_examples(args.examples)
     max_new_tokens = max(len(ids) for e in examples for ids in e["option_ids"])
@@ -170,11 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     rows = []
-    for name in ["tiny-llama"] if args.quick else ["tiny-llama", "llama-112m"]:
+    for name in models:
         model = load_model(name)
         row = {"model": name, "parameters": sum(p.numel() for p in model.parameters())}
+        chosen = {} if args.single_token_only else methods
         results = measure(
-            {k: (lambda ex, m=model, run=run: run(m, ex)) for k, run in methods.items()},
+            {k: (lambda ex, m=model, run=run: run(m, ex)) for k, run in chosen.items()},
             examples,
             args.repeats,
         )
@@ -185,15 +196,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name} {method}: {rate:.2f} examples/s, {cpu_per_example:.4f} CPU s/example",
                 file=sys.stderr,
             )
-        for method in ("shared_prompt", "row_per_option"):
+        for method in ("shared_prompt", "row_per_option") if results else ():
             row[f"{method}_ratio"] = round(
                 row[f"{method}_examples_per_s"] / row["generate_then_parse_examples_per_s"], 2
             )
             row[f"{method}_cpu_ratio"] = round(
                 row["generate_then_parse_cpu_s_per_example"] / row[f"{method}_cpu_s_per_example"], 2
             )
-        row["scorers_agree"] = results["shared_prompt"][2] == results["row_per_option"][2]
+        if results:
+            row["scorers_agree"] = results["shared_prompt"][2] == results["row_per_option"][2]
         one_token = single_token(examples)
+        load_before = os.getloadavg()[0]
         singles = measure(
             {
                 "single_token_one_forward": lambda ex, m=model: one_token_scoring(
@@ -217,8 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         row["single_token_ratio"] = round(one[0] / two[0], 2)
         row["single_token_cpu_ratio"] = round(two[1] / one[1], 2)
         row["single_token_predictions_agree"] = one[2] == two[2]
-        parsed = results["generate_then_parse"][2]
-        row["generate_then_parse_unparseable"] = sum(p == -1 for p in parsed) / len(parsed)
+        row["single_token_load_average_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
+        if results:
+            parsed = results["generate_then_parse"][2]
+            row["generate_then_parse_unparseable"] = sum(p == -1 for p in parsed) / len(parsed)
         rows.append(row)
 
     print(
@@ -226,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'CPU s/example':>13} {'CPU ratio':>9}"
     )
     for r in rows:
-        for method in methods:
+        for method in methods if "generate_then_parse_examples_per_s" in r else ():
             ratio = r.get(f"{method}_ratio", 1.0)
             cpu_ratio = r.get(f"{method}_cpu_ratio", 1.0)
             print(
@@ -239,10 +254,11 @@ def main(argv: list[str] | None = None) -> int:
             f"examples/s ({r['single_token_ratio']:.2f}x wall, {r['single_token_cpu_ratio']:.2f}x CPU); "
             f"same predictions: {r['single_token_predictions_agree']}"
         )
-        print(
-            f"{r['model']}: option scorers agree: {r['scorers_agree']}; generate-then-parse found no label word in "
-            f"{r['generate_then_parse_unparseable']:.0%} of its completions"
-        )
+        if "scorers_agree" in r:
+            print(
+                f"{r['model']}: option scorers agree: {r['scorers_agree']}; generate-then-parse found no label "
+                f"word in {r['generate_then_parse_unparseable']:.0%} of its completions"
+            )
     machine = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -262,9 +278,17 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps({"machine": machine, "settings": settings, "results": rows}, indent=2) + "\n"
-    )
+    report = {"machine": machine, "settings": settings, "results": rows}
+    if args.single_token_only and RESULTS.exists():  # update those fields of the rows, keep the rest
+        report = json.loads(RESULTS.read_text())
+        for row in rows:
+            row["single_token_machine"] = machine
+            old = next((r for r in report["results"] if r["model"] == row["model"]), None)
+            if old is None:
+                report["results"].append(row)
+            else:
+                old.update(row)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(REPO)}")
     return 0
 

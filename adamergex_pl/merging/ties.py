@@ -20,7 +20,10 @@ with ``ΔW = s·B·A`` per input (0 where an input does not adapt the module):
 **Dense LoRA**: the merged ``ΔW`` is stored as its rank-``k`` truncated SVD, ``k = min(svd_rank, out, in)``,
 ``B = U_k S_k^½``, ``A = S_k^½ V_kᵀ``, scaling 1 (:func:`adamergex_pl.merging.lora.low_rank_factors`); the record
 keeps the relative error ``‖ΔW − B·A‖_F / ‖ΔW‖_F`` per module and overall. Float32 arithmetic, one module at
-a time.
+a time: its two vectors and the merge are dense (three ``out × in`` tensors, kept for the next module; 0.5 GiB at
+Llama-2-7B's MLP shape), and the element-wise work runs in two lanes of threads when torch may use two
+(:class:`_Lanes`), which change no value (the matrix products and the SVD use torch's threads and may round
+differently with another thread count).
 
 **Core space** (``ties_core``, ``dare_ties_core``; Panariello et al., "Accurate and Efficient Low-Rank Model
 Merging in Core Space", NeurIPS 2025, arXiv 2509.17786): with ``Q_B = U`` of the thin SVD of
@@ -39,6 +42,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import torch
 
@@ -68,7 +73,8 @@ from adamergex_pl.merging.result import MethodResult
 DENSE_METHODS = ("ties", "dare_ties")
 CORE_METHODS = ("ties_core", "dare_ties_core")
 TIES_METHODS = DENSE_METHODS + CORE_METHODS
-_BLOCK, _SAMPLE = 1 << 16, 1 << 18  # entries per block of a dense pass; magnitudes sampled for a threshold
+_BLOCK, _CHUNK = 1 << 15, 32  # entries per block of a dense pass (torch's parallel grain); blocks per chunk
+_SAMPLE = 1 << 18  # magnitudes sampled to bracket a threshold
 
 
 def ties_merge(
@@ -175,11 +181,12 @@ def module_generator(seed: int, module: str, device: torch.device | str = "cpu")
 
 
 class Vector:
-    """``τ_T`` or ``τ_L`` of one module, read by blocks of rows: a dense tensor or factors ``(B, A)`` of ``B·A``."""
+    """``τ_T`` or ``τ_L`` of one module: a dense tensor or factors ``(B, A)`` of ``B·A``."""
 
     def __init__(self, dense: torch.Tensor | None = None, factors: tuple | None = None) -> None:
         self.dense, self.factors = dense, factors
         self.shape = dense.shape if dense is not None else (factors[0].shape[0], factors[1].shape[1])
+        self.dtype = dense.dtype if dense is not None else torch.promote_types(*(f.dtype for f in factors))
 
     def scaled(self, factor: float) -> Vector:
         """``factor`` times this vector (its dense tensor, or its ``B`` factor)."""
@@ -187,65 +194,161 @@ class Vector:
             return Vector(self.dense * factor)
         return Vector(factors=(self.factors[0] * factor, self.factors[1]))
 
-    def rows(self, start: int, stop: int) -> torch.Tensor:
-        """A fresh tensor of rows ``start:stop``."""
+    def rows(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows ``start:stop``, in a fresh tensor or in ``out`` (of their shape and dtype)."""
         if self.dense is not None:
-            return self.dense[start:stop].clone()
-        return self.factors[0][start:stop] @ self.factors[1]
-
-    def entries(self, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-        """The entries at ``(rows[i], columns[i])``."""
-        if self.dense is not None:
-            return self.dense.reshape(self.dense.shape[0], -1)[rows, columns]
-        return (self.factors[0][rows] * self.factors[1].T[columns]).sum(dim=1)
+            return self.dense[start:stop].clone() if out is None else out.copy_(self.dense[start:stop])
+        if out is None:
+            return self.factors[0][start:stop] @ self.factors[1]
+        return torch.mm(self.factors[0][start:stop], self.factors[1], out=out)
 
 
 class _Merger:
-    """``merge(τ_T, τ_L)`` of one module, by blocks of about ``_BLOCK`` entries (cache-sized)."""
+    """``merge(τ_T, τ_L)`` of one module: both vectors dense (one matrix product each from the factors, with
+    torch's threads; kept for the threshold pass and the merge), then the rest in two :class:`_Lanes`, block
+    by block: each vector's threshold pass or drop in a lane of its own (one generator's draws are serial),
+    then the trims and the elected-sign mean (:func:`_elect_and_average`) by halves of the rows. The blocks
+    never depend on the lanes: given the dense vectors, one lane or two give the same merge bit for bit. The
+    dense vectors' memory is kept for the next module (two ``out × in`` of the largest).
+    """
 
     def __init__(self, density: float, drops: bool, seed: int) -> None:
         self.density, self.drops, self.seed = density, drops, seed
+        self.space = torch.empty(0)
 
-    def __call__(self, task: Vector, gap: Vector, module: str) -> torch.Tensor:
-        vectors, cuts, generators = (task, gap), [None, None], [None, None]
-        if self.density < 1.0 and not self.drops:  # keep |τ| ≥ the k-th largest: |τ| > the float below it
-            for i, vector in enumerate(vectors):
-                threshold = torch.as_tensor(kth_largest_magnitude(vector, self._kept_count(vector)))
-                cuts[i] = float(torch.nextafter(threshold, threshold.new_zeros(())))
-        elif self.density < 1.0:  # the kept entries are divided by density: divide the factors once
-            generators = [module_generator(self.seed, f"{module}{part}") for part in ("", ":gap")]
+    def __call__(
+        self, task: Vector, gap: Vector, module: str, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The merged vector, in ``out`` if given (of ``task``'s shape and the vectors' promoted dtype)."""
+        dtype, shape = torch.promote_types(task.dtype, gap.dtype), task.shape
+        vectors, cuts = (task, gap), [None, None]
+        if self.drops and self.density < 1.0:  # the kept entries are divided by density: divide the factors
             vectors = tuple(vector.scaled(1.0 / self.density) for vector in vectors)
-        merged = None
-        for start, stop in _row_blocks(task.shape):
-            x, y = (
-                self._kept(v.rows(start, stop), c, g)
-                for v, c, g in zip(vectors, cuts, generators, strict=True)
+        x, y = (v.rows(0, shape[0], out=d) for v, d in zip(vectors, self._dense(shape, dtype), strict=True))
+        merged = torch.empty(shape, dtype=dtype) if out is None else out
+        step = _row_blocks(shape)[0][1]
+        with _Lanes() as lanes:
+            if self.density < 1.0 and not self.drops:  # keep |τ| ≥ the k-th largest: |τ| > the float below it
+                counts = [self._kept_count(v) for v in vectors]
+                brackets = [_bracket(d, k) for d, k in zip((x, y), counts, strict=True)]
+                bands = lanes.run([partial(_band, d, b) for d, b in zip((x, y), brackets, strict=True)])
+                cuts = [
+                    _float_below(_kth(d, k, b, band))
+                    for d, k, b, band in zip((x, y), counts, brackets, bands, strict=True)
+                ]
+            elif self.density < 1.0:
+                lanes.run(
+                    [
+                        partial(self._drop, d, module_generator(self.seed, f"{module}{part}"), step)
+                        for d, part in ((x, ""), (y, ":gap"))
+                    ]
+                )
+            half = (shape[0] // step + 1) // 2 * step  # whole blocks
+            lanes.run(
+                [
+                    partial(_elect_rows, x, y, merged, cuts, step, a, b)
+                    for a, b in ((0, half), (half, shape[0]))
+                ]
             )
-            if merged is None:
-                merged = torch.empty(task.shape, dtype=x.dtype, device=x.device)
-            # two vectors: where both are nonzero with one sign, their mean; otherwise the entry of the elected
-            # sign (the sign of the sum; + on a tie), which is the larger (+) or the smaller (−) of the two
-            total = x + y
-            single = torch.where(total >= 0, torch.maximum(x, y), torch.minimum(x, y))
-            torch.where(x * y > 0, total.mul_(0.5), single, out=merged[start:stop])
         return merged
 
-    def _kept(
-        self, block: torch.Tensor, cut: float | None, generator: torch.Generator | None
-    ) -> torch.Tensor:
-        if cut is not None:
-            return torch.nn.functional.hardshrink(block, cut)
-        if generator is not None:
-            draw = torch.rand(block.shape, generator=generator, dtype=torch.float32, device=block.device)
-            return block.mul_(draw.lt_(self.density))
-        return block
+    def _dense(self, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two tensors of ``shape``, in memory reused from one module to the next."""
+        n = math.prod(shape)
+        if self.space.dtype != dtype or self.space.numel() < 2 * n:
+            self.space = torch.empty(0)  # freed before the larger one is allocated
+            self.space = torch.empty(2 * n, dtype=dtype)
+        return self.space[:n].view(shape), self.space[n : 2 * n].view(shape)
+
+    def _drop(self, rows: torch.Tensor, generator: torch.Generator, step: int) -> None:
+        """Zero each entry of ``rows`` whose float32 draw is ``≥ density`` (draws in order of rows)."""
+        draw = torch.empty((step, *rows.shape[1:]), dtype=torch.float32)
+        for start in range(0, rows.shape[0], step):
+            block = rows[start : start + step]
+            keep = torch.rand(block.shape, generator=generator, out=draw[: block.shape[0]])
+            block.mul_(keep.lt_(self.density))
 
     def _kept_count(self, vector: Vector) -> int:
         return int(self.density * math.prod(vector.shape))
 
 
+def _elect_rows(x, y, merged, cuts, step, start, stop) -> None:
+    """Rows ``start:stop``, block by block: the trims at ``cuts`` (if any) of ``x`` and ``y``, then the mean."""
+    total, sign = torch.empty((2, min(step, max(stop - start, 1)), *x.shape[1:]), dtype=x.dtype)
+    sign.fill_(1.0)
+    for a in range(start, stop, step):
+        b = min(a + step, stop)
+        blocks = [x[a:b], y[a:b]]
+        if cuts[0] is not None:
+            for block, cut in zip(blocks, cuts, strict=True):
+                torch.hardshrink(block, cut, out=block)
+        _elect_and_average(*blocks, total[: b - a], sign[: b - a], out=merged[a:b])
+
+
+def _float_below(threshold: torch.Tensor | float) -> float:
+    """The largest float of ``threshold``'s dtype below it: ``|τ| > that`` keeps ``|τ| ≥ threshold``."""
+    threshold = torch.as_tensor(threshold)
+    return float(torch.nextafter(threshold, threshold.new_zeros(())))
+
+
+class _Lanes:
+    """Two lanes of work: the calling thread, and a side thread when torch may use more than one
+    (``torch.get_num_threads() > 1``; otherwise the tasks run one after the other).
+
+    A lane's task runs element-wise operations on blocks of at most ``_BLOCK`` entries, which torch processes
+    without starting threads of its own (its parallel grain is 32768 entries), and no matrix product (MKL
+    would start threads for it): two lanes keep two cores busy with no synchronisation inside an operation.
+    With torch's own threads on such small operations, on a shared machine, the threads waited for each
+    other at every operation far longer than they worked (``bench/README.md``).
+    """
+
+    def __enter__(self) -> _Lanes:
+        self.side = ThreadPoolExecutor(1, "ties-lane") if torch.get_num_threads() > 1 else None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.side is not None:
+            self.side.shutdown()
+
+    def run(self, tasks: list) -> list:
+        """The results of one or two tasks: the second on the side thread while the first runs here."""
+        if self.side is None or len(tasks) < 2:
+            return [task() for task in tasks]
+        later = self.side.submit(tasks[1])
+        try:
+            first = tasks[0]()
+        finally:
+            second = later.result()  # wait even if the first raised: both use the caller's tensors
+        return [first, second]
+
+
+def _elect_and_average(
+    x: torch.Tensor, y: torch.Tensor, total: torch.Tensor, sign: torch.Tensor, out: torch.Tensor
+) -> torch.Tensor:
+    """TIES's elect and disjoint mean of two kept vectors into ``out`` (``x``, ``y``, ``total`` are overwritten;
+    ``sign`` must hold ones of any sign).
+
+    With ``s = x + y`` and ``c = ±1`` the sign bit of ``s`` (``x + (−x) = +0`` in IEEE arithmetic: a tie
+    elects ``+``): where both entries have the elected sign (``f = [min(c·x, c·y) > 0]``) their mean ``s/2``,
+    elsewhere the entry of the elected sign, ``m = c·max(c·x, c·y)`` (0 where both are 0). The blend
+    ``m − f·m + ½·f·s`` with ``f ∈ {0, 1}`` is exact: the result equals the branching definition bit for bit,
+    in element-wise passes that vectorize (a ``torch.where`` on an unpredictable mask branches per entry).
+    """
+    torch.add(x, y, out=total)
+    torch.copysign(sign, total, out=sign)
+    x.mul_(sign)
+    y.mul_(sign)
+    torch.maximum(x, y, out=out)
+    torch.minimum(x, y, out=y)
+    y.sign_().clamp_(min=0)  # f: 1 where both agree with the elected sign
+    out.mul_(sign)
+    out.addcmul_(y, out, value=-1.0)
+    return out.addcmul_(y, total, value=0.5)
+
+
 def _row_blocks(shape: tuple[int, ...]) -> list[tuple[int, int]]:
-    """``(start, stop)`` of blocks of rows of about ``_BLOCK`` entries (one block for a 1-D vector)."""
+    """``(start, stop)`` of blocks of rows of at most ``_BLOCK`` entries (one row at least; one block for a 1-D
+    vector)."""
     step = max(1, _BLOCK // math.prod(shape[1:])) if len(shape) > 1 else shape[0]
     return [(start, min(start + step, shape[0])) for start in range(0, shape[0], step)]
 
@@ -260,31 +363,56 @@ def kth_largest_magnitude(vector: Vector, k: int) -> torch.Tensor | float:
         >>> kth_largest_magnitude(Vector(torch.tensor([3.0, -5.0, 1.0, 4.0])), 2)
         tensor(4.)
     """
-    n = math.prod(vector.shape)
+    dense = vector.rows(0, vector.shape[0])
+    return _kth(dense, k, _bracket(dense, k))
+
+
+def _bracket(dense: torch.Tensor, k: int) -> tuple[float, float] | None:
+    """``(low, high)`` around the ``k``-th largest magnitude of ``dense`` from a seeded sample of its entries
+    (``None``: too few entries)."""
+    n = dense.numel()
+    if k == 0 or n <= _SAMPLE:
+        return None
+    generator = torch.Generator().manual_seed(0)
+    sample = dense.reshape(-1)[torch.randint(n, (_SAMPLE,), generator=generator)].abs_()
+    rank = (n - k + 0.5) / n * _SAMPLE  # the answer's position among the sorted sample
+    margin = 6.0 * math.sqrt(_SAMPLE * (k / n) * (1 - k / n)) + 8.0
+    low, high = (  # the sorted sample's entries at these positions
+        float(sample.kthvalue(max(0, min(_SAMPLE - 1, int(position))) + 1).values)
+        for position in (rank - margin, rank + margin)
+    )
+    return low, high
+
+
+def _kth(dense: torch.Tensor, k: int, bracket: tuple[float, float] | None, band: tuple | None = None):
+    """The ``k``-th largest magnitude of ``dense``: from its ``band`` inside ``bracket`` if it lies there (the
+    band's ``kthvalue``), else from all magnitudes (``inf`` for ``k = 0``)."""
     if k == 0:
         return math.inf
-    if n > _SAMPLE:
-        rows, columns = vector.shape[0], n // vector.shape[0]
-        generator = torch.Generator().manual_seed(0)
-        sample = vector.entries(
-            torch.randint(rows, (_SAMPLE,), generator=generator),
-            torch.randint(columns, (_SAMPLE,), generator=generator),
-        )
-        sample = sample.abs().sort().values
-        rank = (n - k + 0.5) / n * _SAMPLE  # the answer's position among the sorted sample
-        margin = 6.0 * math.sqrt(_SAMPLE * (k / n) * (1 - k / n)) + 8.0
-        low = sample[max(0, min(_SAMPLE - 1, int(rank - margin)))]
-        high = sample[max(0, min(_SAMPLE - 1, int(rank + margin)))]
-        above, inside = 0, []
-        for start, stop in _row_blocks(vector.shape):
-            magnitude = vector.rows(start, stop).abs_()
-            above += int((magnitude > high).sum())
-            inside.append(magnitude[(magnitude >= low) & (magnitude <= high)])
-        band = torch.cat(inside)
-        if above < k <= above + band.numel():
-            return band.kthvalue(band.numel() - (k - above) + 1).values
-    every = torch.cat([vector.rows(a, b).abs_().reshape(-1) for a, b in _row_blocks(vector.shape)])
-    return every.kthvalue(n - k + 1).values
+    if bracket is not None:
+        above, inside = _band(dense, bracket) if band is None else band
+        if above < k <= above + inside.numel():
+            return inside.kthvalue(inside.numel() - (k - above) + 1).values
+    every = dense.abs().reshape(-1)
+    return every.kthvalue(every.numel() - k + 1).values
+
+
+def _band(dense: torch.Tensor, bracket: tuple[float, float] | None) -> tuple[int, torch.Tensor] | None:
+    """One pass by blocks: how many magnitudes of ``dense`` lie above ``bracket``, and those inside it."""
+    if bracket is None:
+        return None
+    low, high = bracket
+    above, inside = 0, []
+    blocks = _row_blocks(dense.shape)
+    block_shape = (blocks[0][1], *dense.shape[1:])
+    magnitudes = torch.empty(block_shape, dtype=dense.dtype)
+    over, flags = torch.empty((2, *block_shape), dtype=torch.bool)
+    for start, stop in blocks:
+        magnitude = torch.abs(dense[start:stop], out=magnitudes[: stop - start])
+        mask, band = over[: stop - start], flags[: stop - start]
+        above += int(torch.count_nonzero(torch.gt(magnitude, high, out=mask)))
+        inside.append(magnitude[torch.ge(magnitude, low, out=band).logical_xor_(mask)])  # low ≤ |τ| ≤ high
+    return above, torch.cat(inside)
 
 
 def _ties_lora(
@@ -299,11 +427,15 @@ def _ties_lora(
     tensors: dict[str, dict[str, torch.Tensor]] = {}
     errors: dict[str, float] = {}
     discarded = total = 0.0
+    workspace = torch.empty(0, dtype=compute)  # the merged ΔW, reused: one allocation of the largest module
     for module in _union(named):
         terms = _lora_terms(named, module, scale)
         task = _low_rank([t for t in terms if t[0] == "task_src"], terms, compute)
         gap = _low_rank([t for t in terms if t[0] != "task_src"], terms, compute)
-        merged = merge(task, gap, module)
+        if workspace.numel() < math.prod(task.shape):
+            workspace = None  # freed before the larger one is allocated
+            workspace = torch.empty(math.prod(task.shape), dtype=compute)
+        merged = merge(task, gap, module, out=workspace[: math.prod(task.shape)].view(task.shape))
         refuse_nonfinite(f"LoRA module {module!r}: the merged ΔW", merged)
         generator = module_generator(0, f"svd:{module}", merged.device)
         new_A, new_B, lost, norm = low_rank_factors(merged, svd_rank, generator)

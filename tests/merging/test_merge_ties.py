@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 
 import pytest
 import torch
@@ -338,3 +339,49 @@ def test_bad_inputs_and_non_finite_results_are_refused():
         ties_merge(synthetic_lora(6), synthetic_lora(7), nan, scale=T, density=0.5, svd_rank=4)
     with pytest.raises(ValueError, match=r"the merged ΔW has .* NaN or inf"):  # beyond float32
         ties_merge(*(synthetic_lora(s) for s in (1, 2, 3)), scale=1e200, density=0.5, svd_rank=4)
+
+
+def test_elect_and_average_equals_the_branching_definition_bit_for_bit():
+    generator = torch.Generator().manual_seed(0)
+    values = torch.tensor([0.0, -0.0, 1.0, -1.0, 2.5, -2.5, 1e-30, -3e-38, 7.0])
+    x, y = torch.cartesian_prod(values, values).T.contiguous()  # every pair: ties, zeros, one sign, both
+    x = torch.cat([x, torch.randn(5000, generator=generator) * (torch.rand(5000, generator=generator) < 0.5)])
+    y = torch.cat([y, torch.randn(5000, generator=generator) * (torch.rand(5000, generator=generator) < 0.5)])
+    total = x + y
+    expected = torch.where(
+        x * y > 0, total / 2, torch.where(total >= 0, torch.maximum(x, y), torch.minimum(x, y))
+    )
+    out = torch.empty_like(x)
+    ties._elect_and_average(x.clone(), y.clone(), torch.empty_like(x), torch.ones_like(x), out=out)
+    assert torch.equal(out, expected)
+    assert torch.equal(out, _elect_and_average([x.double(), y.double()]).float())  # the reference above
+
+
+@pytest.mark.parametrize(("method", "density"), [("ties", 0.3), ("dare_ties", 0.5), ("ties", 1.0)])
+def test_two_lanes_merge_exactly_as_one(method, density, monkeypatch):
+    monkeypatch.setattr(ties, "_BLOCK", 40 * 3)  # 3 rows per block: the halves split 17 blocks
+    monkeypatch.setattr(ties, "_SAMPLE", 64)
+    generator = torch.Generator().manual_seed(1)
+    factors = [
+        (torch.randn(50, r, generator=generator), torch.randn(r, 40, generator=generator)) for r in (2, 4)
+    ]
+    lanes = []
+    elect = ties._elect_rows
+    monkeypatch.setattr(
+        ties, "_elect_rows", lambda *a: lanes.append(threading.current_thread().name) or elect(*a)
+    )
+    threads, merged = torch.get_num_threads(), []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            merger = ties._Merger(density, method == "dare_ties", 3)
+            merged.append(merger(*(Vector(factors=f) for f in factors), "model.layers.0.mlp.up_proj"))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(merged[0], merged[1])
+    assert sum(name.startswith("ties-lane") for name in lanes) == 1  # the second half, with two threads
+    task, gap = (b @ a for b, a in factors)
+    expected = merge_reference(
+        [task.double(), gap.double()], "model.layers.0.mlp.up_proj", method=method, density=density, seed=3
+    )
+    assert relative_error(merged[0].double(), expected) < 1e-6
