@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from adamergex_pl.errors import InvalidValueError
@@ -153,15 +153,9 @@ def _check_trained_stacked(adapter) -> None:
 
 
 def _ties(adapters, scale, options, *, method: str = "ties"):
-    from adamergex_pl.merging.checks import check_partial_modules
     from adamergex_pl.merging.ties import ties_merge
 
-    # ties_merge counts a missing module as zero; whether that is allowed is decided here, and recorded
-    allow = options.get("allow_partial_modules", False)
-    check_partial_modules(
-        {role: adapters[role] for role in (TASK_SRC, REF_SRC, REF_TGT)}, allow_partial_modules=allow
-    )
-    result = ties_merge(
+    return ties_merge(
         adapters[TASK_SRC],
         adapters[REF_SRC],
         adapters[REF_TGT],
@@ -170,8 +164,8 @@ def _ties(adapters, scale, options, *, method: str = "ties"):
         method=method,
         svd_rank=None if method.endswith("_core") else options.get("svd_rank"),
         seed=options.get("seed", 0),
+        allow_partial_modules=options.get("allow_partial_modules", False),
     )
-    return replace(result, allow_partial_modules=allow)
 
 
 _PAPER = "Zhao et al., AdaMergeX, arXiv 2402.18913"

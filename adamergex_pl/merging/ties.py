@@ -56,7 +56,7 @@ from adamergex_pl.merging.adapters import (
     merged_lora_config,
     refuse_nonfinite,
 )
-from adamergex_pl.merging.checks import check_mergeable
+from adamergex_pl.merging.checks import check_mergeable, check_partial_modules
 from adamergex_pl.merging.ia3 import checked_log
 from adamergex_pl.merging.lora import low_rank_factors, svd_record
 from adamergex_pl.merging.merge import (
@@ -87,6 +87,7 @@ def ties_merge(
     method: str = "ties",
     svd_rank: int | None = None,
     seed: int = 0,
+    allow_partial_modules: bool = False,
 ) -> MethodResult:
     """TIES (or DARE-TIES) merge of ``τ_T = A(T,src)`` and ``τ_L = t·(A(R,tgt) ⊖ A(R,src))``.
 
@@ -100,6 +101,8 @@ def ties_merge(
             space (``"ties_core"``, ``"dare_ties_core"``; LoRA only, exact rank ``Σ r_i``).
         svd_rank: dense LoRA merges only, required: the rank of the stored result.
         seed: the DARE methods only: the seed of the random drop.
+        allow_partial_modules: accept modules that only some inputs adapt (a missing one counts as zero); the
+            result records it. Refused by default (:func:`check_partial_modules`).
 
     Returns:
         The merged adapter and its record (mode ``"svd"``, ``"core"`` or ``"log"``).
@@ -135,6 +138,7 @@ def ties_merge(
         "ref_src": _as_adapter(ref_src, "ref_src"),
     }
     partial = check_mergeable(named)
+    check_partial_modules(named, allow_partial_modules=allow_partial_modules)
     drops = method.startswith("dare")
     options = {"density": float(density), "seed": seed if drops else None}
     provenance = _provenance(named, [1.0, scale, -scale])
@@ -151,7 +155,17 @@ def ties_merge(
                 f"svd_rank={svd_rank!r}: method={method!r} stores its result exactly at rank Σ r_i; drop it"
             )
         adapter = _core_lora(named, scale, merge, partial)
-        return MethodResult(adapter, method, "core", scale, provenance, partial, None, options)
+        return MethodResult(
+            adapter,
+            method,
+            "core",
+            scale,
+            provenance,
+            partial,
+            None,
+            options,
+            allow_partial_modules=allow_partial_modules,
+        )
     if lora:
         if isinstance(svd_rank, bool) or not isinstance(svd_rank, int) or svd_rank < 1:
             raise InvalidValueError(
@@ -159,13 +173,33 @@ def ties_merge(
                 "positive integer (e.g. 16)"
             )
         adapter, svd = _ties_lora(named, scale, merge, svd_rank, partial)
-        return MethodResult(adapter, method, "svd", scale, provenance, partial, svd, options)
+        return MethodResult(
+            adapter,
+            method,
+            "svd",
+            scale,
+            provenance,
+            partial,
+            svd,
+            options,
+            allow_partial_modules=allow_partial_modules,
+        )
     if svd_rank is not None:
         raise InvalidValueError(
             f"svd_rank={svd_rank!r} only applies to LoRA inputs; (IA)³ vectors are merged exactly: drop it"
         )
     adapter = _ties_ia3(named, scale, merge, partial)
-    return MethodResult(adapter, method, "log", scale, provenance, partial, None, options)
+    return MethodResult(
+        adapter,
+        method,
+        "log",
+        scale,
+        provenance,
+        partial,
+        None,
+        options,
+        allow_partial_modules=allow_partial_modules,
+    )
 
 
 def module_generator(seed: int, module: str, device: torch.device | str = "cpu") -> torch.Generator:

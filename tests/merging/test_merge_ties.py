@@ -105,7 +105,17 @@ def test_lora_merge_equals_dense_formula(lora_trio, method, density, small_block
         monkeypatch.setattr(ties, "_BLOCK", 7)
         monkeypatch.setattr(ties, "_SAMPLE", 64)
     task, tgt, src = lora_trio
-    result = ties_merge(task, src, tgt, scale=T, density=density, method=method, svd_rank=FULL, seed=3)
+    result = ties_merge(
+        task,
+        src,
+        tgt,
+        scale=T,
+        density=density,
+        method=method,
+        svd_rank=FULL,
+        seed=3,
+        allow_partial_modules=True,
+    )
     expected = lora_reference(lora_trio, method=method, density=density, seed=3)
     merged = dense_merged(result.adapter)
     assert sorted(merged) == sorted(expected) and result.partial_modules
@@ -130,7 +140,7 @@ def test_lora_merge_equals_dense_formula(lora_trio, method, density, small_block
 @pytest.mark.parametrize("rank", [1, 3])
 def test_stored_rank_k_is_near_the_best_and_its_error_is_recorded_exactly(lora_trio, rank):
     task, tgt, src = lora_trio
-    result = ties_merge(task, src, tgt, scale=T, density=0.4, svd_rank=rank)
+    result = ties_merge(task, src, tgt, scale=T, density=0.4, svd_rank=rank, allow_partial_modules=True)
     expected = lora_reference(lora_trio, method="ties", density=0.4)
     lost = total = 0.0
     for module, delta in dense_merged(result.adapter).items():
@@ -177,10 +187,16 @@ def core_reference(trio, module, *, method, density, seed=0):
 )
 def test_core_space_merge_equals_formula_exactly_at_rank_sum(lora_trio, method, density):
     task, tgt, src = lora_trio
-    result = ties_merge(task, src, tgt, scale=T, density=density, method=method, seed=3)
+    result = ties_merge(
+        task, src, tgt, scale=T, density=density, method=method, seed=3, allow_partial_modules=True
+    )
     assert result.mode == "core" and result.svd is None and result.partial_modules
     merged = dense_merged(result.adapter)
-    dense = dense_merged(ties_merge(task, src, tgt, scale=T, density=density, svd_rank=FULL).adapter)
+    dense = dense_merged(
+        ties_merge(
+            task, src, tgt, scale=T, density=density, svd_rank=FULL, allow_partial_modules=True
+        ).adapter
+    )
     adamergex = dense_merged(merge_adapters(task, src, tgt, scale=T, allow_partial_modules=True).adapter)
     for module, delta in merged.items():
         q_b, core, q_a, linear = core_reference(lora_trio, module, method=method, density=density, seed=3)
@@ -229,18 +245,28 @@ def test_kth_largest_magnitude_is_exact_also_when_the_sample_misses(monkeypatch)
 def test_dare_is_deterministic_per_seed_and_density_one_is_ties():
     trio = [synthetic_lora(s, r=3, alpha=6) for s in (1, 2, 3)]
     runs = [
-        ties_merge(*trio, scale=T, density=0.5, method="dare_ties", svd_rank=20, seed=s) for s in (7, 7, 8)
+        ties_merge(
+            *trio, scale=T, density=0.5, method="dare_ties", svd_rank=20, seed=s, allow_partial_modules=True
+        )
+        for s in (7, 7, 8)
     ]
     module = "model.layers.1.self_attn.q_proj"
     same = [run.adapter.tensors[module]["lora_B"] for run in runs]
     assert torch.equal(same[0], same[1]) and not torch.allclose(same[0], same[2])
     # the drop keeps about `density` of the entries of each vector
     big = [synthetic_lora(s, r=8, alpha=8, std=1.0) for s in (4, 5, 6)]
-    dare = dense_merged(ties_merge(*big, scale=1.0, density=0.25, method="dare_ties", svd_rank=20).adapter)
+    dare = dense_merged(
+        ties_merge(
+            *big, scale=1.0, density=0.25, method="dare_ties", svd_rank=20, allow_partial_modules=True
+        ).adapter
+    )
     entries = torch.cat([d.flatten() for d in dare.values()])  # 1480 entries
     kept = float((entries.abs() > 1e-4 * entries.abs().max()).double().mean())  # float32 factors: not exact 0
     assert abs(kept - (1 - 0.75**2)) < 0.05  # an entry survives where either vector keeps it
-    full = [ties_merge(*trio, scale=T, density=1.0, method=m, svd_rank=20) for m in ("ties", "dare_ties")]
+    full = [
+        ties_merge(*trio, scale=T, density=1.0, method=m, svd_rank=20, allow_partial_modules=True)
+        for m in ("ties", "dare_ties")
+    ]
     for module in trio[0].tensors:
         assert torch.equal(
             full[0].adapter.tensors[module]["lora_B"], full[1].adapter.tensors[module]["lora_B"]
@@ -250,7 +276,9 @@ def test_dare_is_deterministic_per_seed_and_density_one_is_ties():
 @pytest.mark.parametrize(("method", "density"), [("ties", 0.4), ("dare_ties", 0.6)])
 def test_ia3_merges_log_vectors(method, density):
     task, tgt, src = synthetic_ia3(1), synthetic_ia3(2, low=0.3, high=2.5), synthetic_ia3(3, head=False)
-    result = ties_merge(task, src, tgt, scale=T, density=density, method=method, seed=5)
+    result = ties_merge(
+        task, src, tgt, scale=T, density=density, method=method, seed=5, allow_partial_modules=True
+    )
     assert result.mode == "log" and result.svd is None and result.adapter.adapter_type == "ia3"
     for module, parts in result.adapter.tensors.items():
         logs = [
@@ -267,7 +295,18 @@ def test_ia3_merges_log_vectors(method, density):
 def test_lora_logits_in_peft_match_patched_base(tiny_llama_path, lora_trio, tmp_path, method):
     task, tgt, src = lora_trio
     write_merged(
-        ties_merge(task, src, tgt, scale=T, density=0.5, method=method, svd_rank=FULL, seed=1), tmp_path / "m"
+        ties_merge(
+            task,
+            src,
+            tgt,
+            scale=T,
+            density=0.5,
+            method=method,
+            svd_rank=FULL,
+            seed=1,
+            allow_partial_modules=True,
+        ),
+        tmp_path / "m",
     )
     delta = lora_reference(lora_trio, method=method, density=0.5, seed=1)
     expected = patched_logits(tiny_llama_path, TOKENS, lambda n, w: w + delta[n] if n in delta else None)
@@ -280,7 +319,10 @@ def test_lora_logits_in_peft_match_patched_base(tiny_llama_path, lora_trio, tmp_
 
 def test_ia3_logits_in_peft_match_patched_base(tiny_llama_path, tmp_path):
     trio = [AdapterWeights.load(make_ia3(tiny_llama_path, seed=70 + i)) for i in range(3)]
-    write_merged(ties_merge(trio[0], trio[2], trio[1], scale=T, density=0.5), tmp_path / "m")
+    write_merged(
+        ties_merge(trio[0], trio[2], trio[1], scale=T, density=0.5, allow_partial_modules=True),
+        tmp_path / "m",
+    )
     vectors = {
         m: reference(
             *(a.tensors[m]["ia3_l"].double().log() for a in trio), m, method="ties", density=0.5
@@ -318,27 +360,43 @@ def test_bad_options_are_refused(kwargs, error, message):
     trio = [synthetic_lora(s) for s in (1, 2, 3)]
     options = dict(scale=T, density=0.5, svd_rank=4) | kwargs
     with pytest.raises(error, match=message):
-        ties_merge(*trio, **options)
+        ties_merge(*trio, **options, allow_partial_modules=True)
 
 
 def test_bad_inputs_and_non_finite_results_are_refused():
     ia3 = [synthetic_ia3(s) for s in (1, 2, 3)]
     with pytest.raises(ValueError, match=r"svd_rank=4 only applies to LoRA inputs"):
-        ties_merge(*ia3, scale=T, density=0.5, svd_rank=4)
+        ties_merge(*ia3, scale=T, density=0.5, svd_rank=4, allow_partial_modules=True)
     with pytest.raises(ValueError, match=r"\(IA\)³ module '.*': the merged vector .* NaN or inf"):
-        ties_merge(*ia3, scale=1e300, density=1.0)  # exp of ±1e300 overflows
+        ties_merge(*ia3, scale=1e300, density=1.0, allow_partial_modules=True)  # exp of ±1e300 overflows
     with pytest.raises(ValueError, match=r"different peft types: task_src is LORA"):
-        ties_merge(synthetic_lora(1), ia3[1], ia3[2], scale=T, density=0.5, svd_rank=4)
+        ties_merge(
+            synthetic_lora(1), ia3[1], ia3[2], scale=T, density=0.5, svd_rank=4, allow_partial_modules=True
+        )
     zero = synthetic_ia3(4)
     zero.tensors["lm_head"]["ia3_l"][3, 0] = 0.0
     with pytest.raises(ValueError, match=r"ref_src .*'lm_head' has 1 of 20 entries ≤ 0, so its logarithm"):
-        ties_merge(ia3[0], zero, ia3[2], scale=T, density=0.5)
+        ties_merge(ia3[0], zero, ia3[2], scale=T, density=0.5, allow_partial_modules=True)
     nan = synthetic_lora(5)
     nan.tensors["lm_head"]["lora_B"][0, 0] = float("nan")
     with pytest.raises(ValueError, match=r"ref_tgt .*LoRA module 'lm_head': lora_B has 1 of 80 entries NaN"):
-        ties_merge(synthetic_lora(6), synthetic_lora(7), nan, scale=T, density=0.5, svd_rank=4)
+        ties_merge(
+            synthetic_lora(6),
+            synthetic_lora(7),
+            nan,
+            scale=T,
+            density=0.5,
+            svd_rank=4,
+            allow_partial_modules=True,
+        )
     with pytest.raises(ValueError, match=r"the merged ΔW has .* NaN or inf"):  # beyond float32
-        ties_merge(*(synthetic_lora(s) for s in (1, 2, 3)), scale=1e200, density=0.5, svd_rank=4)
+        ties_merge(
+            *(synthetic_lora(s) for s in (1, 2, 3)),
+            scale=1e200,
+            density=0.5,
+            svd_rank=4,
+            allow_partial_modules=True,
+        )
 
 
 def test_elect_and_average_equals_the_branching_definition_bit_for_bit():
@@ -385,3 +443,15 @@ def test_two_lanes_merge_exactly_as_one(method, density, monkeypatch):
         [task.double(), gap.double()], "model.layers.0.mlp.up_proj", method=method, density=density, seed=3
     )
     assert relative_error(merged[0].double(), expected) < 1e-6
+
+
+@pytest.mark.parametrize("method", ["ties", "ties_core"])
+def test_partial_modules_are_refused_unless_allowed_and_the_result_records_it(lora_trio, method):
+    task, tgt, src = lora_trio
+    rank = {"svd_rank": FULL} if method == "ties" else {}
+    with pytest.raises(ValueError, match=r"^allow_partial_modules=false: the inputs adapt different modules"):
+        ties_merge(task, src, tgt, scale=T, density=0.3, method=method, **rank)
+    result = ties_merge(
+        task, src, tgt, scale=T, density=0.3, method=method, allow_partial_modules=True, **rank
+    )
+    assert result.allow_partial_modules and result.partial_modules
