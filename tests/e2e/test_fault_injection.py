@@ -123,6 +123,9 @@ def test_a_signalled_fit_checkpoints_exits_non_zero_and_resumes_exactly(
                 os.kill(os.getpid(), signum)
 
         AdapterModule.on_train_batch_end = on_train_batch_end
+        # as in a terminal: a suite started as a background job inherits SIGINT ignored (and a fit rightly
+        # leaves an ignored signal alone)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         return main(fit_args(root))
 
     assert run_forked(fit_signalled) == 128 + signum
