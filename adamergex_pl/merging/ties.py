@@ -348,7 +348,13 @@ class _Lanes:
         """The results of one or two tasks: the second on the side thread while the first runs here."""
         if self.side is None or len(tasks) < 2:
             return [task() for task in tasks]
-        later = self.side.submit(tasks[1])
+        inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+        def in_callers_mode():  # a thread starts without the caller's autograd modes (Lightning's validate
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):  # runs in inference mode)
+                return tasks[1]()
+
+        later = self.side.submit(in_callers_mode)
         try:
             first = tasks[0]()
         finally:

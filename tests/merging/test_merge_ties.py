@@ -430,14 +430,19 @@ def test_two_lanes_merge_exactly_as_one(method, density, monkeypatch):
     )
     threads, merged = torch.get_num_threads(), []
     try:
-        for n in (1, 2):
+        for n, inference in (
+            (1, False),
+            (2, False),
+            (2, True),
+        ):  # MergeModule merges in validate's inference mode
             torch.set_num_threads(n)
             merger = ties._Merger(density, method == "dare_ties", 3)
-            merged.append(merger(*(Vector(factors=f) for f in factors), "model.layers.0.mlp.up_proj"))
+            with torch.inference_mode(inference):
+                merged.append(merger(*(Vector(factors=f) for f in factors), "model.layers.0.mlp.up_proj"))
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(merged[0], merged[1])
-    assert sum(name.startswith("ties-lane") for name in lanes) == 1  # the second half, with two threads
+    assert torch.equal(merged[0], merged[1]) and torch.equal(merged[0], merged[2])
+    assert sum(name.startswith("ties-lane") for name in lanes) == 2  # the second half, with two threads
     task, gap = (b @ a for b, a in factors)
     expected = merge_reference(
         [task.double(), gap.double()], "model.layers.0.mlp.up_proj", method=method, density=density, seed=3
