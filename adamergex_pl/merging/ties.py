@@ -144,6 +144,11 @@ def ties_merge(
     provenance = _provenance(named, [1.0, scale, -scale])
     merge = _Merger(float(density), drops, seed)
     lora = next(iter(named.values())).adapter_type == "lora"
+
+    def result(adapter: AdapterWeights, svd: dict | None = None, *, mode: str) -> MethodResult:
+        record = (adapter, method, mode, scale, provenance, partial, svd, options)
+        return MethodResult(*record, allow_partial_modules=allow_partial_modules)
+
     if method in CORE_METHODS:
         if not lora:
             raise InvalidValueError(
@@ -154,52 +159,19 @@ def ties_merge(
             raise InvalidValueError(
                 f"svd_rank={svd_rank!r}: method={method!r} stores its result exactly at rank Σ r_i; drop it"
             )
-        adapter = _core_lora(named, scale, merge, partial)
-        return MethodResult(
-            adapter,
-            method,
-            "core",
-            scale,
-            provenance,
-            partial,
-            None,
-            options,
-            allow_partial_modules=allow_partial_modules,
-        )
+        return result(_core_lora(named, scale, merge, partial), mode="core")
     if lora:
         if isinstance(svd_rank, bool) or not isinstance(svd_rank, int) or svd_rank < 1:
             raise InvalidValueError(
                 f"svd_rank={svd_rank!r}: a LoRA TIES merge is stored by truncated SVD and needs svd_rank, a "
                 "positive integer (e.g. 16)"
             )
-        adapter, svd = _ties_lora(named, scale, merge, svd_rank, partial)
-        return MethodResult(
-            adapter,
-            method,
-            "svd",
-            scale,
-            provenance,
-            partial,
-            svd,
-            options,
-            allow_partial_modules=allow_partial_modules,
-        )
+        return result(*_ties_lora(named, scale, merge, svd_rank, partial), mode="svd")
     if svd_rank is not None:
         raise InvalidValueError(
             f"svd_rank={svd_rank!r} only applies to LoRA inputs; (IA)³ vectors are merged exactly: drop it"
         )
-    adapter = _ties_ia3(named, scale, merge, partial)
-    return MethodResult(
-        adapter,
-        method,
-        "log",
-        scale,
-        provenance,
-        partial,
-        None,
-        options,
-        allow_partial_modules=allow_partial_modules,
-    )
+    return result(_ties_ia3(named, scale, merge, partial), mode="log")
 
 
 def module_generator(seed: int, module: str, device: torch.device | str = "cpu") -> torch.Generator:
