@@ -57,7 +57,7 @@ def run_adamergex(
     """Run the real ``adamergex`` console script in a subprocess (inherits the offline test environment).
 
     ``launcher`` replaces the console script by another command that ends in the same ``main`` (e.g.
-    ``tests/force_avx512bf16.py``)."""
+    ``tests/cpu_kind.py``)."""
     import subprocess
 
     result = subprocess.run(

@@ -6,14 +6,19 @@ so these tests force it: ``bitsandbytes.nn.modules.has_avx512bf16`` is patched t
 built, which is exactly what ``Linear4bit.__init__`` reads on such a CPU. The repacking itself is plain torch and
 runs on any CPU, so the forced path is the real one up to the kernel it would call next.
 
+The CPU without AVX512-BF16 takes other bitsandbytes paths (no repacking, and no BF16 kernel for single-row
+products); CI's machine may have either kind, so those paths are forced too, in subprocesses, before bitsandbytes
+is imported (``tests/cpu_kind.py``).
+
 The end-to-end check (a fit that validates every epoch gives the same adapter as one that never validates)
-runs the real ``adamergex`` entry point in a subprocess, with the same forcing, through
-``tests/force_avx512bf16.py``.
+runs the real ``adamergex`` entry point in a subprocess, forced to each kind of CPU.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import bitsandbytes as bnb
@@ -25,7 +30,7 @@ from adamergex_pl import AdapterModule
 from adamergex_pl.training.base_model import guard_4bit_cpu_path, is_guarded
 
 RUN = Path("runs/tiny/task_lora")  # configs/tiny/task_lora.yaml's default_root_dir
-FORCE_AVX512_BF16 = [sys.executable, str(REPO_ROOT / "tests" / "force_avx512bf16.py")]
+CPU_KIND = [sys.executable, str(REPO_ROOT / "tests" / "cpu_kind.py")]
 
 
 @pytest.fixture
@@ -99,8 +104,9 @@ def _snapshot_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(run_dir / RUN / "snapshots" / "last" / "adapter_model.safetensors")
 
 
-def test_a_4bit_fit_that_validates_every_epoch_trains_the_same_adapter_as_one_that_never_does(tmp_path):
-    """Through the real CLI, with the AVX512-BF16 path forced: validation (sanity check included) must leave
+@pytest.mark.parametrize("kind", ["avx512_bf16", "no_avx512_bf16"])
+def test_a_4bit_fit_that_validates_every_epoch_trains_the_same_adapter_as_one_that_never_does(tmp_path, kind):
+    """Through the real CLI, on each kind of CPU (forced): validation (sanity check included) must leave
     training untouched. Same seed, same data order, same arithmetic: the adapters must be bitwise equal (no
     tolerance: nothing differs between the runs but the validation passes). LoRA dropout is on, so a validation
     pass that consumed the global RNG would shift every later dropout mask and fail this too."""
@@ -117,7 +123,7 @@ def test_a_4bit_fit_that_validates_every_epoch_trains_the_same_adapter_as_one_th
     runs = {"validates": ["--trainer.check_val_every_n_epoch=1"], "never": ["--trainer.limit_val_batches=0"]}
     for name, extra in runs.items():
         (tmp_path / name).mkdir()  # the config's output paths are relative: each run writes under its own cwd
-        run_adamergex("fit", *common, *extra, cwd=tmp_path / name, launcher=FORCE_AVX512_BF16)
+        run_adamergex("fit", *common, *extra, cwd=tmp_path / name, launcher=[*CPU_KIND, kind])
     validated, never = (_snapshot_tensors(tmp_path / name) for name in runs)
     assert validated.keys() == never.keys() and validated
     for key in validated:
@@ -126,3 +132,39 @@ def test_a_4bit_fit_that_validates_every_epoch_trains_the_same_adapter_as_one_th
         )
     metrics = (tmp_path / "validates" / RUN / "checkpoints").exists()
     assert metrics  # the validating run really ran to its end and checkpointed
+
+
+def test_without_avx512_bf16_4bit_layers_never_repack_and_single_rows_take_the_float_path():
+    """Forced before bitsandbytes is imported: no repacking, no BF16 ``gemv_4bit`` kernel. A single-row eval
+    product (greedy decoding's shape) then equals the float32 product with the dequantized weight exactly; the
+    BF16 kernel (this CPU's own path, if it has AVX512-BF16) is off by about 5e-3 here."""
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        from cpu_kind import force
+        force("no_avx512_bf16")
+        import bitsandbytes as bnb, torch
+        from adamergex_pl.training.base_model import guard_4bit_cpu_path, is_guarded
+        assert not bnb.functional.has_avx512bf16()
+        torch.manual_seed(0)
+        layer = bnb.nn.Linear4bit(64, 64, bias=False, compute_dtype=torch.float32, quant_type="nf4").to("cpu")
+        assert layer.support_avx512bf16_for_cpu is False
+        dense = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+        x = torch.randn(1, 64)
+        layer.eval()
+        with torch.no_grad():
+            single = layer(x)
+        assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False) and is_guarded(layer)
+        print((single - x @ dense.T).abs().max().item())
+        layer.train()
+        x.requires_grad_(True)
+        layer(x).sum().backward()
+        assert x.grad is not None and guard_4bit_cpu_path(layer) == 1
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(REPO_ROOT / "tests")], capture_output=True, text=True, check=True
+    )
+    assert float(out.stdout.split()[-1]) <= 1e-6, out.stdout
+    assert "gemm_4bit_forward" not in out.stderr  # the BF16 backend was never set up
