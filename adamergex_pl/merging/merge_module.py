@@ -43,7 +43,7 @@ from adamergex_pl.merging.methods import (
     check_sweeps,
     merge_method_names,
 )
-from adamergex_pl.metrics.bootstrap import selection_split
+from adamergex_pl.metrics.bootstrap import split_item_ids
 from adamergex_pl.results.printing import claim_results_printing, print_report
 from adamergex_pl.results.selection import best_per_language, main_metric
 from adamergex_pl.results.statistics import StatisticsOptions
@@ -312,12 +312,10 @@ class MergeModule(LightningModule):
         if not hasattr(datamodule, "evaluate_first"):
             return
         for language, ids in datamodule.eval_item_ids(stage).items():
-            ordered = torch.unique(torch.as_tensor(ids, dtype=torch.long))  # as the results split them
-            try:
-                selection, _ = selection_split(ordered.numel(), fraction, self.statistics.seed)
+            try:  # as the results split them
+                self._held_out[language], _ = split_item_ids(ids, fraction, self.statistics.seed)
             except InvalidValueError as err:
                 raise InvalidValueError(f"selection_fraction, language {language!r}: {err}") from None
-            self._held_out[language] = ordered[selection]
         datamodule.evaluate_first(self._held_out)
 
     def _step(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:

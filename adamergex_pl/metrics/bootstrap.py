@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,6 +271,27 @@ def selection_split(n_items: int, fraction: float, seed: int) -> tuple[list[int]
         )
     order = torch.randperm(n_items, generator=torch.Generator().manual_seed(seed)).tolist()
     return sorted(order[:k]), sorted(order[k:])
+
+
+def split_item_ids(
+    item_ids: Iterable[int] | torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One language's ``(selection ids, test ids)``: :func:`selection_split` over its unique ids in ascending
+    order, the split that every result of the language and every evaluation of it share.
+
+    Raises:
+        InvalidValueError: as :func:`selection_split`.
+
+    Example:
+        >>> selection, test = split_item_ids([7, 3, 3, 9, 1], 0.5, seed=0)
+        >>> sorted(selection.tolist() + test.tolist())
+        [1, 3, 7, 9]
+    """
+    ordered = torch.unique(
+        torch.as_tensor(item_ids if torch.is_tensor(item_ids) else list(item_ids), dtype=torch.long)
+    )
+    selection, test = selection_split(ordered.numel(), fraction, seed)
+    return ordered[selection], ordered[test]
 
 
 def _fixed(value: float, digits: int) -> str:

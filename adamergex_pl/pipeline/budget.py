@@ -18,7 +18,7 @@ from typing import Any
 
 from adamergex_pl.errors import InvalidValueError
 from adamergex_pl.merging.methods import METHODS
-from adamergex_pl.metrics.bootstrap import selection_split
+from adamergex_pl.metrics.bootstrap import split_item_ids
 
 
 @dataclass(frozen=True)
@@ -217,14 +217,13 @@ def _adapters_on_test(merge: dict[str, Any], languages, adapters: dict[str, int]
 
 def _selection(ids, fraction: float | None, seed: int) -> set[int]:
     """The selection items' ids, as ``MergeModule`` splits them (every id without a split)."""
-    ordered = sorted(set(ids))
     if fraction is None:
-        return set(ordered)
+        return set(ids)
     try:
-        selected, _ = selection_split(len(ordered), float(fraction), seed)
+        selected, _ = split_item_ids(ids, float(fraction), seed)
     except InvalidValueError:  # the evaluation refuses this split itself
-        return set(ordered)
-    return {ordered[i] for i in selected}
+        return set(ids)
+    return set(selected.tolist())
 
 
 def _datamodule(data: dict[str, Any]):

@@ -18,7 +18,7 @@ interval and no paired comparison, and ``note`` says why. A result without per-i
 score such as ``consistency_3``) has ``n`` and intervals empty.
 
 Selection split. With ``selection_fraction`` set, each language's items are split once
-(:func:`~adamergex_pl.metrics.bootstrap.selection_split` over the sorted item ids, seed ``seed``) into a
+(:func:`~adamergex_pl.metrics.bootstrap.split_item_ids`: over the sorted item ids, seed ``seed``) into a
 ``selection`` part, on which the best ``t`` is chosen, and a ``test`` part, on which it is reported; every
 result then has one row per part (``split``). Without it every row has ``split: all``, and ``t`` is chosen on
 the very items it is reported on, which flatters the merge methods (the report says so).
@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from adamergex_pl.errors import InvalidValueError
-from adamergex_pl.metrics.bootstrap import bootstrap_interval, paired_bootstrap, selection_split
+from adamergex_pl.metrics.bootstrap import bootstrap_interval, paired_bootstrap, split_item_ids
 from adamergex_pl.metrics.item_scores import ItemScores
 
 FIELDS = (
@@ -96,10 +96,10 @@ def _splits(results: list[Result], options: StatisticsOptions) -> dict[str, dict
             splits[language] = {"all": ids}
             continue
         try:
-            selection, test = selection_split(ids.numel(), options.selection_fraction, options.seed)
+            selection, test = split_item_ids(ids, options.selection_fraction, options.seed)
         except InvalidValueError as err:
             raise InvalidValueError(f"language {language!r}: {err}") from err
-        splits[language] = {"selection": ids[selection], "test": ids[test]}
+        splits[language] = {"selection": selection, "test": test}
     return splits
 
 
