@@ -210,10 +210,10 @@ def _lines(variants: list[tuple], cells: dict[tuple, Any], languages: Sequence[s
 def _scales(merged: list[tuple], at: dict[str, tuple | None]) -> str:
     """The ``t`` column: one value, or each language's (``en 0.25 · es 1.5``) where they differ."""
     chosen = {lang: key[2] for lang, key in at.items() if key is not None and key[2] is not None}
-    if len(merged) == 1 or len(set(chosen.values())) <= 1:
-        scale = merged[0][2] if len(merged) == 1 else next(iter(chosen.values()), None)
-        return "" if scale is None else f"{scale:g}"
-    return " · ".join(f"{lang} {scale:g}" for lang, scale in chosen.items())
+    if len(set(chosen.values())) > 1:
+        return " · ".join(f"{lang} {scale:g}" for lang, scale in chosen.items())
+    scale = merged[0][2] if len(merged) == 1 else next(iter(chosen.values()), None)
+    return "" if scale is None else f"{scale:g}"
 
 
 def comparison_table(

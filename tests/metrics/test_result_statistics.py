@@ -183,3 +183,23 @@ def test_non_finite_item_scores_stay_non_finite_and_choice_accuracy_on_them_is_n
     assert values["xnli/en/accuracy"] == 1.0 and values["xnli/es/accuracy"].isnan()
     assert values["xnli/accuracy"].isnan()  # a mean over a NaN is NaN
     assert evaluator.item_scores()["xnli/es/accuracy"].values[0].isnan()
+
+
+def test_with_a_selection_split_the_table_has_one_line_per_method_at_each_languages_chosen_t():
+    from adamergex_pl.results.tables import comparison_table
+
+    def row(method, scale, language, split, value):
+        return {"method": method, "scale": scale, "language": language, "metric": "acc", "split": split,
+                "value": value, "n": 4}  # fmt: skip
+
+    rows = [
+        row("zero_shot", None, lang, split, 0.5) for lang in ("en", "es") for split in ("selection", "test")
+    ]
+    chosen = {"en": 0.5, "es": 1.0}
+    for lang in ("en", "es"):
+        for t in (0.5, 1.0):
+            rows.append(row("adamergex", t, lang, "selection", 0.9 if t == chosen[lang] else 0.1))
+        rows.append(row("adamergex", chosen[lang], lang, "test", 0.7))
+    table = comparison_table(rows, "acc", ["en", "es"], "en", ["adamergex"])
+    assert "| adamergex | en 0.5 · es 1 | 0.7000 | 0.7000 |" in table and table.count("| adamergex |") == 1
+    assert "*" not in table.split("\n\n")[1]  # every value is the chosen one: nothing to mark
